@@ -1,0 +1,41 @@
+# Two commands matter: `make run` and `make test`. Both start PostgreSQL,
+# Redis and NATS when they do not answer (scripts/services.sh).
+
+GO       ?= go
+FUZZTIME ?= 30s
+
+.PHONY: run test bench fuzz migrate verify services build lint
+
+run: services
+	$(GO) run ./cmd/pos serve
+
+test: services lint
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# Benchmarks of the event store beside pgbench on the same server, at the
+# same concurrency (scripts/bench.sh prints the ratios).
+bench: services
+	scripts/bench.sh
+
+# Each fuzz target for FUZZTIME (go test -fuzz runs one target at a time).
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./eventstore/
+	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME) ./eventstore/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseExpectedVersion$$' -fuzztime $(FUZZTIME) ./eventstore/
+
+migrate: services
+	$(GO) run ./cmd/pos migrate
+
+verify: services
+	$(GO) run ./cmd/pos verify
+
+build:
+	$(GO) build -o bin/pos ./cmd/pos
+
+services:
+	@scripts/services.sh

@@ -1,0 +1,41 @@
+package main
+
+import (
+	"strconv"
+	"time"
+)
+
+// config is every setting, read from the environment (API.md
+// "Configuration"); each has a local default so `make run` needs none.
+type config struct {
+	Addr          string // POS_ADDR
+	DatabaseURL   string // DATABASE_URL
+	EventStoreURL string // EVENTSTORE_URL: EventStoreDB instead of PostgreSQL when set
+	NATSURL       string // NATS_URL
+	RedisURL      string // REDIS_URL
+	ShutdownGrace time.Duration
+}
+
+const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/pos?sslmode=disable"
+
+func loadConfig(getenv func(string) string) config {
+	get := func(key, def string) string {
+		if v := getenv(key); v != "" {
+			return v
+		}
+		return def
+	}
+	grace, err := strconv.Atoi(get("POS_SHUTDOWN_GRACE_SECONDS", "10"))
+	if err != nil || grace < 0 {
+		grace = 10
+	}
+	return config{
+		Addr:          get("POS_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:   get("DATABASE_URL", defaultDatabaseURL),
+		EventStoreURL: getenv("EVENTSTORE_URL"),
+		NATSURL:       getenv("NATS_URL"),
+		RedisURL:      get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		ShutdownGrace: time.Duration(grace) * time.Second,
+	}
+}
+

@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+
+	"pos/eventstore"
+	"pos/eventstore/pgstore"
+	"pos/eventstore/storetest"
+	"pos/internal/pgtest"
+)
+
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+func TestMigrateBuildsAnEmptyDatabase(t *testing.T) {
+	url := pgtest.NewEmptyDatabase(t)
+	ctx := context.Background()
+	for i := 0; i < 2; i++ { // the second run finds nothing to do
+		var out bytes.Buffer
+		if err := run(ctx, []string{"migrate"}, env(map[string]string{"DATABASE_URL": url}), &out, &out); err != nil {
+			t.Fatalf("migrate (run %d): %v\n%s", i+1, err, out.String())
+		}
+		if !strings.Contains(out.String(), "schema version") {
+			t.Errorf("migrate printed %q", out.String())
+		}
+	}
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var tables int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'events'`).Scan(&tables); err != nil || tables != 1 {
+		t.Fatalf("events table count = %d, %v", tables, err)
+	}
+}
+
+func TestVerifyExitsNonZeroOnABreak(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	store := pgstore.New(pool)
+	m := storetest.NewMerchant()
+	stream := storetest.NewStream(m, "transaction")
+	if _, err := store.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "A", 1), storetest.Event(m, "B", 2)); err != nil {
+		t.Fatal(err)
+	}
+	vars := env(map[string]string{"DATABASE_URL": url})
+
+	var out, errOut bytes.Buffer
+	if err := run(ctx, []string{"verify", "-quiet"}, vars, &out, &errOut); err != nil {
+		t.Fatalf("verify on intact history: %v\n%s%s", err, out.String(), errOut.String())
+	}
+	if !strings.Contains(out.String(), "events checked: 2") || !strings.Contains(out.String(), "breaks: 0") {
+		t.Errorf("verify printed %q", out.String())
+	}
+
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	if err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `UPDATE events SET data = '99' WHERE stream_name = $1 AND version = 2`, stream)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	err = run(ctx, []string{"verify", "-merchant", m}, vars, &out, &errOut)
+	if !errors.Is(err, errBreaks) {
+		t.Fatalf("verify on tampered history: err = %v, want errBreaks\n%s", err, out.String())
+	}
+	if want := stream + " version 2: hash_mismatch"; !strings.Contains(out.String(), want) {
+		t.Errorf("verify output %q lacks %q", out.String(), want)
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"frobnicate"}, env(nil), &out, &out); err == nil || !strings.Contains(out.String(), "usage") {
+		t.Fatalf("unknown command: err %v, output %q", err, out.String())
+	}
+}

@@ -1,0 +1,260 @@
+package pgstore_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/eventstore"
+	"pos/eventstore/pgstore"
+	"pos/eventstore/storetest"
+	"pos/internal/pgtest"
+)
+
+// appPool connects to url as the application role, which may only SELECT and
+// INSERT events: the suite runs with the privileges production has.
+func appPool(t testing.TB, url string) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgstore.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// superuser connects as the database owner (a superuser on this machine).
+func superuser(t testing.TB, url string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func TestConformance(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	store := pgstore.New(appPool(t, url))
+	storetest.Run(t, storetest.Backend{
+		Name: "postgres",
+		Open: func(t *testing.T) eventstore.Store { return store },
+		HoldAppend: func(ctx context.Context, t *testing.T, stream string, events ...eventstore.EventData) func() error {
+			return holdAppend(ctx, t, store, stream, events...)
+		},
+		Tamper: func(ctx context.Context, t *testing.T, stream string, version uint64, data json.RawMessage) {
+			tamper(ctx, t, superuser(t, url), stream, version, data)
+		},
+	})
+}
+
+func holdAppend(ctx context.Context, t *testing.T, store *pgstore.Store, stream string, events ...eventstore.EventData) func() error {
+	t.Helper()
+	tx, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.AppendTx(ctx, tx, stream, eventstore.NoStream, events...); err != nil {
+		_ = tx.Rollback(ctx)
+		t.Fatalf("held append: %v", err)
+	}
+	return func() error { return tx.Commit(ctx) }
+}
+
+// tamper edits a stored payload the way a superuser bypassing the append-only
+// triggers would.
+func tamper(ctx context.Context, t *testing.T, c *pgx.Conn, stream string, version uint64, data json.RawMessage) {
+	t.Helper()
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			return err
+		}
+		tag, err := tx.Exec(ctx, "UPDATE events SET data = $1 WHERE stream_name = $2 AND version = $3", string(data), stream, int64(version))
+		if err == nil && tag.RowsAffected() != 1 {
+			err = errors.New("no such event")
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatalf("tamper %s@%d: %v", stream, version, err)
+	}
+}
+
+// naiveReader reads the global feed the way a SERIAL-cursor store does:
+// ORDER BY the sequence, resuming after the last one seen. Kept to show that
+// HeldAppendGap catches what the real reader avoids.
+type naiveReader struct {
+	*pgstore.Store
+}
+
+func (n naiveReader) ReadAll(ctx context.Context, after eventstore.Position, f eventstore.Filter, limit int) ([]eventstore.RecordedEvent, error) {
+	rows, err := n.Pool().Query(ctx, `SELECT event_id, event_type, global_position FROM events
+        WHERE global_position > $1 AND merchant_id::text = $2 ORDER BY global_position LIMIT $3`,
+		int64(after.Minor), f.MerchantID, limit)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.RecordedEvent, error) {
+		var e eventstore.RecordedEvent
+		var seq int64
+		err := r.Scan(&e.ID, &e.Type, &seq)
+		e.Position.Minor = uint64(seq)
+		return e, err
+	})
+}
+
+func TestNaiveSequenceReaderSkipsLateCommit(t *testing.T) {
+	store := pgstore.New(pgtest.NewPool(t))
+	hold := func(ctx context.Context, t *testing.T, stream string, events ...eventstore.EventData) func() error {
+		return holdAppend(ctx, t, store, stream, events...)
+	}
+	ctx := context.Background()
+	if err := storetest.HeldAppendGap(ctx, t, store, hold); err != nil {
+		t.Fatalf("the store's own reader: %v", err)
+	}
+	err := storetest.HeldAppendGap(ctx, t, naiveReader{store}, hold)
+	if err == nil {
+		t.Fatal("the naive ORDER BY sequence reader passed the held-append check; the check cannot catch a skipped event")
+	}
+	t.Logf("naive reader, as expected: %v", err)
+}
+
+func TestEventsRefuseUpdateDeleteTruncate(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	store := pgstore.New(appPool(t, url))
+	m := storetest.NewMerchant()
+	stream := storetest.NewStream(m, "transaction")
+	if _, err := store.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "A", 1)); err != nil {
+		t.Fatal(err)
+	}
+	statements := map[string]string{
+		"UPDATE":   "UPDATE events SET data = '{}'",
+		"DELETE":   "DELETE FROM events",
+		"TRUNCATE": "TRUNCATE events",
+	}
+	for _, who := range []struct{ name, setRole, wantMsg string }{
+		{"application role", "SET ROLE pos_app", "permission denied for table events"},
+		{"superuser", "RESET ROLE", "events are append-only"},
+	} {
+		c := superuser(t, url)
+		if _, err := c.Exec(ctx, who.setRole); err != nil {
+			t.Fatal(err)
+		}
+		for op, sql := range statements {
+			_, err := c.Exec(ctx, sql)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "42501" || !strings.Contains(pgErr.Message, who.wantMsg) {
+				t.Errorf("%s %s: err = %v, want 42501 %q", who.name, op, err, who.wantMsg)
+			}
+		}
+	}
+	events, err := store.ReadStream(ctx, stream, 1, 0)
+	if err != nil || len(events) != 1 || string(events[0].Data) != "1" {
+		t.Fatalf("after refused changes: %v, %v", events, err)
+	}
+}
+
+func TestMerchantFeedUsesMerchantIndex(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	c := superuser(t, url)
+	store := pgstore.New(appPool(t, url))
+	var merchants []string
+	for i := 0; i < 20; i++ {
+		m := storetest.NewMerchant()
+		merchants = append(merchants, m)
+		for j := 0; j < 10; j++ {
+			batch := make([]eventstore.EventData, 20)
+			for k := range batch {
+				batch[k] = storetest.Event(m, "Sale", k)
+			}
+			if _, err := store.Append(ctx, storetest.NewStream(m, "transaction"), eventstore.NoStream, batch...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := c.Exec(ctx, "ANALYZE events"); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := c.Query(ctx, `EXPLAIN SELECT event_id FROM events
+        WHERE merchant_id = $3 AND (transaction_id, global_position) > ($1::xid8, $2::bigint)
+          AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+        ORDER BY merchant_id, transaction_id, global_position LIMIT $4`, uint64(0), int64(0), merchants[7], 500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := strings.Join(lines, "\n")
+	t.Logf("merchant feed plan (4,000 events of 20 merchants):\n%s", plan)
+	if !strings.Contains(plan, "events_merchant_feed_idx") || strings.Contains(plan, "Seq Scan") {
+		t.Fatalf("merchant feed does not read through events_merchant_feed_idx:\n%s", plan)
+	}
+	if !strings.Contains(plan, "Index Cond: ((merchant_id = ") {
+		t.Fatalf("merchant is not an index condition:\n%s", plan)
+	}
+}
+
+func TestVerifyReportsDeletedAndRelinkedEvents(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	store := pgstore.New(appPool(t, url))
+	m := storetest.NewMerchant()
+	gap, relinked, intact := storetest.NewStream(m, "transaction"), storetest.NewStream(m, "stock"), storetest.NewStream(m, "journal")
+	for _, s := range []string{gap, relinked, intact} {
+		if _, err := store.Append(ctx, s, eventstore.NoStream, storetest.Event(m, "A", 1), storetest.Event(m, "B", 2), storetest.Event(m, "C", 3)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := superuser(t, url)
+	err := pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SET LOCAL session_replication_role = replica"); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, "DELETE FROM events WHERE stream_name = $1 AND version = 2", gap); err != nil {
+			return err
+		}
+		// Re-link version 3 of the other stream onto version 1, as if
+		// version 2 had never been there.
+		_, err := tx.Exec(ctx, "UPDATE events SET prev_hash = (SELECT hash FROM events WHERE stream_name = $1 AND version = 1) WHERE stream_name = $1 AND version = 3", relinked)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := eventstore.Verify(ctx, store, eventstore.VerifyOptions{Filter: eventstore.Filter{MerchantID: m}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[eventstore.Break]bool{}
+	for _, b := range rep.Breaks {
+		got[b] = true
+	}
+	for _, want := range []eventstore.Break{
+		{Stream: gap, Version: 3, Reason: eventstore.ReasonVersionGap},
+		{Stream: relinked, Version: 3, Reason: eventstore.ReasonChainMismatch},
+		{Stream: relinked, Version: 3, Reason: eventstore.ReasonHashMismatch},
+	} {
+		if !got[want] {
+			t.Errorf("breaks %v lack %v", rep.Breaks, want)
+		}
+	}
+	for _, b := range rep.Breaks {
+		if b.Stream == intact {
+			t.Errorf("intact stream reported: %v", b)
+		}
+	}
+	if rep.StreamsChecked != 3 || rep.EventsChecked != 8 {
+		t.Errorf("checked %d streams, %d events; want 3, 8", rep.StreamsChecked, rep.EventsChecked)
+	}
+}
