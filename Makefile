@@ -10,7 +10,7 @@ run: services
 	$(GO) run ./cmd/pos serve
 
 test: services lint
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) tool gotestsum --format pkgname-and-test-fails -- -race -count=1 -timeout 20m ./...
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

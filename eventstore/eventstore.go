@@ -313,6 +313,12 @@ type Store interface {
 	// event and later skip one before it: an event whose append has not
 	// committed yet holds back every later position (see pgstore).
 	ReadAll(ctx context.Context, after Position, filter Filter, limit int) ([]RecordedEvent, error)
+
+	// Settle returns once every append that committed before the call is
+	// visible to ReadAll. A feed may trail commits briefly (PostgreSQL holds
+	// it behind transactions still running); readers that need "everything
+	// so far", such as verification, settle first. Followers need not.
+	Settle(ctx context.Context) error
 }
 
 // StreamName builds the stream name of one aggregate instance of one merchant:
@@ -321,7 +327,8 @@ type Store interface {
 // form, whose merchant is the events' MerchantID: the merchant in the name is
 // what lets a backend without per-event columns (EventStoreDB) scope a
 // merchant's feed on the server, and it makes another merchant's stream a
-// different stream. Category must not contain '-'.
+// different stream. Category is lower-case letters, digits and '_', starting
+// with a letter (so never a '-' nor an EventStoreDB system prefix '$').
 func StreamName(category, merchantID, id string) string {
 	return category + "-" + merchantID + "." + id
 }
@@ -330,11 +337,23 @@ func StreamName(category, merchantID, id string) string {
 // not built by StreamName.
 func ParseStreamName(stream string) (category, merchantID, id string, ok bool) {
 	category, rest, ok1 := strings.Cut(stream, "-")
-	if !ok1 || len(rest) < 37 || rest[36] != '.' {
+	if !ok1 || !validCategory(category) || len(rest) < 37 || rest[36] != '.' {
 		return "", "", "", false
 	}
 	if _, err := uuid.Parse(rest[:36]); err != nil {
 		return "", "", "", false
 	}
 	return category, rest[:36], rest[37:], category != "" && len(rest) > 37
+}
+
+func validCategory(c string) bool {
+	if c == "" || c[0] < 'a' || c[0] > 'z' {
+		return false
+	}
+	for i := 0; i < len(c); i++ {
+		if ch := c[i]; !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '_') {
+			return false
+		}
+	}
+	return true
 }

@@ -92,7 +92,7 @@ func (r *Registry) Upcast(e RecordedEvent) (RecordedEvent, error) {
 }
 
 // Upcasting wraps a Store so that every read returns events upcast to their
-// current schema version. Appends pass through.
+// current schema version. Appends and Settle pass through.
 type Upcasting struct {
 	Store
 	Registry *Registry

@@ -48,7 +48,8 @@ type VerifyOptions struct {
 	Progress func(eventsChecked int64)
 }
 
-// Verify reads the global feed from the start and recomputes every stream's
+// Verify reads the global feed from the start, covering at least every event
+// committed before it was called, and recomputes every stream's
 // hash chain: each event's hash from its stored content, each prev_hash
 // against the previous event's hash, and each version following the one
 // before it. It reports every break by stream and version, in stream order.
@@ -63,6 +64,9 @@ func Verify(ctx context.Context, store Store, opts VerifyOptions) (VerifyReport,
 		batch = 1000
 	}
 	rep := VerifyReport{Heads: make(map[string]Head)}
+	if err := store.Settle(ctx); err != nil {
+		return rep, fmt.Errorf("verify: %w", err)
+	}
 	pos := Start
 	for {
 		events, err := store.ReadAll(ctx, pos, opts.Filter, batch)

@@ -38,4 +38,3 @@ func loadConfig(getenv func(string) string) config {
 		ShutdownGrace: time.Duration(grace) * time.Second,
 	}
 }
-

@@ -82,8 +82,9 @@ var ErrClosed = errors.New("esdbstore: store is closed")
 type Store struct {
 	client *kurrentdb.Client
 
-	// mu is held shared by every call in flight and exclusively by Close,
-	// because the client panics when a call starts on a closed client.
+	// mu is held shared by every call in flight and exclusively by Close:
+	// a call racing the client's Close can panic inside the client (a send
+	// on its closed channel).
 	mu     sync.RWMutex
 	closed bool
 
@@ -106,8 +107,8 @@ var _ eventstore.Store = (*Store)(nil)
 // The client discovers the node once, with its own retry settings
 // (maxDiscoverAttempts, discoveryInterval, gossipTimeout in the connection
 // string); a failed discovery leaves it unusable, so Open fails rather than
-// return a store that can never work. The client logs through the standard
-// log package.
+// return a store that can never work. The client's warnings and errors go to
+// the standard log package; its info and debug messages are dropped.
 func Open(ctx context.Context, connString string) (*Store, error) {
 	cfg, err := kurrentdb.ParseConnectionString(connString)
 	if err != nil {
@@ -118,6 +119,7 @@ func Open(ctx context.Context, connString string) (*Store, error) {
 		}
 		return nil, fmt.Errorf("esdbstore: invalid connection string: %w", err)
 	}
+	cfg.Logger = warningsOnly(cfg.Logger)
 	client, err := kurrentdb.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("esdbstore: %w", err)
@@ -134,13 +136,26 @@ func Open(ctx context.Context, connString string) (*Store, error) {
 		}
 		return &Store{client: client}, nil
 	case <-ctx.Done():
-		// Close only once the probe is done: a call that starts on a closed
-		// client panics inside the client.
+		// Close only once the probe is done: a call racing the client's
+		// Close can panic inside the client.
 		go func() {
 			<-probed
 			client.Close()
 		}()
 		return nil, fmt.Errorf("esdbstore: connect: %w", ctx.Err())
+	}
+}
+
+// warningsOnly passes the client's warnings and errors to log, and drops its
+// info and debug chatter (a line per discovery attempt, for example).
+func warningsOnly(log kurrentdb.LoggingFunc) kurrentdb.LoggingFunc {
+	if log == nil {
+		return nil
+	}
+	return func(level kurrentdb.LogLevel, format string, args ...any) {
+		if level == kurrentdb.LogWarn || level == kurrentdb.LogError {
+			log(level, format, args...)
+		}
 	}
 }
 
@@ -268,3 +283,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter e
 	defer s.mu.RUnlock()
 	return s.readAll(ctx, after, filter, clampLimit(limit))
 }
+
+// Settle implements eventstore.Store. EventStoreDB orders $all at commit, so
+// a committed event is readable at once: there is nothing to wait for.
+func (s *Store) Settle(ctx context.Context) error { return ctx.Err() }

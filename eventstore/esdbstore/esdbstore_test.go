@@ -32,9 +32,10 @@ func TestConformance(t *testing.T) {
 	})
 	// HoldAppend and Tamper stay nil: ESDB assigns $all order at commit, so
 	// there is no written-but-uncommitted window, and its storage cannot be
-	// altered through the client.
+	// altered through the client. Event ids are deduplicated per stream only.
 	storetest.Run(t, storetest.Backend{
-		Name: "eventstoredb",
-		Open: func(t *testing.T) eventstore.Store { return store },
+		Name:         "eventstoredb",
+		Open:         func(t *testing.T) eventstore.Store { return store },
+		IDsPerStream: true,
 	})
 }

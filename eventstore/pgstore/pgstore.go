@@ -384,6 +384,33 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter e
 	return collect(rows)
 }
 
+// Settle implements eventstore.Store: it waits until every transaction that
+// was running at the call has ended, so that ReadAll's horizon has passed
+// every event committed before the call.
+func (s *Store) Settle(ctx context.Context) error {
+	var target uint64
+	if err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())`).Scan(&target); err != nil {
+		return fmt.Errorf("pgstore: settle: %w", err)
+	}
+	wait := time.Millisecond
+	for {
+		var done bool
+		err := s.pool.QueryRow(ctx, `SELECT pg_snapshot_xmin(pg_current_snapshot()) >= $1::xid8`, target).Scan(&done)
+		if err != nil {
+			return fmt.Errorf("pgstore: settle: %w", err)
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("pgstore: settle: %w", ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 50*time.Millisecond)
+	}
+}
+
 // Pool returns the store's pool, for callers that open transactions to pass
 // to AppendTx.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
