@@ -13,8 +13,14 @@ type config struct {
 	EventStoreURL string // EVENTSTORE_URL: EventStoreDB instead of PostgreSQL when set
 	NATSURL       string // NATS_URL
 	RedisURL      string // REDIS_URL
+	JWTSecret     string // POS_JWT_SECRET
+	JWKSURL       string // POS_JWKS_URL: RS256 against this JWKS instead of HS256
 	ShutdownGrace time.Duration
 }
+
+// devJWTSecret is the HS256 secret when POS_JWT_SECRET is unset: fine on a
+// laptop, never in production (serve warns at start).
+const devJWTSecret = "pos-development-secret-do-not-use-in-production"
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/pos?sslmode=disable"
 
@@ -35,6 +41,8 @@ func loadConfig(getenv func(string) string) config {
 		EventStoreURL: getenv("EVENTSTORE_URL"),
 		NATSURL:       getenv("NATS_URL"),
 		RedisURL:      get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		JWTSecret:     getenv("POS_JWT_SECRET"),
+		JWKSURL:       getenv("POS_JWKS_URL"),
 		ShutdownGrace: time.Duration(grace) * time.Second,
 	}
 }

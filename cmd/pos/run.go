@@ -8,9 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
 	"github.com/schollz/progressbar/v3"
 
@@ -26,10 +26,11 @@ commands:
   serve     apply migrations, then serve the API on POS_ADDR
   migrate   apply pending database migrations and exit
   verify    recompute every event hash chain; exit 1 on any break
+  token     mint a local JWT: token -merchant <uuid> -role CASHIER [-sub u] [-branch <uuid>]... [-ttl 8h]
   help      show this text
 
 Configuration comes from the environment (see README.md): POS_ADDR,
-DATABASE_URL, EVENTSTORE_URL, NATS_URL, REDIS_URL.
+DATABASE_URL, EVENTSTORE_URL, NATS_URL, REDIS_URL, POS_JWT_SECRET, POS_JWKS_URL.
 `
 
 // errBreaks makes verify exit non-zero when history does not verify.
@@ -56,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	case "verify":
 		return verify(ctx, cfg, args[1:], stdout, stderr)
+	case "token":
+		return token(cfg, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
@@ -73,8 +76,9 @@ func migrate(ctx context.Context, cfg config) (int64, error) {
 	return migrations.Up(ctx, db)
 }
 
-// openStore returns the configured event store and a function closing it.
-func openStore(ctx context.Context, cfg config) (eventstore.Store, func(), error) {
+// openStore returns the configured event store and a function closing it:
+// EventStoreDB when EVENTSTORE_URL is set, else PostgreSQL on pool.
+func openStore(ctx context.Context, cfg config, pool *pgxpool.Pool) (eventstore.Store, func(), error) {
 	if cfg.EventStoreURL != "" {
 		s, err := esdbstore.Open(ctx, cfg.EventStoreURL)
 		if err != nil {
@@ -82,55 +86,7 @@ func openStore(ctx context.Context, cfg config) (eventstore.Store, func(), error
 		}
 		return s, func() { _ = s.Close() }, nil
 	}
-	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return nil, nil, err
-	}
-	return pgstore.New(pool), pool.Close, nil
-}
-
-func serve(ctx context.Context, cfg config, log *slog.Logger) error {
-	v, err := migrate(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	log.Info("migrations applied", "schema_version", v)
-	store, closeStore, err := openStore(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	defer closeStore()
-
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		_, _ = io.WriteString(w, `{"status":"ok"}`)
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		rctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		if _, err := store.ReadAll(rctx, eventstore.Start, eventstore.Filter{}, 1); err != nil {
-			log.Warn("readiness: event store unreachable", "err", err)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			_, _ = io.WriteString(w, `{"status":"unavailable","event_store":"unreachable"}`)
-			return
-		}
-		_, _ = io.WriteString(w, `{"status":"ok"}`)
-	})
-	srv := &http.Server{Addr: cfg.Addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	log.Info("serving", "addr", cfg.Addr)
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down")
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
-	defer cancel()
-	return srv.Shutdown(sctx)
+	return pgstore.New(pool), func() {}, nil
 }
 
 func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Writer) error {
@@ -141,7 +97,12 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	store, closeStore, err := openStore(ctx, cfg)
+	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, closeStore, err := openStore(ctx, cfg, pool)
 	if err != nil {
 		return err
 	}

@@ -41,18 +41,29 @@
 //     proposal; a deduplicated write that the server reports like a plain
 //     one is taken as is.
 //
-// Filtered reads of $all. The client's ReadAll (kurrentdb v1.1.0) has no
-// server-side filter: its request always carries NoFilter, and only
-// subscriptions accept a SubscriptionFilter. ReadAll here therefore reads $all
-// in batches and filters on the client: a merchant's feed keeps events whose
-// stream name is "<category>-<merchant>.<id>" (what the server-side regex
-// `^[^-]+-<merchant>\.` would select), and the unfiltered feed keeps every
-// event that parses as one of ours, which excludes system ($-prefixed) and
-// foreign events. A merchant's feed on a busy shared server therefore costs a
-// scan of $all from the reader's position; the Store remembers how far a read
-// that reached the end of $all scanned, so a follower polling at the head
-// rescans only what is new. Reading $all needs a user allowed to read $all
-// (an admin in secure mode).
+// Reading $all. One merchant's feed is filtered on the server. The client's
+// ReadAll (kurrentdb v1.1.0) cannot filter (its request always carries
+// NoFilter), so ReadAll with a merchant opens a $all subscription
+// (SubscribeToAll) from the reader's position with a stream-name filter, the
+// regex ^[a-z][a-z0-9_]*-<merchant>\. (the names eventstore.StreamName builds
+// for that merchant, hex digits in either case since merchant ids compare as
+// UUIDs as in pgstore), takes events until it has limit of them or the server
+// reports that the subscription caught up with the end of $all, and closes the
+// subscription. Only the merchant's events cross the network, and a merchant
+// with no event at all still gets its (empty) answer at CaughtUp.
+//
+// The CaughtUp message exists from EventStoreDB 23.10 on (and in every
+// KurrentDB); an older server never sends it, and a merchant's feed then
+// fails with an error saying the server did not report caught-up: after 30
+// seconds without any message from the server, after 5 minutes in all, or at
+// ctx's deadline if that comes first. The unfiltered feed (every merchant)
+// works with any version: it reads $all in batches and keeps every event that
+// parses as one of ours, which excludes system ($-prefixed) and foreign
+// events; the Store remembers how far a read that reached the end of $all
+// scanned, so that a follower polling at the head does not rescan, every
+// time, the system events ($stats, projections' links) written since the last
+// event of ours. Reading $all, by either way, needs a user allowed to read
+// $all (an admin in secure mode).
 //
 // Limits. As in pgstore, a read limit of 0 or less, or above 10000, means
 // 10000 events.
@@ -88,12 +99,12 @@ type Store struct {
 	mu     sync.RWMutex
 	closed bool
 
-	// scanned remembers, per filtered feed and starting point, how far a
-	// ReadAll that reached the end of $all scanned, so that a follower
-	// polling a quiet merchant's feed does not rescan every other
-	// merchant's events each time. See scannedTo.
+	// scanned remembers, per starting point, how far an unfiltered ReadAll
+	// that reached the end of $all scanned, so that a follower polling at
+	// the head does not rescan the system events written since the last
+	// event of ours each time. See scannedTo.
 	scanMu  sync.Mutex
-	scanned map[scanKey]eventstore.Position
+	scanned map[eventstore.Position]eventstore.Position
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -271,11 +282,13 @@ func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from uint
 }
 
 // ReadAll implements eventstore.Store: up to limit events strictly after
-// position after, in $all order, narrowed by filter. The filtering happens in
-// this process (see the package comment): the call reads $all in batches until
-// it has limit matching events or reaches the end, so it returns fewer than
-// limit events only at the end of $all. Events that do not parse as written
-// by this package (system and foreign events) are skipped.
+// position after, in $all order, narrowed by filter. One merchant's feed is
+// filtered on the server through a $all subscription read up to CaughtUp,
+// which needs EventStoreDB 23.10 or later; the unfiltered feed is read with
+// ReadAll and filtered in this process (see the package comment). Either way
+// the call returns fewer than limit events only at the end of $all. Events
+// that do not parse as written by this package (system and foreign events)
+// are skipped; a merchant id that is not a UUID has an empty feed.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter eventstore.Filter, limit int) ([]eventstore.RecordedEvent, error) {
 	if err := s.enter(); err != nil {
 		return nil, err

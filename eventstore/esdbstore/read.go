@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/kurrent-io/KurrentDB-Client-Go/kurrentdb"
@@ -34,6 +36,19 @@ const (
 	maxLimit = 10_000
 	// scannedCacheSize bounds Store.scanned.
 	scannedCacheSize = 4096
+	// caughtUpIdle and caughtUpMax bound a read of one merchant's feed
+	// that does not reach limit events: the server must report CaughtUp
+	// with no more than caughtUpIdle between two of its messages (a
+	// filtered subscription sends checkpoints while it scans), and within
+	// caughtUpMax in all. Only a server that never reports it (older than
+	// EventStoreDB 23.10) should ever hit them.
+	caughtUpIdle = 30 * time.Second
+	caughtUpMax  = 5 * time.Minute
+)
+
+var (
+	errCaughtUpIdle = fmt.Errorf("esdbstore: read $all: the server did not report caught-up and sent nothing for %s (a merchant's feed needs EventStoreDB 23.10 or later, or KurrentDB)", caughtUpIdle)
+	errCaughtUpLate = fmt.Errorf("esdbstore: read $all: the server did not report caught-up within %s (a merchant's feed needs EventStoreDB 23.10 or later, or KurrentDB)", caughtUpMax)
 )
 
 func clampLimit(limit int) int {
@@ -80,26 +95,30 @@ func (s *Store) readStream(ctx context.Context, stream string, dir kurrentdb.Dir
 	}
 }
 
-// readAll reads $all forwards strictly after after and keeps up to limit
-// events of ours that pass filter. The client's ReadAll cannot filter on the
-// server (its request always says NoFilter), so the filter runs here. The
-// caller holds s.mu.
+// readAll reads up to limit events of the feed filter names strictly after
+// after. The caller holds s.mu.
 func (s *Store) readAll(ctx context.Context, after eventstore.Position, filter eventstore.Filter, limit int) ([]eventstore.RecordedEvent, error) {
-	var feed feedOf
-	if filter.MerchantID != "" {
-		m, err := uuid.Parse(filter.MerchantID)
-		if err != nil {
-			return nil, nil // stream names hold merchant UUIDs only
-		}
-		feed = feedOf{one: true, merchant: m}
+	if filter.MerchantID == "" {
+		return s.readEveryMerchant(ctx, after, limit)
 	}
+	m, err := uuid.Parse(filter.MerchantID)
+	if err != nil {
+		return nil, nil // stream names hold merchant UUIDs only
+	}
+	return s.readMerchant(ctx, after, m, limit)
+}
+
+// readEveryMerchant reads $all forwards strictly after after and keeps up to
+// limit events of ours. The client's ReadAll cannot filter on the server (its
+// request always says NoFilter), so system and foreign events are dropped
+// here.
+func (s *Store) readEveryMerchant(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.RecordedEvent, error) {
 	batch := min(max(limit+1, readAllBatch), readAllBatchMax)
 	// cursor is the last position seen; reads from a position include the
 	// event at it, so anything at or before cursor is dropped. A previous
-	// call that read to the end from the same point with the same filter
-	// lets this one skip what it scanned.
-	key := scanKey{feed: feed, after: after}
-	cursor := s.scannedTo(key)
+	// call that read to the end from the same point lets this one skip what
+	// it scanned.
+	cursor := s.scannedTo(after)
 	haveCursor := !cursor.IsZero()
 	var from kurrentdb.AllPosition = kurrentdb.Start{}
 	if haveCursor {
@@ -107,7 +126,7 @@ func (s *Store) readAll(ctx context.Context, after eventstore.Position, filter e
 	}
 	out := make([]eventstore.RecordedEvent, 0, min(limit, 256))
 	for {
-		n, full, err := s.readAllBatch(ctx, from, batch, feed, limit, &cursor, &haveCursor, &out)
+		n, full, err := s.readAllBatch(ctx, from, batch, limit, &cursor, &haveCursor, &out)
 		if err != nil {
 			return nil, err
 		}
@@ -117,11 +136,11 @@ func (s *Store) readAll(ctx context.Context, after eventstore.Position, filter e
 		if n < batch {
 			// The end of $all: remember how far the next call, which
 			// starts after the last event returned, may skip.
-			next := scanKey{feed: feed, after: after}
+			next := after
 			if len(out) > 0 {
-				next.after = out[len(out)-1].Position
+				next = out[len(out)-1].Position
 			}
-			if haveCursor && next.after.Less(cursor) {
+			if haveCursor && next.Less(cursor) {
 				s.rememberScan(next, cursor)
 			}
 			return out, nil
@@ -134,44 +153,31 @@ func (s *Store) readAll(ctx context.Context, after eventstore.Position, filter e
 	}
 }
 
-// feedOf is a parsed eventstore.Filter: one merchant's feed, or (one false)
-// every merchant's.
-type feedOf struct {
-	one      bool
-	merchant uuid.UUID
-}
-
-// scanKey names a feed read from a position.
-type scanKey struct {
-	feed  feedOf
-	after eventstore.Position
-}
-
-// scannedTo returns how far $all is known to hold no event of key's feed
-// after key.after: a position to resume from, or key.after itself. Such a
-// fact never goes stale, since $all only grows at its end.
-func (s *Store) scannedTo(key scanKey) eventstore.Position {
+// scannedTo returns how far $all is known to hold no event of ours after
+// after: a position to resume from, or after itself. Such a fact never goes
+// stale, since $all only grows at its end.
+func (s *Store) scannedTo(after eventstore.Position) eventstore.Position {
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
-	if to, ok := s.scanned[key]; ok {
+	if to, ok := s.scanned[after]; ok {
 		return to
 	}
-	return key.after
+	return after
 }
 
-func (s *Store) rememberScan(key scanKey, to eventstore.Position) {
+func (s *Store) rememberScan(after, to eventstore.Position) {
 	s.scanMu.Lock()
 	defer s.scanMu.Unlock()
 	if s.scanned == nil || len(s.scanned) >= scannedCacheSize {
-		s.scanned = make(map[scanKey]eventstore.Position)
+		s.scanned = make(map[eventstore.Position]eventstore.Position)
 	}
-	s.scanned[key] = to
+	s.scanned[after] = to
 }
 
-// readAllBatch reads one batch of $all from from, appending matching events to
+// readAllBatch reads one batch of $all from from, appending events of ours to
 // out. It returns how many events the server sent and whether out reached
 // limit (the batch is then abandoned).
-func (s *Store) readAllBatch(ctx context.Context, from kurrentdb.AllPosition, batch int, feed feedOf, limit int,
+func (s *Store) readAllBatch(ctx context.Context, from kurrentdb.AllPosition, batch int, limit int,
 	cursor *eventstore.Position, haveCursor *bool, out *[]eventstore.RecordedEvent) (n int, full bool, err error) {
 	rs, err := s.client.ReadAll(ctx, kurrentdb.ReadAllOptions{Direction: kurrentdb.Forwards, From: from}, uint64(batch))
 	if err != nil {
@@ -196,7 +202,7 @@ func (s *Store) readAllBatch(ctx context.Context, from kurrentdb.AllPosition, ba
 			continue
 		}
 		*cursor, *haveCursor = pos, true
-		if !feed.keeps(r.StreamID) {
+		if _, ok := streamMerchant(r.StreamID); !ok {
 			continue
 		}
 		e, err := decode(r)
@@ -210,21 +216,131 @@ func (s *Store) readAllBatch(ctx context.Context, from kurrentdb.AllPosition, ba
 	}
 }
 
-// keeps reports whether events of stream belong in feed f: the stream is
-// named by eventstore.StreamName, which excludes $-prefixed system streams
-// (their names never have that form), and for one merchant's feed it names
-// that merchant. It is the client-side form of the stream-name regex
-// ^[^-]+-<merchant>\. , comparing merchant ids as UUIDs like pgstore does.
-func (f feedOf) keeps(stream string) bool {
+// readMerchant reads up to limit events of merchant's feed strictly after
+// after, filtered on the server: it subscribes to $all from after with a
+// stream-name filter (merchantStreams) and takes events until it has limit of
+// them or the server reports that the subscription caught up with the end of
+// $all, then closes the subscription. A server that never reports it (older
+// than EventStoreDB 23.10) makes the call fail after caughtUpIdle without a
+// message, or after caughtUpMax in all. The caller holds s.mu.
+func (s *Store) readMerchant(ctx context.Context, after eventstore.Position, merchant uuid.UUID, limit int) ([]eventstore.RecordedEvent, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("esdbstore: read $all: %w", err)
+	}
+	// Every end of the subscription but the server's goes through stop,
+	// with its cause, before the call's context is cancelled: ctx's end
+	// (the call's context does not carry ctx's deadline to gRPC, whose own
+	// deadline error could otherwise arrive before ctx reports it) and the
+	// two timeouts.
+	subCtx, stop := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer stop(nil)
+	unhook := context.AfterFunc(ctx, func() { stop(ctx.Err()) })
+	defer unhook()
+	idle := time.AfterFunc(caughtUpIdle, func() { stop(errCaughtUpIdle) })
+	defer idle.Stop()
+	late := time.AfterFunc(caughtUpMax, func() { stop(errCaughtUpLate) })
+	defer late.Stop()
+	failed := func(err error) error {
+		switch cause := context.Cause(subCtx); {
+		case cause == nil:
+			return fmt.Errorf("esdbstore: read $all: %w", err)
+		case cause == errCaughtUpIdle || cause == errCaughtUpLate:
+			return cause
+		default:
+			return fmt.Errorf("esdbstore: read $all: %w", cause)
+		}
+	}
+
+	var from kurrentdb.AllPosition = kurrentdb.Start{}
+	if !after.IsZero() {
+		from = kurrentdb.Position{Commit: after.Major, Prepare: after.Minor}
+	}
+	sub, err := s.client.SubscribeToAll(subCtx, kurrentdb.SubscribeToAllOptions{
+		From:   from,
+		Filter: &kurrentdb.SubscriptionFilter{Type: kurrentdb.StreamFilterType, Regex: merchantStreams(merchant)},
+	})
+	if err != nil {
+		return nil, failed(err)
+	}
+	defer sub.Close()
+
+	out := make([]eventstore.RecordedEvent, 0, min(limit, 256))
+	for {
+		ev, err := next(sub)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case ev.SubscriptionDropped != nil:
+			return nil, failed(ev.SubscriptionDropped.Error)
+		case ev.CheckPointReached != nil:
+			idle.Reset(caughtUpIdle)
+		case ev.FellBehind != nil:
+			// Sent only once live, after CaughtUp; nothing to do.
+		case ev.EventAppeared != nil:
+			idle.Reset(caughtUpIdle)
+			r := ev.EventAppeared.OriginalEvent()
+			if r == nil {
+				continue
+			}
+			pos := eventstore.Position{Major: r.Position.Commit, Minor: r.Position.Prepare}
+			if !after.IsZero() && !after.Less(pos) {
+				continue // a subscription starts after its position; be sure
+			}
+			if m, ok := streamMerchant(r.StreamID); !ok || m != merchant {
+				continue // the server's filter should not let it through
+			}
+			e, err := decode(r)
+			if err != nil {
+				continue // a foreign event in a stream named like ours
+			}
+			out = append(out, e)
+			if len(out) >= limit {
+				return out, nil
+			}
+		default:
+			// CaughtUp. EventStoreDB 23.10 sends it empty, which the client
+			// turns into an event with no field set; later servers add a
+			// timestamp, which the client reports in ev.CaughtUp. (FellBehind
+			// without a timestamp looks the same, but the server sends it
+			// only after CaughtUp.)
+			return out, nil
+		}
+	}
+}
+
+// merchantStreams is the server-side form of streamMerchant for one merchant:
+// a regex matching the names eventstore.StreamName builds for merchant,
+// "<category>-<merchant>.<id>". The merchant's hex digits match in either
+// case, since merchant ids compare as UUIDs (as in pgstore) and a stream name
+// may spell its merchant in upper case.
+func merchantStreams(merchant uuid.UUID) string {
+	var b strings.Builder
+	b.WriteString(`^[a-z][a-z0-9_]*-`)
+	for _, c := range merchant.String() {
+		if c >= 'a' && c <= 'f' {
+			b.WriteByte('[')
+			b.WriteRune(c)
+			b.WriteRune(c - 'a' + 'A')
+			b.WriteByte(']')
+		} else {
+			b.WriteRune(c)
+		}
+	}
+	b.WriteString(`\.`)
+	return b.String()
+}
+
+// streamMerchant reports whether stream is named by eventstore.StreamName,
+// which excludes $-prefixed system streams (their names never have that
+// form), and returns the merchant the name holds.
+func streamMerchant(stream string) (uuid.UUID, bool) {
 	_, m, _, ok := eventstore.ParseStreamName(stream)
 	if !ok {
-		return false
-	}
-	if !f.one {
-		return true
+		return uuid.UUID{}, false
 	}
 	id, err := uuid.Parse(m)
-	return err == nil && id == f.merchant
+	return id, err == nil
 }
 
 // decode rebuilds a RecordedEvent from an ESDB event this package wrote, or
@@ -275,6 +391,21 @@ func recv(rs *kurrentdb.ReadStream) (ev *kurrentdb.ResolvedEvent, err error) {
 		}
 	}()
 	return rs.Recv()
+}
+
+// next wraps Subscription.Recv, so that a panic in the client's decoding of
+// a message becomes an error. Recv returns a SubscriptionDropped event rather
+// than an error when the stream fails or its context ends.
+func next(sub *kurrentdb.Subscription) (ev *kurrentdb.SubscriptionEvent, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ev, err = nil, fmt.Errorf("esdbstore: unexpected subscription message: %v", r)
+		}
+	}()
+	if ev = sub.Recv(); ev == nil {
+		return nil, errors.New("esdbstore: empty subscription message")
+	}
+	return ev, nil
 }
 
 func isEOF(err error) bool { return errors.Is(err, io.EOF) }

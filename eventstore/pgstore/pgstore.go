@@ -178,11 +178,55 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected
 			return res, err
 		}
 	}
-	res, _, err := insert(ctx, tx, p, cur)
-	if isUniqueViolation(err) {
-		return eventstore.AppendResult{}, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
+	// A savepoint keeps the caller's transaction usable when the insert
+	// loses a race, so the caller can reload and decide again within it.
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("pgstore: savepoint: %w", err)
 	}
-	return res, err
+	res, _, err := insert(ctx, sp, p, cur)
+	if err != nil {
+		_ = sp.Rollback(ctx)
+		if isUniqueViolation(err) {
+			return eventstore.AppendResult{}, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
+		}
+		return eventstore.AppendResult{}, err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return eventstore.AppendResult{}, fmt.Errorf("pgstore: release savepoint: %w", err)
+	}
+	return res, nil
+}
+
+// InTx returns a view of the store bound to tx: its appends are AppendTx in
+// tx and its stream reads see tx's own writes, so a command handler written
+// against eventstore.Store can run inside a caller's transaction unchanged.
+// ReadAll and Settle go to the store itself (a feed read inside a writing
+// transaction would wait for that very transaction).
+//
+// A TxStore is bound to one transaction and, like it, is not safe for
+// concurrent use.
+func (s *Store) InTx(tx pgx.Tx) *TxStore { return &TxStore{Store: s, tx: tx} }
+
+// TxStore is a Store view bound to one transaction; see InTx.
+type TxStore struct {
+	*Store
+	tx pgx.Tx
+}
+
+// Append implements eventstore.Store with AppendTx.
+func (t *TxStore) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	return t.AppendTx(ctx, t.tx, stream, expected, events...)
+}
+
+// ReadStream implements eventstore.Store inside the transaction.
+func (t *TxStore) ReadStream(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
+	return readStream(ctx, t.tx, stream, from, limit)
+}
+
+// ReadStreamBackward implements eventstore.Store inside the transaction.
+func (t *TxStore) ReadStreamBackward(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
+	return readStreamBackward(ctx, t.tx, stream, from, limit)
 }
 
 // knownHead returns the head to chain onto without a query, when the
@@ -328,12 +372,7 @@ const selectColumns = `SELECT event_id, stream_name, version, transaction_id, gl
 
 // ReadStream implements eventstore.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
-	rows, err := s.pool.Query(ctx, selectColumns+` WHERE stream_name = $1 AND version >= $2 ORDER BY version LIMIT $3`,
-		stream, int64(min(from, 1<<62)), clampLimit(limit))
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: read %q: %w", stream, err)
-	}
-	events, err := collect(rows)
+	events, err := readStream(ctx, s.pool, stream, from, limit)
 	if err == nil && len(events) > 0 && len(events) < clampLimit(limit) {
 		last := events[len(events)-1]
 		s.heads.Add(stream, head{version: last.Version, hash: last.Hash})
@@ -343,10 +382,23 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64, limi
 
 // ReadStreamBackward implements eventstore.Store.
 func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
+	return readStreamBackward(ctx, s.pool, stream, from, limit)
+}
+
+func readStream(ctx context.Context, q querier, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
+	rows, err := q.Query(ctx, selectColumns+` WHERE stream_name = $1 AND version >= $2 ORDER BY version LIMIT $3`,
+		stream, int64(min(from, 1<<62)), clampLimit(limit))
+	if err != nil {
+		return nil, fmt.Errorf("pgstore: read %q: %w", stream, err)
+	}
+	return collect(rows)
+}
+
+func readStreamBackward(ctx context.Context, q querier, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
 	if from == 0 {
 		from = 1 << 62
 	}
-	rows, err := s.pool.Query(ctx, selectColumns+` WHERE stream_name = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`,
+	rows, err := q.Query(ctx, selectColumns+` WHERE stream_name = $1 AND version <= $2 ORDER BY version DESC LIMIT $3`,
 		stream, int64(min(from, 1<<62)), clampLimit(limit))
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: read %q backward: %w", stream, err)

@@ -258,3 +258,57 @@ func TestVerifyReportsDeletedAndRelinkedEvents(t *testing.T) {
 		t.Errorf("checked %d streams, %d events; want 3, 8", rep.StreamsChecked, rep.EventsChecked)
 	}
 }
+
+func TestTxStoreCommitsWithTheTransactionAndSurvivesConflicts(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	store := pgstore.New(appPool(t, url))
+	m := storetest.NewMerchant()
+	stream := storetest.NewStream(m, "transaction")
+	if _, err := store.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "A", 1)); err != nil {
+		t.Fatal(err)
+	}
+
+	tx, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback(ctx)
+	in := store.InTx(tx)
+	// A conflict inside the transaction leaves it usable.
+	if _, err := in.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "B", 2)); !errors.Is(err, eventstore.ErrConcurrency) {
+		t.Fatalf("conflicting append in tx: err = %v", err)
+	}
+	if _, err := in.Append(ctx, stream, eventstore.Exact(1), storetest.Event(m, "B", 2)); err != nil {
+		t.Fatalf("append in tx after a conflict: %v", err)
+	}
+	if got, _ := in.ReadStream(ctx, stream, 1, 0); len(got) != 2 {
+		t.Fatalf("inside the transaction: %d events, want 2", len(got))
+	}
+	if got, _ := store.ReadStream(ctx, stream, 1, 0); len(got) != 1 {
+		t.Fatalf("outside before commit: %d events, want 1", len(got))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := store.ReadStream(ctx, stream, 1, 0)
+	if len(got) != 2 || string(got[1].PrevHash) != string(got[0].Hash) {
+		t.Fatalf("after commit: %d events, chained %v", len(got), len(got) == 2 && string(got[1].PrevHash) == string(got[0].Hash))
+	}
+
+	// A rolled-back transaction leaves nothing behind.
+	tx2, err := store.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := store.InTx(tx2).Append(ctx, stream, eventstore.Exact(2), storetest.Event(m, "C", 3)); err != nil {
+		t.Fatal(err)
+	}
+	_ = tx2.Rollback(ctx)
+	if got, _ := store.ReadStream(ctx, stream, 1, 0); len(got) != 2 {
+		t.Fatalf("after rollback: %d events, want 2", len(got))
+	}
+	if _, err := store.Append(ctx, stream, eventstore.Exact(2), storetest.Event(m, "C", 3)); err != nil {
+		t.Fatalf("append after a rolled-back one: %v", err)
+	}
+}

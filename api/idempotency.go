@@ -1,0 +1,399 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/eventstore"
+)
+
+// Idempotency keys.
+//
+// A command sent with an Idempotency-Key runs at most once per merchant and
+// key. The first response (status, the headers that matter, body) is stored
+// and replayed byte for byte to every later request with the same key, method,
+// path and body; the same key with another request answers 422
+// idempotency_key_reused.
+//
+// With the PostgreSQL event store the key record commits in the same
+// transaction as the command's events: the handler runs against a store bound
+// to that transaction, and the key row is inserted last. Either both commit or
+// neither does, so a failed or crashed attempt leaves the key free and a retry
+// is never applied twice.
+//
+// A duplicate arriving while the first request is still running waits for it:
+// its own key insert blocks on the first transaction's uncommitted row until
+// that commits (then the duplicate's work is rolled back and the stored
+// response replayed) or rolls back (then the duplicate's work commits as the
+// first). Responses are not stored for 5xx and for 409 concurrency_conflict,
+// which are worth retrying; every other status is final for the key.
+//
+// With EventStoreDB there is no transaction spanning both stores. The key is
+// then claimed first (a row without a response), the command runs, and the
+// response is stored; a failure deletes the claim. A duplicate waits (up to
+// keyWait) for the claim to resolve, then answers 409. A crash between the
+// command and storing its response leaves the claim, and once it is older
+// than claimLease a retry runs again: that window is the price of two stores.
+
+const (
+	keyTTL      = 25 * time.Hour // keys are kept at least 24 h
+	keyMaxLen   = 255
+	keyAttempts = 8
+	keyWait     = 10 * time.Second
+	claimLease  = time.Minute
+)
+
+// replayedHeaders are the response headers stored with a key.
+var replayedHeaders = []string{"Content-Type", "ETag", "X-Position", "Location", "Retry-After"}
+
+// storedResponse is a response as kept with its key.
+type storedResponse struct {
+	hash    []byte
+	status  int
+	headers map[string]string
+	body    []byte
+}
+
+// keyStore keeps idempotency records in PostgreSQL. It is safe for
+// concurrent use.
+type keyStore struct {
+	pool *pgxpool.Pool
+}
+
+func (k keyStore) lookup(ctx context.Context, merchant uuid.UUID, key string) (storedResponse, bool, error) {
+	var r storedResponse
+	var headers []byte
+	var created time.Time
+	err := k.pool.QueryRow(ctx, `SELECT request_hash, status_code, headers, body, created_at FROM idempotency_keys
+        WHERE merchant_id = $1 AND key = $2`, merchant, key).Scan(&r.hash, &r.status, &headers, &r.body, &created)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return r, false, nil
+	}
+	if err != nil {
+		return r, false, fmt.Errorf("idempotency: look up key: %w", err)
+	}
+	if err := json.Unmarshal(headers, &r.headers); err != nil {
+		return r, false, fmt.Errorf("idempotency: decode headers: %w", err)
+	}
+	if r.status == 0 && time.Since(created) > claimLease {
+		// An abandoned claim (EventStoreDB mode): free it.
+		_, err := k.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND status_code = 0 AND created_at = $3`, merchant, key, created)
+		if err != nil {
+			return r, false, fmt.Errorf("idempotency: free abandoned claim: %w", err)
+		}
+		return r, false, nil
+	}
+	return r, true, nil
+}
+
+// insertKey records a response in tx; inserted is false when another request stored
+// the key first (after waiting for its transaction to end).
+func insertKey(ctx context.Context, q pgx.Tx, merchant uuid.UUID, key string, r storedResponse) (bool, error) {
+	headers, err := json.Marshal(r.headers)
+	if err != nil {
+		return false, err
+	}
+	tag, err := q.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (merchant_id, key) DO NOTHING`,
+		merchant, key, r.hash, r.status, headers, r.body)
+	if err != nil {
+		return false, fmt.Errorf("idempotency: store key: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// purge deletes keys older than keyTTL, a batch at a time, and returns how
+// many it deleted.
+func (k keyStore) purge(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		tag, err := k.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE ctid IN (
+            SELECT ctid FROM idempotency_keys WHERE created_at < now() - $1::interval ORDER BY created_at LIMIT 5000)`,
+			fmt.Sprintf("%d seconds", int(keyTTL.Seconds())))
+		if err != nil {
+			return total, fmt.Errorf("idempotency: purge: %w", err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < 5000 {
+			return total, nil
+		}
+	}
+}
+
+// PurgeKeys deletes expired idempotency keys every interval until ctx ends.
+// Failures are logged and retried at the next tick.
+func (s *Server) PurgeKeys(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.keys.purge(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			s.log.Warn("idempotency key purge failed", "err", err)
+		} else if n > 0 {
+			s.log.Info("idempotency keys purged", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// requestHash identifies a request for its key: method, path and body.
+func requestHash(r *http.Request, body []byte) []byte {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\n%s\n", r.Method, r.URL.Path)
+	h.Write(body)
+	return h.Sum(nil)
+}
+
+func validKey(k string) bool {
+	if k == "" || len(k) > keyMaxLen {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// idempotent is the middleware of every command route; see the top of this
+// file. It must run after authentication (keys are per merchant).
+func (s *Server) idempotent(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		key := r.Header.Get("Idempotency-Key")
+		if key == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if !validKey(key) {
+			s.fail(w, r, invalid("Idempotency-Key must be 1 to 255 visible ASCII characters", FieldError{Field: "Idempotency-Key", Code: "invalid"}))
+			return
+		}
+		body, err := readBody(w, r)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		merchant := principalOf(r).MerchantID
+		hash := requestHash(r, body)
+		if s.txStore != nil {
+			s.idempotentTx(w, r, next, merchant, key, hash, body)
+		} else {
+			s.idempotentClaim(w, r, next, merchant, key, hash, body)
+		}
+	})
+}
+
+func (s *Server) idempotentTx(w http.ResponseWriter, r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) {
+	ctx := r.Context()
+	for attempt := 1; ; attempt++ {
+		if s.replayed(w, r, merchant, key, hash) {
+			return
+		}
+		tx, err := s.keys.pool.Begin(ctx)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		rec := newRecorder()
+		rq := r.WithContext(withStore(ctx, s.txStore(tx)))
+		rq.Body = readerOf(body)
+		next.ServeHTTP(rec, rq)
+		if rec.retryable() {
+			_ = tx.Rollback(ctx)
+			if rec.isConflict() && attempt < keyAttempts {
+				continue
+			}
+			rec.flush(w)
+			return
+		}
+		inserted, err := insertKey(ctx, tx, merchant, key, rec.stored(hash))
+		if err != nil || !inserted {
+			_ = tx.Rollback(ctx)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			continue // another request stored the key first: replay it
+		}
+		if err := tx.Commit(ctx); err != nil {
+			s.fail(w, r, fmt.Errorf("idempotency: commit: %w", err))
+			return
+		}
+		rec.flush(w)
+		return
+	}
+}
+
+func (s *Server) idempotentClaim(w http.ResponseWriter, r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) {
+	ctx := r.Context()
+	deadline := time.Now().Add(keyWait)
+	for {
+		if s.replayed(w, r, merchant, key, hash) {
+			return
+		}
+		claimed, err := s.claim(ctx, merchant, key, hash)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if claimed {
+			break
+		}
+		if time.Now().After(deadline) {
+			s.fail(w, r, errConflict)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
+	rec := newRecorder()
+	rq := r.WithContext(ctx)
+	rq.Body = readerOf(body)
+	next.ServeHTTP(rec, rq)
+	var err error
+	if rec.retryable() {
+		_, err = s.keys.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND status_code = 0`, merchant, key)
+	} else {
+		st := rec.stored(hash)
+		headers, _ := json.Marshal(st.headers)
+		_, err = s.keys.pool.Exec(ctx, `UPDATE idempotency_keys SET status_code = $3, headers = $4, body = $5
+            WHERE merchant_id = $1 AND key = $2 AND status_code = 0`, merchant, key, st.status, headers, st.body)
+	}
+	if err != nil {
+		s.log.ErrorContext(ctx, "idempotency: resolve claim", "err", err)
+	}
+	rec.flush(w)
+}
+
+// claim inserts a key row without a response; false when it exists.
+func (s *Server) claim(ctx context.Context, merchant uuid.UUID, key string, hash []byte) (bool, error) {
+	tag, err := s.keys.pool.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        VALUES ($1, $2, $3, 0, '{}', '') ON CONFLICT (merchant_id, key) DO NOTHING`, merchant, key, hash)
+	if err != nil {
+		return false, fmt.Errorf("idempotency: claim key: %w", err)
+	}
+	return tag.RowsAffected() == 1, nil
+}
+
+// replayed answers from a stored key when there is one, and reports whether
+// it did (a 422 for another request counts). A claim in progress answers
+// nothing: the caller waits.
+func (s *Server) replayed(w http.ResponseWriter, r *http.Request, merchant uuid.UUID, key string, hash []byte) bool {
+	st, found, err := s.keys.lookup(r.Context(), merchant, key)
+	if err != nil {
+		s.fail(w, r, err)
+		return true
+	}
+	if !found {
+		return false
+	}
+	if !bytes.Equal(st.hash, hash) {
+		s.fail(w, r, errKeyReused)
+		return true
+	}
+	if st.status == 0 {
+		return false
+	}
+	for k, v := range st.headers {
+		w.Header().Set(k, v)
+	}
+	w.Header().Set("Idempotent-Replayed", "true")
+	w.WriteHeader(st.status)
+	_, _ = w.Write(st.body)
+	return true
+}
+
+// recorder captures a handler's response so it can be stored before it is
+// sent.
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func newRecorder() *recorder { return &recorder{header: http.Header{}} }
+
+func (rec *recorder) Header() http.Header { return rec.header }
+
+func (rec *recorder) WriteHeader(status int) {
+	if rec.status == 0 {
+		rec.status = status
+	}
+}
+
+func (rec *recorder) Write(b []byte) (int, error) {
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	return rec.body.Write(b)
+}
+
+func (rec *recorder) isConflict() bool {
+	if rec.status != http.StatusConflict {
+		return false
+	}
+	var p struct {
+		Code string `json:"code"`
+	}
+	return json.Unmarshal(rec.body.Bytes(), &p) == nil && p.Code == "concurrency_conflict"
+}
+
+// retryable responses are not stored: the same request may succeed later.
+func (rec *recorder) retryable() bool { return rec.status >= 500 || rec.isConflict() }
+
+func (rec *recorder) stored(hash []byte) storedResponse {
+	h := make(map[string]string)
+	for _, k := range replayedHeaders {
+		if v := rec.header.Get(k); v != "" {
+			h[k] = v
+		}
+	}
+	return storedResponse{hash: hash, status: rec.status, headers: h, body: rec.body.Bytes()}
+}
+
+func (rec *recorder) flush(w http.ResponseWriter) {
+	for k, v := range rec.header {
+		w.Header()[k] = v
+	}
+	if rec.status == 0 {
+		rec.status = http.StatusOK
+	}
+	w.WriteHeader(rec.status)
+	_, _ = w.Write(rec.body.Bytes())
+}
+
+// storeKey is the context key of a request's event store view.
+type storeKey struct{}
+
+func withStore(ctx context.Context, s eventstore.Store) context.Context {
+	return context.WithValue(ctx, storeKey{}, s)
+}
+
+// storeFor returns the event store a handler must use for r: the one bound
+// to the request's idempotency transaction, or the server's.
+func (s *Server) storeFor(r *http.Request) eventstore.Store {
+	if st, ok := r.Context().Value(storeKey{}).(eventstore.Store); ok {
+		return st
+	}
+	return s.store
+}

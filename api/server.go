@@ -1,0 +1,150 @@
+// Package api is the HTTP edge: a chi router that authenticates callers,
+// enforces tenancy and roles, decodes JSON into commands, runs them through
+// the command handlers, and answers as API.md fixes (problem+json errors with
+// stable codes, ETag and X-Position on commands, idempotency keys).
+//
+// The merchant always comes from the token, never from a path or body.
+package api
+
+import (
+	"context"
+	_ "embed"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/go-chi/chi/v5/middleware"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/api/auth"
+	"pos/commands"
+	"pos/eventstore"
+)
+
+//go:embed openapi.json
+var openAPIDocument []byte
+
+// OpenAPIDocument returns the OpenAPI 3.1 document the API serves at
+// /openapi.json, for tests that validate responses against it.
+func OpenAPIDocument() []byte { return openAPIDocument }
+
+// Config is what the API is built from; cmd/pos wires it.
+type Config struct {
+	Log      *slog.Logger
+	Store    eventstore.Store
+	Verifier *auth.Verifier
+	// Pool is PostgreSQL, for idempotency keys and readiness.
+	Pool *pgxpool.Pool
+	// TxStore, when set, binds the event store to a PostgreSQL transaction
+	// so that a command's events commit with its idempotency key. Nil when
+	// events live elsewhere (EventStoreDB).
+	TxStore func(pgx.Tx) eventstore.Store
+	// Commands builds the command handlers over a store (the server's, or
+	// one bound to a request's transaction).
+	Commands func(eventstore.Store) *commands.Handlers
+}
+
+// Server serves the API. It is safe for concurrent use.
+type Server struct {
+	log      *slog.Logger
+	store    eventstore.Store
+	verifier *auth.Verifier
+	keys     keyStore
+	txStore  func(pgx.Tx) eventstore.Store
+	commands func(eventstore.Store) *commands.Handlers
+	pool     *pgxpool.Pool
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) *Server {
+	return &Server{
+		log:      cfg.Log,
+		store:    cfg.Store,
+		verifier: cfg.Verifier,
+		keys:     keyStore{pool: cfg.Pool},
+		txStore:  cfg.TxStore,
+		commands: cfg.Commands,
+		pool:     cfg.Pool,
+	}
+}
+
+// Handler returns the router.
+func (s *Server) Handler() http.Handler {
+	r := chi.NewRouter()
+	r.Use(middleware.Recoverer)
+	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errNotFound) })
+	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errMethodNotAllow) })
+
+	r.Get("/healthz", s.healthz)
+	r.Get("/readyz", s.readyz)
+	r.Get("/openapi.json", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(openAPIDocument)
+	})
+
+	r.Route("/v1", func(r chi.Router) {
+		r.Use(auth.Middleware(s.verifier, func(w http.ResponseWriter, r *http.Request, err error) {
+			s.fail(w, r, errUnauthorized)
+		}))
+		r.Group(func(r chi.Router) {
+			r.Use(commandsOnly, s.idempotent)
+			r.Post("/transactions", s.openTransaction)
+			r.Post("/transactions/{id}/items", s.addItem)
+			r.Delete("/transactions/{id}/items/{line_id}", s.removeItem)
+			r.Post("/transactions/{id}/discounts", s.applyDiscount)
+			r.Post("/transactions/{id}/checkout", s.checkout)
+			r.Post("/transactions/{id}/payments", s.addPayment)
+			r.Post("/transactions/{id}/payments/{payment_id}/confirm", s.confirmPayment)
+			r.Post("/transactions/{id}/payments/{payment_id}/decline", s.declinePayment)
+			r.Post("/transactions/{id}/complete", s.complete)
+			r.Post("/transactions/{id}/void", s.void)
+			r.Post("/transactions/{id}/refunds", s.refund)
+			r.Put("/settings", s.changeSettings)
+		})
+		r.Get("/settings", s.getSettings)
+	})
+	return r
+}
+
+// commandsOnly refuses every command to AUDITOR, who reads but never acts.
+func commandsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !principalOf(r).CanIssueCommands() {
+			writeProblem(w, errForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// fail writes err as a problem; the one door to writeError.
+func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	writeError(w, r, s.log, mapError, err)
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz answers 200 when the event store and PostgreSQL answer.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+	defer cancel()
+	checks := map[string]string{"event_store": "ok", "database": "ok"}
+	status := http.StatusOK
+	if _, err := s.store.ReadAll(ctx, eventstore.Start, eventstore.Filter{}, 1); err != nil {
+		checks["event_store"], status = "unreachable", http.StatusServiceUnavailable
+		s.log.WarnContext(ctx, "readiness: event store", "err", err)
+	}
+	if err := s.pool.Ping(ctx); err != nil {
+		checks["database"], status = "unreachable", http.StatusServiceUnavailable
+		s.log.WarnContext(ctx, "readiness: database", "err", err)
+	}
+	body := map[string]any{"status": "ok", "checks": checks}
+	if status != http.StatusOK {
+		body["status"] = "unavailable"
+	}
+	writeJSON(w, status, body)
+}

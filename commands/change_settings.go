@@ -1,0 +1,47 @@
+package commands
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"pos/domain/settings"
+)
+
+// settingsCategory is the stream category of merchant settings; the stream
+// id is the merchant id itself (one Settings per merchant).
+const settingsCategory = "settings"
+
+var settingsKind = kind[*settings.Settings, settings.Event]{
+	category: settingsCategory,
+	blank:    func() *settings.Settings { return &settings.Settings{} },
+	apply:    (*settings.Settings).Apply,
+	version:  (*settings.Settings).Version,
+	decode:   settings.Decode,
+	typeOf:   settings.TypeName,
+}
+
+// ChangeSettings replaces the merchant's settings (ADMIN; the caller checks
+// the role and that the time zone exists). An identical change writes
+// nothing and answers the current version.
+func (h *Handlers) ChangeSettings(ctx context.Context, meta Meta, cmd settings.Change) (*settings.Settings, Result, error) {
+	cmd.At = h.deps.Now()
+	cmd.By = meta.Actor
+	return execute(ctx, h, settingsKind, meta, meta.MerchantID.String(), func(s *settings.Settings) ([]settings.Event, error) {
+		return s.Change(cmd)
+	})
+}
+
+// Settings loads the merchant's settings (the defaults when never changed)
+// and the position of their last change.
+func (h *Handlers) Settings(ctx context.Context, meta Meta) (*settings.Settings, Result, error) {
+	s, pos, err := load(ctx, h.store, settingsKind, streamName(settingsCategory, meta.MerchantID, meta.MerchantID))
+	if err != nil {
+		return nil, Result{}, err
+	}
+	return s, Result{Version: s.Version(), Position: pos}, nil
+}
+
+func streamName(category string, merchant, id uuid.UUID) string {
+	return eventstoreStreamName(category, merchant.String(), id.String())
+}

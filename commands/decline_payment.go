@@ -1,0 +1,17 @@
+package commands
+
+import (
+	"context"
+
+	"github.com/google/uuid"
+
+	"pos/domain/transaction"
+)
+
+// DeclinePayment records a gateway's refusal of a pending payment.
+func (h *Handlers) DeclinePayment(ctx context.Context, meta Meta, id uuid.UUID, cmd transaction.DeclinePayment) (*transaction.Transaction, Result, error) {
+	cmd.At = h.deps.Now()
+	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
+		return t.DeclinePayment(cmd)
+	})
+}

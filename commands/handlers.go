@@ -1,0 +1,205 @@
+// Package commands holds the application's command handlers, one command per
+// file. Each handler loads its aggregate from the event store, lets the
+// aggregate decide, and appends the resulting events with the version it
+// loaded as the expected version:
+//
+//   - without If-Match, a concurrency conflict reloads and decides again, a
+//     bounded number of times with jittered backoff, then fails with
+//     eventstore.ErrConcurrency (409 concurrency_conflict);
+//   - with If-Match, a version other than the current one fails with
+//     ErrVersionMismatch (412), and so does a conflict: the client decided
+//     on a version that is gone.
+//
+// Time and ids come in from Deps, never from inside an aggregate. Handlers
+// are safe for concurrent use; each call is one unit of work.
+package commands
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/sethvargo/go-retry"
+
+	"pos/eventstore"
+)
+
+// ErrVersionMismatch reports an If-Match version that is not the aggregate's
+// current version.
+var ErrVersionMismatch = errors.New("commands: If-Match version is stale")
+
+// Deps are the handlers' collaborators that are not the store; shared by
+// every Handlers value.
+type Deps struct {
+	// Now is the clock.
+	Now func() time.Time
+	// NewID returns a fresh UUIDv7 (event, line and payment ids).
+	NewID func() uuid.UUID
+	// Codes allocates human-readable transaction codes.
+	Codes *Codes
+	// Retries bounds the reload-and-decide attempts after a conflict; 0
+	// means 30.
+	Retries uint64
+}
+
+// Handlers runs commands against one event store view (the server's, or one
+// bound to a request's transaction). Build one per store with New; it is
+// cheap.
+type Handlers struct {
+	store eventstore.Store
+	deps  *Deps
+}
+
+// New returns handlers over store.
+func New(store eventstore.Store, deps *Deps) *Handlers {
+	return &Handlers{store: store, deps: deps}
+}
+
+// Meta is who sends a command and in which context; it becomes every
+// event's metadata.
+type Meta struct {
+	MerchantID    uuid.UUID
+	Actor         string
+	Role          string
+	CorrelationID string
+	CausationID   string
+	TraceParent   string
+	TraceState    string
+	// BranchIDs, when not empty, are the only branches the caller may act
+	// on (a cashier's token restriction).
+	BranchIDs []uuid.UUID
+	// IfMatch, when set, is the version the client decided on.
+	IfMatch *uint64
+}
+
+// Result is where a command's events landed.
+type Result struct {
+	Version  uint64
+	Position eventstore.Position
+}
+
+// kind describes one aggregate type to the executor: its stream category,
+// how to make an empty one, and how its events cross the store boundary.
+type kind[A any, E any] struct {
+	category string
+	blank    func() A
+	apply    func(A, E) error
+	version  func(A) uint64
+	decode   func(eventType string, data []byte) (E, error)
+	typeOf   func(E) string
+}
+
+// execute is the load–decide–append cycle shared by every command. decide
+// sees the aggregate as loaded (version 0 when the stream is new) and returns
+// the events to append; none means nothing changes. execute returns the
+// aggregate with the new events applied.
+func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, id string, decide func(A) ([]E, error)) (A, Result, error) {
+	stream := eventstore.StreamName(k.category, meta.MerchantID.String(), id)
+	retries := h.deps.Retries
+	if retries == 0 {
+		retries = 30
+	}
+	backoff := retry.WithMaxRetries(retries, retry.WithCappedDuration(100*time.Millisecond,
+		retry.WithFullJitter(retry.NewExponential(2*time.Millisecond))))
+
+	var agg A
+	var res Result
+	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+		var pos eventstore.Position
+		var err error
+		agg, pos, err = load(ctx, h.store, k, stream)
+		if err != nil {
+			return err
+		}
+		version := k.version(agg)
+		if meta.IfMatch != nil && *meta.IfMatch != version {
+			return ErrVersionMismatch
+		}
+		events, err := decide(agg)
+		if err != nil {
+			return err
+		}
+		if len(events) == 0 {
+			res = Result{Version: version, Position: pos}
+			return nil
+		}
+		data, err := envelopes(h, k, meta, events)
+		if err != nil {
+			return err
+		}
+		ar, err := h.store.Append(ctx, stream, eventstore.Exact(version), data...)
+		if errors.Is(err, eventstore.ErrConcurrency) {
+			if meta.IfMatch != nil {
+				return ErrVersionMismatch
+			}
+			return retry.RetryableError(err)
+		}
+		if err != nil {
+			return err
+		}
+		for _, e := range events {
+			if err := k.apply(agg, e); err != nil {
+				return fmt.Errorf("apply new %s event: %w", k.typeOf(e), err)
+			}
+		}
+		res = Result{Version: ar.Version, Position: ar.Position}
+		return nil
+	})
+	return agg, res, err
+}
+
+// load rebuilds an aggregate from its stream and returns it with the
+// position of its last event.
+func load[A any, E any](ctx context.Context, store eventstore.Store, k kind[A, E], stream string) (A, eventstore.Position, error) {
+	agg := k.blank()
+	var pos eventstore.Position
+	from := uint64(1)
+	for {
+		batch, err := store.ReadStream(ctx, stream, from, 1000)
+		if err != nil {
+			return agg, pos, fmt.Errorf("load %s: %w", stream, err)
+		}
+		for _, re := range batch {
+			e, err := k.decode(re.Type, re.Data)
+			if err != nil {
+				return agg, pos, fmt.Errorf("load %s: event %d: %w", stream, re.Version, err)
+			}
+			if err := k.apply(agg, e); err != nil {
+				return agg, pos, fmt.Errorf("load %s: apply event %d: %w", stream, re.Version, err)
+			}
+			pos = re.Position
+		}
+		if len(batch) < 1000 {
+			return agg, pos, nil
+		}
+		from = batch[len(batch)-1].Version + 1
+	}
+}
+
+var eventstoreStreamName = eventstore.StreamName
+
+// envelopes turns domain events into events to append, with fresh ids, the
+// registered schema version and the command's metadata.
+func envelopes[A any, E any](h *Handlers, k kind[A, E], meta Meta, events []E) ([]eventstore.EventData, error) {
+	md := eventstore.Metadata{
+		MerchantID:    meta.MerchantID.String(),
+		Actor:         meta.Actor,
+		Role:          meta.Role,
+		CorrelationID: meta.CorrelationID,
+		CausationID:   meta.CausationID,
+		TraceParent:   meta.TraceParent,
+		TraceState:    meta.TraceState,
+	}
+	out := make([]eventstore.EventData, len(events))
+	for i, e := range events {
+		data, err := json.Marshal(e)
+		if err != nil {
+			return nil, fmt.Errorf("encode %s: %w", k.typeOf(e), err)
+		}
+		out[i] = eventstore.EventData{ID: h.deps.NewID(), Type: k.typeOf(e), SchemaVersion: 1, Data: data, Metadata: md}
+	}
+	return out, nil
+}

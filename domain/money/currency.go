@@ -1,0 +1,66 @@
+package money
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/text/currency"
+)
+
+// Currency is an ISO 4217 code in canonical upper case ("IDR", "USD").
+// The zero value is not a currency; Validate tells.
+type Currency string
+
+// ErrInvalidCurrency reports a string that is not a usable ISO 4217 code.
+var ErrInvalidCurrency = errors.New("money: invalid currency")
+
+// ParseCurrency reads an ISO 4217 code, in any letter case, and returns it in
+// canonical upper case. Codes that golang.org/x/text/currency does not know
+// are refused, and so are XXX ("no currency") and XTS (reserved for
+// testing), which cannot price a sale.
+func ParseCurrency(s string) (Currency, error) {
+	if len(s) != 3 {
+		return "", fmt.Errorf("%w: %q is not a three-letter code", ErrInvalidCurrency, s)
+	}
+	u, err := currency.ParseISO(s)
+	if err != nil {
+		return "", fmt.Errorf("%w: %q: %w", ErrInvalidCurrency, s, err)
+	}
+	// ParseISO answers XXX as the zero Unit with no error.
+	if u == (currency.Unit{}) || u == currency.XTS {
+		return "", fmt.Errorf("%w: %q does not denote money", ErrInvalidCurrency, s)
+	}
+	return Currency(u.String()), nil
+}
+
+// Validate returns nil when c is a usable code in canonical form, and an
+// error wrapping ErrInvalidCurrency otherwise ("idr" is refused here, though
+// ParseCurrency accepts it: stored values are canonical).
+func (c Currency) Validate() error {
+	p, err := ParseCurrency(string(c))
+	if err != nil {
+		return err
+	}
+	if p != c {
+		return fmt.Errorf("%w: %q is not in canonical form %q", ErrInvalidCurrency, string(c), string(p))
+	}
+	return nil
+}
+
+// Exponent returns the number of minor-unit digits of c, as
+// golang.org/x/text/currency's standard rounding gives it (IDR 0, USD 2,
+// JPY 0): an Amount of 12345 is 123.45 USD but 12345 IDR.
+func (c Currency) Exponent() (int, error) {
+	if err := c.Validate(); err != nil {
+		return 0, err
+	}
+	u, err := currency.ParseISO(string(c))
+	if err != nil {
+		return 0, fmt.Errorf("%w: %w", ErrInvalidCurrency, err)
+	}
+	scale, _ := currency.Standard.Rounding(u)
+	return scale, nil
+}
+
+// String returns the code.
+func (c Currency) String() string { return string(c) }

@@ -1,0 +1,155 @@
+package settings_test
+
+import (
+	"encoding/json"
+	"errors"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"pos/domain/money"
+	"pos/domain/settings"
+)
+
+var t0 = time.Date(2025, 3, 1, 3, 0, 0, 0, time.UTC)
+
+func TestDefaults(t *testing.T) {
+	want := settings.Values{Currency: "IDR", PricesIncludeTax: false, AllowNegativeStock: false, Timezone: "Asia/Jakarta"}
+	if got := settings.Defaults(); got != want {
+		t.Errorf("Defaults() = %+v, want %+v", got, want)
+	}
+	var s settings.Settings
+	if got := s.Values(); got != want || s.Version() != 0 {
+		t.Errorf("zero Settings = %+v v%d, want the defaults at version 0", got, s.Version())
+	}
+}
+
+func TestChange(t *testing.T) {
+	usdInclusive := settings.SettingsChanged{Currency: "USD", PricesIncludeTax: true, Timezone: "America/New_York", ChangedBy: "admin-1", At: t0}
+	valid := settings.Change{Currency: "USD", PricesIncludeTax: true, Timezone: "America/New_York", By: "admin-1", At: t0}
+	with := func(f func(*settings.Change)) settings.Change {
+		c := valid
+		f(&c)
+		return c
+	}
+	tests := []struct {
+		name      string
+		given     []settings.Event
+		when      settings.Change
+		then      []settings.Event
+		wantErr   error
+		wantField string
+	}{
+		{name: "changes from the defaults", when: valid, then: []settings.Event{usdInclusive}},
+		{
+			name: "stores the time in UTC",
+			when: with(func(c *settings.Change) { c.At = t0.In(time.FixedZone("WIB", 7*3600)) }),
+			then: []settings.Event{usdInclusive},
+		},
+		{name: "the same values again record nothing", given: []settings.Event{usdInclusive}, when: valid, then: nil},
+		{
+			name: "the defaults on a fresh merchant record nothing",
+			when: settings.Change{Currency: "IDR", Timezone: "Asia/Jakarta", By: "admin-1", At: t0},
+			then: nil,
+		},
+		{
+			name:  "one field differs",
+			given: []settings.Event{usdInclusive},
+			when:  with(func(c *settings.Change) { c.AllowNegativeStock = true; c.At = t0.Add(time.Hour) }),
+			then: []settings.Event{settings.SettingsChanged{Currency: "USD", PricesIncludeTax: true, AllowNegativeStock: true,
+				Timezone: "America/New_York", ChangedBy: "admin-1", At: t0.Add(time.Hour)}},
+		},
+		{
+			name:  "back to the defaults is a change",
+			given: []settings.Event{usdInclusive},
+			when:  settings.Change{Currency: "IDR", Timezone: "Asia/Jakarta", By: "admin-2", At: t0},
+			then:  []settings.Event{settings.SettingsChanged{Currency: "IDR", Timezone: "Asia/Jakarta", ChangedBy: "admin-2", At: t0}},
+		},
+		{name: "no currency", when: with(func(c *settings.Change) { c.Currency = "" }), wantErr: money.ErrInvalidCurrency, wantField: "currency"},
+		{name: "lower-case currency", when: with(func(c *settings.Change) { c.Currency = "usd" }), wantErr: settings.ErrInvalid, wantField: "currency"},
+		{name: "unknown currency", when: with(func(c *settings.Change) { c.Currency = "ABC" }), wantErr: settings.ErrInvalid, wantField: "currency"},
+		{name: "no time zone", when: with(func(c *settings.Change) { c.Timezone = "" }), wantErr: settings.ErrInvalid, wantField: "timezone"},
+		{name: "time zone with a space", when: with(func(c *settings.Change) { c.Timezone = "Asia/ Jakarta" }), wantErr: settings.ErrInvalid, wantField: "timezone"},
+		{name: "time zone with a control character", when: with(func(c *settings.Change) { c.Timezone = "Asia/Jakarta\x00" }), wantErr: settings.ErrInvalid, wantField: "timezone"},
+		{name: "time zone too long", when: with(func(c *settings.Change) { c.Timezone = strings.Repeat("A", 65) }), wantErr: settings.ErrInvalid, wantField: "timezone"},
+		{name: "time zone of 64 bytes", when: with(func(c *settings.Change) { c.Timezone = strings.Repeat("A", 64) }),
+			then: []settings.Event{settings.SettingsChanged{Currency: "USD", PricesIncludeTax: true, Timezone: strings.Repeat("A", 64), ChangedBy: "admin-1", At: t0}}},
+		{name: "no actor", when: with(func(c *settings.Change) { c.By = "" }), wantErr: settings.ErrInvalid, wantField: "changed_by"},
+		{name: "no time", when: with(func(c *settings.Change) { c.At = time.Time{} }), wantErr: settings.ErrInvalid, wantField: "at"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s, err := settings.Load(tt.given)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := *s
+			got, err := s.Change(tt.when)
+			if *s != before {
+				t.Errorf("the command changed the state")
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("err = %v, want %v", err, tt.wantErr)
+			}
+			if tt.wantField != "" {
+				var ve *settings.ValidationError
+				if !errors.As(err, &ve) || ve.Field != tt.wantField {
+					t.Errorf("err = %v, want a validation error on %q", err, tt.wantField)
+				}
+			}
+			if !reflect.DeepEqual(got, tt.then) {
+				t.Fatalf("events = %+v, want %+v", got, tt.then)
+			}
+			for _, e := range got {
+				data, err := json.Marshal(e)
+				if err != nil {
+					t.Fatal(err)
+				}
+				back, err := settings.Decode(e.EventType(), data)
+				if err != nil || !reflect.DeepEqual(back, e) {
+					t.Errorf("round trip = %+v, %v; want %+v", back, err, e)
+				}
+				if err := s.Apply(e); err != nil {
+					t.Fatal(err)
+				}
+				ch := e.(settings.SettingsChanged)
+				want := settings.Values{Currency: ch.Currency, PricesIncludeTax: ch.PricesIncludeTax, AllowNegativeStock: ch.AllowNegativeStock, Timezone: ch.Timezone}
+				if s.Values() != want || s.ChangedBy() != ch.ChangedBy || !s.ChangedAt().Equal(ch.At) {
+					t.Errorf("after apply: %+v by %s at %v", s.Values(), s.ChangedBy(), s.ChangedAt())
+				}
+				if s.Version() != uint64(len(tt.given)+1) {
+					t.Errorf("version = %d", s.Version())
+				}
+			}
+		})
+	}
+}
+
+func TestEvents(t *testing.T) {
+	e := settings.SettingsChanged{Currency: "USD", PricesIncludeTax: true, AllowNegativeStock: true, Timezone: "UTC", ChangedBy: "admin-1", At: t0}
+	got, err := json.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"currency":"USD","prices_include_tax":true,"allow_negative_stock":true,"timezone":"UTC","changed_by":"admin-1","at":"2025-03-01T03:00:00Z"}`
+	if string(got) != want {
+		t.Errorf("JSON:\n got %s\nwant %s", got, want)
+	}
+	if types := settings.EventTypes(); len(types) != 1 || types[0] != settings.TypeName(e) {
+		t.Errorf("EventTypes() = %v", types)
+	}
+	if _, err := settings.Decode("Nope", nil); !errors.Is(err, settings.ErrUnknownEvent) {
+		t.Errorf("Decode(unknown) err = %v", err)
+	}
+	if _, err := settings.Decode("SettingsChanged", []byte("{")); err == nil {
+		t.Errorf("Decode(bad JSON) succeeded")
+	}
+	var s settings.Settings
+	if err := s.Apply(nil); !errors.Is(err, settings.ErrInvalidHistory) || s.Version() != 0 {
+		t.Errorf("Apply(nil) = %v at version %d", err, s.Version())
+	}
+	if _, err := settings.Load([]settings.Event{nil}); !errors.Is(err, settings.ErrInvalidHistory) {
+		t.Errorf("Load(bad) err = %v", err)
+	}
+}

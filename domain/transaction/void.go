@@ -1,0 +1,28 @@
+package transaction
+
+import "time"
+
+// Void is the command that cancels a sale before it is completed. Who may
+// void, and whether a paid void needs approval first, is decided outside
+// the aggregate (the approval process runs this command once granted).
+type Void struct {
+	Reason string
+	At     time.Time
+}
+
+// Void decides cancelling a draft, a transaction awaiting payment or a paid
+// one. Payments already settled in pending_payment, or the whole payment of
+// a paid sale, are given back by the consumers of TransactionVoided (its
+// previous_status tells them what to undo), not by further events here.
+func (t *Transaction) Void(cmd Void) ([]Event, error) {
+	if err := t.mustExist(); err != nil {
+		return nil, err
+	}
+	if err := firstError(checkText("reason", cmd.Reason, MaxReasonLen, true), checkAt(cmd.At)); err != nil {
+		return nil, err
+	}
+	if err := t.mustBe("void", StatusDraft, StatusPendingPayment, StatusPaid); err != nil {
+		return nil, err
+	}
+	return []Event{TransactionVoided{Reason: cmd.Reason, PreviousStatus: t.status, At: utc(cmd.At)}}, nil
+}
