@@ -22,11 +22,15 @@ lint:
 bench: services
 	scripts/bench.sh
 
-# Each fuzz target for FUZZTIME (go test -fuzz runs one target at a time).
+# Every fuzz target of every package, each for FUZZTIME (go test -fuzz runs
+# one target at a time). Findings land in testdata/fuzz/ as regression cases.
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzPrepare$$' -fuzztime $(FUZZTIME) ./eventstore/
-	$(GO) test -run '^$$' -fuzz '^FuzzParsePosition$$' -fuzztime $(FUZZTIME) ./eventstore/
-	$(GO) test -run '^$$' -fuzz '^FuzzParseExpectedVersion$$' -fuzztime $(FUZZTIME) ./eventstore/
+	@for pkg in $$($(GO) list ./...); do \
+		for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
+			echo "== $$pkg $$f"; \
+			$(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+		done; \
+	done
 
 migrate: services
 	$(GO) run ./cmd/pos migrate

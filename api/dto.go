@@ -14,9 +14,11 @@ type addItemRequest struct {
 	SKU        string `json:"sku"`
 	Name       string `json:"name"`
 	Qty        int64  `json:"qty"`
-	UnitPrice  int64  `json:"unit_price"`
+	UnitPrice  *int64 `json:"unit_price"`
 	TaxRateBps *int64 `json:"tax_rate_bps,omitempty"`
 	LineID     string `json:"line_id,omitempty"`
+	// Currency, when sent, must be the transaction's (422 currency_mismatch).
+	Currency *string `json:"currency,omitempty"`
 }
 
 type discountRequest struct {
@@ -32,6 +34,8 @@ type paymentRequest struct {
 	Method    string  `json:"method"`
 	Amount    int64   `json:"amount"`
 	PaymentID *string `json:"payment_id,omitempty"`
+	// Currency, when sent, must be the transaction's (422 currency_mismatch).
+	Currency *string `json:"currency,omitempty"`
 }
 
 type confirmRequest struct {
@@ -54,10 +58,11 @@ type refundRequest struct {
 	RefundID *string             `json:"refund_id,omitempty"`
 }
 
+// settingsRequest is a PUT: every field is required.
 type settingsRequest struct {
 	Currency           string `json:"currency"`
-	PricesIncludeTax   bool   `json:"prices_include_tax"`
-	AllowNegativeStock bool   `json:"allow_negative_stock"`
+	PricesIncludeTax   *bool  `json:"prices_include_tax"`
+	AllowNegativeStock *bool  `json:"allow_negative_stock"`
 	Timezone           string `json:"timezone"`
 }
 

@@ -70,6 +70,13 @@ func parseCurrency(v string) (money.Currency, error) {
 	return c, nil
 }
 
+func optionalCurrency(v *string) (money.Currency, error) {
+	if v == nil {
+		return "", nil
+	}
+	return parseCurrency(*v)
+}
+
 // transactionCommand decodes a request and runs a transaction command,
 // answering the transaction's state after it.
 func (s *Server) transactionCommand(w http.ResponseWriter, r *http.Request, status int, dst any,
@@ -161,12 +168,19 @@ func (s *Server) addItem(w http.ResponseWriter, r *http.Request) {
 		} else {
 			lineID = uuid.Must(uuid.NewV7())
 		}
+		if req.UnitPrice == nil {
+			return nil, commands.Result{}, invalid("unit_price is required", FieldError{Field: "unit_price", Code: "required"})
+		}
 		rate := int64(0)
 		if req.TaxRateBps != nil {
 			rate = *req.TaxRateBps
 		}
+		cur, err := optionalCurrency(req.Currency)
+		if err != nil {
+			return nil, commands.Result{}, err
+		}
 		return h.AddItem(r.Context(), m, id, transaction.AddItem{LineID: lineID, SKU: req.SKU, Name: req.Name, Qty: req.Qty,
-			UnitPrice: money.Amount(req.UnitPrice), TaxRateBps: rate})
+			UnitPrice: money.Amount(*req.UnitPrice), TaxRateBps: rate, Currency: cur})
 	}, func(_ *transaction.Transaction, a *transactionAnswer) { a.LineID = lineID.String() })
 }
 
@@ -220,8 +234,12 @@ func (s *Server) addPayment(w http.ResponseWriter, r *http.Request) {
 		if paymentID == uuid.Nil {
 			paymentID = uuid.Must(uuid.NewV7())
 		}
+		cur, err := optionalCurrency(req.Currency)
+		if err != nil {
+			return nil, commands.Result{}, err
+		}
 		return h.AddPayment(r.Context(), m, id, transaction.AddPayment{PaymentID: paymentID,
-			Method: transaction.Method(req.Method), Amount: money.Amount(req.Amount)})
+			Method: transaction.Method(req.Method), Amount: money.Amount(req.Amount), Currency: cur})
 	}, func(t *transaction.Transaction, a *transactionAnswer) {
 		for _, p := range t.Payments() {
 			if p.PaymentID == paymentID {
@@ -337,6 +355,11 @@ func (s *Server) changeSettings(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	if req.PricesIncludeTax == nil || req.AllowNegativeStock == nil {
+		s.fail(w, r, invalid("every setting is required", FieldError{Field: "prices_include_tax", Code: "required"},
+			FieldError{Field: "allow_negative_stock", Code: "required"}))
+		return
+	}
 	currency, err := parseCurrency(req.Currency)
 	if err != nil {
 		s.fail(w, r, err)
@@ -352,7 +375,7 @@ func (s *Server) changeSettings(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, res, err := s.handlers(r).ChangeSettings(r.Context(), m, settings.Change{Currency: currency,
-		PricesIncludeTax: req.PricesIncludeTax, AllowNegativeStock: req.AllowNegativeStock, Timezone: req.Timezone})
+		PricesIncludeTax: *req.PricesIncludeTax, AllowNegativeStock: *req.AllowNegativeStock, Timezone: req.Timezone})
 	if err != nil {
 		s.fail(w, r, err)
 		return

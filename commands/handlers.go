@@ -115,7 +115,9 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 			return err
 		}
 		version := k.version(agg)
-		if meta.IfMatch != nil && *meta.IfMatch != version {
+		// A missing aggregate has no version to match: decide reports it
+		// missing (404) rather than the precondition failing.
+		if meta.IfMatch != nil && *meta.IfMatch != version && version > 0 {
 			return ErrVersionMismatch
 		}
 		events, err := decide(agg)

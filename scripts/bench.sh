@@ -18,7 +18,8 @@
 # alternating order, each from an empty table and a fresh checkpoint; the
 # table shows each side's best round, since other work on the machine only
 # ever makes a run slower. The last line says how much CPU other processes
-# took meanwhile: above ~10 % the numbers say more about them than about us.
+# (not counting PostgreSQL itself) took meanwhile: above ~10 % the numbers
+# say more about them than about the store.
 #
 # Environment: PGHOST_ADDR (127.0.0.1), ROUNDS (2), PGBENCH_SECONDS (5),
 # GO_BENCHTIME (4s), CLIENTS ("1 8 32").
@@ -44,6 +45,8 @@ mkdir -p "$OUT"
 psql_admin() {
 	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST_ADDR" -U postgres "$@"
 }
+drop_scratch() { psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
+trap drop_scratch EXIT
 
 # CPU accounting, in clock ticks, for the "other load" line.
 busy_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat; }
@@ -162,7 +165,7 @@ for round in $(seq 1 "$ROUNDS"); do
 	done
 	run_store '^BenchmarkReadAll$'
 done
-psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+drop_scratch
 
 busy1=$(busy_ticks) own1=$(own_ticks) pg1=$(pg_ticks) wall1=$(date +%s.%N)
 other=$(awk -v b=$((busy1 - busy0)) -v o=$((own1 - own0)) -v p=$((pg1 - pg0)) \

@@ -1,0 +1,361 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+
+	"pos/commands"
+)
+
+func TestSaleEndToEnd(t *testing.T) {
+	e := newEnv(t)
+	merchant, branch := uuid.New(), uuid.New()
+	cashier := newUser(t, merchant, "CASHIER")
+	manager := newUser(t, merchant, "MANAGER")
+
+	s := e.open(&cashier, branch)
+	r := s.addItem(3, 3333)
+	if got := r.json(t)["totals"].(map[string]any)["grand_total"].(float64); got != 11099 {
+		t.Errorf("grand total of 3 × 3333 at 11%% = %v, want 11099", got)
+	}
+	must(t, s.post("/discounts", map[string]any{"kind": "amount", "amount": 99, "reason": "loyalty"}), 201)
+	r = must(t, s.post("/checkout", map[string]any{}), 200)
+	if r.str(t, "status") != "pending_payment" || r.header.Get("ETag") != `"4"` || r.header.Get("X-Position") != r.str(t, "position") {
+		t.Fatalf("checkout answer: %s %v", r.body, r.header)
+	}
+	grand := int64(r.json(t)["totals"].(map[string]any)["grand_total"].(float64))
+	card := must(t, s.post("/payments", map[string]any{"method": "CARD", "amount": grand - 1000}), 201)
+	if card.str(t, "payment_status") != "pending" || card.str(t, "status") != "pending_payment" {
+		t.Fatalf("card payment: %s", card.body)
+	}
+	must(t, s.post("/payments/"+card.str(t, "payment_id")+"/confirm", map[string]any{"gateway_ref": "gw-1"}), 200)
+	cash := must(t, s.post("/payments", map[string]any{"method": "CASH", "amount": 5000}), 201)
+	if cash.num(t, "applied") != 1000 || cash.num(t, "change") != 4000 || cash.str(t, "status") != "paid" {
+		t.Fatalf("cash payment: %s", cash.body)
+	}
+	must(t, s.post("/complete", map[string]any{}), 200)
+
+	s.u = &manager
+	ref := must(t, s.post("/refunds", map[string]any{"reason": "broken", "lines": []map[string]any{{"line_id": s.line, "qty": 1}}}), 201)
+	if ref.str(t, "status") != "partially_refunded" || ref.num(t, "amount") <= 0 || ref.str(t, "refund_id") == "" {
+		t.Fatalf("refund: %s", ref.body)
+	}
+
+	events, err := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(s.id)), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := events[len(events)-1]; last.Type != "RefundIssued" || last.Metadata.Actor != "user-manager" || last.Metadata.MerchantID != merchant.String() {
+		t.Errorf("last event %s by %q for %q", last.Type, last.Metadata.Actor, last.Metadata.MerchantID)
+	}
+	if e.validated.Load() == 0 {
+		t.Fatal("no response was validated against the OpenAPI document")
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	e := newEnv(t)
+	merchant, branch := uuid.New(), uuid.New()
+	cashier := newUser(t, merchant, "CASHIER")
+	manager := newUser(t, merchant, "MANAGER")
+	admin := newUser(t, merchant, "ADMIN")
+
+	draft := e.open(&cashier, branch)
+	draft.addItem(1, 10000)
+	paid := e.open(&cashier, branch)
+	paid.addItem(1, 10000)
+	must(t, paid.post("/checkout", map[string]any{}), 200)
+	must(t, paid.post("/payments", map[string]any{"method": "CASH", "amount": 20000}), 201)
+	pending := e.open(&cashier, branch)
+	pending.addItem(1, 10000)
+	must(t, pending.post("/checkout", map[string]any{}), 200)
+
+	big := `{"sku":"` + strings.Repeat("x", 1<<20) + `"}`
+	existing := draft.id
+	cases := []struct {
+		name   string
+		req    request
+		status int
+		code   string
+	}{
+		{"malformed JSON", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":`}, 400, "invalid_request"},
+		{"unknown field", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":1,"unit_price":1,"colour":"red"}`}, 400, "invalid_request"},
+		{"wrong type", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":"one","unit_price":1}`}, 400, "invalid_request"},
+		{"qty zero", request{method: "POST", path: draft.path("/items"), user: &cashier, body: map[string]any{"sku": "A", "name": "A", "qty": 0, "unit_price": 1}}, 400, "invalid_request"},
+		{"price above 2^53-1", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":1,"unit_price":9007199254740992}`}, 400, "invalid_request"},
+		{"tax rate above 100%", request{method: "POST", path: draft.path("/items"), user: &cashier, body: map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 1, "tax_rate_bps": 10001}}, 400, "invalid_request"},
+		{"branch not a UUID", request{method: "POST", path: "/v1/transactions", user: &cashier, body: map[string]any{"branch_id": "main"}}, 400, "invalid_request"},
+		{"two JSON values", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{} {}`}, 400, "invalid_request"},
+		{"bad If-Match", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{}`, headers: map[string]string{"If-Match": "latest"}}, 400, "invalid_request"},
+		{"no token", request{method: "POST", path: draft.path("/checkout"), body: `{}`}, 401, "unauthorized"},
+		{"garbage token", request{method: "POST", path: draft.path("/checkout"), body: `{}`, headers: map[string]string{"Authorization": "Bearer abc.def.ghi"}}, 401, "unauthorized"},
+		{"cashier voids", request{method: "POST", path: draft.path("/void"), user: &cashier, body: map[string]any{"reason": "x"}}, 403, "forbidden"},
+		{"cashier refunds", request{method: "POST", path: paid.path("/refunds"), user: &cashier, body: map[string]any{"reason": "x", "amount": 1}}, 403, "forbidden"},
+		{"manager changes settings", request{method: "PUT", path: "/v1/settings", user: &manager, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}}, 403, "forbidden"},
+		{"stale If-Match on a missing transaction", request{method: "POST", path: "/v1/transactions/" + uuid.NewString() + "/checkout", user: &cashier, body: `{}`, headers: map[string]string{"If-Match": `"7"`}}, 404, "not_found"},
+		{"missing transaction", request{method: "POST", path: "/v1/transactions/" + uuid.NewString() + "/checkout", user: &cashier, body: `{}`}, 404, "not_found"},
+		{"malformed id", request{method: "POST", path: "/v1/transactions/nope/checkout", user: &cashier, body: `{}`}, 404, "not_found"},
+		{"unknown line", request{method: "DELETE", path: draft.path("/items/" + uuid.NewString()), user: &cashier}, 404, "not_found"},
+		{"pay a draft", request{method: "POST", path: draft.path("/payments"), user: &cashier, body: map[string]any{"method": "CASH", "amount": 1}}, 409, "invalid_state"},
+		{"complete a draft", request{method: "POST", path: draft.path("/complete"), user: &cashier, body: `{}`}, 409, "invalid_state"},
+		{"reopen an existing id", request{method: "POST", path: "/v1/transactions", user: &cashier, body: map[string]any{"branch_id": branch, "transaction_id": existing}}, 409, "already_exists"},
+		{"stale If-Match", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{}`, headers: map[string]string{"If-Match": `"1"`}}, 412, "version_mismatch"},
+		{"body over 1 MiB", request{method: "POST", path: draft.path("/items"), user: &cashier, body: big}, 413, "payload_too_large"},
+		{"not JSON", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{}`, headers: map[string]string{"Content-Type": "text/plain"}}, 415, "unsupported_media_type"},
+		{"discount above total", request{method: "POST", path: draft.path("/discounts"), user: &cashier, body: map[string]any{"kind": "amount", "amount": 10001, "reason": "x"}}, 422, "discount_exceeds_total"},
+		{"card above due", request{method: "POST", path: pending.path("/payments"), user: &cashier, body: map[string]any{"method": "CARD", "amount": 20000}}, 422, "overpayment"},
+		{"refund above paid", request{method: "POST", path: paid.path("/refunds"), user: &manager, body: map[string]any{"reason": "x", "amount": 11101}}, 422, "refund_exceeds_paid"},
+		{"payment in another currency", request{method: "POST", path: pending.path("/payments"), user: &cashier, body: map[string]any{"method": "CARD", "amount": 1, "currency": "USD"}}, 422, "currency_mismatch"},
+		{"unknown currency", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "ZZZ", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}}, 400, "invalid_request"},
+		{"unknown time zone", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Mars/Olympus"}}, 400, "invalid_request"},
+		{"missing unit price", request{method: "POST", path: draft.path("/items"), user: &cashier, body: map[string]any{"sku": "A", "name": "A", "qty": 1}}, 400, "invalid_request"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.sub(t).do(tc.req)
+			if r.status != tc.status || r.code(t) != tc.code {
+				t.Fatalf("got %d %s, want %d %s: %s", r.status, r.code(t), tc.status, tc.code, r.body)
+			}
+			p := r.json(t)
+			if p["status"].(float64) != float64(tc.status) || p["title"] == "" || !strings.HasPrefix(p["type"].(string), "urn:pos:problem:") {
+				t.Errorf("problem document incomplete: %s", r.body)
+			}
+		})
+	}
+}
+
+func TestAnotherMerchantsTransactionIsNotFound(t *testing.T) {
+	e := newEnv(t)
+	a := newUser(t, uuid.New(), "MANAGER")
+	b := newUser(t, uuid.New(), "MANAGER")
+	s := e.open(&a, uuid.New())
+	s.addItem(1, 500)
+
+	bodies := map[string]any{"/checkout": map[string]any{}, "/void": map[string]any{"reason": "x"}, "/complete": map[string]any{},
+		"/items": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 1}}
+	for suffix, body := range bodies {
+		theirs := e.do(request{method: "POST", path: s.path(suffix), user: &b, body: body})
+		missing := e.do(request{method: "POST", path: "/v1/transactions/" + uuid.NewString() + suffix, user: &b, body: body})
+		if theirs.status != 404 || !bytes.Equal(theirs.body, missing.body) {
+			t.Errorf("%s on another merchant's sale: %d %s; on a missing one: %d %s", suffix, theirs.status, theirs.body, missing.status, missing.body)
+		}
+		for _, h := range []string{"Content-Type", "Content-Length"} {
+			if theirs.header.Get(h) != missing.header.Get(h) {
+				t.Errorf("%s: header %s differs: %q vs %q", suffix, h, theirs.header.Get(h), missing.header.Get(h))
+			}
+		}
+	}
+	// The owner still sees an untouched draft.
+	must(t, s.post("/checkout", map[string]any{}), 200)
+}
+
+func TestAuditorMayIssueNoCommand(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	owner := newUser(t, merchant, "ADMIN")
+	auditor := newUser(t, merchant, "AUDITOR")
+	s := e.open(&owner, uuid.New())
+	s.addItem(1, 100)
+	id, pay := s.id, uuid.NewString()
+	routes := []struct{ method, path string }{
+		{"POST", "/v1/transactions"},
+		{"POST", "/v1/transactions/" + id + "/items"},
+		{"DELETE", "/v1/transactions/" + id + "/items/" + s.line},
+		{"POST", "/v1/transactions/" + id + "/discounts"},
+		{"POST", "/v1/transactions/" + id + "/checkout"},
+		{"POST", "/v1/transactions/" + id + "/payments"},
+		{"POST", "/v1/transactions/" + id + "/payments/" + pay + "/confirm"},
+		{"POST", "/v1/transactions/" + id + "/payments/" + pay + "/decline"},
+		{"POST", "/v1/transactions/" + id + "/complete"},
+		{"POST", "/v1/transactions/" + id + "/void"},
+		{"POST", "/v1/transactions/" + id + "/refunds"},
+		{"PUT", "/v1/settings"},
+	}
+	for _, rt := range routes {
+		r := e.do(request{method: rt.method, path: rt.path, user: &auditor, body: map[string]any{}})
+		if r.status != 403 || r.code(t) != "forbidden" {
+			t.Errorf("AUDITOR %s %s: %d %s", rt.method, rt.path, r.status, r.body)
+		}
+	}
+	events, _ := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(id)), 1, 0)
+	if len(events) != 2 {
+		t.Fatalf("the auditor's requests wrote events: %d in the stream, want 2", len(events))
+	}
+	// Reading is allowed.
+	must(t, e.do(request{method: "GET", path: "/v1/settings", user: &auditor}), 200)
+}
+
+func TestCashierLimitedToBranches(t *testing.T) {
+	e := newEnv(t)
+	merchant, home, other := uuid.New(), uuid.New(), uuid.New()
+	limited := newUser(t, merchant, "CASHIER", home)
+	free := newUser(t, merchant, "CASHIER")
+
+	must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &limited, body: map[string]any{"branch_id": home}}), 201)
+	r := e.do(request{method: "POST", path: "/v1/transactions", user: &limited, body: map[string]any{"branch_id": other}})
+	if r.status != 403 || r.code(t) != "forbidden" {
+		t.Fatalf("open at another branch: %d %s", r.status, r.body)
+	}
+	elsewhere := e.open(&free, other)
+	r = e.do(request{method: "POST", path: elsewhere.path("/items"), user: &limited, body: map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 1}})
+	if r.status != 403 || r.code(t) != "forbidden" {
+		t.Fatalf("add an item at another branch: %d %s", r.status, r.body)
+	}
+}
+
+func TestIdempotencyKey(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	s := e.open(&u, uuid.New())
+	item := map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 700, "line_id": uuid.NewString()}
+
+	// 20 concurrent requests with one key: one effect, identical answers.
+	const n = 20
+	var wg sync.WaitGroup
+	answers := make([]resp, n)
+	start := make(chan struct{})
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			answers[i] = e.do(request{method: "POST", path: s.path("/items"), user: &u, body: item, headers: map[string]string{"Idempotency-Key": "add-a"}})
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, a := range answers {
+		if a.status != 201 || !bytes.Equal(a.body, answers[0].body) || a.header.Get("ETag") != answers[0].header.Get("ETag") || a.header.Get("X-Position") != answers[0].header.Get("X-Position") {
+			t.Fatalf("answer %d: %d %s %v; first: %d %s", i, a.status, a.body, a.header, answers[0].status, answers[0].body)
+		}
+	}
+	events, err := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(s.id)), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 2 {
+		t.Fatalf("%d events after 20 requests with one key, want 2 (opened, one item)", len(events))
+	}
+
+	// A later replay is byte for byte, and says it is one.
+	again := e.do(request{method: "POST", path: s.path("/items"), user: &u, body: item, headers: map[string]string{"Idempotency-Key": "add-a"}})
+	if !bytes.Equal(again.body, answers[0].body) || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("replay: %s %v", again.body, again.header)
+	}
+	// The same key with another request.
+	other := map[string]any{"sku": "B", "name": "B", "qty": 1, "unit_price": 700}
+	r := e.do(request{method: "POST", path: s.path("/items"), user: &u, body: other, headers: map[string]string{"Idempotency-Key": "add-a"}})
+	if r.status != 422 || r.code(t) != "idempotency_key_reused" {
+		t.Fatalf("key reused with another body: %d %s", r.status, r.body)
+	}
+	r = e.do(request{method: "POST", path: s.path("/checkout"), user: &u, body: item, headers: map[string]string{"Idempotency-Key": "add-a"}})
+	if r.status != 422 || r.code(t) != "idempotency_key_reused" {
+		t.Fatalf("key reused on another path: %d %s", r.status, r.body)
+	}
+	// Keys are per merchant: another merchant's same key is a new request.
+	v := newUser(t, uuid.New(), "CASHIER")
+	r = e.do(request{method: "POST", path: "/v1/transactions", user: &v, body: map[string]any{"branch_id": uuid.New()}, headers: map[string]string{"Idempotency-Key": "add-a"}})
+	must(t, r, 201)
+	// A refused command is a final answer too, replayed as such.
+	first := e.do(request{method: "POST", path: s.path("/complete"), user: &u, body: map[string]any{}, headers: map[string]string{"Idempotency-Key": "complete-1"}})
+	second := e.do(request{method: "POST", path: s.path("/complete"), user: &u, body: map[string]any{}, headers: map[string]string{"Idempotency-Key": "complete-1"}})
+	if first.status != 409 || !bytes.Equal(first.body, second.body) || second.status != 409 {
+		t.Fatalf("refusal replay: %d %s then %d %s", first.status, first.body, second.status, second.body)
+	}
+}
+
+func TestConcurrentItemAdds(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+
+	t.Run("without If-Match all apply once", func(t *testing.T) {
+		e := e.sub(t)
+		s := e.open(&u, uuid.New())
+		statuses := addConcurrently(e, &u, s, 50, "")
+		if statuses[201] != 50 {
+			t.Fatalf("statuses %v, want 50 × 201", statuses)
+		}
+		events, _ := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(s.id)), 1, 0)
+		if len(events) != 51 {
+			t.Fatalf("%d events, want 51", len(events))
+		}
+	})
+	t.Run("with one If-Match exactly one wins", func(t *testing.T) {
+		e := e.sub(t)
+		s := e.open(&u, uuid.New())
+		statuses := addConcurrently(e, &u, s, 50, `"1"`)
+		if statuses[201] != 1 || statuses[412] != 49 {
+			t.Fatalf("statuses %v, want 1 × 201 and 49 × 412", statuses)
+		}
+	})
+}
+
+func addConcurrently(e *env, u *user, s *sale, n int, ifMatch string) map[int]int {
+	var mu sync.Mutex
+	statuses := map[int]int{}
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			r := e.do(request{method: "POST", path: s.path("/items"), user: u,
+				body: map[string]any{"sku": fmt.Sprintf("SKU-%d", i), "name": "x", "qty": 1, "unit_price": 100}, headers: map[string]string{"If-Match": ifMatch}})
+			mu.Lock()
+			statuses[r.status]++
+			mu.Unlock()
+		}()
+	}
+	close(start)
+	wg.Wait()
+	return statuses
+}
+
+func TestSettings(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	admin := newUser(t, merchant, "ADMIN")
+	r := must(t, e.do(request{method: "GET", path: "/v1/settings", user: &admin}), 200)
+	if r.str(t, "currency") != "IDR" || r.str(t, "timezone") != "Asia/Jakarta" || r.json(t)["prices_include_tax"] != false {
+		t.Fatalf("defaults: %s", r.body)
+	}
+	put := map[string]any{"currency": "usd", "prices_include_tax": true, "allow_negative_stock": false, "timezone": "America/New_York"}
+	r = e.do(request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "USD", "timezone": "UTC"}})
+	if r.status != 400 || r.code(t) != "invalid_request" {
+		t.Fatalf("PUT without every field: %d %s", r.status, r.body)
+	}
+	r = must(t, e.do(request{method: "PUT", path: "/v1/settings", user: &admin, body: put}), 200)
+	if r.num(t, "version") != 1 || r.str(t, "currency") != "USD" {
+		t.Fatalf("change: %s", r.body)
+	}
+	same := must(t, e.do(request{method: "PUT", path: "/v1/settings", user: &admin, body: put}), 200)
+	if same.num(t, "version") != 1 {
+		t.Fatalf("an identical change made a new version: %s", same.body)
+	}
+	// New sales take the merchant's currency and tax mode.
+	s := e.open(&admin, uuid.New())
+	r = s.addItem(1, 1110)
+	tot := r.json(t)["totals"].(map[string]any)
+	if tot["currency"] != "USD" || tot["grand_total"].(float64) != 1110 || tot["tax"].(float64) != 110 {
+		t.Fatalf("tax-inclusive sale in USD: %v", tot)
+	}
+}
+
+func TestOpenAPIDocumentServed(t *testing.T) {
+	e := newEnv(t)
+	r := must(t, e.do(request{method: "GET", path: "/openapi.json"}), 200)
+	if !strings.Contains(string(r.body), `"openapi"`) || r.header.Get("Content-Type") != "application/json" {
+		t.Fatalf("openapi.json: %s", r.header.Get("Content-Type"))
+	}
+	must(t, e.do(request{method: "GET", path: "/healthz"}), 200)
+	must(t, e.do(request{method: "GET", path: "/readyz"}), 200)
+}

@@ -1,0 +1,299 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/getkin/kin-openapi/openapi3"
+	"github.com/getkin/kin-openapi/openapi3filter"
+	"github.com/getkin/kin-openapi/routers"
+	"github.com/getkin/kin-openapi/routers/gorillamux"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"pos/api"
+	"pos/api/auth"
+	"pos/commands"
+	"pos/eventstore"
+	"pos/eventstore/pgstore"
+	"pos/internal/pgtest"
+)
+
+var secret = []byte("api-test-secret-0123456789abcdef-0123456789")
+
+// env is one API under test on its own database.
+type env struct {
+	t      *testing.T
+	url    string
+	store  *pgstore.Store
+	router routers.Router
+	client *http.Client
+	// validated counts responses checked against the OpenAPI document.
+	validated *atomic.Int64
+}
+
+// sub returns e reporting to t (a subtest).
+func (e *env) sub(t *testing.T) *env {
+	c := *e
+	c.t = t
+	return &c
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	store := pgstore.New(pool)
+	v, err := auth.NewHS256(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := &commands.Deps{
+		Now:   func() time.Time { return time.Now().UTC() },
+		NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
+		Codes: commands.NewCodes(pool),
+	}
+	srv := api.New(api.Config{
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store:    store,
+		Verifier: v,
+		Pool:     pool,
+		TxStore:  func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) },
+		Commands: func(s eventstore.Store) *commands.Handlers { return commands.New(s, deps) },
+	})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+
+	doc, err := openapi3.NewLoader().LoadFromData(api.OpenAPIDocument())
+	if err != nil {
+		t.Fatalf("load OpenAPI document: %v", err)
+	}
+	if err := doc.Validate(ctx); err != nil {
+		t.Fatalf("OpenAPI document is invalid: %v", err)
+	}
+	router, err := gorillamux.NewRouter(doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, url: ts.URL, store: store, router: router, client: &http.Client{Timeout: 30 * time.Second}, validated: new(atomic.Int64)}
+	return e
+}
+
+// token builds an HS256 JWT by hand (not with the library the server
+// verifies with).
+func token(t testing.TB, claims map[string]any) string {
+	t.Helper()
+	b64 := func(v any) string {
+		raw, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return base64.RawURLEncoding.EncodeToString(raw)
+	}
+	signing := b64(map[string]string{"alg": "HS256", "typ": "JWT"}) + "." + b64(claims)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(signing))
+	return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+}
+
+// user is a caller: a merchant, a role, optional branches.
+type user struct {
+	merchant uuid.UUID
+	role     string
+	branches []uuid.UUID
+	tok      string
+}
+
+func newUser(t testing.TB, merchant uuid.UUID, role string, branches ...uuid.UUID) user {
+	claims := map[string]any{
+		"sub": "user-" + strings.ToLower(role), "merchant_id": merchant.String(), "role": role,
+		"exp": time.Now().Add(time.Hour).Unix(), "iat": time.Now().Unix(),
+	}
+	if len(branches) > 0 {
+		ids := make([]string, len(branches))
+		for i, b := range branches {
+			ids[i] = b.String()
+		}
+		claims["branch_ids"] = ids
+	}
+	return user{merchant: merchant, role: role, branches: branches, tok: token(t, claims)}
+}
+
+// resp is a response read whole.
+type resp struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r resp) json(t testing.TB) map[string]any {
+	t.Helper()
+	var m map[string]any
+	if err := json.Unmarshal(r.body, &m); err != nil {
+		t.Fatalf("response %d is not a JSON object: %s", r.status, r.body)
+	}
+	return m
+}
+
+func (r resp) str(t testing.TB, field string) string {
+	t.Helper()
+	v, _ := r.json(t)[field].(string)
+	return v
+}
+
+func (r resp) num(t testing.TB, field string) int64 {
+	t.Helper()
+	v, ok := r.json(t)[field].(float64)
+	if !ok {
+		t.Fatalf("response has no number %q: %s", field, r.body)
+	}
+	return int64(v)
+}
+
+func (r resp) code(t testing.TB) string {
+	t.Helper()
+	if ct := r.header.Get("Content-Type"); ct != "application/problem+json" {
+		t.Fatalf("error response %d has Content-Type %q: %s", r.status, ct, r.body)
+	}
+	return r.str(t, "code")
+}
+
+// request is one HTTP call.
+type request struct {
+	method, path string
+	body         any // a string is sent as is
+	user         *user
+	headers      map[string]string
+}
+
+// do sends req, reads the response, and validates it against the OpenAPI
+// document: every response the API tests receive is checked.
+func (e *env) do(req request) resp {
+	e.t.Helper()
+	var body io.Reader
+	var raw []byte
+	switch b := req.body.(type) {
+	case nil:
+	case string:
+		raw = []byte(b)
+	default:
+		var err error
+		if raw, err = json.Marshal(b); err != nil {
+			e.t.Fatal(err)
+		}
+	}
+	if raw != nil {
+		body = bytes.NewReader(raw)
+	}
+	hr, err := http.NewRequest(req.method, e.url+req.path, body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if raw != nil {
+		hr.Header.Set("Content-Type", "application/json")
+	}
+	if req.user != nil {
+		hr.Header.Set("Authorization", "Bearer "+req.user.tok)
+	}
+	for k, v := range req.headers {
+		if v == "" {
+			hr.Header.Del(k)
+		} else {
+			hr.Header.Set(k, v)
+		}
+	}
+	// Errorf, not Fatalf: do also runs on goroutines the test started.
+	res, err := e.client.Do(hr)
+	if err != nil {
+		e.t.Errorf("%s %s: %v", req.method, req.path, err)
+		return resp{}
+	}
+	defer res.Body.Close()
+	out, err := io.ReadAll(res.Body)
+	if err != nil {
+		e.t.Errorf("%s %s: read body: %v", req.method, req.path, err)
+		return resp{}
+	}
+	r := resp{status: res.StatusCode, header: res.Header, body: out}
+	e.validate(hr, r)
+	return r
+}
+
+func (e *env) validate(hr *http.Request, r resp) {
+	e.t.Helper()
+	route, params, err := e.router.FindRoute(hr)
+	if err != nil {
+		if r.status == http.StatusNotFound || r.status == http.StatusMethodNotAllowed {
+			return // a path the document does not have; nothing to validate against
+		}
+		e.t.Errorf("%s %s: no route in the OpenAPI document: %v", hr.Method, hr.URL.Path, err)
+		return
+	}
+	in := &openapi3filter.ResponseValidationInput{
+		RequestValidationInput: &openapi3filter.RequestValidationInput{
+			Request: hr, PathParams: params, Route: route,
+			Options: &openapi3filter.Options{AuthenticationFunc: openapi3filter.NoopAuthenticationFunc},
+		},
+		Status:  r.status,
+		Header:  r.header,
+		Options: &openapi3filter.Options{IncludeResponseStatus: true, MultiError: true},
+	}
+	in.SetBodyBytes(r.body)
+	if err := openapi3filter.ValidateResponse(context.Background(), in); err != nil {
+		e.t.Errorf("%s %s answered %d, which the OpenAPI document does not allow: %v\nbody: %s", hr.Method, hr.URL.Path, r.status, err, r.body)
+	}
+	e.validated.Add(1)
+}
+
+// must fails the test unless r has status want.
+func must(t testing.TB, r resp, want int) resp {
+	t.Helper()
+	if r.status != want {
+		t.Fatalf("status %d, want %d: %s", r.status, want, r.body)
+	}
+	return r
+}
+
+// sale drives a transaction to the point a test needs.
+type sale struct {
+	e    *env
+	u    *user
+	id   string
+	line string
+}
+
+func (e *env) open(u *user, branch uuid.UUID) *sale {
+	e.t.Helper()
+	r := must(e.t, e.do(request{method: "POST", path: "/v1/transactions", user: u, body: map[string]any{"branch_id": branch}}), 201)
+	return &sale{e: e, u: u, id: r.str(e.t, "id")}
+}
+
+func (s *sale) path(suffix string) string { return "/v1/transactions/" + s.id + suffix }
+
+func (s *sale) post(suffix string, body any) resp {
+	s.e.t.Helper()
+	return s.e.do(request{method: "POST", path: s.path(suffix), user: s.u, body: body})
+}
+
+func (s *sale) addItem(qty, price int64) resp {
+	s.e.t.Helper()
+	r := must(s.e.t, s.post("/items", map[string]any{"sku": "TEA", "name": "Tea", "qty": qty, "unit_price": price, "tax_rate_bps": 1100}), 201)
+	s.line = r.str(s.e.t, "line_id")
+	return r
+}
