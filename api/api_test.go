@@ -3,6 +3,7 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -176,6 +177,7 @@ func TestAuditorMayIssueNoCommand(t *testing.T) {
 		{"POST", "/v1/transactions/" + id + "/void"},
 		{"POST", "/v1/transactions/" + id + "/refunds"},
 		{"PUT", "/v1/settings"},
+		{"POST", "/v1/pos/sync"},
 	}
 	for _, rt := range routes {
 		r := e.do(request{method: rt.method, path: rt.path, user: &auditor, body: map[string]any{}})
@@ -358,4 +360,68 @@ func TestOpenAPIDocumentServed(t *testing.T) {
 	}
 	must(t, e.do(request{method: "GET", path: "/healthz"}), 200)
 	must(t, e.do(request{method: "GET", path: "/readyz"}), 200)
+}
+
+func TestPosSync(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	id, line := uuid.NewString(), uuid.NewString()
+	tx := "/v1/transactions/" + id
+	batch := map[string]any{"commands": []map[string]any{
+		{"idempotency_key": "k1", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": uuid.NewString(), "transaction_id": id}},
+		{"idempotency_key": "k2", "method": "POST", "path": tx + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 2, "unit_price": 500, "line_id": line}},
+		{"idempotency_key": "k3", "method": "POST", "path": tx + "/items", "body": map[string]any{"sku": "B", "name": "B", "qty": 0, "unit_price": 1}},
+		{"idempotency_key": "k4", "method": "POST", "path": tx + "/checkout"},
+		{"idempotency_key": "k5", "method": "POST", "path": tx + "/payments", "body": map[string]any{"method": "CASH", "amount": 1000}},
+		{"idempotency_key": "k6", "method": "POST", "path": tx + "/void", "body": map[string]any{"reason": "cashier may not"}},
+	}}
+	first := must(t, e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: batch}), 200)
+	var got struct {
+		Results []struct {
+			IdempotencyKey string         `json:"idempotency_key"`
+			Status         int            `json:"status"`
+			Body           map[string]any `json:"body"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(first.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		key    string
+		status int
+		code   string
+	}{{"k1", 201, ""}, {"k2", 201, ""}, {"k3", 400, "invalid_request"}, {"k4", 200, ""}, {"k5", 201, ""}, {"k6", 403, "forbidden"}}
+	if len(got.Results) != len(want) {
+		t.Fatalf("%d results: %s", len(got.Results), first.body)
+	}
+	for i, w := range want {
+		r := got.Results[i]
+		if r.IdempotencyKey != w.key || r.Status != w.status || (w.code != "" && r.Body["code"] != w.code) {
+			t.Errorf("result %d = %s %d %v, want %s %d %s", i, r.IdempotencyKey, r.Status, r.Body, w.key, w.status, w.code)
+		}
+	}
+	if got.Results[4].Body["status"] != "paid" {
+		t.Errorf("payment result: %v", got.Results[4].Body)
+	}
+	// Re-sending the batch after a lost answer applies nothing twice.
+	again := must(t, e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: batch}), 200)
+	if !bytes.Equal(again.body, first.body) {
+		t.Errorf("re-sent batch answered differently:\n%s\n%s", first.body, again.body)
+	}
+	events, _ := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(id)), 1, 0)
+	if len(events) != 5 { // opened, item, checked out, payment added, paid
+		t.Errorf("%d events after two syncs, want 5", len(events))
+	}
+	for _, bad := range []any{
+		map[string]any{"commands": []any{}},
+		map[string]any{"commands": []map[string]any{{"idempotency_key": "", "method": "POST", "path": tx + "/checkout"}}},
+		map[string]any{"commands": []map[string]any{{"idempotency_key": "x", "method": "GET", "path": tx}}},
+		map[string]any{"commands": []map[string]any{{"idempotency_key": "x", "method": "POST", "path": "/v1/pos/sync"}}},
+	} {
+		r := e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: bad})
+		if r.status != 400 || r.code(t) != "invalid_request" {
+			t.Errorf("bad batch %v: %d %s", bad, r.status, r.body)
+		}
+	}
 }

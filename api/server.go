@@ -88,7 +88,12 @@ func (s *Server) Handler() http.Handler {
 		r.Use(auth.Middleware(s.verifier, func(w http.ResponseWriter, r *http.Request, err error) {
 			s.fail(w, r, errUnauthorized)
 		}))
-		r.Group(func(r chi.Router) {
+		// Command routes live on their own router so that /v1/pos/sync can
+		// send each offline command through exactly the same path.
+		cmds := chi.NewRouter()
+		cmds.NotFound(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errNotFound) })
+		cmds.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errMethodNotAllow) })
+		cmds.Route("/v1", func(r chi.Router) {
 			r.Use(commandsOnly, s.idempotent)
 			r.Post("/transactions", s.openTransaction)
 			r.Post("/transactions/{id}/items", s.addItem)
@@ -103,9 +108,26 @@ func (s *Server) Handler() http.Handler {
 			r.Post("/transactions/{id}/refunds", s.refund)
 			r.Put("/settings", s.changeSettings)
 		})
+		r.Group(func(r chi.Router) {
+			r.Use(commandsOnly)
+			r.Post("/pos/sync", s.posSync(cmds))
+		})
+		toCmds := routeAfresh(cmds)
+		r.Post("/transactions", toCmds)
+		r.Post("/transactions/*", toCmds)
+		r.Delete("/transactions/*", toCmds)
+		r.Put("/settings", toCmds)
 		r.Get("/settings", s.getSettings)
 	})
 	return r
+}
+
+// routeAfresh hands a request to another chi router, which then routes the
+// full path rather than what is left after the outer router's prefix.
+func routeAfresh(h http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())))
+	}
 }
 
 // commandsOnly refuses every command to AUDITOR, who reads but never acts.

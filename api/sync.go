@@ -1,0 +1,97 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+)
+
+// maxSyncCommands bounds one offline batch (API.md: at most 500).
+const maxSyncCommands = 500
+
+type syncRequest struct {
+	Commands []syncCommand `json:"commands"`
+}
+
+type syncCommand struct {
+	IdempotencyKey string          `json:"idempotency_key"`
+	Method         string          `json:"method"`
+	Path           string          `json:"path"`
+	Body           json.RawMessage `json:"body,omitempty"`
+}
+
+type syncResult struct {
+	IdempotencyKey string          `json:"idempotency_key"`
+	Status         int             `json:"status"`
+	Body           json.RawMessage `json:"body"`
+}
+
+// posSync replays a terminal's offline commands in order, each through the
+// same route, authentication context and idempotency key handling as if it
+// had been sent alone, so a batch re-sent after a lost answer applies
+// nothing twice. One command failing does not stop the others; each result
+// carries the status and body its own request would have had.
+func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req syncRequest
+		if err := decode(w, r, &req); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		if len(req.Commands) == 0 || len(req.Commands) > maxSyncCommands {
+			s.fail(w, r, invalid(fmt.Sprintf("commands must hold 1 to %d commands", maxSyncCommands), FieldError{Field: "commands", Code: "out_of_range"}))
+			return
+		}
+		for i, c := range req.Commands {
+			field := func(name string) FieldError { return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"} }
+			switch {
+			case !validKey(c.IdempotencyKey):
+				s.fail(w, r, invalid("every command needs its own idempotency_key", field("idempotency_key")))
+				return
+			case c.Method != http.MethodPost && c.Method != http.MethodDelete && c.Method != http.MethodPut:
+				s.fail(w, r, invalid("method must be POST, PUT or DELETE", field("method")))
+				return
+			case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
+				s.fail(w, r, invalid("path must be a /v1 command path", field("path")))
+				return
+			}
+		}
+		results := make([]syncResult, len(req.Commands))
+		for i, c := range req.Commands {
+			body := []byte(c.Body)
+			if len(bytes.TrimSpace(body)) == 0 {
+				body = []byte("{}")
+			}
+			sub, err := http.NewRequestWithContext(r.Context(), c.Method, c.Path, bytes.NewReader(body))
+			if err != nil {
+				results[i] = s.syncFailure(c, invalid("path is not a valid URL path"))
+				continue
+			}
+			sub.Header.Set("Content-Type", "application/json")
+			sub.Header.Set("Idempotency-Key", c.IdempotencyKey)
+			for _, h := range []string{"X-Correlation-ID", "traceparent", "tracestate"} {
+				if v := r.Header.Get(h); v != "" {
+					sub.Header.Set(h, v)
+				}
+			}
+			rec := newRecorder()
+			commands.ServeHTTP(rec, sub.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())))
+			out := rec.body.Bytes()
+			if !json.Valid(out) {
+				out, _ = json.Marshal(string(out))
+			}
+			results[i] = syncResult{IdempotencyKey: c.IdempotencyKey, Status: rec.status, Body: out}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"results": results})
+	}
+}
+
+func (s *Server) syncFailure(c syncCommand, p *Problem) syncResult {
+	b, _ := json.Marshal(p)
+	return syncResult{IdempotencyKey: c.IdempotencyKey, Status: p.Status, Body: b}
+}
