@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 
 	"pos/commands"
+	"pos/internal/telemetry"
 )
 
 func TestSaleEndToEnd(t *testing.T) {
@@ -422,6 +423,35 @@ func TestPosSync(t *testing.T) {
 		r := e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: bad})
 		if r.status != 400 || r.code(t) != "invalid_request" {
 			t.Errorf("bad batch %v: %d %s", bad, r.status, r.body)
+		}
+	}
+}
+
+func TestTelemetry(t *testing.T) {
+	tel, err := telemetry.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnvWith(t, tel)
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	r := must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()},
+		headers: map[string]string{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}}), 201)
+	events, err := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(r.str(t, "id"))), 1, 0)
+	if err != nil || len(events) != 1 {
+		t.Fatalf("events: %v %v", events, err)
+	}
+	if got := events[0].Metadata.TraceID(); got != traceID {
+		t.Errorf("event trace id %q, want the caller's %q", got, traceID)
+	}
+	if events[0].Metadata.TraceParent == "00-"+traceID+"-00f067aa0ba902b7-01" {
+		t.Errorf("event carries the caller's span, not the request's own")
+	}
+	m := must(t, e.do(request{method: "GET", path: "/metrics"}), 200)
+	for _, want := range []string{`pos_command_duration_seconds_bucket{route="POST /v1/transactions",status="201"`, "go_goroutines"} {
+		if !strings.Contains(string(m.body), want) {
+			t.Errorf("/metrics lacks %s", want)
 		}
 	}
 }

@@ -29,6 +29,7 @@ import (
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
 	"pos/internal/pgtest"
+	"pos/internal/telemetry"
 )
 
 var secret = []byte("api-test-secret-0123456789abcdef-0123456789")
@@ -53,6 +54,11 @@ func (e *env) sub(t *testing.T) *env {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+func newEnvWith(t *testing.T, tel *telemetry.Telemetry) *env {
+	t.Helper()
 	ctx := context.Background()
 	pool, err := pgstore.Connect(ctx, pgtest.NewDatabase(t))
 	if err != nil {
@@ -70,12 +76,13 @@ func newEnv(t *testing.T) *env {
 		Codes: commands.NewCodes(pool),
 	}
 	srv := api.New(api.Config{
-		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Store:    store,
-		Verifier: v,
-		Pool:     pool,
-		TxStore:  func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) },
-		Commands: func(s eventstore.Store) *commands.Handlers { return commands.New(s, deps) },
+		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store:     store,
+		Verifier:  v,
+		Pool:      pool,
+		TxStore:   func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) },
+		Commands:  func(s eventstore.Store) *commands.Handlers { return commands.New(s, deps) },
+		Telemetry: tel,
 	})
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)

@@ -18,9 +18,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
 	"pos/api/auth"
 	"pos/commands"
 	"pos/eventstore"
+	"pos/internal/telemetry"
 )
 
 //go:embed openapi.json
@@ -44,6 +50,9 @@ type Config struct {
 	// Commands builds the command handlers over a store (the server's, or
 	// one bound to a request's transaction).
 	Commands func(eventstore.Store) *commands.Handlers
+	// Telemetry, when set, traces every request, measures commands and
+	// serves GET /metrics.
+	Telemetry *telemetry.Telemetry
 }
 
 // Server serves the API. It is safe for concurrent use.
@@ -55,11 +64,15 @@ type Server struct {
 	txStore  func(pgx.Tx) eventstore.Store
 	commands func(eventstore.Store) *commands.Handlers
 	pool     *pgxpool.Pool
+	tel      *telemetry.Telemetry
+	// commandDuration is the latency of each command route (nil without
+	// telemetry).
+	commandDuration metric.Float64Histogram
 }
 
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
-	return &Server{
+	s := &Server{
 		log:      cfg.Log,
 		store:    cfg.Store,
 		verifier: cfg.Verifier,
@@ -67,7 +80,17 @@ func New(cfg Config) *Server {
 		txStore:  cfg.TxStore,
 		commands: cfg.Commands,
 		pool:     cfg.Pool,
+		tel:      cfg.Telemetry,
 	}
+	if s.tel != nil {
+		h, err := s.tel.Meter("pos/api").Float64Histogram("pos.command.duration", metric.WithUnit("s"),
+			metric.WithDescription("Latency of command requests, by route and status."),
+			metric.WithExplicitBucketBoundaries(.0005, .001, .002, .005, .01, .025, .05, .1, .25, .5, 1, 2.5))
+		if err == nil {
+			s.commandDuration = h
+		}
+	}
+	return s
 }
 
 // Handler returns the router.
@@ -83,6 +106,9 @@ func (s *Server) Handler() http.Handler {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(openAPIDocument)
 	})
+	if s.tel != nil {
+		r.Method(http.MethodGet, "/metrics", s.tel.MetricsHandler())
+	}
 
 	r.Route("/v1", func(r chi.Router) {
 		r.Use(auth.Middleware(s.verifier, func(w http.ResponseWriter, r *http.Request, err error) {
@@ -94,7 +120,7 @@ func (s *Server) Handler() http.Handler {
 		cmds.NotFound(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errNotFound) })
 		cmds.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errMethodNotAllow) })
 		cmds.Route("/v1", func(r chi.Router) {
-			r.Use(commandsOnly, s.idempotent)
+			r.Use(s.measure, commandsOnly, s.idempotent)
 			r.Post("/transactions", s.openTransaction)
 			r.Post("/transactions/{id}/items", s.addItem)
 			r.Delete("/transactions/{id}/items/{line_id}", s.removeItem)
@@ -119,7 +145,30 @@ func (s *Server) Handler() http.Handler {
 		r.Put("/settings", toCmds)
 		r.Get("/settings", s.getSettings)
 	})
-	return r
+	if s.tel == nil {
+		return r
+	}
+	return otelhttp.NewHandler(r, "pos.http",
+		otelhttp.WithTracerProvider(s.tel.Tracers), otelhttp.WithMeterProvider(s.tel.Meters),
+		otelhttp.WithPropagators(s.tel.Propagator),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
+}
+
+// measure records each command's latency by route pattern and status, and
+// names the request's span after the route.
+func (s *Server) measure(next http.Handler) http.Handler {
+	if s.commandDuration == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		ww := middleware.NewWrapResponseWriter(w, r.ProtoMajor)
+		next.ServeHTTP(ww, r)
+		route := r.Method + " " + chi.RouteContext(r.Context()).RoutePattern()
+		trace.SpanFromContext(r.Context()).SetName(route)
+		s.commandDuration.Record(r.Context(), time.Since(start).Seconds(), metric.WithAttributes(
+			attribute.String("route", route), attribute.Int("status", ww.Status())))
+	})
 }
 
 // routeAfresh hands a request to another chi router, which then routes the

@@ -48,7 +48,9 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 			return
 		}
 		for i, c := range req.Commands {
-			field := func(name string) FieldError { return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"} }
+			field := func(name string) FieldError {
+				return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"}
+			}
 			switch {
 			case !validKey(c.IdempotencyKey):
 				s.fail(w, r, invalid("every command needs its own idempotency_key", field("idempotency_key")))

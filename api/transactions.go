@@ -28,14 +28,20 @@ func (s *Server) meta(r *http.Request) (commands.Meta, error) {
 	if _, err := uuid.Parse(correlation); err != nil {
 		correlation = uuid.NewString()
 	}
+	traceparent, tracestate := r.Header.Get("traceparent"), r.Header.Get("tracestate")
+	if s.tel != nil {
+		// The request's own span, a child of the caller's: events point at
+		// the request that wrote them.
+		traceparent, tracestate = s.tel.Inject(r.Context())
+	}
 	return commands.Meta{
 		MerchantID:    p.MerchantID,
 		Actor:         p.Subject,
 		Role:          string(p.Role),
 		CorrelationID: correlation,
 		CausationID:   r.Header.Get("Idempotency-Key"),
-		TraceParent:   r.Header.Get("traceparent"),
-		TraceState:    r.Header.Get("tracestate"),
+		TraceParent:   traceparent,
+		TraceState:    tracestate,
 		BranchIDs:     p.BranchIDs,
 		IfMatch:       im,
 	}, nil

@@ -17,6 +17,7 @@ import (
 	"pos/eventstore"
 	"pos/eventstore/esdbstore"
 	"pos/eventstore/pgstore"
+	"pos/internal/telemetry"
 	"pos/migrations"
 )
 
@@ -44,7 +45,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return errors.New("no command given")
 	}
 	cfg := loadConfig(getenv)
-	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, nil)))
 	switch args[0] {
 	case "serve":
 		return serve(ctx, cfg, log)

@@ -19,6 +19,7 @@ import (
 	"pos/domain/transaction"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
+	"pos/internal/telemetry"
 )
 
 // eventTypes registers every event type with its current schema version.
@@ -48,7 +49,7 @@ func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier
 }
 
 // apiServer wires the API over an opened store and pool.
-func apiServer(ctx context.Context, cfg config, log *slog.Logger, store eventstore.Store, pool *pgxpool.Pool) (*api.Server, error) {
+func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool) (*api.Server, error) {
 	reg, err := eventTypes()
 	if err != nil {
 		return nil, err
@@ -63,10 +64,11 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, store eventsto
 		Codes: commands.NewCodes(pool),
 	}
 	apiCfg := api.Config{
-		Log:      log,
-		Store:    store,
-		Verifier: v,
-		Pool:     pool,
+		Log:       log,
+		Store:     store,
+		Verifier:  v,
+		Pool:      pool,
+		Telemetry: tel,
 		Commands: func(s eventstore.Store) *commands.Handlers {
 			return commands.New(eventstore.Upcasting{Store: s, Registry: reg}, deps)
 		},
@@ -94,7 +96,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer closeStore()
 
-	srv, err := apiServer(ctx, cfg, log, store, pool)
+	tel, err := telemetry.New()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tel.Shutdown(context.Background()) }()
+	srv, err := apiServer(ctx, cfg, log, tel, store, pool)
 	if err != nil {
 		return err
 	}

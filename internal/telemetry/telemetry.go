@@ -1,0 +1,91 @@
+// Package telemetry builds the service's OpenTelemetry providers: metrics
+// exported in Prometheus text at /metrics, traces with W3C Trace Context
+// propagation, and a slog handler that stamps log lines with the trace and
+// span ids of their context. Nothing here is global: callers pass the
+// providers to what they instrument.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Telemetry holds the providers. It is safe for concurrent use.
+type Telemetry struct {
+	registry *prometheus.Registry
+	Meters   *sdkmetric.MeterProvider
+	Tracers  *sdktrace.TracerProvider
+	// Propagator reads and writes W3C traceparent/tracestate.
+	Propagator propagation.TextMapPropagator
+}
+
+// New returns providers whose metrics go to a private Prometheus registry
+// (with Go runtime and process collectors) and whose spans are sampled by
+// their parent, or always at the root. Spans are not exported anywhere yet:
+// they give logs and events their trace ids.
+func New() (*Telemetry, error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
+	if err != nil {
+		return nil, err
+	}
+	return &Telemetry{
+		registry:   reg,
+		Meters:     sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)),
+		Tracers:    sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))),
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+	}, nil
+}
+
+// Meter returns a meter for an instrumentation scope.
+func (t *Telemetry) Meter(name string) metric.Meter { return t.Meters.Meter(name) }
+
+// MetricsHandler serves the registry in Prometheus text format.
+func (t *Telemetry) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
+}
+
+// Shutdown flushes and stops the providers.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	return errors.Join(t.Meters.Shutdown(ctx), t.Tracers.Shutdown(ctx))
+}
+
+// Inject returns the W3C traceparent and tracestate of ctx's span, for
+// event metadata; both are empty without a span.
+func (t *Telemetry) Inject(ctx context.Context) (traceparent, tracestate string) {
+	c := propagation.MapCarrier{}
+	t.Propagator.Inject(ctx, c)
+	return c["traceparent"], c["tracestate"]
+}
+
+// LogHandler wraps h so that every record logged with a context carrying a
+// span gets trace_id and span_id attributes.
+func LogHandler(h slog.Handler) slog.Handler { return traceHandler{h} }
+
+type traceHandler struct{ slog.Handler }
+
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h traceHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return traceHandler{h.Handler.WithAttrs(as)}
+}
+
+func (h traceHandler) WithGroup(name string) slog.Handler { return traceHandler{h.Handler.WithGroup(name)} }
