@@ -3,13 +3,16 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"pos/commands"
 	"pos/internal/telemetry"
@@ -432,7 +435,7 @@ func TestTelemetry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := newEnvWith(t, tel)
+	e := newEnvWith(t, options{tel: tel})
 	merchant := uuid.New()
 	u := newUser(t, merchant, "CASHIER")
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
@@ -452,6 +455,143 @@ func TestTelemetry(t *testing.T) {
 	for _, want := range []string{`pos_command_duration_seconds_bucket{route="POST /v1/transactions",status="201"`, "go_goroutines"} {
 		if !strings.Contains(string(m.body), want) {
 			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}
+
+func TestConcurrencyConflictAfterRetries(t *testing.T) {
+	e := newEnvWith(t, options{retries: 1})
+	u := newUser(t, uuid.New(), "CASHIER")
+	s := e.open(&u, uuid.New())
+	statuses := addConcurrently(e, &u, s, 30, "")
+	if statuses[409] == 0 || statuses[201]+statuses[409] != 30 {
+		t.Fatalf("statuses %v: want some 409 concurrency_conflict with one retry, and nothing else", statuses)
+	}
+	r := e.do(request{method: "POST", path: s.path("/items"), user: &u, body: map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 1}})
+	must(t, r, 201)
+	// Reproduce one conflict answer to check its problem code.
+	for i := 0; i < 20; i++ {
+		var wg sync.WaitGroup
+		answers := make([]resp, 8)
+		for j := range answers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				answers[j] = e.do(request{method: "POST", path: s.path("/items"), user: &u, body: map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 1}})
+			}()
+		}
+		wg.Wait()
+		for _, a := range answers {
+			if a.status == 409 {
+				if a.code(t) != "concurrency_conflict" {
+					t.Fatalf("409 with code %s", a.code(t))
+				}
+				return
+			}
+		}
+	}
+	t.Fatal("no concurrency_conflict answer seen")
+}
+
+func TestIdempotencyKeyWithoutTransactionalStore(t *testing.T) {
+	e := newEnvWith(t, options{noTx: true})
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	s := e.open(&u, uuid.New())
+	item := map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 700, "line_id": uuid.NewString()}
+	var wg sync.WaitGroup
+	answers := make([]resp, 10)
+	for i := range answers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			answers[i] = e.do(request{method: "POST", path: s.path("/items"), user: &u, body: item, headers: map[string]string{"Idempotency-Key": "claim-a"}})
+		}()
+	}
+	wg.Wait()
+	for i, a := range answers {
+		if a.status != 201 || !bytes.Equal(a.body, answers[0].body) {
+			t.Fatalf("answer %d: %d %s; first %d %s", i, a.status, a.body, answers[0].status, answers[0].body)
+		}
+	}
+	events, _ := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(s.id)), 1, 0)
+	if len(events) != 2 {
+		t.Fatalf("%d events, want 2", len(events))
+	}
+}
+
+func TestExpiredKeysArePurged(t *testing.T) {
+	e := newEnv(t)
+	u := newUser(t, uuid.New(), "CASHIER")
+	for _, key := range []string{"old", "new"} {
+		must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()}, headers: map[string]string{"Idempotency-Key": key}}), 201)
+	}
+	ctx := context.Background()
+	owner, err := pgx.Connect(ctx, e.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer owner.Close(ctx)
+	if _, err := owner.Exec(ctx, `UPDATE idempotency_keys SET created_at = now() - interval '26 hours' WHERE key = 'old'`); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.srv.PurgeExpiredKeys(ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("purged %d, %v; want 1", n, err)
+	}
+	var left []string
+	rows, _ := e.pool.Query(ctx, `SELECT key FROM idempotency_keys`)
+	for rows.Next() {
+		var k string
+		_ = rows.Scan(&k)
+		left = append(left, k)
+	}
+	if fmt.Sprint(left) != "[new]" {
+		t.Fatalf("keys left: %v", left)
+	}
+}
+
+func TestTokensAreCheckedOnEveryRoute(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	now := time.Now()
+	hs := func(claims map[string]any) string { return token(t, claims) }
+	none := func(claims map[string]any) string {
+		h, _ := json.Marshal(map[string]string{"alg": "none", "typ": "JWT"})
+		c, _ := json.Marshal(claims)
+		return base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(c) + "."
+	}
+	base := func() map[string]any {
+		return map[string]any{"sub": "u", "merchant_id": merchant.String(), "role": "ADMIN", "exp": now.Add(time.Hour).Unix()}
+	}
+	with := func(k string, v any) map[string]any {
+		c := base()
+		if v == nil {
+			delete(c, k)
+		} else {
+			c[k] = v
+		}
+		return c
+	}
+	cases := map[string]string{
+		"alg none":          none(base()),
+		"expired":           hs(with("exp", now.Add(-time.Hour).Unix())),
+		"not yet valid":     hs(with("nbf", now.Add(time.Hour).Unix())),
+		"no exp":            hs(with("exp", nil)),
+		"no sub":            hs(with("sub", nil)),
+		"merchant not uuid": hs(with("merchant_id", "acme")),
+		"unknown role":      hs(with("role", "OWNER")),
+	}
+	for name, tok := range cases {
+		for _, path := range []string{"/v1/transactions", "/v1/settings"} {
+			method := "POST"
+			if path == "/v1/settings" {
+				method = "GET"
+			}
+			r := e.do(request{method: method, path: path, body: map[string]any{"branch_id": uuid.New()}, headers: map[string]string{"Authorization": "Bearer " + tok}})
+			if r.status != 401 || r.code(t) != "unauthorized" {
+				t.Errorf("%s on %s: %d %s", name, path, r.status, r.body)
+			}
 		}
 	}
 }

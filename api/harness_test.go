@@ -22,6 +22,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/gorillamux"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/api"
 	"pos/api/auth"
@@ -39,6 +40,9 @@ type env struct {
 	t      *testing.T
 	url    string
 	store  *pgstore.Store
+	srv    *api.Server
+	pool   *pgxpool.Pool
+	dbURL  string // as the database owner
 	router routers.Router
 	client *http.Client
 	// validated counts responses checked against the OpenAPI document.
@@ -54,13 +58,23 @@ func (e *env) sub(t *testing.T) *env {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	return newEnvWith(t, nil)
+	return newEnvWith(t, options{})
 }
 
-func newEnvWith(t *testing.T, tel *telemetry.Telemetry) *env {
+// options vary the API under test.
+type options struct {
+	tel *telemetry.Telemetry
+	// retries bounds the command handlers' conflict retries (0: default).
+	retries uint64
+	// noTx runs idempotency keys in claim mode, as with EventStoreDB.
+	noTx bool
+}
+
+func newEnvWith(t *testing.T, o options) *env {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := pgstore.Connect(ctx, pgtest.NewDatabase(t))
+	dbURL := pgtest.NewDatabase(t)
+	pool, err := pgstore.Connect(ctx, dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,18 +85,23 @@ func newEnvWith(t *testing.T, tel *telemetry.Telemetry) *env {
 		t.Fatal(err)
 	}
 	deps := &commands.Deps{
-		Now:   func() time.Time { return time.Now().UTC() },
-		NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
-		Codes: commands.NewCodes(pool),
+		Now:     func() time.Time { return time.Now().UTC() },
+		NewID:   func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
+		Codes:   commands.NewCodes(pool),
+		Retries: o.retries,
+	}
+	txStore := func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) }
+	if o.noTx {
+		txStore = nil
 	}
 	srv := api.New(api.Config{
 		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Store:     store,
 		Verifier:  v,
 		Pool:      pool,
-		TxStore:   func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) },
+		TxStore:   txStore,
 		Commands:  func(s eventstore.Store) *commands.Handlers { return commands.New(s, deps) },
-		Telemetry: tel,
+		Telemetry: o.tel,
 	})
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
@@ -98,7 +117,7 @@ func newEnvWith(t *testing.T, tel *telemetry.Telemetry) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, url: ts.URL, store: store, router: router, client: &http.Client{Timeout: 30 * time.Second}, validated: new(atomic.Int64)}
+	e := &env{t: t, url: ts.URL, dbURL: dbURL, store: store, srv: srv, pool: pool, router: router, client: &http.Client{Timeout: 30 * time.Second}, validated: new(atomic.Int64)}
 	return e
 }
 

@@ -130,8 +130,12 @@ func (k keyStore) purge(ctx context.Context) (int64, error) {
 	}
 }
 
-// PurgeKeys deletes expired idempotency keys every interval until ctx ends.
-// Failures are logged and retried at the next tick.
+// PurgeExpiredKeys deletes idempotency keys older than their retention
+// (25 h) and returns how many it deleted.
+func (s *Server) PurgeExpiredKeys(ctx context.Context) (int64, error) { return s.keys.purge(ctx) }
+
+// PurgeKeys calls PurgeExpiredKeys every interval until ctx ends. Failures
+// are logged and retried at the next tick.
 func (s *Server) PurgeKeys(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
