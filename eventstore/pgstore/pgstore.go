@@ -30,6 +30,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgtype"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/eventstore"
@@ -333,7 +334,9 @@ SELECT transaction_id, max(global_position) FROM ins GROUP BY transaction_id`
 // insert writes p's events after h in one statement, chaining their hashes.
 func insert(ctx context.Context, q querier, p eventstore.Prepared, h head) (eventstore.AppendResult, head, error) {
 	n := len(p.Events)
-	ids := make([]uuid.UUID, n)
+	// pgtype.UUID, not uuid.UUID: pgx encodes the latter through
+	// driver.Valuer (text, parsed back), 20× slower.
+	ids := make([]pgtype.UUID, n)
 	versions := make([]int64, n)
 	types := make([]string, n)
 	schemas := make([]int32, n)
@@ -348,7 +351,7 @@ func insert(ctx context.Context, q querier, p eventstore.Prepared, h head) (even
 		if err != nil {
 			return eventstore.AppendResult{}, head{}, fmt.Errorf("pgstore: encode metadata: %w", err)
 		}
-		ids[i], versions[i], types[i], schemas[i] = e.ID, int64(v), e.Type, int32(e.SchemaVersion)
+		ids[i], versions[i], types[i], schemas[i] = pgtype.UUID{Bytes: e.ID, Valid: true}, int64(v), e.Type, int32(e.SchemaVersion)
 		data[i], metas[i] = string(e.Data), string(md)
 		hashes[i] = eventstore.Hash(e.ID, p.Stream, v, e.Type, e.SchemaVersion, e.Data, e.Metadata, prev)
 		prevs[i] = prev
