@@ -4,7 +4,7 @@
 GO       ?= go
 FUZZTIME ?= 30s
 
-.PHONY: run test bench fuzz migrate verify services build lint
+.PHONY: run test bench load fuzz migrate verify services build lint
 
 run: services
 	$(GO) run ./cmd/pos serve
@@ -18,9 +18,15 @@ lint:
 	$(GO) vet ./...
 
 # Benchmarks of the event store beside pgbench on the same server, at the
-# same concurrency (scripts/bench.sh prints the ratios).
+# same concurrency (scripts/bench.sh prints the ratios), then complete sales
+# against the running server beside pgbench (scripts/load.sh).
 bench: services
 	scripts/bench.sh
+	scripts/load.sh
+
+# Only the sales load scenarios (vegeta, closed and open loop) beside pgbench.
+load: services
+	scripts/load.sh
 
 # Every fuzz target of every package, each for FUZZTIME (go test -fuzz runs
 # one target at a time). Findings land in testdata/fuzz/ as regression cases.

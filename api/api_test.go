@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"pos/commands"
+	"pos/eventstore"
 	"pos/internal/telemetry"
 )
 
@@ -417,15 +418,24 @@ func TestPosSync(t *testing.T) {
 	if len(events) != 5 { // opened, item, checked out, payment added, paid
 		t.Errorf("%d events after two syncs, want 5", len(events))
 	}
-	for _, bad := range []any{
-		map[string]any{"commands": []any{}},
-		map[string]any{"commands": []map[string]any{{"idempotency_key": "", "method": "POST", "path": tx + "/checkout"}}},
-		map[string]any{"commands": []map[string]any{{"idempotency_key": "x", "method": "GET", "path": tx}}},
-		map[string]any{"commands": []map[string]any{{"idempotency_key": "x", "method": "POST", "path": "/v1/pos/sync"}}},
-	} {
-		r := e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: bad})
-		if r.status != 400 || r.code(t) != "invalid_request" {
-			t.Errorf("bad batch %v: %d %s", bad, r.status, r.body)
+	r := e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: map[string]any{"commands": []any{}}})
+	if r.status != 400 || r.code(t) != "invalid_request" {
+		t.Errorf("empty batch: %d %s", r.status, r.body)
+	}
+	// Bad items fail alone; the good one still runs.
+	mixed := map[string]any{"commands": []map[string]any{
+		{"idempotency_key": "", "method": "POST", "path": tx + "/complete"},
+		{"idempotency_key": "x1", "method": "GET", "path": tx},
+		{"idempotency_key": "x2", "method": "POST", "path": "/v1/pos/sync"},
+		{"idempotency_key": "x3", "method": "POST", "path": tx + "/complete"},
+	}}
+	r = must(t, e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: mixed}), 200)
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{400, 400, 400, 200} {
+		if got.Results[i].Status != want {
+			t.Errorf("mixed batch result %d: %d %v, want %d", i, got.Results[i].Status, got.Results[i].Body, want)
 		}
 	}
 }
@@ -594,4 +604,72 @@ func TestTokensAreCheckedOnEveryRoute(t *testing.T) {
 			}
 		}
 	}
+}
+
+// panicking is a store whose appends write, then panic: a handler bug after
+// its events were written.
+type panicking struct{ eventstore.Store }
+
+func (p panicking) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if _, err := p.Store.Append(ctx, stream, expected, events...); err != nil {
+		return eventstore.AppendResult{}, err
+	}
+	panic("handler bug after append")
+}
+
+func TestPanicInAKeyedCommandLeavesNothingOpen(t *testing.T) {
+	e := newEnvWith(t, options{wrap: func(s eventstore.Store) eventstore.Store { return panicking{s} }})
+	u := newUser(t, uuid.New(), "CASHIER")
+	r := e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()}, headers: map[string]string{"Idempotency-Key": "boom"}})
+	if r.status != 500 || r.code(t) != "internal" || strings.Contains(string(r.body), "handler bug") {
+		t.Fatalf("panic answered %d %s", r.status, r.body)
+	}
+	// The keyed transaction was rolled back: the feed is not held back and
+	// the key is free.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.store.Settle(ctx); err != nil {
+		t.Fatalf("a transaction was left open: %v", err)
+	}
+	var keys int
+	if err := e.pool.QueryRow(ctx, `SELECT count(*) FROM idempotency_keys`).Scan(&keys); err != nil || keys != 0 {
+		t.Fatalf("%d keys stored (%v), want the key free", keys, err)
+	}
+	if n := e.pool.Stat().AcquiredConns(); n != 0 {
+		t.Fatalf("%d pool connections still held", n)
+	}
+}
+
+func TestKeyedOpensOnASmallPool(t *testing.T) {
+	e := newEnvWith(t, options{poolSize: 4})
+	u := newUser(t, uuid.New(), "CASHIER") // a fresh merchant: its first sale leases a code block
+	var wg sync.WaitGroup
+	statuses := make([]int, 12)
+	for i := range statuses {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()},
+				headers: map[string]string{"Idempotency-Key": fmt.Sprintf("open-%d", i)}})
+			statuses[i] = r.status
+		}()
+	}
+	wg.Wait()
+	for i, st := range statuses {
+		if st != 201 {
+			t.Errorf("open %d: %d", i, st)
+		}
+	}
+}
+
+func TestOversizedTraceHeadersDoNotFailCommands(t *testing.T) {
+	e := newEnv(t)
+	u := newUser(t, uuid.New(), "CASHIER")
+	state := strings.TrimSuffix(strings.Repeat("vendor=abcdefghijklmnopqrstuvwxyz0123456789abcdefghij,", 20), ",")
+	r := e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()},
+		headers: map[string]string{"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "tracestate": state}})
+	must(t, r, 201)
+	r = e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()},
+		headers: map[string]string{"traceparent": strings.Repeat("x", 600)}})
+	must(t, r, 201)
 }

@@ -68,18 +68,27 @@ type options struct {
 	retries uint64
 	// noTx runs idempotency keys in claim mode, as with EventStoreDB.
 	noTx bool
+	// poolSize, when set, is the main pool's size.
+	poolSize int32
+	// wrap, when set, wraps every store the command handlers get.
+	wrap func(eventstore.Store) eventstore.Store
 }
 
 func newEnvWith(t *testing.T, o options) *env {
 	t.Helper()
 	ctx := context.Background()
 	dbURL := pgtest.NewDatabase(t)
-	pool, err := pgstore.Connect(ctx, dbURL)
+	pool, err := pgstore.ConnectSized(ctx, dbURL, o.poolSize)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
 	store := pgstore.New(pool)
+	codesPool, err := pgstore.ConnectSized(ctx, dbURL, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(codesPool.Close)
 	v, err := auth.NewHS256(secret)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +96,7 @@ func newEnvWith(t *testing.T, o options) *env {
 	deps := &commands.Deps{
 		Now:     func() time.Time { return time.Now().UTC() },
 		NewID:   func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
-		Codes:   commands.NewCodes(pool),
+		Codes:   commands.NewCodes(codesPool),
 		Retries: o.retries,
 	}
 	txStore := func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) }
@@ -95,12 +104,17 @@ func newEnvWith(t *testing.T, o options) *env {
 		txStore = nil
 	}
 	srv := api.New(api.Config{
-		Log:       slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Store:     store,
-		Verifier:  v,
-		Pool:      pool,
-		TxStore:   txStore,
-		Commands:  func(s eventstore.Store) *commands.Handlers { return commands.New(s, deps) },
+		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Store:    store,
+		Verifier: v,
+		Pool:     pool,
+		TxStore:  txStore,
+		Commands: func(s eventstore.Store) *commands.Handlers {
+			if o.wrap != nil {
+				s = o.wrap(s)
+			}
+			return commands.New(s, deps)
+		},
 		Telemetry: o.tel,
 	})
 	ts := httptest.NewServer(srv.Handler())

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"time"
 
@@ -36,7 +37,8 @@ import (
 // that commits (then the duplicate's work is rolled back and the stored
 // response replayed) or rolls back (then the duplicate's work commits as the
 // first). Responses are not stored for 5xx and for 409 concurrency_conflict,
-// which are worth retrying; every other status is final for the key.
+// which are worth retrying, nor for 401/403, which are about the caller and
+// not the command; every other status is final for the key.
 //
 // With EventStoreDB there is no transaction spanning both stores. The key is
 // then claimed first (a row without a response), the command runs, and the
@@ -210,39 +212,67 @@ func (s *Server) idempotentTx(w http.ResponseWriter, r *http.Request, next http.
 		if s.replayed(w, r, merchant, key, hash) {
 			return
 		}
-		tx, err := s.keys.pool.Begin(ctx)
+		rec, again, err := s.attemptTx(r, next, merchant, key, hash, body)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		rec := newRecorder()
-		rq := r.WithContext(withStore(ctx, s.txStore(tx)))
-		rq.Body = readerOf(body)
-		next.ServeHTTP(rec, rq)
-		if rec.retryable() {
-			_ = tx.Rollback(ctx)
-			if rec.isConflict() && attempt < keyAttempts {
-				continue
+		if !again {
+			rec.flush(w)
+			return
+		}
+		if attempt == keyAttempts {
+			if rec == nil { // the key stayed taken by a claim that never resolved
+				rec = newRecorder()
+				writeProblem(rec, errConflict)
 			}
 			rec.flush(w)
 			return
 		}
-		inserted, err := insertKey(ctx, tx, merchant, key, rec.stored(hash))
-		if err != nil || !inserted {
-			_ = tx.Rollback(ctx)
-			if err != nil {
-				s.fail(w, r, err)
-				return
-			}
-			continue // another request stored the key first: replay it
-		}
-		if err := tx.Commit(ctx); err != nil {
-			s.fail(w, r, fmt.Errorf("idempotency: commit: %w", err))
+		// Jittered pause before a new transaction, so racing requests of
+		// one aggregate spread out instead of colliding again.
+		select {
+		case <-ctx.Done():
 			return
+		case <-time.After(time.Duration(1+rand.IntN(5*attempt)) * time.Millisecond):
 		}
-		rec.flush(w)
-		return
 	}
+}
+
+// attemptTx runs the command once in a new transaction with its key. again
+// reports an outcome worth another attempt: a concurrency conflict, or the
+// key stored by another request meanwhile (then rec is nil).
+func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) (rec *recorder, again bool, err error) {
+	ctx := r.Context()
+	tx, err := s.keys.pool.Begin(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	// Every path ends the transaction, a panic included: an abandoned one
+	// would hold back every feed reader (see pgstore).
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+
+	rec = newRecorder()
+	rq := r.WithContext(withStore(ctx, s.txStore(tx)))
+	rq.Body = readerOf(body)
+	next.ServeHTTP(rec, rq)
+	if rec.retryable() {
+		return rec, rec.isConflict(), nil
+	}
+	if !rec.storable() {
+		return rec, false, nil
+	}
+	inserted, err := insertKey(ctx, tx, merchant, key, rec.stored(hash))
+	if err != nil {
+		return nil, false, err
+	}
+	if !inserted {
+		return nil, true, nil // another request stored the key first: replay it
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return nil, false, fmt.Errorf("idempotency: commit: %w", err)
+	}
+	return rec, false, nil
 }
 
 func (s *Server) idempotentClaim(w http.ResponseWriter, r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) {
@@ -274,8 +304,11 @@ func (s *Server) idempotentClaim(w http.ResponseWriter, r *http.Request, next ht
 	rq := r.WithContext(ctx)
 	rq.Body = readerOf(body)
 	next.ServeHTTP(rec, rq)
+	// Resolve the claim even if the client went away: a claim left behind
+	// would let a retry run the command again after claimLease.
+	ctx = context.WithoutCancel(ctx)
 	var err error
-	if rec.retryable() {
+	if rec.retryable() || !rec.storable() {
 		_, err = s.keys.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 AND status_code = 0`, merchant, key)
 	} else {
 		st := rec.stored(hash)
@@ -364,6 +397,13 @@ func (rec *recorder) isConflict() bool {
 
 // retryable responses are not stored: the same request may succeed later.
 func (rec *recorder) retryable() bool { return rec.status >= 500 || rec.isConflict() }
+
+// storable responses are final for their key. A 403 is not: it says who
+// asked, not what the command did, and the same key may come back from
+// someone allowed to send it.
+func (rec *recorder) storable() bool {
+	return !rec.retryable() && rec.status != http.StatusForbidden && rec.status != http.StatusUnauthorized
+}
 
 func (rec *recorder) stored(hash []byte) storedResponse {
 	h := make(map[string]string)

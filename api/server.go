@@ -9,8 +9,10 @@ package api
 import (
 	"context"
 	_ "embed"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime/debug"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -24,6 +26,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"pos/api/auth"
+	"pos/audit"
 	"pos/commands"
 	"pos/eventstore"
 	"pos/internal/telemetry"
@@ -53,6 +56,13 @@ type Config struct {
 	// Telemetry, when set, traces every request, measures commands and
 	// serves GET /metrics.
 	Telemetry *telemetry.Telemetry
+
+	// Audit, when set, verifies hash chains and signed anchors for GET
+	// /v1/audit/verify; nil checks the hash chains of Store only.
+	Audit *audit.Auditor
+	// Registry, when set, upcasts events before the audit state replay, as
+	// the command handlers read them; nil replays stored versions as is.
+	Registry *eventstore.Registry
 }
 
 // Server serves the API. It is safe for concurrent use.
@@ -68,6 +78,8 @@ type Server struct {
 	// commandDuration is the latency of each command route (nil without
 	// telemetry).
 	commandDuration metric.Float64Histogram
+	auditor         *audit.Auditor
+	registry        *eventstore.Registry
 }
 
 // New returns a Server for cfg.
@@ -81,6 +93,8 @@ func New(cfg Config) *Server {
 		commands: cfg.Commands,
 		pool:     cfg.Pool,
 		tel:      cfg.Telemetry,
+		auditor:  cfg.Audit,
+		registry: cfg.Registry,
 	}
 	if s.tel != nil {
 		h, err := s.tel.Meter("pos/api").Float64Histogram("pos.command.duration", metric.WithUnit("s"),
@@ -96,7 +110,7 @@ func New(cfg Config) *Server {
 // Handler returns the router.
 func (s *Server) Handler() http.Handler {
 	r := chi.NewRouter()
-	r.Use(middleware.Recoverer)
+	r.Use(s.recoverer)
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errNotFound) })
 	r.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errMethodNotAllow) })
 
@@ -144,6 +158,9 @@ func (s *Server) Handler() http.Handler {
 		r.Delete("/transactions/*", toCmds)
 		r.Put("/settings", toCmds)
 		r.Get("/settings", s.getSettings)
+
+		// Audit (SPEC §6): AUDITOR and ADMIN only; see audit.go.
+		r.Group(s.auditRoutes)
 	})
 	if s.tel == nil {
 		return r
@@ -168,6 +185,27 @@ func (s *Server) measure(next http.Handler) http.Handler {
 		trace.SpanFromContext(r.Context()).SetName(route)
 		s.commandDuration.Record(r.Context(), time.Since(start).Seconds(), metric.WithAttributes(
 			attribute.String("route", route), attribute.Int("status", ww.Status())))
+	})
+}
+
+// recoverer turns a panic into the one 500 problem document, logged with
+// its stack, instead of a bare 500 (net/http's http.ErrAbortHandler, used to
+// abort a response on purpose, is re-raised).
+func (s *Server) recoverer(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			v := recover()
+			if v == nil {
+				return
+			}
+			if v == http.ErrAbortHandler {
+				panic(v)
+			}
+			s.log.ErrorContext(r.Context(), "panic serving request", "method", r.Method, "path", r.URL.Path,
+				"panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+			writeProblem(w, errInternal)
+		}()
+		next.ServeHTTP(w, r)
 	})
 }
 

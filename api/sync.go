@@ -47,24 +47,12 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 			s.fail(w, r, invalid(fmt.Sprintf("commands must hold 1 to %d commands", maxSyncCommands), FieldError{Field: "commands", Code: "out_of_range"}))
 			return
 		}
-		for i, c := range req.Commands {
-			field := func(name string) FieldError {
-				return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"}
-			}
-			switch {
-			case !validKey(c.IdempotencyKey):
-				s.fail(w, r, invalid("every command needs its own idempotency_key", field("idempotency_key")))
-				return
-			case c.Method != http.MethodPost && c.Method != http.MethodDelete && c.Method != http.MethodPut:
-				s.fail(w, r, invalid("method must be POST, PUT or DELETE", field("method")))
-				return
-			case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
-				s.fail(w, r, invalid("path must be a /v1 command path", field("path")))
-				return
-			}
-		}
 		results := make([]syncResult, len(req.Commands))
 		for i, c := range req.Commands {
+			if p := checkSyncCommand(i, c); p != nil {
+				results[i] = s.syncFailure(c, p) // this one only: the rest still run
+				continue
+			}
 			body := []byte(c.Body)
 			if len(bytes.TrimSpace(body)) == 0 {
 				body = []byte("{}")
@@ -91,6 +79,22 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"results": results})
 	}
+}
+
+// checkSyncCommand refuses a command that is not one sync may replay.
+func checkSyncCommand(i int, c syncCommand) *Problem {
+	field := func(name string) FieldError {
+		return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"}
+	}
+	switch {
+	case !validKey(c.IdempotencyKey):
+		return invalid("every command needs its own idempotency_key", field("idempotency_key"))
+	case c.Method != http.MethodPost && c.Method != http.MethodDelete && c.Method != http.MethodPut:
+		return invalid("method must be POST, PUT or DELETE", field("method"))
+	case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
+		return invalid("path must be a /v1 command path", field("path"))
+	}
+	return nil
 }
 
 func (s *Server) syncFailure(c syncCommand, p *Problem) syncResult {

@@ -3,9 +3,11 @@ package api
 import (
 	"fmt"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -34,6 +36,7 @@ func (s *Server) meta(r *http.Request) (commands.Meta, error) {
 		// the request that wrote them.
 		traceparent, tracestate = s.tel.Inject(r.Context())
 	}
+	traceparent, tracestate = traceContext(traceparent, tracestate)
 	return commands.Meta{
 		MerchantID:    p.MerchantID,
 		Actor:         p.Subject,
@@ -46,6 +49,31 @@ func (s *Server) meta(r *http.Request) (commands.Meta, error) {
 		IfMatch:       im,
 	}, nil
 }
+
+// traceContext keeps a well-formed W3C traceparent and as much of
+// tracestate as fits the event store's metadata limit, dropping entries from
+// the end as W3C allows: caller-supplied headers must never make a command
+// fail.
+func traceContext(traceparent, tracestate string) (string, string) {
+	if !traceparentRE.MatchString(traceparent) {
+		return "", ""
+	}
+	const maxState = 512
+	for len(tracestate) > maxState {
+		i := strings.LastIndexByte(tracestate, ',')
+		if i < 0 {
+			tracestate = ""
+			break
+		}
+		tracestate = tracestate[:i]
+	}
+	if !utf8.ValidString(tracestate) || strings.ContainsFunc(tracestate, func(r rune) bool { return r < 0x20 || r > 0x7e }) {
+		tracestate = ""
+	}
+	return traceparent, tracestate
+}
+
+var traceparentRE = regexp.MustCompile(`^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$`)
 
 func (s *Server) handlers(r *http.Request) *commands.Handlers { return s.commands(s.storeFor(r)) }
 

@@ -6,6 +6,7 @@ import (
 	"github.com/google/uuid"
 
 	"pos/domain/settings"
+	"pos/eventstore"
 )
 
 // settingsCategory is the stream category of merchant settings; the stream
@@ -14,6 +15,7 @@ const settingsCategory = "settings"
 
 var settingsKind = kind[*settings.Settings, settings.Event]{
 	category: settingsCategory,
+	schema:   settings.SchemaVersion,
 	blank:    func() *settings.Settings { return &settings.Settings{} },
 	apply:    (*settings.Settings).Apply,
 	version:  (*settings.Settings).Version,
@@ -43,5 +45,5 @@ func (h *Handlers) Settings(ctx context.Context, meta Meta) (*settings.Settings,
 }
 
 func streamName(category string, merchant, id uuid.UUID) string {
-	return eventstoreStreamName(category, merchant.String(), id.String())
+	return eventstore.StreamName(category, merchant.String(), id.String())
 }

@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/singleflight"
 )
 
 // CodeBlockSize is how many transaction codes one lease reserves.
@@ -25,6 +27,8 @@ const CodeBlockSize = 1000
 // groups of three: "000-01F". Codes is safe for concurrent use.
 type Codes struct {
 	lease func(ctx context.Context, merchant uuid.UUID) (block int64, err error)
+	// leasing makes concurrent callers for one merchant share one lease.
+	leasing singleflight.Group
 
 	mu     sync.Mutex
 	blocks map[uuid.UUID]*codeBlock
@@ -33,6 +37,11 @@ type Codes struct {
 type codeBlock struct{ next, end int64 }
 
 // NewCodes returns codes leased from the code_blocks table through pool.
+//
+// Give it a pool of its own (two connections are plenty): a lease runs while
+// the request that needs a code may hold a connection of the main pool in
+// its idempotency transaction, and a shared pool then deadlocks once every
+// connection is held by a request waiting for a lease.
 func NewCodes(pool *pgxpool.Pool) *Codes {
 	return &Codes{
 		blocks: make(map[uuid.UUID]*codeBlock),
@@ -62,18 +71,35 @@ func (c *Codes) Next(ctx context.Context, merchant uuid.UUID) (string, error) {
 	}
 	c.mu.Unlock()
 
-	// Lease outside the lock; concurrent leases for one merchant both
-	// succeed with disjoint blocks, and the later one wins the map slot.
-	block, err := c.lease(ctx, merchant)
+	// Lease outside the lock, once for all concurrent callers of this
+	// merchant; then take a number from whatever block is current.
+	_, err, _ := c.leasing.Do(merchant.String(), func() (any, error) {
+		c.mu.Lock()
+		b := c.blocks[merchant]
+		fresh := b != nil && b.next < b.end
+		c.mu.Unlock()
+		if fresh { // another caller's lease landed meanwhile
+			return nil, nil
+		}
+		// Shared by every waiting caller: one caller's cancellation must not
+		// fail the others, but a lease still ends.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		block, err := c.lease(lctx, merchant)
+		if err != nil {
+			return nil, err
+		}
+		// Block b holds numbers b×size+1 … (b+1)×size: codes start at 1.
+		start := block*CodeBlockSize + 1
+		c.mu.Lock()
+		c.blocks[merchant] = &codeBlock{next: start, end: start + CodeBlockSize}
+		c.mu.Unlock()
+		return nil, nil
+	})
 	if err != nil {
 		return "", err
 	}
-	// Block b holds numbers b×size+1 … (b+1)×size: codes start at 1.
-	start := block*CodeBlockSize + 1
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.blocks[merchant] = &codeBlock{next: start + 1, end: start + CodeBlockSize}
-	return FormatCode(start), nil
+	return c.Next(ctx, merchant)
 }
 
 const crockford = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"

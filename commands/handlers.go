@@ -85,6 +85,9 @@ type Result struct {
 // how to make an empty one, and how its events cross the store boundary.
 type kind[A any, E any] struct {
 	category string
+	// schema is the schema version new events are written in; it must be
+	// the one the event registry declares current.
+	schema   int
 	blank    func() A
 	apply    func(A, E) error
 	version  func(A) uint64
@@ -133,6 +136,9 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 			return err
 		}
 		ar, err := h.store.Append(ctx, stream, eventstore.Exact(version), data...)
+		if errors.Is(err, eventstore.ErrStaleTransaction) {
+			return err // only a new transaction can succeed: the caller's to retry
+		}
 		if errors.Is(err, eventstore.ErrConcurrency) {
 			if meta.IfMatch != nil {
 				return ErrVersionMismatch
@@ -181,8 +187,6 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, k kind[A, E
 	}
 }
 
-var eventstoreStreamName = eventstore.StreamName
-
 // envelopes turns domain events into events to append, with fresh ids, the
 // registered schema version and the command's metadata.
 func envelopes[A any, E any](h *Handlers, k kind[A, E], meta Meta, events []E) ([]eventstore.EventData, error) {
@@ -201,7 +205,7 @@ func envelopes[A any, E any](h *Handlers, k kind[A, E], meta Meta, events []E) (
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", k.typeOf(e), err)
 		}
-		out[i] = eventstore.EventData{ID: h.deps.NewID(), Type: k.typeOf(e), SchemaVersion: 1, Data: data, Metadata: md}
+		out[i] = eventstore.EventData{ID: h.deps.NewID(), Type: k.typeOf(e), SchemaVersion: k.schema, Data: data, Metadata: md}
 	}
 	return out, nil
 }

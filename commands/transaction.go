@@ -18,6 +18,7 @@ const transactionCategory = "transaction"
 
 var transactionKind = kind[*transaction.Transaction, transaction.Event]{
 	category: transactionCategory,
+	schema:   transaction.SchemaVersion,
 	blank:    func() *transaction.Transaction { return &transaction.Transaction{} },
 	apply:    (*transaction.Transaction).Apply,
 	version:  (*transaction.Transaction).Version,

@@ -39,6 +39,9 @@ const (
 	// MaxEventsPerAppend bounds one append so that a single call stays one
 	// short transaction.
 	MaxEventsPerAppend = 1000
+	// MaxReadLimit is the most events one read returns; a limit of 0 or
+	// more than this means MaxReadLimit.
+	MaxReadLimit = 10_000
 )
 
 // Sentinel errors. Backends wrap their native errors into these so that
@@ -54,6 +57,14 @@ var (
 	ErrInvalidAppend = errors.New("eventstore: invalid append")
 	// ErrInvalidPosition reports a position string that does not parse.
 	ErrInvalidPosition = errors.New("eventstore: invalid position")
+	// ErrStaleTransaction reports an append inside a caller's transaction
+	// that can never succeed in that transaction (the stream moved on in a
+	// newer one). It unwraps to ErrConcurrency too: roll back and retry the
+	// whole unit of work in a new transaction, not just the append.
+	ErrStaleTransaction = fmt.Errorf("%w: retry in a new transaction", ErrConcurrency)
+	// ErrInvalidFilter reports a feed filter that cannot match any event
+	// (a merchant id that is not a UUID).
+	ErrInvalidFilter = errors.New("eventstore: invalid filter")
 )
 
 // InvalidAppendError says which input was refused and why. It unwraps to
@@ -210,8 +221,9 @@ func ParsePosition(s string) (Position, error) {
 	if !ok {
 		return Position{}, fmt.Errorf("%w: %q", ErrInvalidPosition, s)
 	}
-	a, err1 := strconv.ParseUint(major, 10, 64)
-	b, err2 := strconv.ParseUint(minor, 10, 64)
+	// Both parts stay below 2^63: backends store them as signed 64-bit.
+	a, err1 := strconv.ParseUint(major, 10, 63)
+	b, err2 := strconv.ParseUint(minor, 10, 63)
 	if err1 != nil || err2 != nil {
 		return Position{}, fmt.Errorf("%w: %q", ErrInvalidPosition, s)
 	}
@@ -309,7 +321,8 @@ type Store interface {
 	ReadStreamBackward(ctx context.Context, stream string, from uint64, limit int) ([]RecordedEvent, error)
 
 	// ReadAll returns up to limit events of the global feed strictly after
-	// position after, in global order, narrowed by filter. It never returns an
+	// position after, in global order, narrowed by filter (ErrInvalidFilter
+	// for a merchant id that is not a UUID). It never returns an
 	// event and later skip one before it: an event whose append has not
 	// committed yet holds back every later position (see pgstore).
 	ReadAll(ctx context.Context, after Position, filter Filter, limit int) ([]RecordedEvent, error)

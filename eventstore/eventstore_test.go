@@ -36,7 +36,7 @@ func TestPositionOrderAndText(t *testing.T) {
 			t.Errorf("ParsePosition(%q) = %v, %v; want %v", tc.a.String(), back, err, tc.a)
 		}
 	}
-	for _, bad := range []string{"1", "a.b", "1.", ".1", "-1.2", "1.2.3", "18446744073709551616.0"} {
+	for _, bad := range []string{"1", "a.b", "1.", ".1", "-1.2", "1.2.3", "18446744073709551616.0", "9223372036854775808.0", "1.9223372036854775808"} {
 		if _, err := eventstore.ParsePosition(bad); !errors.Is(err, eventstore.ErrInvalidPosition) {
 			t.Errorf("ParsePosition(%q) err = %v, want ErrInvalidPosition", bad, err)
 		}

@@ -29,6 +29,7 @@ func Follow(ctx context.Context, store Store, from Position, opts FollowOptions,
 	if batch <= 0 {
 		batch = 500
 	}
+	batch = min(batch, MaxReadLimit)
 	idle := opts.Idle
 	if idle <= 0 {
 		idle = 100 * time.Millisecond

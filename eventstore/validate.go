@@ -129,23 +129,10 @@ func validateMetadata(m Metadata) string {
 }
 
 // SameContent reports whether a stored event is the one proposed in e, for
-// idempotent retries: same id, type, schema version, data and metadata.
+// idempotent retries: same id, type, schema version, metadata and data bytes.
+// Data is compared as stored, which Prepare has compacted, so a retry that
+// only re-serialised whitespace matches, while 1 and 1.0 do not.
 func SameContent(stored RecordedEvent, e EventData) bool {
 	return stored.ID == e.ID && stored.Type == e.Type && stored.SchemaVersion == e.SchemaVersion &&
-		stored.Metadata == e.Metadata && jsonEqual(stored.Data, e.Data)
-}
-
-// jsonEqual compares two JSON documents by value, so that a backend that
-// re-serialises data (jsonb) still recognises a retried append.
-func jsonEqual(a, b []byte) bool {
-	if bytes.Equal(a, b) {
-		return true
-	}
-	var x, y any
-	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
-		return false
-	}
-	xa, _ := json.Marshal(x)
-	ya, _ := json.Marshal(y)
-	return bytes.Equal(xa, ya)
+		stored.Metadata == e.Metadata && bytes.Equal(stored.Data, e.Data)
 }

@@ -63,6 +63,7 @@ func Verify(ctx context.Context, store Store, opts VerifyOptions) (VerifyReport,
 	if batch <= 0 {
 		batch = 1000
 	}
+	batch = min(batch, MaxReadLimit)
 	rep := VerifyReport{Heads: make(map[string]Head)}
 	if err := store.Settle(ctx); err != nil {
 		return rep, fmt.Errorf("verify: %w", err)
@@ -80,7 +81,7 @@ func Verify(ctx context.Context, store Store, opts VerifyOptions) (VerifyReport,
 		if opts.Progress != nil && len(events) > 0 {
 			opts.Progress(rep.EventsChecked)
 		}
-		if len(events) < batch {
+		if len(events) == 0 {
 			break
 		}
 		pos = events[len(events)-1].Position

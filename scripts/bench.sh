@@ -3,10 +3,11 @@
 # concurrency (`make bench`). Prints the table to stdout; raw outputs go to
 # bench-results/.
 #
-# pgbench is the physical floor: the same row (same columns, ~200-byte JSON
-# data and ~330-byte jsonb metadata sent as bind parameters, 32-byte hashes)
-# into a table with the same five indexes as events, without the store's own
-# work (validation, hashing, the Go client, RETURNING). Two scripts:
+# pgbench is the physical floor (scripts/pgbench-floor.sh, shared with
+# scripts/load.sh): the same row (same columns, ~200-byte JSON data and
+# ~330-byte jsonb metadata sent as bind parameters, 32-byte hashes) into a
+# table with the same five indexes as events, without the store's own work
+# (validation, hashing, the Go client, RETURNING). Two scripts:
 #   1row:  one single-row INSERT per transaction (autocommit);
 #   10row: one 10-row INSERT ... SELECT ... FROM (VALUES ...) of one stream
 #          per transaction (autocommit): the same one-statement,
@@ -27,6 +28,8 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 start=$(date +%s)
+# shellcheck source=scripts/pgbench-floor.sh
+. scripts/pgbench-floor.sh
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
 ROUNDS=${ROUNDS:-2}
@@ -42,9 +45,7 @@ scripts/services.sh
 rm -rf "$OUT"
 mkdir -p "$OUT"
 
-psql_admin() {
-	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST_ADDR" -U postgres "$@"
-}
+psql_admin() { floor_psql "$@"; }
 drop_scratch() { psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
 trap drop_scratch EXIT
 
@@ -60,56 +61,8 @@ pg_ticks() { # live PostgreSQL processes plus the backends they reaped
 }
 busy0=$(busy_ticks) own0=$(own_ticks) pg0=$(pg_ticks) wall0=$(date +%s.%N)
 
-psql_admin -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-psql_admin -d "$DB" <<'SQL'
-CREATE TABLE t (
-    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
-    event_id       uuid        NOT NULL UNIQUE,
-    stream_name    text        NOT NULL,
-    version        bigint      NOT NULL,
-    merchant_id    uuid        NOT NULL,
-    event_type     text        NOT NULL,
-    schema_version integer     NOT NULL,
-    data           json        NOT NULL,
-    metadata       jsonb       NOT NULL,
-    recorded_at    timestamptz NOT NULL DEFAULT now(),
-    hash           bytea       NOT NULL,
-    prev_hash      bytea,
-    UNIQUE (stream_name, version)
-);
-CREATE INDEX t_feed_idx ON t (transaction_id, id);
-CREATE INDEX t_merchant_feed_idx ON t (merchant_id, transaction_id, id);
-SQL
-
-# Row values; each client is one merchant, as each store writer is, and
-# streams are named like the store's. data and metadata are bind parameters
-# (pgbench -D, -M prepared), one per row, as the store sends them, so the
-# server parses every row's json and jsonb as it does for the store, instead
-# of a literal parsed once at PREPARE.
-data='{"line_id":"0193a5c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f","sku":"COF-FW-L","name":"Flat white, oat, large","qty":2,"unit_price":{"amount":"4.50","currency":"EUR"},"tax_code":"VAT-R","note":"extra hot, no lid"}'
-meta='{"merchant_id":"0193a5c0-0000-7000-8000-0000000000aa","actor":"0193a5c2-1111-7222-8333-444455556666","role":"CASHIER","correlation_id":"0193a5c3-2222-7333-8444-555566667777","causation_id":"0193a5c3-2222-7333-8444-555566667778","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"pos=terminal-07"}'
-hash='\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
-merchant="('0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0'))::uuid"
-stream="'transaction-0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0') || '.' || gen_random_uuid()"
-cols="event_id, stream_name, version, merchant_id, event_type, schema_version, data, metadata, hash, prev_hash"
-
-cat >"$OUT/1row.sql" <<SQL
-INSERT INTO t ($cols)
-VALUES (gen_random_uuid(), $stream, 1, $merchant, 'ItemAdded', 1, :data, :meta, '$hash', '$hash');
-SQL
-{
-	echo "WITH s AS (SELECT $stream AS name)"
-	echo "INSERT INTO t ($cols)"
-	echo "SELECT gen_random_uuid(), s.name, r.version, $merchant, 'ItemAdded', 1, r.data, r.meta, '$hash', '$hash'"
-	echo "FROM s, (VALUES"
-	for v in $(seq 1 10); do
-		sep=,
-		if [ "$v" = 10 ]; then sep=""; fi
-		echo "    ($v, :data::json, :meta::jsonb)$sep"
-	done
-	echo ") AS r(version, data, meta);"
-} >"$OUT/10row.sql"
+floor_create "$DB"
+floor_write_scripts "$OUT"
 
 echo "bench: building the benchmark binary" >&2
 $GO test -c -o "$OUT/pgstore.test" ./eventstore/pgstore/
@@ -117,13 +70,8 @@ $GO test -c -o "$OUT/pgstore.test" ./eventstore/pgstore/
 
 # run_pgbench SCRIPT CLIENTS ROUND: one pgbench run from an empty table.
 run_pgbench() {
-	local f="$OUT/pgbench-$1-c$2-r$3.txt" j=$(($2 < 2 ? $2 : 2)) tps
-	psql_admin -d "$DB" -c "TRUNCATE t" -c CHECKPOINT
-	pgbench -h "$PGHOST_ADDR" -U postgres -n -M prepared -c "$2" -j "$j" -T "$PGBENCH_SECONDS" \
-		-D "data=$data" -D "meta=$meta" -f "$OUT/$1.sql" "$DB" >"$f" 2>&1 || true
-	tps=$(awk '/^tps = / { print $3; exit }' "$f")
-	if [ -z "$tps" ] || grep -q 'number of failed transactions: [1-9]' "$f"; then
-		cat "$f" >&2
+	local f="$OUT/pgbench-$1-c$2-r$3.txt" tps
+	if ! tps=$(floor_pgbench "$DB" "$OUT/$1.sql" "$2" "$PGBENCH_SECONDS" "$f"); then
 		echo "bench: pgbench $1 -c $2 failed" >&2
 		exit 1
 	fi

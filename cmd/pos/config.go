@@ -16,11 +16,22 @@ type config struct {
 	JWTSecret     string // POS_JWT_SECRET
 	JWKSURL       string // POS_JWKS_URL: RS256 against this JWKS instead of HS256
 	ShutdownGrace time.Duration
+
+	// AnchorKey (POS_ANCHOR_KEY) is the base64 Ed25519 seed that signs audit
+	// anchors; empty means the development key (serve warns).
+	AnchorKey string
+	// AnchorInterval (POS_ANCHOR_INTERVAL, a Go duration) is how often serve
+	// anchors the merchants' stream heads; 0 disables anchoring.
+	AnchorInterval time.Duration
 }
 
 // devJWTSecret is the HS256 secret when POS_JWT_SECRET is unset: fine on a
 // laptop, never in production (serve warns at start).
 const devJWTSecret = "pos-development-secret-do-not-use-in-production"
+
+// defaultAnchorInterval is how often serve anchors stream heads when
+// POS_ANCHOR_INTERVAL is unset or unreadable.
+const defaultAnchorInterval = time.Minute
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/pos?sslmode=disable"
 
@@ -35,6 +46,10 @@ func loadConfig(getenv func(string) string) config {
 	if err != nil || grace < 0 {
 		grace = 10
 	}
+	anchorEvery, err := time.ParseDuration(get("POS_ANCHOR_INTERVAL", "1m"))
+	if err != nil || anchorEvery < 0 {
+		anchorEvery = defaultAnchorInterval
+	}
 	return config{
 		Addr:          get("POS_ADDR", "127.0.0.1:8080"),
 		DatabaseURL:   get("DATABASE_URL", defaultDatabaseURL),
@@ -44,5 +59,8 @@ func loadConfig(getenv func(string) string) config {
 		JWTSecret:     getenv("POS_JWT_SECRET"),
 		JWKSURL:       getenv("POS_JWKS_URL"),
 		ShutdownGrace: time.Duration(grace) * time.Second,
+
+		AnchorKey:      getenv("POS_ANCHOR_KEY"),
+		AnchorInterval: anchorEvery,
 	}
 }

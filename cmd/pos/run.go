@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
 	"github.com/schollz/progressbar/v3"
 
+	"pos/audit"
 	"pos/eventstore"
 	"pos/eventstore/esdbstore"
 	"pos/eventstore/pgstore"
@@ -26,16 +29,19 @@ const usage = `usage: pos <command> [flags]
 commands:
   serve     apply migrations, then serve the API on POS_ADDR
   migrate   apply pending database migrations and exit
-  verify    recompute every event hash chain; exit 1 on any break
+  verify    recompute every event hash chain and check each merchant's latest
+            signed anchor: verify [-merchant <uuid>] [-public-key <b64>] [-anchor-log file];
+            exit 1 on any break
   token     mint a local JWT: token -merchant <uuid> -role CASHIER [-sub u] [-branch <uuid>]... [-ttl 8h]
   help      show this text
 
 Configuration comes from the environment (see README.md): POS_ADDR,
-DATABASE_URL, EVENTSTORE_URL, NATS_URL, REDIS_URL, POS_JWT_SECRET, POS_JWKS_URL.
+DATABASE_URL, EVENTSTORE_URL, NATS_URL, REDIS_URL, POS_JWT_SECRET, POS_JWKS_URL,
+POS_ANCHOR_KEY, POS_ANCHOR_INTERVAL.
 `
 
 // errBreaks makes verify exit non-zero when history does not verify.
-var errBreaks = errors.New("verify: hash chain breaks found")
+var errBreaks = errors.New("verify: hash chain or anchor breaks found")
 
 // run is the composition root: it reads configuration, builds every
 // component and runs the chosen subcommand until ctx ends.
@@ -95,8 +101,28 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	fs.SetOutput(stderr)
 	merchant := fs.String("merchant", "", "verify one merchant (a UUID); all merchants when empty")
 	quiet := fs.Bool("quiet", false, "no progress bar")
+	publicKey := fs.String("public-key", "", "base64 Ed25519 public key the anchors are signed with (default: POS_ANCHOR_KEY's, else the development key's)")
+	anchorLog := fs.String("anchor-log", "", `file of logged anchors (the JSON log lines with msg "audit anchor") to check against the database`)
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *merchant != "" {
+		if _, err := uuid.Parse(*merchant); err != nil {
+			return fmt.Errorf("verify: -merchant %q is not a UUID", *merchant)
+		}
+	}
+	var pub audit.PublicKey
+	if *publicKey != "" {
+		var err error
+		if pub, err = audit.ParsePublicKey(*publicKey); err != nil {
+			return fmt.Errorf("verify: -public-key: %w", err)
+		}
+	} else {
+		key, err := anchorKey(cfg, nil)
+		if err != nil {
+			return err
+		}
+		pub = key.Public()
 	}
 	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -120,6 +146,7 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	}
 	opts := eventstore.VerifyOptions{Filter: filter, BatchSize: 5000}
 	if !*quiet {
+		// Events done, rate and ETA (against the count taken at start).
 		bar := progressbar.NewOptions64(total,
 			progressbar.OptionSetWriter(stderr),
 			progressbar.OptionSetDescription("verifying events"),
@@ -132,13 +159,42 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		defer func() { _ = bar.Finish(); fmt.Fprintln(stderr) }()
 		opts.Progress = func(done int64) { _ = bar.Set64(done) }
 	}
-	rep, err := eventstore.Verify(ctx, store, opts)
+	ledger := audit.NewLedger(pool)
+	start := time.Now()
+	rep, err := (&audit.Auditor{Store: store, Ledger: ledger, Key: pub}).Verify(ctx, opts)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "streams checked: %d\nevents checked: %d\nbreaks: %d\n", rep.StreamsChecked, rep.EventsChecked, len(rep.Breaks))
+	elapsed := time.Since(start)
+	logged := 0
+	if *anchorLog != "" {
+		f, err := os.Open(*anchorLog)
+		if err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		findings, n, err := audit.CheckLog(ctx, ledger, pub, f)
+		_ = f.Close()
+		if err != nil {
+			return err
+		}
+		rep.Breaks, logged = append(rep.Breaks, findings...), n
+	}
+	fmt.Fprintf(stdout, "streams checked: %d\nevents checked: %d\n", rep.StreamsChecked, rep.EventsChecked)
+	fmt.Fprintf(stdout, "anchors checked: %d (key %s)\n", len(rep.Anchors), pub.ID())
+	if *anchorLog != "" {
+		fmt.Fprintf(stdout, "logged anchors checked: %d\n", logged)
+	}
+	fmt.Fprintf(stdout, "took: %s (%.0f events/s)\n", elapsed.Round(time.Millisecond), float64(rep.EventsChecked)/max(elapsed.Seconds(), 1e-9))
+	fmt.Fprintf(stdout, "breaks: %d\n", len(rep.Breaks))
 	for _, b := range rep.Breaks {
-		fmt.Fprintf(stdout, "  %s version %d: %s\n", b.Stream, b.Version, b.Reason)
+		switch {
+		case b.Stream == "":
+			fmt.Fprintf(stdout, "  anchor %d of merchant %s: %s\n", b.AnchorSeq, b.MerchantID, b.Reason)
+		case b.AnchorSeq != 0:
+			fmt.Fprintf(stdout, "  %s version %d: %s (anchored at version %d by anchor %d)\n", b.Stream, b.Version, b.Reason, b.AnchoredVersion, b.AnchorSeq)
+		default:
+			fmt.Fprintf(stdout, "  %s version %d: %s\n", b.Stream, b.Version, b.Reason)
+		}
 	}
 	if len(rep.Breaks) > 0 {
 		return errBreaks

@@ -96,3 +96,12 @@ func TestUnknownCommand(t *testing.T) {
 		t.Fatalf("unknown command: err %v, output %q", err, out.String())
 	}
 }
+
+func TestVerifyRefusesAMalformedMerchant(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"verify", "-quiet", "-merchant", "acme"}, env(map[string]string{"DATABASE_URL": url}), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "not a UUID") {
+		t.Fatalf("verify -merchant acme: err = %v, want a refusal", err)
+	}
+}

@@ -14,6 +14,7 @@ import (
 
 	"pos/api"
 	"pos/api/auth"
+	"pos/audit"
 	"pos/commands"
 	"pos/domain/settings"
 	"pos/domain/transaction"
@@ -30,7 +31,7 @@ func eventTypes() (*eventstore.Registry, error) {
 		types = append(types, eventstore.EventType{Name: name, Current: transaction.SchemaVersion})
 	}
 	for _, name := range settings.EventTypes() {
-		types = append(types, eventstore.EventType{Name: name, Current: 1})
+		types = append(types, eventstore.EventType{Name: name, Current: settings.SchemaVersion})
 	}
 	return eventstore.NewRegistry(types...)
 }
@@ -48,8 +49,9 @@ func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier
 	return auth.NewHS256([]byte(secret))
 }
 
-// apiServer wires the API over an opened store and pool.
-func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool) (*api.Server, error) {
+// apiServer wires the API over an opened store and pool; anchors verifies
+// audit anchor signatures.
+func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool, anchors audit.PublicKey) (*api.Server, error) {
 	reg, err := eventTypes()
 	if err != nil {
 		return nil, err
@@ -58,10 +60,17 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 	if err != nil {
 		return nil, err
 	}
+	// Transaction codes lease blocks on a pool of their own (see
+	// commands.NewCodes); it lives as long as the process.
+	codesPool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, 2)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, codesPool.Close)
 	deps := &commands.Deps{
 		Now:   func() time.Time { return time.Now().UTC() },
 		NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
-		Codes: commands.NewCodes(pool),
+		Codes: commands.NewCodes(codesPool),
 	}
 	apiCfg := api.Config{
 		Log:       log,
@@ -72,6 +81,8 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 		Commands: func(s eventstore.Store) *commands.Handlers {
 			return commands.New(eventstore.Upcasting{Store: s, Registry: reg}, deps)
 		},
+		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
+		Registry: reg,
 	}
 	if pg, ok := store.(*pgstore.Store); ok {
 		apiCfg.TxStore = func(tx pgx.Tx) eventstore.Store { return pg.InTx(tx) }
@@ -101,11 +112,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer func() { _ = tel.Shutdown(context.Background()) }()
-	srv, err := apiServer(ctx, cfg, log, tel, store, pool)
+	key, err := anchorKey(cfg, log)
+	if err != nil {
+		return err
+	}
+	srv, err := apiServer(ctx, cfg, log, tel, store, pool, key.Public())
 	if err != nil {
 		return err
 	}
 	go srv.PurgeKeys(ctx, time.Hour)
+	startAnchorer(ctx, cfg, log, store, pool, key)
 
 	httpSrv := &http.Server{Addr: cfg.Addr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -124,6 +140,38 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
 	return httpSrv.Shutdown(sctx)
+}
+
+// Audit anchors (package audit).
+
+// anchorKey returns the key that signs audit anchors: POS_ANCHOR_KEY, or the
+// development key, with a warning when log is set.
+func anchorKey(cfg config, log *slog.Logger) (audit.Key, error) {
+	if cfg.AnchorKey == "" {
+		if log != nil {
+			log.Warn("POS_ANCHOR_KEY is not set: audit anchors are signed with the development key, which proves nothing; set it in production",
+				"key_id", audit.DevKey().Public().ID())
+		}
+		return audit.DevKey(), nil
+	}
+	key, err := audit.ParseKey(cfg.AnchorKey)
+	if err != nil {
+		return audit.Key{}, fmt.Errorf("POS_ANCHOR_KEY: %w", err)
+	}
+	return key, nil
+}
+
+// startAnchorer signs the merchants' stream heads every AnchorInterval (at
+// once first) until ctx ends; POS_ANCHOR_INTERVAL=0 disables it. Each
+// anchor is also a log line (msg="audit anchor") to keep outside the
+// database.
+func startAnchorer(ctx context.Context, cfg config, log *slog.Logger, store eventstore.Store, pool *pgxpool.Pool, key audit.Key) {
+	if cfg.AnchorInterval <= 0 {
+		log.Warn("POS_ANCHOR_INTERVAL is 0: audit anchoring is off; verify cannot catch deleted tails or streams")
+		return
+	}
+	log.Info("audit anchoring", "interval", cfg.AnchorInterval.String(), "key_id", key.Public().ID(), "public_key", key.Public().String())
+	go audit.NewAnchorer(store, audit.NewLedger(pool), key, log).Run(ctx, cfg.AnchorInterval)
 }
 
 func storeName(cfg config) string {

@@ -288,7 +288,7 @@ func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from uint
 // ReadAll and filtered in this process (see the package comment). Either way
 // the call returns fewer than limit events only at the end of $all. Events
 // that do not parse as written by this package (system and foreign events)
-// are skipped; a merchant id that is not a UUID has an empty feed.
+// are skipped; a merchant id that is not a UUID is eventstore.ErrInvalidFilter.
 func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter eventstore.Filter, limit int) ([]eventstore.RecordedEvent, error) {
 	if err := s.enter(); err != nil {
 		return nil, err

@@ -33,7 +33,7 @@ const (
 	readAllBatchMax = 4096
 	// maxLimit is the most events one read returns, as in pgstore: a limit
 	// of 0 or less, or above maxLimit, means maxLimit.
-	maxLimit = 10_000
+	maxLimit = eventstore.MaxReadLimit
 	// scannedCacheSize bounds Store.scanned.
 	scannedCacheSize = 4096
 	// caughtUpIdle and caughtUpMax bound a read of one merchant's feed
@@ -103,7 +103,7 @@ func (s *Store) readAll(ctx context.Context, after eventstore.Position, filter e
 	}
 	m, err := uuid.Parse(filter.MerchantID)
 	if err != nil {
-		return nil, nil // stream names hold merchant UUIDs only
+		return nil, fmt.Errorf("%w: merchant %q is not a UUID", eventstore.ErrInvalidFilter, filter.MerchantID)
 	}
 	return s.readMerchant(ctx, after, m, limit)
 }

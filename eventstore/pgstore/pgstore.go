@@ -10,7 +10,14 @@
 // (pg_snapshot_xmin): all of those have finished, so nothing can later appear
 // before a position a reader has passed. The price: a transaction left open
 // anywhere in the cluster holds the feed back until it ends, which is why
-// appends are short and nothing else should keep transactions open.
+// appends are short and nothing else should keep transactions open. Only
+// transactions that hold a transaction id count (read-only ones do not), but
+// the horizon is cluster-wide: other databases' writers count too. Pooled
+// connections end a transaction left idle for 30 s.
+//
+// AppendTx assumes READ COMMITTED: under REPEATABLE READ a retry in the same
+// transaction never sees the stream move, and SERIALIZABLE may fail with
+// serialization errors the store does not translate.
 //
 // Appends never lock a shared row: versions are checked by the (stream_name,
 // version) unique key, positions come from a sequence, and the stream head
@@ -169,7 +176,7 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected
 		return eventstore.AppendResult{}, err
 	}
 	if newer {
-		return eventstore.AppendResult{}, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
+		return eventstore.AppendResult{}, fmt.Errorf("%w: stream %q moved on in a newer transaction", eventstore.ErrStaleTransaction, stream)
 	}
 	if want, exact := p.Expected.Version(); exact && cur.version != want {
 		return s.notAtExpected(ctx, tx, p, cur.version)
@@ -187,11 +194,18 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected
 	}
 	res, _, err := insert(ctx, sp, p, cur)
 	if err != nil {
-		_ = sp.Rollback(ctx)
-		if isUniqueViolation(err) {
-			return eventstore.AppendResult{}, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
+		if rerr := sp.Rollback(ctx); rerr != nil {
+			return eventstore.AppendResult{}, fmt.Errorf("pgstore: roll back savepoint: %w", rerr)
 		}
-		return eventstore.AppendResult{}, err
+		if !isUniqueViolation(err) {
+			return eventstore.AppendResult{}, err
+		}
+		// An event id already stored (a retry, or a reuse) rather than a
+		// version taken by another writer.
+		if res, found, ferr := findRetried(ctx, tx, p); found || ferr != nil {
+			return res, ferr
+		}
+		return eventstore.AppendResult{}, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
 	}
 	if err := sp.Commit(ctx); err != nil {
 		return eventstore.AppendResult{}, fmt.Errorf("pgstore: release savepoint: %w", err)
@@ -326,7 +340,9 @@ WITH ins AS (
     INSERT INTO events (event_id, stream_name, version, merchant_id, event_type, schema_version, data, metadata, hash, prev_hash)
     SELECT e.id, $2, e.version, $3, e.type, e.schema_version, e.data, e.metadata, e.hash, e.prev_hash
     FROM unnest($1::uuid[], $4::bigint[], $5::text[], $6::int[], $7::json[], $8::jsonb[], $9::bytea[], $10::bytea[])
-        AS e(id, version, type, schema_version, data, metadata, hash, prev_hash)
+        WITH ORDINALITY AS e(id, version, type, schema_version, data, metadata, hash, prev_hash, ord)
+    -- Sequence values are drawn in this order: positions follow versions.
+    ORDER BY e.ord
     RETURNING transaction_id, global_position
 )
 SELECT transaction_id, max(global_position) FROM ins GROUP BY transaction_id`
@@ -418,7 +434,7 @@ func (s *Store) ReadAll(ctx context.Context, after eventstore.Position, filter e
 	if filter.MerchantID != "" {
 		merchant, perr := uuid.Parse(filter.MerchantID)
 		if perr != nil {
-			return nil, nil // no event belongs to a merchant id that is not a UUID
+			return nil, fmt.Errorf("%w: merchant %q is not a UUID", eventstore.ErrInvalidFilter, filter.MerchantID)
 		}
 		rows, err = s.pool.Query(ctx, selectColumns+`
             WHERE merchant_id = $3
@@ -497,8 +513,8 @@ func collect(rows pgx.Rows) ([]eventstore.RecordedEvent, error) {
 }
 
 func clampLimit(limit int) int {
-	if limit <= 0 || limit > 10_000 {
-		return 10_000
+	if limit <= 0 || limit > eventstore.MaxReadLimit {
+		return eventstore.MaxReadLimit
 	}
 	return limit
 }
@@ -517,7 +533,11 @@ func (s *Store) CountEvents(ctx context.Context, filter eventstore.Filter) (int6
 	if filter.MerchantID == "" {
 		err = s.pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n)
 	} else {
-		err = s.pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE merchant_id::text = $1`, filter.MerchantID).Scan(&n)
+		merchant, perr := uuid.Parse(filter.MerchantID)
+		if perr != nil {
+			return 0, fmt.Errorf("%w: merchant %q is not a UUID", eventstore.ErrInvalidFilter, filter.MerchantID)
+		}
+		err = s.pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE merchant_id = $1`, merchant).Scan(&n)
 	}
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: count events: %w", err)
@@ -537,17 +557,28 @@ const AppRole = "pos_app"
 // The url's user must be a member of AppRole (or a superuser); migrations run
 // separately, as the url's own user.
 func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	return ConnectSized(ctx, url, 0)
+}
+
+// ConnectSized is Connect with a pool of maxConns connections; 0 means the
+// URL's pool_max_conns, or defaultMaxConns.
+func ConnectSized(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("pgstore: DATABASE_URL: %w", err)
 	}
-	if !strings.Contains(url, "pool_max_conns") {
+	switch {
+	case maxConns > 0:
+		cfg.MaxConns = maxConns
+	case !strings.Contains(url, "pool_max_conns"):
 		// pgxpool's default (4 on this machine) queues concurrent appends
 		// behind each other; PostgreSQL handles far more connections.
 		cfg.MaxConns = defaultMaxConns
 	}
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, "SET ROLE "+AppRole)
+		// A transaction left open by a bug holds every feed reader back
+		// (see the package doc); the server ends it rather than let it.
+		_, err := c.Exec(ctx, "SET ROLE "+AppRole+"; SET idle_in_transaction_session_timeout = '30s'")
 		return err
 	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)

@@ -312,3 +312,27 @@ func TestTxStoreCommitsWithTheTransactionAndSurvivesConflicts(t *testing.T) {
 		t.Fatalf("append after a rolled-back one: %v", err)
 	}
 }
+
+func TestVerifyReadsPastTheReadLimit(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	store := pgstore.New(appPool(t, url))
+	m := storetest.NewMerchant()
+	const streams, each = 11, 1000 // 11,000 events: more than one read returns
+	for i := 0; i < streams; i++ {
+		batch := make([]eventstore.EventData, each)
+		for j := range batch {
+			batch[j] = storetest.Event(m, "Sale", j)
+		}
+		if _, err := store.Append(ctx, storetest.NewStream(m, "transaction"), eventstore.NoStream, batch...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rep, err := eventstore.Verify(ctx, store, eventstore.VerifyOptions{Filter: eventstore.Filter{MerchantID: m}, BatchSize: 20_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.EventsChecked != streams*each || rep.StreamsChecked != streams || len(rep.Breaks) != 0 {
+		t.Fatalf("verify checked %d events in %d streams (breaks %v); want %d in %d", rep.EventsChecked, rep.StreamsChecked, rep.Breaks, streams*each, streams)
+	}
+}

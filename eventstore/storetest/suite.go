@@ -586,8 +586,11 @@ func testMerchantScoping(t *testing.T, b Backend) {
 	if found != 20 {
 		t.Fatalf("unfiltered feed after the marker holds %d of both merchants' 20 events", found)
 	}
-	if feed, err := s.ReadAll(ctx, eventstore.Start, eventstore.Filter{MerchantID: "not-a-merchant"}, 10); err != nil || len(feed) != 0 {
-		t.Fatalf("feed of an unknown merchant: %d events, err %v; want none", len(feed), err)
+	if feed, err := s.ReadAll(ctx, eventstore.Start, eventstore.Filter{MerchantID: "not-a-merchant"}, 10); !errors.Is(err, eventstore.ErrInvalidFilter) || len(feed) != 0 {
+		t.Fatalf("feed of a malformed merchant id: %d events, err %v; want ErrInvalidFilter", len(feed), err)
+	}
+	if feed, err := s.ReadAll(ctx, eventstore.Start, eventstore.Filter{MerchantID: NewMerchant()}, 10); err != nil || len(feed) != 0 {
+		t.Fatalf("feed of a merchant without events: %d events, err %v; want none", len(feed), err)
 	}
 }
 

@@ -1,0 +1,90 @@
+# shellcheck shell=bash
+# The pgbench floor shared by scripts/bench.sh and scripts/load.sh (sourced,
+# not run): a table with the events table's row shape and indexes, and the
+# pgbench scripts that insert into it.
+#
+#   1row:  one single-row INSERT per transaction (autocommit);
+#   10row: one 10-row INSERT ... SELECT ... FROM (VALUES ...) of one stream
+#          per transaction (autocommit).
+#
+# The same row as the store writes: ~200-byte JSON data and ~330-byte jsonb
+# metadata sent as bind parameters (pgbench -D, -M prepared, one per row, so
+# the server parses every row's json and jsonb as it does for the store),
+# 32-byte hashes, each client one merchant, streams named like the store's.
+#
+# Needs PGHOST_ADDR. Functions: floor_psql, floor_create DB,
+# floor_write_scripts DIR, floor_pgbench DB SCRIPT_FILE CLIENTS SECONDS LOG.
+
+floor_psql() {
+	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST_ADDR" -U postgres "$@"
+}
+
+# floor_create DB: a fresh database DB holding the empty table t.
+floor_create() {
+	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
+	floor_psql -d "$1" <<'SQL'
+CREATE TABLE t (
+    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    transaction_id xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    event_id       uuid        NOT NULL UNIQUE,
+    stream_name    text        NOT NULL,
+    version        bigint      NOT NULL,
+    merchant_id    uuid        NOT NULL,
+    event_type     text        NOT NULL,
+    schema_version integer     NOT NULL,
+    data           json        NOT NULL,
+    metadata       jsonb       NOT NULL,
+    recorded_at    timestamptz NOT NULL DEFAULT now(),
+    hash           bytea       NOT NULL,
+    prev_hash      bytea,
+    UNIQUE (stream_name, version)
+);
+CREATE INDEX t_feed_idx ON t (transaction_id, id);
+CREATE INDEX t_merchant_feed_idx ON t (merchant_id, transaction_id, id);
+SQL
+}
+
+floor_data='{"line_id":"0193a5c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f","sku":"COF-FW-L","name":"Flat white, oat, large","qty":2,"unit_price":{"amount":"4.50","currency":"EUR"},"tax_code":"VAT-R","note":"extra hot, no lid"}'
+floor_meta='{"merchant_id":"0193a5c0-0000-7000-8000-0000000000aa","actor":"0193a5c2-1111-7222-8333-444455556666","role":"CASHIER","correlation_id":"0193a5c3-2222-7333-8444-555566667777","causation_id":"0193a5c3-2222-7333-8444-555566667778","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"pos=terminal-07"}'
+
+# floor_write_scripts DIR: DIR/1row.sql and DIR/10row.sql.
+floor_write_scripts() {
+	local hash='\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
+	local merchant="('0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0'))::uuid"
+	local stream="'transaction-0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0') || '.' || gen_random_uuid()"
+	local cols="event_id, stream_name, version, merchant_id, event_type, schema_version, data, metadata, hash, prev_hash"
+	local v sep
+	cat >"$1/1row.sql" <<SQL
+INSERT INTO t ($cols)
+VALUES (gen_random_uuid(), $stream, 1, $merchant, 'ItemAdded', 1, :data, :meta, '$hash', '$hash');
+SQL
+	{
+		echo "WITH s AS (SELECT $stream AS name)"
+		echo "INSERT INTO t ($cols)"
+		echo "SELECT gen_random_uuid(), s.name, r.version, $merchant, 'ItemAdded', 1, r.data, r.meta, '$hash', '$hash'"
+		echo "FROM s, (VALUES"
+		for v in $(seq 1 10); do
+			sep=,
+			if [ "$v" = 10 ]; then sep=""; fi
+			echo "    ($v, :data::json, :meta::jsonb)$sep"
+		done
+		echo ") AS r(version, data, meta);"
+	} >"$1/10row.sql"
+}
+
+# floor_pgbench DB SCRIPT_FILE CLIENTS SECONDS LOG: one pgbench run from an
+# empty table and a fresh checkpoint; prints its TPS. Fails (printing the
+# log) when pgbench reports no TPS or any failed transaction.
+floor_pgbench() {
+	local j=$(($3 < 2 ? $3 : 2)) tps
+	floor_psql -d "$1" -c "TRUNCATE t" -c CHECKPOINT || return 1
+	pgbench -h "$PGHOST_ADDR" -U postgres -n -M prepared -c "$3" -j "$j" -T "$4" \
+		-D "data=$floor_data" -D "meta=$floor_meta" -f "$2" "$1" >"$5" 2>&1 || true
+	tps=$(awk '/^tps = / { print $3; exit }' "$5")
+	if [ -z "$tps" ] || grep -q 'number of failed transactions: [1-9]' "$5"; then
+		cat "$5" >&2
+		echo "pgbench $(basename "$2") -c $3 failed" >&2
+		return 1
+	fi
+	echo "$tps"
+}
