@@ -87,12 +87,12 @@ type kind[A any, E any] struct {
 	category string
 	// schema is the schema version new events are written in; it must be
 	// the one the event registry declares current.
-	schema   int
-	blank    func() A
-	apply    func(A, E) error
-	version  func(A) uint64
-	decode   func(eventType string, data []byte) (E, error)
-	typeOf   func(E) string
+	schema  int
+	blank   func() A
+	apply   func(A, E) error
+	version func(A) uint64
+	decode  func(eventType string, data []byte) (E, error)
+	typeOf  func(E) string
 }
 
 // execute is the load–decide–append cycle shared by every command. decide
