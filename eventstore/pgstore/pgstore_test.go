@@ -336,3 +336,21 @@ func TestVerifyReadsPastTheReadLimit(t *testing.T) {
 		t.Fatalf("verify checked %d events in %d streams (breaks %v); want %d in %d", rep.EventsChecked, rep.StreamsChecked, rep.Breaks, streams*each, streams)
 	}
 }
+
+func TestMerchantColumnMatchesTheStream(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	c := superuser(t, url)
+	m, other := storetest.NewMerchant(), storetest.NewMerchant()
+	insert := `INSERT INTO events (event_id, stream_name, version, merchant_id, event_type, schema_version, data, metadata, hash)
+        VALUES (gen_random_uuid(), $1, 1, $2, 'A', 1, '{}', '{}', '\x00')`
+	if _, err := c.Exec(ctx, insert, storetest.NewStream(m, "transaction"), other); err == nil {
+		t.Fatal("an event filed under another merchant than its stream's was stored")
+	}
+	if _, err := c.Exec(ctx, insert, "no-merchant-here", m); err == nil {
+		t.Fatal("an event whose stream names no merchant was stored")
+	}
+	if _, err := c.Exec(ctx, insert, storetest.NewStream(m, "transaction"), m); err != nil {
+		t.Fatalf("a consistent row was refused: %v", err)
+	}
+}
