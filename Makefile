@@ -23,6 +23,14 @@ lint:
 bench: services
 	scripts/bench.sh
 	scripts/load.sh
+	$(MAKE) --no-print-directory bench-audit
+
+# The audit benchmarks: BenchmarkVerify (pos verify over every merchant)
+# and BenchmarkExport (the NDJSON export, with its peak heap) at 100k and 1M
+# events. Each seeds its own database (about 30 s per million events).
+.PHONY: bench-audit
+bench-audit: services
+	$(GO) test -run '^$$' -bench '^Benchmark(Verify|Export)$$' -benchtime 3x -timeout 30m ./audit/ ./api/
 
 # Only the sales load scenarios (vegeta, closed and open loop) beside pgbench.
 load: services

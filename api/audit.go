@@ -151,7 +151,7 @@ func (s *Server) auditState(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	keep, err := asOf(r)
+	keep, version, err := asOf(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -165,7 +165,7 @@ func (s *Server) auditState(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errNotFound) // no such aggregate, or none yet at that point
 		return
 	}
-	if v := r.URL.Query().Get("as_of_version"); v != "" && strconv.FormatUint(events[len(events)-1].Version, 10) != v {
+	if version != 0 && events[len(events)-1].Version != version {
 		s.fail(w, r, errNotFound) // a version the stream has not reached
 		return
 	}
@@ -188,29 +188,30 @@ func (s *Server) auditState(w http.ResponseWriter, r *http.Request) {
 }
 
 // asOf reads as_of_version or as_of_time (at most one) into the test that
-// keeps the events up to that point. Neither: the whole history.
-func asOf(r *http.Request) (func(eventstore.RecordedEvent) bool, error) {
+// keeps the events up to that point, and the version asked for (0 when
+// none). Neither: the whole history.
+func asOf(r *http.Request) (keep func(eventstore.RecordedEvent) bool, version uint64, err error) {
 	q := r.URL.Query()
-	version, at := q.Get("as_of_version"), q.Get("as_of_time")
+	v, at := q.Get("as_of_version"), q.Get("as_of_time")
 	switch {
-	case version != "" && at != "":
-		return nil, invalid("give as_of_version or as_of_time, not both", FieldError{Field: "as_of_time", Code: "invalid"})
-	case version != "":
-		n, err := strconv.ParseUint(version, 10, 63)
+	case v != "" && at != "":
+		return nil, 0, invalid("give as_of_version or as_of_time, not both", FieldError{Field: "as_of_time", Code: "invalid"})
+	case v != "":
+		n, err := strconv.ParseUint(v, 10, 63)
 		if err != nil || n == 0 {
-			return nil, invalid("as_of_version must be a version, 1 or more", FieldError{Field: "as_of_version", Code: "invalid"})
+			return nil, 0, invalid("as_of_version must be a version, 1 or more", FieldError{Field: "as_of_version", Code: "invalid"})
 		}
-		return func(e eventstore.RecordedEvent) bool { return e.Version <= n }, nil
+		return func(e eventstore.RecordedEvent) bool { return e.Version <= n }, n, nil
 	case at != "":
 		t, err := time.Parse(time.RFC3339Nano, at)
 		if err != nil {
-			return nil, invalid("as_of_time must be an RFC 3339 time", FieldError{Field: "as_of_time", Code: "invalid"})
+			return nil, 0, invalid("as_of_time must be an RFC 3339 time", FieldError{Field: "as_of_time", Code: "invalid"})
 		}
 		// The longest prefix recorded at or before t: a later event's
 		// successors never count, whatever their clocks say.
-		return func(e eventstore.RecordedEvent) bool { return !e.RecordedAt.After(t) }, nil
+		return func(e eventstore.RecordedEvent) bool { return !e.RecordedAt.After(t) }, 0, nil
 	}
-	return func(eventstore.RecordedEvent) bool { return true }, nil
+	return func(eventstore.RecordedEvent) bool { return true }, 0, nil
 }
 
 // transactionState replays a transaction's events with transaction.Load,

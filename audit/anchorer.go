@@ -171,8 +171,20 @@ func (a *Anchorer) state(ctx context.Context, merchant string) (*merchantState, 
 // starting a new chain of deltas.
 func (a *Anchorer) reload(ctx context.Context, merchant string, st *merchantState) error {
 	latest, err := a.ledger.Latest(ctx, merchant)
-	if err != nil || latest == nil {
+	if err != nil {
 		return err
+	}
+	if st.seq != 0 && (latest == nil || latest.Seq < st.seq) {
+		// Anchors this Anchorer wrote are gone: removed behind the
+		// triggers' back. Anchor again at once, from memory, which still
+		// holds every head they covered.
+		a.log.ErrorContext(ctx, "audit anchor: anchors are missing from the ledger; anchoring again",
+			"merchant", merchant, "last_written_seq", st.seq)
+		st.forceFull = true
+	}
+	if latest == nil {
+		st.seq, st.sig = 0, nil
+		return nil
 	}
 	st.seq, st.sig, st.sinceFull = latest.Seq, latest.Signature, latest.deltas
 	base := latest

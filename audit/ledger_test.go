@@ -391,3 +391,26 @@ func TestLoggedAnchorsAreCheckedAgainstTheLedger(t *testing.T) {
 		t.Fatalf("forged log line: %v", g)
 	}
 }
+
+func TestAnchorerReanchorsWhenAnchorsVanish(t *testing.T) {
+	w := newWorld(t)
+	m := storetest.NewMerchant()
+	s := w.stream(m, 3)
+	a := w.anchorer()
+	w.anchorOnce(a)
+	if strings.Contains(w.log.String(), `"level":"ERROR"`) {
+		t.Fatalf("a first anchor logged an error:\n%s", w.log.String())
+	}
+	// A superuser cuts the stream and removes every anchor; the running
+	// Anchorer notices at its next write and anchors from memory again.
+	w.owner(`DELETE FROM events WHERE stream_name = $1 AND version = 3`, s)
+	w.owner(`DELETE FROM audit_anchors`)
+	w.stream(m, 1)
+	if got := w.anchorOnce(a); len(got) != 1 {
+		t.Fatalf("%d anchors after the ledger lost them", len(got))
+	}
+	if !strings.Contains(w.log.String(), "anchors are missing from the ledger") {
+		t.Errorf("no error logged:\n%s", w.log.String())
+	}
+	wantFindings(t, w.verify(m).Breaks, s+"@3 missing_events")
+}

@@ -219,24 +219,70 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected
 // ReadAll and Settle go to the store itself (a feed read inside a writing
 // transaction would wait for that very transaction).
 //
+// The view is built for the load–decide–append cycle as the transaction's
+// first write: when it has just read a stream to its end, an append expecting
+// that version is one INSERT, without re-reading the head or a savepoint. If
+// that INSERT loses a race, the transaction is aborted and Append reports
+// eventstore.ErrStaleTransaction: retry the unit of work in a new transaction.
+//
 // A TxStore is bound to one transaction and, like it, is not safe for
 // concurrent use.
-func (s *Store) InTx(tx pgx.Tx) *TxStore { return &TxStore{Store: s, tx: tx} }
+func (s *Store) InTx(tx pgx.Tx) *TxStore {
+	return &TxStore{Store: s, tx: tx, read: make(map[string]head)}
+}
 
 // TxStore is a Store view bound to one transaction; see InTx.
 type TxStore struct {
 	*Store
 	tx pgx.Tx
+	// read holds the heads of streams read to their end in this
+	// transaction, while it has written nothing (so it holds no xid older
+	// than those heads).
+	read  map[string]head
+	wrote bool
 }
 
-// Append implements eventstore.Store with AppendTx.
+// Append implements eventstore.Store in the transaction.
 func (t *TxStore) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
-	return t.AppendTx(ctx, t.tx, stream, expected, events...)
+	if h, ok := t.read[stream]; ok && !t.wrote {
+		if want, exact := expected.Version(); exact && want == h.version {
+			p, err := eventstore.Prepare(stream, expected, events)
+			if err != nil {
+				return eventstore.AppendResult{}, err
+			}
+			res, last, err := insert(ctx, t.tx, p, h)
+			if isUniqueViolation(err) {
+				return eventstore.AppendResult{}, fmt.Errorf("%w: stream %q was appended to meanwhile", eventstore.ErrStaleTransaction, stream)
+			}
+			if err != nil {
+				return eventstore.AppendResult{}, err
+			}
+			t.wrote = true
+			t.read[stream] = last
+			return res, nil
+		}
+	}
+	res, err := t.AppendTx(ctx, t.tx, stream, expected, events...)
+	if err == nil {
+		t.wrote = true
+	}
+	return res, err
 }
 
 // ReadStream implements eventstore.Store inside the transaction.
 func (t *TxStore) ReadStream(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
-	return readStream(ctx, t.tx, stream, from, limit)
+	events, err := readStream(ctx, t.tx, stream, from, limit)
+	if err != nil || len(events) >= clampLimit(limit) {
+		return events, err
+	}
+	switch {
+	case len(events) > 0:
+		last := events[len(events)-1]
+		t.read[stream] = head{version: last.Version, hash: last.Hash}
+	case from <= 1:
+		t.read[stream] = head{} // no stream yet
+	}
+	return events, nil
 }
 
 // ReadStreamBackward implements eventstore.Store inside the transaction.

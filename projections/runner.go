@@ -1,0 +1,594 @@
+// Package projections builds the read models (migrations/00006_read_models.sql)
+// from the event store's events, and keeps the bookkeeping that makes doing so
+// safe under at-least-once delivery.
+//
+// Delivery is at least once; effects are exactly once. Events reach the
+// Runner from a broker that may redeliver, reorder across partitions or lose
+// an acknowledged message (SPEC §2), or from the store's own feed (Catchup,
+// Follow) when rebuilding. For every projector the Runner records, in the
+// same PostgreSQL transaction as the projector's writes, the last version of
+// each stream it applied (projection_streams) and the greatest feed position
+// it reached per merchant partition (projection_checkpoints). An event at or
+// below a stream's applied version is a redelivery and changes nothing; an
+// event more than one version ahead reveals a gap, which the Runner fills
+// from the event store (ReadStream) before applying the event. A message
+// that carries the previous position of its partition (Delivery.PrevPosition)
+// also lets the Runner fill gaps across streams; see HandleDeliveries.
+//
+// Projectors therefore never see an event twice nor out of stream order, and
+// need not be idempotent themselves; they must, however, write only through
+// the transaction they are given, and only rows of the event's merchant (the
+// Runner sets pos.merchant_id for the transaction, and row-level security
+// refuses any other merchant's row).
+package projections
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/eventstore"
+)
+
+// DefaultPartitions is the number of merchant partitions when Options does
+// not say.
+const DefaultPartitions = 16
+
+// DefaultBatchSize bounds how many events one transaction applies when
+// Options does not say.
+const DefaultBatchSize = 100
+
+// maxTxAttempts bounds the retries of a transaction that lost a deadlock or
+// serialization race.
+const maxTxAttempts = 8
+
+// Errors.
+var (
+	// ErrStreamGap reports a gap in a stream that the event store could not
+	// fill (the missing versions are not there). Nothing was applied; the
+	// delivery should be retried later.
+	ErrStreamGap = errors.New("projections: stream gap cannot be filled from the store")
+	// ErrPositionGap reports a delivery whose PrevPosition the partition's
+	// checkpoints have not reached, and that the store's feed could not fill
+	// yet (its horizon is behind a transaction still running). Nothing of the
+	// delivery was applied; retry it later.
+	ErrPositionGap = errors.New("projections: position gap cannot be filled yet")
+	// ErrBadEvent reports an event whose stream name does not carry a
+	// merchant, or whose metadata names another merchant than its stream.
+	ErrBadEvent = errors.New("projections: event has no valid merchant")
+)
+
+// Projector turns events into one read model.
+//
+// Delivery is at least once, but the Runner makes effects exactly once: it
+// calls Apply once per event and projector, in stream version order, inside
+// the PostgreSQL transaction that also records the projector's progress. A
+// projector is thus written as if every event arrived exactly once, in
+// order within its stream (not across streams: two transactions' events may
+// interleave in any order). Apply must write only through tx; when it fails,
+// the transaction rolls back and the delivery is retried.
+//
+// Renaming a projector (Name) makes the Runner treat it as new: its
+// bookkeeping starts empty and every stream it sees is replayed from the
+// store on its next event (the read model must then be emptied first).
+type Projector interface {
+	// Name identifies the projector's bookkeeping; stable and unique within
+	// a Runner.
+	Name() string
+	// Handles reports whether Apply wants events of this type. Events it
+	// does not handle still advance the projector's stream versions.
+	Handles(eventType string) bool
+	// Apply writes the event's effect on the read model in tx. The
+	// transaction's pos.merchant_id is the event's merchant.
+	Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error
+}
+
+// CategoryScoped is optionally implemented by a Projector that reads only
+// streams of some categories (eventstore.StreamName's first part). The Runner
+// then neither calls it for nor keeps stream bookkeeping of other streams;
+// its checkpoints still advance with every event, so Reached answers for any
+// position.
+type CategoryScoped interface {
+	Categories() []string
+}
+
+// Options tune a Runner.
+type Options struct {
+	// Partitions is the number of merchant partitions checkpoints are kept
+	// for (see Partition); 0 means DefaultPartitions. Every process that
+	// reads or writes the same checkpoints must use the same number:
+	// changing it re-keys every checkpoint.
+	Partitions int
+	// BatchSize bounds how many consecutive events of one merchant one
+	// transaction applies; 0 means DefaultBatchSize.
+	BatchSize int
+}
+
+// Delivery is one event as a consumer received it.
+type Delivery struct {
+	Event eventstore.RecordedEvent
+	// PrevPosition, when set, is the position of the event before this one
+	// in the same merchant partition (as the relay that published it saw
+	// the feed); Start for the partition's first event. It lets the Runner
+	// notice a message lost in between, even of another stream.
+	PrevPosition *eventstore.Position
+}
+
+// Runner applies events to its projectors. Delivery to it is at least once
+// (redelivered, lost, late); its effects are exactly once: see the package
+// documentation. It is safe for concurrent use, though one partition is
+// best handled by one worker at a time: concurrent deliveries of one stream
+// queue on its bookkeeping row, and every transaction of a partition updates
+// the partition's checkpoint row.
+type Runner struct {
+	pool       *pgxpool.Pool
+	store      eventstore.Store
+	projectors []Projector
+	scopes     [][]string // per projector; nil when not scoped
+	partitions int
+	batch      int
+}
+
+// NewRunner returns a runner that applies events to projectors, in the order
+// given, all in the same transaction per batch (so a projector may read
+// tables an earlier one wrote for the same event). pool must work as the
+// projector role, pos_app (pgstore.Connect); store is where gaps are filled
+// from, and should upcast (eventstore.Upcasting) like the events delivered.
+func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, projectors ...Projector) (*Runner, error) {
+	if len(projectors) == 0 {
+		return nil, errors.New("projections: a runner needs at least one projector")
+	}
+	seen := make(map[string]bool, len(projectors))
+	scopes := make([][]string, len(projectors))
+	for i, p := range projectors {
+		name := p.Name()
+		if name == "" || seen[name] {
+			return nil, fmt.Errorf("projections: projector name %q is empty or used twice", name)
+		}
+		seen[name] = true
+		if s, ok := p.(CategoryScoped); ok {
+			scopes[i] = slices.Clone(s.Categories())
+		}
+	}
+	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes,
+		partitions: opts.Partitions, batch: opts.BatchSize}
+	if r.partitions <= 0 {
+		r.partitions = DefaultPartitions
+	}
+	if r.batch <= 0 {
+		r.batch = DefaultBatchSize
+	}
+	return r, nil
+}
+
+// Partition returns the partition of merchant among n: FNV-1a (32 bits) of
+// the merchant id's canonical text form (lower-case, hyphenated UUID), modulo
+// n. It is stable across processes and releases; n ≤ 0 is treated as 1.
+func Partition(merchant string, n int) int {
+	if n <= 0 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(merchant))
+	return int(h.Sum32() % uint32(n))
+}
+
+// Partitions returns the number of merchant partitions of r's checkpoints.
+func (r *Runner) Partitions() int { return r.partitions }
+
+// Checkpoints returns a reader of r's checkpoints.
+func (r *Runner) Checkpoints() *Checkpoints { return NewCheckpoints(r.pool, r.partitions) }
+
+// Handle applies events, in the order given, to every projector; see
+// HandleDeliveries. Without PrevPosition only per-stream gaps are detected
+// and filled.
+func (r *Runner) Handle(ctx context.Context, events []eventstore.RecordedEvent) error {
+	ds := make([]Delivery, len(events))
+	for i, e := range events {
+		ds[i] = Delivery{Event: e}
+	}
+	return r.HandleDeliveries(ctx, ds)
+}
+
+// HandleDeliveries applies deliveries, in the order given, to every
+// projector. Consecutive events of one merchant are applied in one
+// transaction (up to the batch size), with that merchant's pos.merchant_id
+// set transaction-locally; each transaction also records the streams'
+// applied versions and the partition's checkpoint. When it returns nil,
+// every delivery's effect is committed: acknowledge them then, not before.
+// On error, a prefix of the deliveries may be committed; redelivering all of
+// them is safe.
+//
+// A delivery whose PrevPosition lies beyond the smallest checkpoint of its
+// partition (among the projectors) reveals a lost message: the Runner first
+// applies the partition's events from the store's feed up to PrevPosition
+// (reading the whole feed from that checkpoint, every merchant's, so a
+// projection with no checkpoint yet back-fills its partition's history), or
+// answers ErrPositionGap when the feed does not reach it yet.
+func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) error {
+	for len(deliveries) > 0 {
+		first := deliveries[0].Event
+		merchant, err := merchantOf(first)
+		if err != nil {
+			return err
+		}
+		n := 1
+		for n < len(deliveries) && n < r.batch {
+			d := deliveries[n]
+			m, err := merchantOf(d.Event)
+			if err != nil {
+				return err
+			}
+			// A PrevPosition that is not the event just before starts a new
+			// run, so that it is checked against committed checkpoints.
+			if m != merchant || (d.PrevPosition != nil && *d.PrevPosition != deliveries[n-1].Event.Position) {
+				break
+			}
+			n++
+		}
+		if prev := deliveries[0].PrevPosition; prev != nil {
+			if err := r.fillPartition(ctx, merchant, *prev); err != nil {
+				return err
+			}
+		}
+		events := make([]eventstore.RecordedEvent, n)
+		for i := range n {
+			events[i] = deliveries[i].Event
+		}
+		if err := r.applyRun(ctx, merchant, events); err != nil {
+			return err
+		}
+		deliveries = deliveries[n:]
+	}
+	return nil
+}
+
+// merchantOf returns the merchant of e's stream in canonical form (the
+// form Partition hashes), checked against its metadata.
+func merchantOf(e eventstore.RecordedEvent) (string, error) {
+	_, m, _, ok := eventstore.ParseStreamName(e.Stream)
+	if !ok {
+		return "", fmt.Errorf("%w: stream %q", ErrBadEvent, e.Stream)
+	}
+	merchant, err := uuid.Parse(m)
+	if err != nil {
+		return "", fmt.Errorf("%w: stream %q", ErrBadEvent, e.Stream)
+	}
+	if md, err := uuid.Parse(e.Metadata.MerchantID); e.Metadata.MerchantID != "" && (err != nil || md != merchant) {
+		return "", fmt.Errorf("%w: event %s of stream %q says merchant %q", ErrBadEvent, e.ID, e.Stream, e.Metadata.MerchantID)
+	}
+	return merchant.String(), nil
+}
+
+// fillPartition applies, from the store's feed, the events of merchant's
+// partition after the partition's smallest checkpoint up to prev.
+func (r *Runner) fillPartition(ctx context.Context, merchant string, prev eventstore.Position) error {
+	partition := Partition(merchant, r.partitions)
+	from, err := r.minCheckpoint(ctx, partition)
+	if err != nil || !from.Less(prev) {
+		return err
+	}
+	// A lost message is rare: wait for the feed to pass every commit up to
+	// now, so that the fill reaches prev rather than bounce off the horizon.
+	if err := r.store.Settle(ctx); err != nil {
+		return fmt.Errorf("projections: fill partition %d: %w", partition, err)
+	}
+	for from.Less(prev) {
+		events, err := r.store.ReadAll(ctx, from, eventstore.Filter{}, eventstore.MaxReadLimit)
+		if err != nil {
+			return fmt.Errorf("projections: fill partition %d after %s: %w", partition, from, err)
+		}
+		if len(events) == 0 {
+			return fmt.Errorf("%w: partition %d is at %s, the delivery follows %s", ErrPositionGap, partition, from, prev)
+		}
+		var mine []eventstore.RecordedEvent
+		for _, e := range events {
+			if prev.Less(e.Position) {
+				break
+			}
+			m, err := merchantOf(e)
+			if err != nil {
+				return err
+			}
+			if Partition(m, r.partitions) == partition {
+				mine = append(mine, e)
+			}
+		}
+		if err := r.Handle(ctx, mine); err != nil {
+			return err
+		}
+		from = events[len(events)-1].Position
+	}
+	return nil
+}
+
+func (r *Runner) minCheckpoint(ctx context.Context, partition int) (eventstore.Position, error) {
+	c := r.Checkpoints()
+	var low eventstore.Position
+	for i, p := range r.projectors {
+		pos, err := c.Position(ctx, p.Name(), partition)
+		if err != nil {
+			return eventstore.Position{}, err
+		}
+		if i == 0 || pos.Less(low) {
+			low = pos
+		}
+	}
+	return low, nil
+}
+
+// applyRun applies events of one merchant in one transaction, retrying the
+// transaction when it loses a deadlock or serialization race.
+func (r *Runner) applyRun(ctx context.Context, merchant string, events []eventstore.RecordedEvent) error {
+	var err error
+	for attempt := range maxTxAttempts {
+		err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+			return r.applyInTx(ctx, tx, merchant, events)
+		})
+		if !retryable(err) {
+			return err
+		}
+		wait := time.Duration(rand.Int64N(int64(time.Millisecond) << attempt))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
+	return err
+}
+
+// retryable reports a deadlock or serialization failure: the transaction
+// rolled back and may succeed when run again.
+func retryable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
+}
+
+// streamKey names one projector's bookkeeping row of one stream.
+type streamKey struct {
+	projector int
+	stream    string
+}
+
+// run is the state of one transaction: the stream versions locked and read
+// so far, and events read from the store to fill gaps.
+type run struct {
+	tx      pgx.Tx
+	applied map[streamKey]uint64
+	dirty   map[streamKey]bool
+	filled  map[string][]eventstore.RecordedEvent
+}
+
+func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, merchant string, events []eventstore.RecordedEvent) error {
+	if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchant); err != nil {
+		return fmt.Errorf("projections: set merchant: %w", err)
+	}
+	st := &run{tx: tx, applied: map[streamKey]uint64{}, dirty: map[streamKey]bool{}, filled: map[string][]eventstore.RecordedEvent{}}
+	var last eventstore.Position
+	for _, e := range events {
+		category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+		for i := range r.projectors {
+			if r.scopes[i] != nil && !slices.Contains(r.scopes[i], category) {
+				continue
+			}
+			if err := r.applyTo(ctx, st, i, e); err != nil {
+				return err
+			}
+		}
+		if last.Less(e.Position) {
+			last = e.Position
+		}
+	}
+	for k := range st.dirty {
+		if _, err := tx.Exec(ctx, `UPDATE projection_streams SET version = $3 WHERE projection = $1 AND stream_name = $2`,
+			r.projectors[k.projector].Name(), k.stream, int64(st.applied[k])); err != nil {
+			return fmt.Errorf("projections: record %s version of %q: %w", r.projectors[k.projector].Name(), k.stream, err)
+		}
+	}
+	partition := Partition(merchant, r.partitions)
+	for _, p := range r.projectors {
+		if _, err := tx.Exec(ctx, `
+            INSERT INTO projection_checkpoints AS c (projection, partition, major, minor, updated_at)
+            VALUES ($1, $2, $3, $4, now())
+            ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
+            WHERE (c.major, c.minor) < (excluded.major, excluded.minor)`,
+			p.Name(), partition, int64(last.Major), int64(last.Minor)); err != nil {
+			return fmt.Errorf("projections: checkpoint %s: %w", p.Name(), err)
+		}
+	}
+	return nil
+}
+
+// applyTo applies e to projector i unless it is a redelivery, after filling
+// any gap before it from the store.
+func (r *Runner) applyTo(ctx context.Context, st *run, i int, e eventstore.RecordedEvent) error {
+	applied, err := r.appliedVersion(ctx, st, i, e.Stream)
+	if err != nil {
+		return err
+	}
+	if e.Version <= applied {
+		return nil // a redelivery
+	}
+	if e.Version > applied+1 {
+		missing, err := r.readGap(ctx, st, e.Stream, applied+1, e.Version-1)
+		if err != nil {
+			return err
+		}
+		for _, m := range missing {
+			if err := r.applyOne(ctx, st, i, m); err != nil {
+				return err
+			}
+		}
+	}
+	return r.applyOne(ctx, st, i, e)
+}
+
+func (r *Runner) applyOne(ctx context.Context, st *run, i int, e eventstore.RecordedEvent) error {
+	p := r.projectors[i]
+	if p.Handles(e.Type) {
+		if err := p.Apply(ctx, st.tx, e); err != nil {
+			return fmt.Errorf("projections: %s: apply %s %s@%d: %w", p.Name(), e.Type, e.Stream, e.Version, err)
+		}
+	}
+	k := streamKey{i, e.Stream}
+	st.applied[k], st.dirty[k] = e.Version, true
+	return nil
+}
+
+// appliedVersion returns the last version of stream projector i applied,
+// locking its bookkeeping row for the rest of the transaction so that
+// concurrent deliveries of one stream apply it once.
+func (r *Runner) appliedVersion(ctx context.Context, st *run, i int, stream string) (uint64, error) {
+	k := streamKey{i, stream}
+	if v, ok := st.applied[k]; ok {
+		return v, nil
+	}
+	// The no-op update locks an existing row and returns it; a new row is
+	// locked by its insert. Either way a concurrent delivery waits here.
+	var v int64
+	err := st.tx.QueryRow(ctx, `
+        INSERT INTO projection_streams AS s (projection, stream_name, version) VALUES ($1, $2, 0)
+        ON CONFLICT (projection, stream_name) DO UPDATE SET version = s.version
+        RETURNING version`, r.projectors[i].Name(), stream).Scan(&v)
+	if err != nil {
+		return 0, fmt.Errorf("projections: read %s version of %q: %w", r.projectors[i].Name(), stream, err)
+	}
+	st.applied[k] = uint64(v)
+	return uint64(v), nil
+}
+
+// readGap returns the events of stream with versions from..to, from the
+// store (once per transaction and stream).
+func (r *Runner) readGap(ctx context.Context, st *run, stream string, from, to uint64) ([]eventstore.RecordedEvent, error) {
+	cached := st.filled[stream]
+	if len(cached) > 0 && cached[0].Version <= from && cached[len(cached)-1].Version >= to {
+		lo := from - cached[0].Version
+		return cached[lo : lo+(to-from+1)], nil
+	}
+	out := make([]eventstore.RecordedEvent, 0, to-from+1)
+read:
+	for next := from; next <= to; {
+		want := int(min(to-next+1, eventstore.MaxReadLimit))
+		batch, err := r.store.ReadStream(ctx, stream, next, want)
+		if err != nil {
+			return nil, fmt.Errorf("projections: fill %q from version %d: %w", stream, next, err)
+		}
+		for _, e := range batch {
+			if e.Version != next || next > to {
+				break read // the store itself has a gap
+			}
+			out = append(out, e)
+			next++
+		}
+		if len(batch) < want {
+			break
+		}
+	}
+	if uint64(len(out)) != to-from+1 {
+		return nil, fmt.Errorf("%w: %q versions %d..%d, the store has %d of them", ErrStreamGap, stream, from, to, len(out))
+	}
+	st.filled[stream] = out
+	return out, nil
+}
+
+// Catchup settles the store, then applies its whole feed after from up to
+// its head, and returns the position of the last event applied (from when
+// there was none). It is for rebuilds, back-fills and tests; a live
+// deployment consumes the relay's messages, or Follow.
+//
+// It reads every merchant's events on purpose: a checkpoint covers a whole
+// partition, so applying one merchant's feed alone would move it past other
+// merchants' events that were never applied.
+func (r *Runner) Catchup(ctx context.Context, from eventstore.Position) (eventstore.Position, error) {
+	if err := r.store.Settle(ctx); err != nil {
+		return from, err
+	}
+	pos := from
+	for {
+		events, err := r.store.ReadAll(ctx, pos, eventstore.Filter{}, 1000)
+		if err != nil {
+			return pos, fmt.Errorf("projections: catch up after %s: %w", pos, err)
+		}
+		if len(events) == 0 {
+			return pos, nil
+		}
+		if err := r.Handle(ctx, events); err != nil {
+			return pos, err
+		}
+		pos = events[len(events)-1].Position
+	}
+}
+
+// Follow applies the store's feed after from until ctx ends or a batch
+// fails (eventstore.Follow). Restarting from an earlier position is safe:
+// what was applied is skipped. opts.Filter must be empty, for the reason
+// Catchup gives.
+func (r *Runner) Follow(ctx context.Context, from eventstore.Position, opts eventstore.FollowOptions) error {
+	if opts.Filter != (eventstore.Filter{}) {
+		return errors.New("projections: Follow reads the whole feed; a filter would move checkpoints past unapplied events")
+	}
+	return eventstore.Follow(ctx, r.store, from, opts, r.Handle)
+}
+
+// Querier is what Checkpoints needs of a pool or transaction.
+type Querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// Checkpoints reads how far projections have got, for lag metrics and for
+// X-Min-Position (SPEC §5). Its database role must be able to read
+// projection_checkpoints (pos_app; pos_api cannot).
+type Checkpoints struct {
+	db         Querier
+	partitions int
+}
+
+// NewCheckpoints returns a reader of checkpoints kept for partitions merchant
+// partitions (the runners' Options.Partitions; 0 means DefaultPartitions).
+func NewCheckpoints(db Querier, partitions int) *Checkpoints {
+	if partitions <= 0 {
+		partitions = DefaultPartitions
+	}
+	return &Checkpoints{db: db, partitions: partitions}
+}
+
+// Position returns the greatest feed position projection has applied in
+// partition, or Start when it has applied none.
+func (c *Checkpoints) Position(ctx context.Context, projection string, partition int) (eventstore.Position, error) {
+	var major, minor int64
+	err := c.db.QueryRow(ctx, `SELECT major, minor FROM projection_checkpoints WHERE projection = $1 AND partition = $2`,
+		projection, partition).Scan(&major, &minor)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return eventstore.Start, nil
+	}
+	if err != nil {
+		return eventstore.Position{}, fmt.Errorf("projections: read checkpoint %s/%d: %w", projection, partition, err)
+	}
+	return eventstore.Position{Major: uint64(major), Minor: uint64(minor)}, nil
+}
+
+// Reached reports whether projection has applied merchant's partition up to
+// pos: a query of that merchant's read model then reflects every event of
+// the merchant at or before pos (given that its stream versions are gapless
+// and, with PrevPosition, its partition too).
+func (c *Checkpoints) Reached(ctx context.Context, projection, merchant string, pos eventstore.Position) (bool, error) {
+	m, err := uuid.Parse(merchant)
+	if err != nil {
+		return false, fmt.Errorf("projections: merchant %q is not a UUID", merchant)
+	}
+	cur, err := c.Position(ctx, projection, Partition(m.String(), c.partitions))
+	if err != nil {
+		return false, err
+	}
+	return !cur.Less(pos), nil
+}
