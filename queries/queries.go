@@ -18,18 +18,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/internal/pgpool"
 )
 
 // Role is the database role queries work as (migrations/00006_read_models.sql).
 const Role = "pos_api"
 
-// defaultMaxConns is the pool size unless the URL sets pool_max_conns.
-const defaultMaxConns = 32
 
 // Errors.
 var (
@@ -54,31 +53,12 @@ func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // ConnectSized is Connect with a pool of maxConns connections; 0 means the
-// URL's pool_max_conns, or 32.
+// URL's pool_max_conns, or pgpool.DefaultMaxConns. Queries never write: the
+// connections default to read-only, which stops a bug that tries.
 func ConnectSized(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	pool, err := pgpool.Open(ctx, url, Role, "SET default_transaction_read_only = on", maxConns)
 	if err != nil {
-		return nil, fmt.Errorf("queries: database url: %w", err)
-	}
-	switch {
-	case maxConns > 0:
-		cfg.MaxConns = maxConns
-	case !strings.Contains(url, "pool_max_conns"):
-		cfg.MaxConns = defaultMaxConns
-	}
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		// Queries never write; a read-only default stops a bug that tries.
-		// A transaction left open would hold the event feed back (pgstore).
-		_, err := c.Exec(ctx, "SET ROLE "+Role+"; SET default_transaction_read_only = on; SET idle_in_transaction_session_timeout = '30s'")
-		return err
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("queries: connect: %w", err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("queries: connect: %w", err)
+		return nil, fmt.Errorf("queries: %w", err)
 	}
 	return pool, nil
 }

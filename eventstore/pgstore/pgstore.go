@@ -30,7 +30,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -41,6 +40,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/eventstore"
+	"pos/internal/pgpool"
 )
 
 // maxAnyRetries bounds the retries of an Any append that races Exact writers.
@@ -591,9 +591,6 @@ func (s *Store) CountEvents(ctx context.Context, filter eventstore.Filter) (int6
 	return n, nil
 }
 
-// defaultMaxConns is the pool size unless DATABASE_URL sets pool_max_conns.
-const defaultMaxConns = 32
-
 // AppRole is the role the application works as: SELECT and INSERT on events,
 // nothing else (migrations/00001_event_store.sql).
 const AppRole = "pos_app"
@@ -607,33 +604,11 @@ func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
 }
 
 // ConnectSized is Connect with a pool of maxConns connections; 0 means the
-// URL's pool_max_conns, or defaultMaxConns.
+// URL's pool_max_conns, or pgpool.DefaultMaxConns.
 func ConnectSized(ctx context.Context, url string, maxConns int32) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
+	pool, err := pgpool.Open(ctx, url, AppRole, "", maxConns)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: DATABASE_URL: %w", err)
-	}
-	switch {
-	case maxConns > 0:
-		cfg.MaxConns = maxConns
-	case !strings.Contains(url, "pool_max_conns"):
-		// pgxpool's default (4 on this machine) queues concurrent appends
-		// behind each other; PostgreSQL handles far more connections.
-		cfg.MaxConns = defaultMaxConns
-	}
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		// A transaction left open by a bug holds every feed reader back
-		// (see the package doc); the server ends it rather than let it.
-		_, err := c.Exec(ctx, "SET ROLE "+AppRole+"; SET idle_in_transaction_session_timeout = '30s'")
-		return err
-	}
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("pgstore: connect: %w", err)
-	}
-	if err := pool.Ping(ctx); err != nil {
-		pool.Close()
-		return nil, fmt.Errorf("pgstore: connect: %w", err)
+		return nil, fmt.Errorf("pgstore: %w", err)
 	}
 	return pool, nil
 }
