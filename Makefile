@@ -49,7 +49,7 @@ fuzz:
 migrate: services
 	$(GO) run ./cmd/pos migrate
 
-verify: services
+verify: services migrate
 	$(GO) run ./cmd/pos verify
 
 build:

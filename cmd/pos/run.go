@@ -145,6 +145,7 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		}
 	}
 	opts := eventstore.VerifyOptions{Filter: filter, BatchSize: 5000}
+	finishBar := func() {}
 	if !*quiet {
 		// Events done, rate and ETA (against the count taken at start).
 		bar := progressbar.NewOptions64(total,
@@ -156,12 +157,13 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(200*time.Millisecond),
 		)
-		defer func() { _ = bar.Finish(); fmt.Fprintln(stderr) }()
+		finishBar = func() { _ = bar.Finish(); fmt.Fprintln(stderr) }
 		opts.Progress = func(done int64) { _ = bar.Set64(done) }
 	}
 	ledger := audit.NewLedger(pool)
 	start := time.Now()
 	rep, err := (&audit.Auditor{Store: store, Ledger: ledger, Key: pub}).Verify(ctx, opts)
+	finishBar() // the bar's line ends before the report starts
 	if err != nil {
 		return err
 	}
