@@ -9,6 +9,7 @@ import (
 	"pos/domain"
 	"pos/domain/transaction"
 	"pos/eventstore"
+	"pos/queries"
 )
 
 // mapError knows every error the layers below the API return on purpose and
@@ -25,8 +26,12 @@ func mapError(err error) *Problem {
 		return errUnauthorized
 	case errors.Is(err, commands.ErrForbidden):
 		return errForbidden
-	case errors.Is(err, domain.ErrNotFound):
+	case errors.Is(err, domain.ErrNotFound), errors.Is(err, queries.ErrNotFound):
 		return errNotFound
+	case errors.Is(err, queries.ErrBadCursor):
+		return invalid("the cursor is not valid for this query", FieldError{Field: "cursor", Code: "invalid"})
+	case errors.Is(err, queries.ErrInvalidFilter):
+		return invalid("the filter cannot be asked: an unknown status, or a date range the wrong way round or too long")
 	case errors.Is(err, commands.ErrVersionMismatch):
 		return errVersion
 	case errors.Is(err, eventstore.ErrConcurrency):

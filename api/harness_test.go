@@ -72,6 +72,11 @@ type options struct {
 	poolSize int32
 	// wrap, when set, wraps every store the command handlers get.
 	wrap func(eventstore.Store) eventstore.Store
+	// reads serves the read routes: a queries.Reader, the projections'
+	// checkpoints, and a runner following the store for the test's lifetime.
+	reads bool
+	// consistencyWait bounds X-Min-Position waits (0: the API's default).
+	consistencyWait time.Duration
 }
 
 func newEnvWith(t *testing.T, o options) *env {
@@ -103,7 +108,7 @@ func newEnvWith(t *testing.T, o options) *env {
 	if o.noTx {
 		txStore = nil
 	}
-	srv := api.New(api.Config{
+	cfg := api.Config{
 		Log:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Store:    store,
 		Verifier: v,
@@ -116,7 +121,12 @@ func newEnvWith(t *testing.T, o options) *env {
 			return commands.New(s, deps)
 		},
 		Telemetry: o.tel,
-	})
+	}
+	if o.reads {
+		cfg.Reader, cfg.Checkpoints = startReads(t, dbURL, pool, store)
+		cfg.ConsistencyWait = o.consistencyWait
+	}
+	srv := api.New(cfg)
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 

@@ -30,6 +30,8 @@ import (
 	"pos/commands"
 	"pos/eventstore"
 	"pos/internal/telemetry"
+	"pos/projections"
+	"pos/queries"
 )
 
 //go:embed openapi.json
@@ -63,6 +65,20 @@ type Config struct {
 	// Registry, when set, upcasts events before the audit state replay, as
 	// the command handlers read them; nil replays stored versions as is.
 	Registry *eventstore.Registry
+
+	// Reader, when set together with Checkpoints, serves the read routes
+	// (GET /v1/transactions, /v1/transactions/{id},
+	// /v1/reports/daily-sales); see queries.go.
+	Reader *queries.Reader
+	// Checkpoints tells how far the projections behind Reader have got
+	// (X-Position, X-Min-Position).
+	Checkpoints *projections.Checkpoints
+	// Partitions is the projection runners' number of merchant partitions
+	// (projections.Options.Partitions); 0 means the default.
+	Partitions int
+	// ConsistencyWait bounds how long a query waits for X-Min-Position
+	// before answering 503 not_yet_consistent; 0 means 2 s.
+	ConsistencyWait time.Duration
 }
 
 // Server serves the API. It is safe for concurrent use.
@@ -80,6 +96,11 @@ type Server struct {
 	commandDuration metric.Float64Histogram
 	auditor         *audit.Auditor
 	registry        *eventstore.Registry
+
+	reader          *queries.Reader
+	checkpoints     *projections.Checkpoints
+	partitions      int
+	consistencyWait time.Duration
 }
 
 // New returns a Server for cfg.
@@ -95,6 +116,17 @@ func New(cfg Config) *Server {
 		tel:      cfg.Telemetry,
 		auditor:  cfg.Audit,
 		registry: cfg.Registry,
+
+		reader:          cfg.Reader,
+		checkpoints:     cfg.Checkpoints,
+		partitions:      cfg.Partitions,
+		consistencyWait: cfg.ConsistencyWait,
+	}
+	if s.partitions <= 0 {
+		s.partitions = projections.DefaultPartitions
+	}
+	if s.consistencyWait <= 0 {
+		s.consistencyWait = defaultConsistencyWait
 	}
 	if s.tel != nil {
 		h, err := s.tel.Meter("pos/api").Float64Histogram("pos.command.duration", metric.WithUnit("s"),
@@ -158,6 +190,9 @@ func (s *Server) Handler() http.Handler {
 		r.Delete("/transactions/*", toCmds)
 		r.Put("/settings", toCmds)
 		r.Get("/settings", s.getSettings)
+		if s.reader != nil && s.checkpoints != nil {
+			r.Group(s.queryRoutes)
+		}
 
 		// Audit (SPEC §6): AUDITOR and ADMIN only; see audit.go.
 		r.Group(s.auditRoutes)

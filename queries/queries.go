@@ -29,7 +29,6 @@ import (
 // Role is the database role queries work as (migrations/00006_read_models.sql).
 const Role = "pos_api"
 
-
 // Errors.
 var (
 	// ErrNotFound reports a resource that is missing or another merchant's.

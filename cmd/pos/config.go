@@ -23,7 +23,15 @@ type config struct {
 	// AnchorInterval (POS_ANCHOR_INTERVAL, a Go duration) is how often serve
 	// anchors the merchants' stream heads; 0 disables anchoring.
 	AnchorInterval time.Duration
+
+	// CursorKey (POS_CURSOR_KEY) is the base64 secret (at least 32 bytes)
+	// that signs list cursors; empty means the development key (serve warns).
+	CursorKey string
 }
+
+// devCursorKey signs list cursors when POS_CURSOR_KEY is unset: fine on a
+// laptop, never in production (serve warns at start).
+const devCursorKey = "pos-development-cursor-key-do-not-use-in-production"
 
 // devJWTSecret is the HS256 secret when POS_JWT_SECRET is unset: fine on a
 // laptop, never in production (serve warns at start).
@@ -62,5 +70,7 @@ func loadConfig(getenv func(string) string) config {
 
 		AnchorKey:      getenv("POS_ANCHOR_KEY"),
 		AnchorInterval: anchorEvery,
+
+		CursorKey: getenv("POS_CURSOR_KEY"),
 	}
 }

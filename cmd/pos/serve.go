@@ -84,6 +84,9 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
 		Registry: reg,
 	}
+	if err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg); err != nil {
+		return nil, err
+	}
 	if pg, ok := store.(*pgstore.Store); ok {
 		apiCfg.TxStore = func(tx pgx.Tx) eventstore.Store { return pg.InTx(tx) }
 	}

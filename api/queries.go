@@ -1,0 +1,344 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
+
+	"pos/eventstore"
+	"pos/projections"
+	"pos/queries"
+)
+
+// Read routes (SPEC §5): transaction lists and details and the daily sales
+// report, read from the projections' read models. Every role of the
+// merchant may read them, AUDITOR included. Each answers X-Position, the
+// position the read models it reads reflect for the caller's merchant
+// partition, and honours X-Min-Position (or ?min_position=): it waits, up
+// to the consistency bound, until those read models have reached it, and
+// answers 503 not_yet_consistent otherwise.
+
+// defaultConsistencyWait bounds the wait for X-Min-Position when Config
+// does not say.
+const defaultConsistencyWait = 2 * time.Second
+
+// consistencyPoll is how often a waiting query rereads the checkpoints.
+const consistencyPoll = 10 * time.Millisecond
+
+var errNotYetConsistent = func() *Problem {
+	p := problem(http.StatusServiceUnavailable, "not_yet_consistent",
+		"the read model has not reached X-Min-Position yet; retry")
+	p.RetryAfter = 1
+	return p
+}()
+
+// queryRoutes installs the read routes (only when a Reader is configured).
+func (s *Server) queryRoutes(r chi.Router) {
+	r.Get("/transactions", s.listTransactions)
+	r.Get("/transactions/{id}", s.getTransaction)
+	r.Get("/reports/daily-sales", s.dailySales)
+}
+
+// consistent waits until every projection in names has applied the
+// caller's merchant partition up to the requested minimum position, then
+// sets X-Position to the lowest of their checkpoints (read before the
+// query runs, so the answer reflects at least that position).
+func (s *Server) consistent(w http.ResponseWriter, r *http.Request, names ...string) error {
+	raw := r.Header.Get("X-Min-Position")
+	field := "X-Min-Position"
+	if raw == "" {
+		raw, field = r.URL.Query().Get("min_position"), "min_position"
+	}
+	want, err := eventstore.ParsePosition(raw)
+	if err != nil {
+		return invalid(field+" must be a position, as in X-Position", FieldError{Field: field, Code: "invalid"})
+	}
+	ctx := r.Context()
+	merchant := principalOf(r).MerchantID.String()
+	deadline := time.Now().Add(s.consistencyWait)
+	for {
+		reached := true
+		for _, name := range names {
+			ok, err := s.checkpoints.Reached(ctx, name, merchant, want)
+			if err != nil {
+				return err
+			}
+			reached = reached && ok
+		}
+		if reached {
+			break
+		}
+		if !time.Now().Before(deadline) {
+			return errNotYetConsistent
+		}
+		if err := sleepCtx(ctx, min(consistencyPoll, time.Until(deadline))); err != nil {
+			return err
+		}
+	}
+	pos, err := s.readPosition(ctx, merchant, names)
+	if err != nil {
+		return err
+	}
+	w.Header().Set("X-Position", pos.String())
+	return nil
+}
+
+// readPosition is the lowest checkpoint of names in merchant's partition.
+func (s *Server) readPosition(ctx context.Context, merchant string, names []string) (eventstore.Position, error) {
+	partition := projections.Partition(merchant, s.partitions)
+	var low eventstore.Position
+	for i, name := range names {
+		p, err := s.checkpoints.Position(ctx, name, partition)
+		if err != nil {
+			return eventstore.Position{}, err
+		}
+		if i == 0 || p.Less(low) {
+			low = p
+		}
+	}
+	return low, nil
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+// branchFilter reads an optional branch_id query parameter; a token limited
+// to branches may only name one of them (403).
+func branchFilter(r *http.Request) (*uuid.UUID, error) {
+	v := r.URL.Query().Get("branch_id")
+	if v == "" {
+		return nil, nil
+	}
+	id, err := uuid.Parse(v)
+	if err != nil || id == uuid.Nil {
+		return nil, invalid("branch_id must be a UUID", FieldError{Field: "branch_id", Code: "invalid"})
+	}
+	if !principalOf(r).CanActOnBranch(id) {
+		return nil, errForbidden
+	}
+	return &id, nil
+}
+
+func queryTime(r *http.Request, field string) (time.Time, error) {
+	v := r.URL.Query().Get(field)
+	if v == "" {
+		return time.Time{}, nil
+	}
+	t, err := time.Parse(time.RFC3339, v)
+	if err != nil {
+		return time.Time{}, invalid(field+" must be an RFC 3339 time", FieldError{Field: field, Code: "invalid"})
+	}
+	return t.UTC(), nil
+}
+
+func queryDate(r *http.Request, field string) (time.Time, error) {
+	v := r.URL.Query().Get(field)
+	if v == "" {
+		return time.Time{}, invalid(field+" is required", FieldError{Field: field, Code: "required"})
+	}
+	t, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		return time.Time{}, invalid(field+" must be a date, YYYY-MM-DD", FieldError{Field: field, Code: "invalid"})
+	}
+	return t, nil
+}
+
+func queryLimit(r *http.Request) (int, error) {
+	v := r.URL.Query().Get("limit")
+	if v == "" {
+		return queries.DefaultLimit, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > queries.MaxLimit {
+		return 0, invalid("limit must be an integer from 1 to 500", FieldError{Field: "limit", Code: "out_of_range"})
+	}
+	return n, nil
+}
+
+type transactionSummaryView struct {
+	ID        string     `json:"id"`
+	Code      string     `json:"code"`
+	BranchID  string     `json:"branch_id"`
+	Status    string     `json:"status"`
+	Totals    totalsView `json:"totals"`
+	CreatedAt time.Time  `json:"created_at"`
+	Version   uint64     `json:"version"`
+}
+
+type transactionPageView struct {
+	Items      []transactionSummaryView `json:"items"`
+	NextCursor string                   `json:"next_cursor,omitempty"`
+}
+
+type lineView struct {
+	LineID     string `json:"line_id"`
+	SKU        string `json:"sku"`
+	Name       string `json:"name"`
+	Qty        int64  `json:"qty"`
+	UnitPrice  int64  `json:"unit_price"`
+	TaxRateBps int64  `json:"tax_rate_bps"`
+}
+
+type paymentView struct {
+	PaymentID string `json:"payment_id"`
+	Method    string `json:"method"`
+	Amount    int64  `json:"amount"`
+	Status    string `json:"status"`
+}
+
+type transactionView struct {
+	ID        string        `json:"id"`
+	Code      string        `json:"code"`
+	BranchID  string        `json:"branch_id"`
+	Status    string        `json:"status"`
+	Version   uint64        `json:"version"`
+	Lines     []lineView    `json:"lines"`
+	Totals    totalsView    `json:"totals"`
+	Payments  []paymentView `json:"payments"`
+	Paid      int64         `json:"paid"`
+	Refunded  int64         `json:"refunded"`
+	CreatedAt time.Time     `json:"created_at"`
+}
+
+type daySalesView struct {
+	BranchID  string           `json:"branch_id"`
+	Date      string           `json:"date"`
+	Currency  string           `json:"currency"`
+	Count     int64            `json:"count"`
+	Gross     int64            `json:"gross"`
+	Discounts int64            `json:"discounts"`
+	Tax       int64            `json:"tax"`
+	Net       int64            `json:"net"`
+	Refunds   int64            `json:"refunds"`
+	ByMethod  map[string]int64 `json:"by_method"`
+}
+
+type dailySalesView struct {
+	Items []daySalesView `json:"items"`
+}
+
+func viewTotals(t queries.Totals) totalsView {
+	return totalsView{Currency: t.Currency, Subtotal: t.Subtotal, Discount: t.Discount, Tax: t.Tax, GrandTotal: t.GrandTotal}
+}
+
+// listTransactions answers GET /v1/transactions. A token limited to
+// branches that names no branch_id sees every branch of its merchant.
+func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request) {
+	var f queries.TransactionFilter
+	var err error
+	f.BranchID, err = branchFilter(r)
+	if err == nil {
+		f.From, err = queryTime(r, "from")
+	}
+	if err == nil {
+		f.To, err = queryTime(r, "to")
+	}
+	limit := 0
+	if err == nil {
+		limit, err = queryLimit(r)
+	}
+	if err == nil {
+		err = s.consistent(w, r, projections.Transactions{}.Name())
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	f.Status = r.URL.Query().Get("status")
+	page, err := s.reader.ListTransactions(r.Context(), principalOf(r).MerchantID, f, r.URL.Query().Get("cursor"), limit)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := transactionPageView{Items: make([]transactionSummaryView, 0, len(page.Items)), NextCursor: page.NextCursor}
+	for _, t := range page.Items {
+		out.Items = append(out.Items, transactionSummaryView{
+			ID: t.ID.String(), Code: t.Code, BranchID: t.BranchID.String(), Status: t.Status,
+			Totals: viewTotals(t.Totals), CreatedAt: t.OpenedAt, Version: t.Version,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// getTransaction answers GET /v1/transactions/{id}, with ETag.
+func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
+	id, err := pathUUID(r, "id")
+	if err == nil {
+		err = s.consistent(w, r, projections.Transactions{}.Name())
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	t, err := s.reader.GetTransaction(r.Context(), principalOf(r).MerchantID, id)
+	if err == nil && !principalOf(r).CanActOnBranch(t.BranchID) {
+		err = errForbidden
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := transactionView{
+		ID: t.ID.String(), Code: t.Code, BranchID: t.BranchID.String(), Status: t.Status, Version: t.Version,
+		Lines: make([]lineView, 0, len(t.Lines)), Totals: viewTotals(t.Totals), Payments: make([]paymentView, 0, len(t.Payments)),
+		Paid: t.Paid, Refunded: t.Refunded, CreatedAt: t.OpenedAt,
+	}
+	for _, l := range t.Lines {
+		out.Lines = append(out.Lines, lineView{LineID: l.LineID.String(), SKU: l.SKU, Name: l.Name, Qty: l.Qty, UnitPrice: l.UnitPrice, TaxRateBps: l.TaxRateBps})
+	}
+	for _, p := range t.Payments {
+		out.Payments = append(out.Payments, paymentView{PaymentID: p.PaymentID.String(), Method: p.Method, Amount: p.Amount, Status: p.Status})
+	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(t.Version, 10)))
+	writeJSON(w, http.StatusOK, out)
+}
+
+// dailySales answers GET /v1/reports/daily-sales. A token limited to
+// branches that names no branch_id sees every branch of its merchant.
+func (s *Server) dailySales(w http.ResponseWriter, r *http.Request) {
+	from, err := queryDate(r, "from")
+	var to time.Time
+	if err == nil {
+		to, err = queryDate(r, "to")
+	}
+	var branch *uuid.UUID
+	if err == nil {
+		branch, err = branchFilter(r)
+	}
+	if err == nil {
+		err = s.consistent(w, r, projections.NewDailySales().Name())
+	}
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	days, err := s.reader.DailySales(r.Context(), principalOf(r).MerchantID, from, to, branch)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := dailySalesView{Items: make([]daySalesView, 0, len(days))}
+	for _, d := range days {
+		by := d.ByMethod
+		if by == nil {
+			by = map[string]int64{}
+		}
+		out.Items = append(out.Items, daySalesView{
+			BranchID: d.BranchID.String(), Date: d.Date.Format(time.DateOnly), Currency: d.Currency, Count: d.Count,
+			Gross: d.Gross, Discounts: d.Discounts, Tax: d.Tax, Net: d.Net, Refunds: d.Refunds, ByMethod: by,
+		})
+	}
+	writeJSON(w, http.StatusOK, out)
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/api"
+	"pos/eventstore"
+	"pos/projections"
+	"pos/queries"
+)
+
+// Read side (SPEC §5): the queries' reader and, in process, the projections
+// runner that keeps the read models up to date by following the store.
+
+// cursorKey returns the key that signs list cursors: POS_CURSOR_KEY, or the
+// development key, with a warning.
+func cursorKey(cfg config, log *slog.Logger) (queries.CursorKey, error) {
+	if cfg.CursorKey == "" {
+		log.Warn("POS_CURSOR_KEY is not set: list cursors are signed with the development key; set it in production")
+		return queries.NewCursorKey([]byte(devCursorKey))
+	}
+	secret, err := base64.StdEncoding.DecodeString(cfg.CursorKey)
+	if err != nil {
+		return queries.CursorKey{}, fmt.Errorf("POS_CURSOR_KEY: not base64: %w", err)
+	}
+	key, err := queries.NewCursorKey(secret)
+	if err != nil {
+		return queries.CursorKey{}, fmt.Errorf("POS_CURSOR_KEY: %w", err)
+	}
+	return key, nil
+}
+
+// readSide opens the queries' pool (closed when ctx ends), sets apiCfg's
+// Reader, Checkpoints and Partitions, and starts a projections runner over
+// pool that follows store until ctx ends.
+func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry) error {
+	key, err := cursorKey(cfg, log)
+	if err != nil {
+		return err
+	}
+	qpool, err := queries.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return err
+	}
+	context.AfterFunc(ctx, qpool.Close)
+	reader, err := queries.New(qpool, key)
+	if err != nil {
+		return err
+	}
+	runner, err := projections.NewRunner(pool, eventstore.Upcasting{Store: store, Registry: reg}, projections.Options{}, projections.All()...)
+	if err != nil {
+		return err
+	}
+	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, runner.Checkpoints(), runner.Partitions()
+	go followProjections(ctx, log, runner)
+	return nil
+}
+
+// lowestCheckpoint is the smallest checkpoint over every partition and
+// projector: following the feed from there misses nothing (what was applied
+// already is skipped).
+func lowestCheckpoint(ctx context.Context, runner *projections.Runner) (eventstore.Position, error) {
+	c := runner.Checkpoints()
+	var low eventstore.Position
+	first := true
+	for partition := range runner.Partitions() {
+		for _, p := range projections.All() {
+			pos, err := c.Position(ctx, p.Name(), partition)
+			if err != nil {
+				return eventstore.Position{}, err
+			}
+			if first || pos.Less(low) {
+				low, first = pos, false
+			}
+			if low == eventstore.Start {
+				return low, nil
+			}
+		}
+	}
+	return low, nil
+}
+
+// followProjections runs the runner over the store's feed from the lowest
+// checkpoint until ctx ends, logging and restarting (with backoff) on error.
+func followProjections(ctx context.Context, log *slog.Logger, runner *projections.Runner) {
+	const maxBackoff = 30 * time.Second
+	backoff := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		from, err := lowestCheckpoint(ctx, runner)
+		if err == nil {
+			log.Info("projections following the event store", "from", from.String())
+			err = runner.Follow(ctx, from, eventstore.FollowOptions{})
+		}
+		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+			return
+		}
+		log.Error("projections runner stopped; restarting", "err", err, "backoff", backoff.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, maxBackoff)
+	}
+}
