@@ -1,0 +1,431 @@
+// Package relay publishes the event store's global feed to NATS JetStream
+// through a Watermill publisher: the bus half of SPEC §2 (the store is the
+// record, the broker only carries it).
+//
+// Delivery is at least once. The relay follows the feed from its checkpoint,
+// publishes each batch, waits for the broker's acknowledgement (watermill-nats
+// publishes to JetStream synchronously) and only then writes the
+// checkpoint. A crash in between republishes the batch: JetStream drops
+// copies whose Nats-Msg-Id (the event id) it saw within the stream's
+// duplicate window, and every consumer is idempotent beyond it. The broker
+// itself may lose acknowledged messages (its fsync is periodic), so each
+// message carries PrevPosition, the previous event of its merchant
+// partition, for consumers to notice a gap and fill it from the store.
+//
+// Subjects: one topic per merchant partition, DefaultTopicPrefix plus two
+// digits ("pos_events_p07"), partition = projections.Partition(merchant, N).
+// Topics contain no '.', so each is a single NATS subject token and a valid
+// JetStream stream name. With the publisher of NewPublisher, watermill-nats
+// AutoProvision creates one stream per topic, named like it, with the
+// server's defaults (file storage, limits retention, 2-minute duplicate
+// window); consumers bind to a partition's stream. Per-partition streams
+// are what AutoProvision can make (it names the stream after the topic and
+// would fail on a second stream overlapping its subjects), and consumers are
+// split by partition anyway; the price is no single ordered stream across
+// partitions, which nothing needs (order only matters within a partition).
+//
+// Only one relay publishes at a time: the leader holds a PostgreSQL session
+// advisory lock on a dedicated connection, standbys retry every
+// Options.LockRetry, and the checkpoint is written on that same connection,
+// so a relay that lost its session (and so its lock) cannot move it. A
+// leader whose context ends closes the connection, which hands the lock
+// over at once; a leader that dies is noticed when PostgreSQL drops its
+// session.
+package relay
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/eventstore"
+	"pos/projections"
+)
+
+// Defaults of Options.
+const (
+	DefaultName        = "default"
+	DefaultPartitions  = 16
+	DefaultTopicPrefix = "pos_events_p"
+	DefaultLockRetry   = 500 * time.Millisecond
+	DefaultLockCheck   = time.Second
+	DefaultRetryDelay  = time.Second
+)
+
+// Options tunes a Relay. The zero value is usable.
+type Options struct {
+	// Name identifies the relay's checkpoint row and advisory lock: relays
+	// with the same name are one leader and its standbys. Default "default".
+	Name string
+	// Partitions is the number of merchant partitions (topics); it must
+	// match the consumers'. Default 16. Changing it makes the recorded
+	// partition heads unknown: the next message of each partition carries
+	// an empty prev_position.
+	Partitions int
+	// TopicPrefix is prepended to the two-digit partition number. It must
+	// be a valid JetStream stream name prefix (no '.', '*', '>', spaces).
+	// Default "pos_events_p".
+	TopicPrefix string
+	// BatchSize and Idle tune eventstore.Follow.
+	BatchSize int
+	Idle      time.Duration
+	// Wake, when set, cuts Follow's idle wait short.
+	Wake <-chan struct{}
+	// LockRetry is how often a standby tries the lock. Default 500ms.
+	LockRetry time.Duration
+	// LockCheck is how often the leader checks its lock connection is
+	// alive. Default 1s.
+	LockCheck time.Duration
+	// RetryDelay is the pause after a failure (broker or database down)
+	// before trying again. Default 1s.
+	RetryDelay time.Duration
+	// Logger receives leadership changes and failures. Default slog.Default.
+	Logger *slog.Logger
+	// SkipEvent is for tests only: an event for which it returns true is
+	// not published (the checkpoint and partition heads still move past
+	// it), simulating a message the broker lost. Never set it in
+	// production.
+	SkipEvent func(eventstore.RecordedEvent) bool
+}
+
+// Relay publishes the event feed to a Watermill publisher; see the package
+// documentation. Run it in one goroutine.
+type Relay struct {
+	pool    *pgxpool.Pool
+	store   eventstore.Store
+	pub     message.Publisher
+	opts    Options
+	lockKey int64
+	leading atomic.Bool
+}
+
+// New returns a relay that reads store, publishes to pub and keeps its lock
+// and checkpoint in pool's database (table relay_checkpoints; the role
+// needs SELECT, INSERT, UPDATE on it). Run holds one of pool's connections
+// all along, as leader or standby. pub must publish synchronously,
+// returning only after the broker acknowledged, as NewPublisher's does.
+func New(pool *pgxpool.Pool, store eventstore.Store, pub message.Publisher, opts Options) (*Relay, error) {
+	if pool == nil || store == nil || pub == nil {
+		return nil, errors.New("relay: pool, store and publisher are required")
+	}
+	if opts.Name == "" {
+		opts.Name = DefaultName
+	}
+	if opts.Partitions <= 0 {
+		opts.Partitions = DefaultPartitions
+	}
+	if opts.Partitions > 100 {
+		return nil, fmt.Errorf("relay: at most 100 partitions, not %d", opts.Partitions)
+	}
+	if opts.TopicPrefix == "" {
+		opts.TopicPrefix = DefaultTopicPrefix
+	}
+	for _, c := range opts.TopicPrefix {
+		if c == '.' || c == '*' || c == '>' || c == ' ' || c == '/' || c == '\\' || c < ' ' {
+			return nil, fmt.Errorf("relay: topic prefix %q: no '.', '*', '>', '/', '\\' or whitespace", opts.TopicPrefix)
+		}
+	}
+	if opts.LockRetry <= 0 {
+		opts.LockRetry = DefaultLockRetry
+	}
+	if opts.LockCheck <= 0 {
+		opts.LockCheck = DefaultLockCheck
+	}
+	if opts.RetryDelay <= 0 {
+		opts.RetryDelay = DefaultRetryDelay
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	h := fnv.New64a()
+	_, _ = h.Write([]byte("pos/relay:" + opts.Name))
+	return &Relay{
+		pool:    pool,
+		store:   store,
+		pub:     pub,
+		opts:    opts,
+		lockKey: int64(h.Sum64()),
+	}, nil
+}
+
+// NewPublisher returns the watermill-nats publisher the relay is meant for:
+// JetStream with AutoProvision (one stream per topic), the NATSMarshaler
+// (message metadata become NATS headers, so "Nats-Msg-Id" reaches
+// JetStream) and TrackMsgId (the message UUID, the event id, as the msg id
+// too). Its Publish returns after JetStream acknowledged every message.
+func NewPublisher(natsURL string, logger watermill.LoggerAdapter) (*wmnats.Publisher, error) {
+	return wmnats.NewPublisher(wmnats.PublisherConfig{
+		URL:       natsURL,
+		Marshaler: &wmnats.NATSMarshaler{},
+		JetStream: wmnats.JetStreamConfig{AutoProvision: true, TrackMsgId: true},
+	}, logger)
+}
+
+// Topic returns the topic (and subject, and stream name) of partition p.
+func (r *Relay) Topic(p int) string { return Topic(r.opts.TopicPrefix, p) }
+
+// Topic returns prefix plus p in two digits.
+func Topic(prefix string, p int) string { return fmt.Sprintf("%s%02d", prefix, p) }
+
+// Partitions returns the number of merchant partitions.
+func (r *Relay) Partitions() int { return r.opts.Partitions }
+
+// Leading reports whether r holds the lock and publishes.
+func (r *Relay) Leading() bool { return r.leading.Load() }
+
+var errLockLost = errors.New("relay: lock connection lost")
+
+// Run waits for the lock, then publishes the feed from the checkpoint until
+// ctx ends, and returns ctx's error. Failures (broker or database down, the
+// lock lost) are logged; Run then gives up the lock, waits RetryDelay and
+// tries again.
+func (r *Relay) Run(ctx context.Context) error {
+	log := r.opts.Logger.With("relay", r.opts.Name)
+	for {
+		err := r.lead(ctx)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		log.Error("relay failed; retrying", "err", err, "after", r.opts.RetryDelay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(r.opts.RetryDelay):
+		}
+	}
+}
+
+// lead acquires the lock on a dedicated connection and publishes until an
+// error or ctx's end. The connection is closed, not returned to the pool,
+// so the session lock can never outlive the leadership.
+func (r *Relay) lead(ctx context.Context) error {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("relay: acquire lock connection: %w", err)
+	}
+	defer func() {
+		r.leading.Store(false)
+		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = conn.Conn().Close(cctx) // ends the session: releases the lock
+		conn.Release()
+	}()
+	log := r.opts.Logger.With("relay", r.opts.Name)
+	standby := false
+	for {
+		var ok bool
+		if err := conn.QueryRow(ctx, "SELECT pg_try_advisory_lock($1)", r.lockKey).Scan(&ok); err != nil {
+			return fmt.Errorf("relay: try lock: %w", err)
+		}
+		if ok {
+			break
+		}
+		if !standby {
+			standby = true
+			log.Info("relay standing by: another relay holds the lock")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(r.opts.LockRetry):
+		}
+	}
+
+	l := &leader{r: r, conn: conn.Conn()}
+	if err := l.load(ctx); err != nil {
+		return err
+	}
+	r.leading.Store(true)
+	log.Info("relay leading", "from", l.pos.String())
+
+	lctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() { l.watch(lctx, cancel) })
+	err = eventstore.Follow(lctx, r.store, l.pos, eventstore.FollowOptions{
+		BatchSize: r.opts.BatchSize,
+		Idle:      r.opts.Idle,
+		Wake:      r.opts.Wake,
+	}, l.publish)
+	cancel(nil)
+	wg.Wait()
+	if cause := context.Cause(lctx); errors.Is(cause, errLockLost) {
+		return cause
+	}
+	return err
+}
+
+// leader is the state of one leadership: the lock connection, the
+// checkpoint and the partition heads.
+type leader struct {
+	r *Relay
+	// mu serialises use of conn (a pgx.Conn is not safe for concurrent use)
+	// between the checkpoint writes and the liveness checks.
+	mu    sync.Mutex
+	conn  *pgx.Conn
+	pos   eventstore.Position
+	heads []string // per partition: last published position, "" unknown
+}
+
+// load reads the checkpoint. No row means Start with every partition head at
+// Start: nothing was published before.
+func (l *leader) load(ctx context.Context) error {
+	n := l.r.opts.Partitions
+	l.heads = make([]string, n)
+	var major, minor int64
+	var partitions int
+	var raw []byte
+	err := l.conn.QueryRow(ctx,
+		"SELECT major, minor, partitions, partition_heads FROM relay_checkpoints WHERE name = $1",
+		l.r.opts.Name).Scan(&major, &minor, &partitions, &raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		l.pos = eventstore.Start
+		for i := range l.heads {
+			l.heads[i] = eventstore.Start.String()
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("relay: read checkpoint: %w", err)
+	}
+	l.pos = eventstore.Position{Major: uint64(major), Minor: uint64(minor)}
+	if partitions != n {
+		l.r.opts.Logger.Warn("relay partitions changed: partition heads unknown",
+			"relay", l.r.opts.Name, "was", partitions, "now", n)
+		return nil
+	}
+	var heads map[string]string
+	if err := json.Unmarshal(raw, &heads); err != nil {
+		return fmt.Errorf("relay: checkpoint partition heads: %w", err)
+	}
+	for i := range l.heads {
+		h := heads[strconv.Itoa(i)]
+		if _, err := eventstore.ParsePosition(h); err == nil {
+			l.heads[i] = h
+		}
+	}
+	return nil
+}
+
+// watch checks the lock connection every LockCheck and cancels the
+// leadership when it is gone: the session, and so the lock, may be too.
+func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
+	t := time.NewTicker(l.r.opts.LockCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pctx, pcancel := context.WithTimeout(ctx, l.r.opts.LockCheck+time.Second)
+		l.mu.Lock()
+		err := l.conn.Ping(pctx)
+		l.mu.Unlock()
+		pcancel()
+		if err != nil && ctx.Err() == nil {
+			cancel(fmt.Errorf("%w: %v", errLockLost, err))
+			return
+		}
+	}
+}
+
+// publish sends one batch, partition by partition in feed order, and then
+// writes the checkpoint. Only after every Publish returned (acknowledged)
+// does the checkpoint move.
+func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
+	n := l.r.opts.Partitions
+	heads := append([]string(nil), l.heads...)
+	byPartition := make(map[int][]*message.Message)
+	var order []int
+	for _, e := range events {
+		p := projections.Partition(merchantOf(e), n)
+		var prev *eventstore.Position
+		if heads[p] != "" {
+			pp, err := eventstore.ParsePosition(heads[p])
+			if err != nil {
+				return fmt.Errorf("relay: partition %d head: %w", p, err)
+			}
+			prev = &pp
+		}
+		heads[p] = e.Position.String()
+		if l.r.opts.SkipEvent != nil && l.r.opts.SkipEvent(e) {
+			continue
+		}
+		msg, err := Encode(e, prev, p)
+		if err != nil {
+			return err
+		}
+		msg.SetContext(ctx)
+		if _, ok := byPartition[p]; !ok {
+			order = append(order, p)
+		}
+		byPartition[p] = append(byPartition[p], msg)
+	}
+	for _, p := range order {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := l.r.pub.Publish(l.r.Topic(p), byPartition[p]...); err != nil {
+			return fmt.Errorf("relay: publish to %s: %w", l.r.Topic(p), err)
+		}
+	}
+	last := events[len(events)-1].Position
+	if err := l.checkpoint(ctx, last, heads); err != nil {
+		return err
+	}
+	l.pos, l.heads = last, heads
+	return nil
+}
+
+// merchantOf returns e's merchant as projections.Runner partitions it: the
+// canonical form of the merchant in the stream name, else the metadata's.
+func merchantOf(e eventstore.RecordedEvent) string {
+	if _, m, _, ok := eventstore.ParseStreamName(e.Stream); ok {
+		if id, err := uuid.Parse(m); err == nil {
+			return id.String()
+		}
+	}
+	return e.Metadata.MerchantID
+}
+
+// checkpoint records pos and heads on the lock connection: if the session
+// is gone, so is the lock, and the write fails instead of moving a
+// checkpoint another leader now owns.
+func (l *leader) checkpoint(ctx context.Context, pos eventstore.Position, heads []string) error {
+	m := make(map[string]string, len(heads))
+	for i, h := range heads {
+		m[strconv.Itoa(i)] = h
+	}
+	raw, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("relay: encode partition heads: %w", err)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, err = l.conn.Exec(ctx, `
+INSERT INTO relay_checkpoints (name, major, minor, partitions, partition_heads, updated_at)
+VALUES ($1, $2, $3, $4, $5, now())
+ON CONFLICT (name) DO UPDATE SET
+    major = excluded.major, minor = excluded.minor, partitions = excluded.partitions,
+    partition_heads = excluded.partition_heads, updated_at = excluded.updated_at`,
+		l.r.opts.Name, int64(pos.Major), int64(pos.Minor), len(heads), raw)
+	if err != nil {
+		return fmt.Errorf("relay: write checkpoint: %w", err)
+	}
+	return nil
+}
