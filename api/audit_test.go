@@ -678,6 +678,11 @@ func TestAuditFeedPages(t *testing.T) {
 	auditor := newUser(t, merchant, "AUDITOR")
 	ids := []string{e.completedSale(&cashier), e.completedSale(&cashier)}
 	e.completedSale(ptr(newUser(t, uuid.New(), "CASHIER"))) // another merchant's
+	// The feed trails commits while any transaction on the cluster runs
+	// (pgstore); wait until it holds the sales above.
+	if err := e.store.Settle(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 
 	var all []auditEvent
 	pos := ""

@@ -70,6 +70,9 @@ type Config struct {
 	// (GET /v1/transactions, /v1/transactions/{id},
 	// /v1/reports/daily-sales); see queries.go.
 	Reader *queries.Reader
+	// HotReads, when set, serves transaction details from a cache in front
+	// of Reader (reads without X-Min-Position only).
+	HotReads TransactionGetter
 	// Checkpoints tells how far the projections behind Reader have got
 	// (X-Position, X-Min-Position).
 	Checkpoints *projections.Checkpoints
@@ -98,6 +101,7 @@ type Server struct {
 	registry        *eventstore.Registry
 
 	reader          *queries.Reader
+	hotReads        TransactionGetter
 	checkpoints     *projections.Checkpoints
 	partitions      int
 	consistencyWait time.Duration
@@ -118,6 +122,7 @@ func New(cfg Config) *Server {
 		registry: cfg.Registry,
 
 		reader:          cfg.Reader,
+		hotReads:        cfg.HotReads,
 		checkpoints:     cfg.Checkpoints,
 		partitions:      cfg.Partitions,
 		consistencyWait: cfg.ConsistencyWait,

@@ -111,6 +111,14 @@ type Options struct {
 	// BatchSize bounds how many consecutive events of one merchant one
 	// transaction applies; 0 means DefaultBatchSize.
 	BatchSize int
+
+	// AfterCommit, when set, is called after each transaction that applied
+	// events has committed, with the events of that transaction (delivered
+	// ones; redeliveries included, gap fills not). It runs on the applying
+	// goroutine, before HandleDeliveries goes on, and cannot fail the
+	// delivery: it is for side effects outside PostgreSQL, such as
+	// invalidating caches of the read models just written.
+	AfterCommit func(ctx context.Context, events []eventstore.RecordedEvent)
 }
 
 // Delivery is one event as a consumer received it.
@@ -136,6 +144,8 @@ type Runner struct {
 	scopes     [][]string // per projector; nil when not scoped
 	partitions int
 	batch      int
+	// afterCommit is Options.AfterCommit.
+	afterCommit func(context.Context, []eventstore.RecordedEvent)
 }
 
 // NewRunner returns a runner that applies events to projectors, in the order
@@ -160,7 +170,7 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 		}
 	}
 	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes,
-		partitions: opts.Partitions, batch: opts.BatchSize}
+		partitions: opts.Partitions, batch: opts.BatchSize, afterCommit: opts.AfterCommit}
 	if r.partitions <= 0 {
 		r.partitions = DefaultPartitions
 	}
@@ -246,6 +256,9 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		}
 		if err := r.applyRun(ctx, merchant, events); err != nil {
 			return err
+		}
+		if r.afterCommit != nil {
+			r.afterCommit(ctx, events)
 		}
 		deliveries = deliveries[n:]
 	}

@@ -11,7 +11,7 @@ type config struct {
 	Addr          string // POS_ADDR
 	DatabaseURL   string // DATABASE_URL
 	EventStoreURL string // EVENTSTORE_URL: EventStoreDB instead of PostgreSQL when set
-	NATSURL       string // NATS_URL
+	NATSURL       string // NATS_URL: external NATS; empty means embedded (serve)
 	RedisURL      string // REDIS_URL
 	JWTSecret     string // POS_JWT_SECRET
 	JWKSURL       string // POS_JWKS_URL: RS256 against this JWKS instead of HS256
@@ -27,7 +27,24 @@ type config struct {
 	// CursorKey (POS_CURSOR_KEY) is the base64 secret (at least 32 bytes)
 	// that signs list cursors; empty means the development key (serve warns).
 	CursorKey string
+
+	// ReadSide (POS_READ_SIDE) is how serve keeps the read models up to
+	// date: "nats" (the default), the relay and projector workers through
+	// NATS JetStream; "inprocess", a runner following the store's feed.
+	ReadSide string
+	// DataDir (POS_DATA_DIR) holds local state; the embedded NATS server
+	// keeps its streams in DataDir/nats. Default ./data.
+	DataDir string
+	// NATSPort (POS_NATS_PORT) is the embedded NATS server's port on
+	// 127.0.0.1; 0 (the default) picks a free one.
+	NATSPort int
 }
+
+// Values of config.ReadSide.
+const (
+	readSideNATS      = "nats"
+	readSideInProcess = "inprocess"
+)
 
 // devCursorKey signs list cursors when POS_CURSOR_KEY is unset: fine on a
 // laptop, never in production (serve warns at start).
@@ -58,6 +75,10 @@ func loadConfig(getenv func(string) string) config {
 	if err != nil || anchorEvery < 0 {
 		anchorEvery = defaultAnchorInterval
 	}
+	natsPort, err := strconv.Atoi(get("POS_NATS_PORT", "0"))
+	if err != nil || natsPort < 0 || natsPort > 65535 {
+		natsPort = 0
+	}
 	return config{
 		Addr:          get("POS_ADDR", "127.0.0.1:8080"),
 		DatabaseURL:   get("DATABASE_URL", defaultDatabaseURL),
@@ -72,5 +93,9 @@ func loadConfig(getenv func(string) string) config {
 		AnchorInterval: anchorEvery,
 
 		CursorKey: getenv("POS_CURSOR_KEY"),
+
+		ReadSide: get("POS_READ_SIDE", readSideNATS),
+		DataDir:  get("POS_DATA_DIR", "./data"),
+		NATSPort: natsPort,
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/api"
+	"pos/cache"
 	"pos/eventstore"
 	"pos/projections"
 	"pos/queries"
@@ -39,7 +40,8 @@ func cursorKey(cfg config, log *slog.Logger) (queries.CursorKey, error) {
 
 // readSide opens the queries' pool (closed when ctx ends), sets apiCfg's
 // Reader, Checkpoints and Partitions, and starts a projections runner over
-// pool that follows store until ctx ends.
+// pool that keeps the read models up to date until ctx ends: through NATS or
+// in process, see startProjections.
 func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry) error {
 	key, err := cursorKey(cfg, log)
 	if err != nil {
@@ -54,13 +56,45 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if err != nil {
 		return err
 	}
-	runner, err := projections.NewRunner(pool, eventstore.Upcasting{Store: store, Registry: reg}, projections.Options{}, projections.All()...)
+	hot, err := readCache(ctx, cfg, log, apiCfg)
+	if err != nil {
+		return err
+	}
+	opts := projections.Options{}
+	if hot != nil {
+		opts.AfterCommit = hot.Invalidate
+	}
+	runner, err := projections.NewRunner(pool, eventstore.Upcasting{Store: store, Registry: reg}, opts, projections.All()...)
 	if err != nil {
 		return err
 	}
 	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, runner.Checkpoints(), runner.Partitions()
-	go followProjections(ctx, log, runner)
-	return nil
+	if hot != nil {
+		apiCfg.HotReads = cache.NewReader(hot, reader)
+	}
+	return startProjections(ctx, cfg, log, runner, store, pool, reg)
+}
+
+// readCache returns the Redis cache of hot reads on REDIS_URL (nil when it
+// is empty), its client closed when ctx ends. The projections runner
+// invalidates it after each commit (cache.Cache.Invalidate); invalidating
+// is needed wherever projections run, whichever process serves the cached
+// reads. Redis need not be up: every failure falls back to PostgreSQL.
+func readCache(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config) (*cache.Cache, error) {
+	if cfg.RedisURL == "" {
+		log.Warn("REDIS_URL is empty: hot reads are not cached")
+		return nil, nil
+	}
+	rdb, err := cache.NewClient(cfg.RedisURL, 0)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, func() { _ = rdb.Close() })
+	opts := cache.Options{Log: log}
+	if apiCfg.Telemetry != nil {
+		opts.Meter = apiCfg.Telemetry.Meter("pos/cache")
+	}
+	return cache.New(rdb, opts)
 }
 
 // lowestCheckpoint is the smallest checkpoint over every partition and

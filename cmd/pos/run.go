@@ -28,6 +28,8 @@ const usage = `usage: pos <command> [flags]
 
 commands:
   serve     apply migrations, then serve the API on POS_ADDR
+  projector run projector workers only: consume the relay's topics on NATS_URL
+            (required) and apply them to the read models; run several to split the work
   migrate   apply pending database migrations and exit
   verify    recompute every event hash chain and check each merchant's latest
             signed anchor: verify [-merchant <uuid>] [-public-key <b64>] [-anchor-log file];
@@ -37,7 +39,7 @@ commands:
 
 Configuration comes from the environment (see README.md): POS_ADDR,
 DATABASE_URL, EVENTSTORE_URL, NATS_URL, REDIS_URL, POS_JWT_SECRET, POS_JWKS_URL,
-POS_ANCHOR_KEY, POS_ANCHOR_INTERVAL.
+POS_ANCHOR_KEY, POS_ANCHOR_INTERVAL, POS_READ_SIDE, POS_DATA_DIR, POS_NATS_PORT.
 `
 
 // errBreaks makes verify exit non-zero when history does not verify.
@@ -55,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "serve":
 		return serve(ctx, cfg, log)
+	case "projector":
+		return projector(ctx, cfg, log)
 	case "migrate":
 		v, err := migrate(ctx, cfg)
 		if err != nil {

@@ -130,7 +130,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.ListenAndServe() }()
-	log.Info("serving", "addr", cfg.Addr, "event_store", storeName(cfg))
+	log.Info("serving", "addr", cfg.Addr, "event_store", storeName(cfg), "read_side", cfg.ReadSide)
 	select {
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {

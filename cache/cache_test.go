@@ -1,0 +1,318 @@
+package cache
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/redis/go-redis/v9"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+
+	"pos/eventstore"
+	"pos/projections"
+	"pos/projections/projtest"
+	"pos/queries"
+)
+
+var t0 = time.Date(2025, 3, 10, 2, 0, 0, 0, time.UTC)
+
+// redisClient connects to REDIS_URL (default the local server) or skips.
+func redisClient(t *testing.T) *redis.Client {
+	t.Helper()
+	url := os.Getenv("REDIS_URL")
+	if url == "" {
+		url = "redis://127.0.0.1:6379/0"
+	}
+	rdb, err := NewClient(url, 5*time.Second) // generous: the whole suite shares the machine
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	if err := rdb.Ping(context.Background()).Err(); err != nil {
+		t.Skipf("Redis at %s is not reachable (scripts/services.sh starts it): %v", url, err)
+	}
+	return rdb
+}
+
+// world is a sale, a projections runner that invalidates c after each
+// commit, and a cached reader over PostgreSQL.
+type world struct {
+	env    *projtest.Env
+	sale   *projtest.Sale
+	runner *projections.Runner
+	pg     *queries.Reader
+	cache  *Cache
+	reader *Reader
+	pos    eventstore.Position
+	meter  *sdkmetric.ManualReader
+}
+
+func newWorld(t *testing.T, rdb *redis.Client) *world {
+	t.Helper()
+	env := projtest.New(t)
+	w := &world{env: env, meter: sdkmetric.NewManualReader()}
+	var err error
+	timeout := 5 * time.Second // generous with Redis up: the race detector and 100 readers are slow
+	if rdb.Options().Addr == "127.0.0.1:1" {
+		timeout = 0 // the default 50 ms, as in production
+	}
+	w.cache, err = New(rdb, Options{Timeout: timeout, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(w.meter)).Meter("test")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.runner, err = projections.NewRunner(env.Pool, env.Store, projections.Options{AfterCommit: w.cache.Invalidate}, projections.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := queries.ConnectSized(context.Background(), env.URL, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	key, err := queries.NewCursorKey(bytes.Repeat([]byte("k"), 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.pg, err = queries.New(pool, key); err != nil {
+		t.Fatal(err)
+	}
+	w.reader = NewReader(w.cache, w.pg)
+	w.sale = env.OpenSale(t, projtest.NewID(t), projtest.NewID(t), "C-001", t0)
+	w.project(t)
+	return w
+}
+
+// project applies every new event (and so invalidates the cache).
+func (w *world) project(t *testing.T) {
+	t.Helper()
+	pos, err := w.runner.Catchup(context.Background(), w.pos)
+	if err != nil {
+		t.Fatalf("Catchup: %v", err)
+	}
+	w.pos = pos
+}
+
+func (w *world) version() uint64 { return w.sale.Aggregate().Version() }
+
+// counter returns the sum of a counter's points.
+func (w *world) counter(t *testing.T, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := w.meter.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
+				n += p.Value
+			}
+		}
+	}
+	return n
+}
+
+// readMany reads the sale concurrently n times and fails on any version
+// other than want.
+func (w *world) readMany(t *testing.T, n int, want uint64) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			got, err := w.reader.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if got.Version != want {
+				errs <- fmt.Errorf("stale read: version %d, want %d", got.Version, want)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func mustJSON(t *testing.T, v any) string {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestNoStaleReadAfterUpdates(t *testing.T) {
+	rdb := redisClient(t)
+	w := newWorld(t, rdb)
+	updates := []func(){
+		func() { w.sale.AddItem("TEA", 1, 10_000, 1_100, t0) },
+		func() { w.sale.AddItem("CAKE", 2, 25_000, 1_100, t0) },
+		func() { w.sale.DiscountPercent(1_000, t0) },
+		func() { w.sale.Checkout(t0) },
+		func() { w.sale.PayDue(t0) },
+		func() { w.sale.Complete(t0) },
+	}
+	w.readMany(t, 100, w.version()) // fills the cache
+	for i, update := range updates {
+		before := w.counter(t, "pos.cache.hits")
+		update()
+		w.project(t)
+		w.readMany(t, 100, w.version()) // concurrent misses fill it
+		w.readMany(t, 1, w.version())
+		w.readMany(t, 1, w.version())
+		if w.counter(t, "pos.cache.hits") == before {
+			t.Fatalf("update %d: no cache hit after it was filled", i)
+		}
+	}
+	key := TransactionKey(w.sale.Merchant, w.sale.ID)
+	if v, _, ok, err := w.cache.get(context.Background(), key); err != nil || !ok || v != w.version() {
+		t.Fatalf("entry: version %d, present %v, err %v; want version %d", v, ok, err, w.version())
+	}
+	if n := w.counter(t, "pos.cache.fallbacks"); n != 0 {
+		t.Fatalf("%d fallbacks with Redis up", n)
+	}
+}
+
+// lateGetter reads PostgreSQL, then runs between (once) before answering:
+// the reader's fill comes after whatever between does.
+type lateGetter struct {
+	next    TransactionGetter
+	between func()
+	once    sync.Once
+}
+
+func (g *lateGetter) GetTransaction(ctx context.Context, merchant, id uuid.UUID) (queries.Transaction, error) {
+	t, err := g.next.GetTransaction(ctx, merchant, id)
+	g.once.Do(g.between)
+	return t, err
+}
+
+func TestLateFillNeverLeavesStaleEntry(t *testing.T) {
+	rdb := redisClient(t)
+	w := newWorld(t, rdb)
+	w.sale.AddItem("TEA", 1, 10_000, 1_100, t0)
+	w.project(t)
+	v := w.version()
+	// The reader misses, reads v from PostgreSQL; the projector then commits
+	// v+1 and invalidates; only then does the reader fill with v.
+	late := NewReader(w.cache, &lateGetter{next: w.pg, between: func() {
+		w.sale.AddItem("CAKE", 1, 25_000, 1_100, t0)
+		w.project(t)
+	}})
+	got, err := late.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+	if err != nil || got.Version != v {
+		t.Fatalf("late read: version %d, err %v; want %d (what PostgreSQL had)", got.Version, err, v)
+	}
+	key := TransactionKey(w.sale.Merchant, w.sale.ID)
+	if cv, _, ok, err := w.cache.get(context.Background(), key); err != nil || ok {
+		t.Fatalf("late fill with version %d stored (entry version %d, err %v); the marker should refuse it", v, cv, err)
+	}
+	w.readMany(t, 100, v+1)
+
+	// A fill older than the entry never replaces it either.
+	stale, err := w.pg.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.cache.fill(context.Background(), key, v, []byte(`{"Version":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if cv, _, ok, err := w.cache.get(context.Background(), key); err != nil || !ok || cv != stale.Version {
+		t.Fatalf("entry version %d (present %v, err %v) after an older fill; want %d", cv, ok, err, stale.Version)
+	}
+
+	// A fill that lands before the invalidation is deleted by it.
+	w.sale.Checkout(t0)
+	if err := w.cache.fill(context.Background(), key, w.version()-1, []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	w.project(t)
+	if _, _, ok, err := w.cache.get(context.Background(), key); err != nil || ok {
+		t.Fatalf("entry survived the invalidation (present %v, err %v)", ok, err)
+	}
+	w.readMany(t, 100, w.version())
+}
+
+func TestRedisDownFallsBackToPostgres(t *testing.T) {
+	rdb, err := NewClient("redis://127.0.0.1:1/0", 0) // nothing listens there
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	w := newWorld(t, rdb) // the runner's invalidations fail, and are counted
+	for _, sku := range []string{"TEA", "CAKE"} {
+		w.sale.AddItem(sku, 1, 10_000, 1_100, t0)
+		w.project(t)
+		start := time.Now()
+		w.readMany(t, 20, w.version())
+		if d := time.Since(start); d > 5*time.Second {
+			t.Fatalf("20 reads took %s with Redis down", d)
+		}
+	}
+	want, err := w.pg.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.reader.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+	if err != nil || got.Version != want.Version || got.Totals != want.Totals || len(got.Lines) != 2 {
+		t.Fatalf("got %+v, %v; want %+v", got, err, want)
+	}
+	if n := w.counter(t, "pos.cache.fallbacks"); n < 41 {
+		t.Fatalf("fallback counter %d, want at least 41", n)
+	}
+	if n := w.counter(t, "pos.cache.invalidation.errors"); n == 0 {
+		t.Fatal("failed invalidations were not counted")
+	}
+	if _, err := w.reader.GetTransaction(context.Background(), w.sale.Merchant, projtest.NewID(t)); !errors.Is(err, queries.ErrNotFound) {
+		t.Fatalf("missing transaction: %v, want ErrNotFound", err)
+	}
+}
+
+func TestHitReturnsWhatPostgresReturned(t *testing.T) {
+	rdb := redisClient(t)
+	w := newWorld(t, rdb)
+	w.sale.AddItem("TEA", 3, 10_000, 1_100, t0)
+	w.sale.Checkout(t0)
+	w.sale.PayDue(t0)
+	w.project(t)
+	want, err := w.pg.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // a miss, then a hit
+		got, err := w.reader.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.OpenedAt.Equal(want.OpenedAt) || !got.UpdatedAt.Equal(want.UpdatedAt) {
+			t.Fatalf("times: got %v/%v, want %v/%v", got.OpenedAt, got.UpdatedAt, want.OpenedAt, want.UpdatedAt)
+		}
+		got.OpenedAt, got.UpdatedAt = want.OpenedAt, want.UpdatedAt
+		if g, wnt := mustJSON(t, got), mustJSON(t, want); g != wnt {
+			t.Fatalf("got %s\nwant %s", g, wnt)
+		}
+	}
+	if h, m := w.counter(t, "pos.cache.hits"), w.counter(t, "pos.cache.misses"); h != 1 || m != 1 {
+		t.Fatalf("hits %d, misses %d; want 1 and 1", h, m)
+	}
+	// Another merchant's key is another key: the entry is never shared.
+	if _, err := w.reader.GetTransaction(context.Background(), projtest.NewID(t), w.sale.ID); !errors.Is(err, queries.ErrNotFound) {
+		t.Fatalf("another merchant: %v, want ErrNotFound", err)
+	}
+}

@@ -1,0 +1,379 @@
+// Package consume is the projector workers' half of the bus (SPEC §2, §8):
+// a Watermill router that takes the relay's messages off NATS JetStream and
+// applies them to the read models through a projections.Runner.
+//
+// # Topology
+//
+// The relay publishes each merchant partition to its own topic, and
+// watermill-nats AutoProvision makes one JetStream stream per topic (see
+// package relay). The consumer has one router handler per partition topic,
+// and each subscribes through one durable push consumer on that partition's
+// stream (Options.Durable; a durable is scoped to its stream, so the one
+// name serves every partition) with a deliver (queue) group
+// (Options.QueueGroup). Every worker process (`pos projector`, or `serve`
+// itself) joins the same durables in the same queue group, so:
+//
+//   - each message goes to one worker of the group, never to all of them;
+//   - a worker that stops or dies leaves its unacknowledged messages to the
+//     others after AckWait, and the durable keeps the group's position while
+//     no worker runs at all (a new durable starts with the whole stream);
+//   - with Options.MaxAckPending 1 (the default) JetStream has at most one
+//     unacknowledged message per partition in flight, so a partition is
+//     applied in order by one worker at a time, while the partitions are
+//     spread over the workers message by message. Raising it trades that
+//     order for throughput; the runner stays correct either way (a late
+//     event is a no-op, an early one fills the gap from the store) but
+//     concurrent deliveries of one partition contend on its checkpoint row.
+//
+// The alternative, a static assignment of partitions to workers, needs a
+// coordinator to rebalance when a worker dies; the queue group gets failover
+// from the broker for free, which is why it was chosen.
+//
+// # Delivery
+//
+// Delivery is at least once. A message is acknowledged only after
+// Runner.HandleDeliveries committed its effect; a handler error is retried
+// in process (Retry middleware, bounded), then negatively acknowledged, and
+// JetStream redelivers it after Options.NakDelay, for as long as it takes
+// (a database outage holds the partition rather than dropping events).
+// Redeliveries and copies are harmless: the runner's effects are exactly
+// once. A message that can never be applied (a payload that is not a relay
+// Envelope, an event without a valid merchant) is a poison message: the
+// PoisonQueue middleware publishes it to the dead-letter topic
+// (DeadLetterTopic, its own JetStream stream) with the reason in its
+// metadata, counts it (Consumer.DeadLettered and the
+// pos.projector.dead_letters counter) and acknowledges it, so the next
+// message of the partition goes on. If the message was a real event the
+// runner later fills it from the store, noticing the gap by the next
+// message's PrevPosition.
+package consume
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
+	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/metric"
+
+	"pos/eventstore"
+	"pos/projections"
+	"pos/relay"
+)
+
+// Defaults of Options.
+const (
+	DefaultDurable       = "pos_projector"
+	DefaultAckWait       = 30 * time.Second
+	DefaultMaxAckPending = 1
+	DefaultMaxRetries    = 3
+	DefaultRetryInterval = 100 * time.Millisecond
+	DefaultNakDelay      = time.Second
+	// DeadLetterSuffix follows the topic prefix in the dead-letter topic.
+	DeadLetterSuffix = "dead_letter"
+)
+
+// Options tunes a Consumer. The zero value is usable.
+type Options struct {
+	// Partitions and TopicPrefix must match the relay's. Defaults
+	// projections.DefaultPartitions (the runner's Partitions() is better)
+	// and relay.DefaultTopicPrefix.
+	Partitions  int
+	TopicPrefix string
+	// Durable names the JetStream durable consumer on every partition's
+	// stream; QueueGroup is the deliver group the workers share. Workers
+	// meant to split the work must agree on both. Defaults
+	// "pos_projector" and the durable name.
+	Durable    string
+	QueueGroup string
+	// AckWait is how long JetStream waits for a worker's acknowledgement
+	// before redelivering (to any worker). Default 30s.
+	AckWait time.Duration
+	// MaxAckPending bounds the unacknowledged messages per partition; 1,
+	// the default, keeps each partition in order (see the package doc).
+	MaxAckPending int
+	// MaxRetries and RetryInterval bound the in-process retries of a
+	// failing handler before the message is nacked. Defaults 3 and 100ms
+	// (doubling).
+	MaxRetries    int
+	RetryInterval time.Duration
+	// NakDelay is how long JetStream waits before redelivering a nacked
+	// message. Default 1s.
+	NakDelay time.Duration
+	// Upcast, when set, brings each delivered event to its type's current
+	// schema (eventstore.Registry.Upcast), as the runner's store does for
+	// the events it fills gaps with. The relay publishes events as stored.
+	Upcast func(eventstore.RecordedEvent) (eventstore.RecordedEvent, error)
+	// Meter, when set, records pos.projector.dead_letters.
+	Meter metric.Meter
+	// Logger receives the router's logs. Default slog.Default.
+	Logger *slog.Logger
+	// NatsOptions are added to the subscriber's and dead-letter
+	// publisher's connections.
+	NatsOptions []nats.Option
+}
+
+// Consumer is a set of projector workers in one process; see the package
+// documentation.
+type Consumer struct {
+	router  *message.Router
+	sub     *wmnats.Subscriber
+	dlq     *wmnats.Publisher
+	runner  *projections.Runner
+	opts    Options
+	dead    atomic.Int64
+	handled atomic.Int64
+	counter metric.Int64Counter
+	ready   chan struct{}
+	closed  sync.Once
+}
+
+// DeadLetterTopic returns the dead-letter topic of prefix.
+func DeadLetterTopic(prefix string) string { return prefix + DeadLetterSuffix }
+
+// New returns a consumer of the relay's topics on the NATS server at url
+// that applies every message to runner. Call Run.
+func New(url string, runner *projections.Runner, opts Options) (*Consumer, error) {
+	if runner == nil {
+		return nil, errors.New("consume: a runner is required")
+	}
+	if opts.Partitions <= 0 {
+		opts.Partitions = projections.DefaultPartitions
+	}
+	if opts.Partitions > 100 {
+		return nil, fmt.Errorf("consume: at most 100 partitions, not %d", opts.Partitions)
+	}
+	if opts.TopicPrefix == "" {
+		opts.TopicPrefix = relay.DefaultTopicPrefix
+	}
+	if opts.Durable == "" {
+		opts.Durable = DefaultDurable
+	}
+	if opts.QueueGroup == "" {
+		opts.QueueGroup = opts.Durable
+	}
+	if opts.AckWait <= 0 {
+		opts.AckWait = DefaultAckWait
+	}
+	if opts.MaxAckPending <= 0 {
+		opts.MaxAckPending = DefaultMaxAckPending
+	}
+	if opts.MaxRetries < 0 {
+		opts.MaxRetries = 0
+	} else if opts.MaxRetries == 0 {
+		opts.MaxRetries = DefaultMaxRetries
+	}
+	if opts.RetryInterval <= 0 {
+		opts.RetryInterval = DefaultRetryInterval
+	}
+	if opts.NakDelay <= 0 {
+		opts.NakDelay = DefaultNakDelay
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	// Watermill's per-handler info lines (adding, starting, closing) are
+	// debug noise in our logs.
+	logger := watermill.NewSlogLoggerWithLevelMapping(opts.Logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	})
+
+	c := &Consumer{runner: runner, opts: opts, ready: make(chan struct{})}
+	if opts.Meter != nil {
+		ctr, err := opts.Meter.Int64Counter("pos.projector.dead_letters",
+			metric.WithDescription("Messages the projector workers moved to the dead-letter topic"))
+		if err != nil {
+			return nil, fmt.Errorf("consume: counter: %w", err)
+		}
+		c.counter = ctr
+	}
+
+	durable, group := opts.Durable, opts.QueueGroup
+	sub, err := wmnats.NewSubscriber(wmnats.SubscriberConfig{
+		URL:              url,
+		QueueGroupPrefix: group,
+		AckWaitTimeout:   opts.AckWait,
+		CloseTimeout:     5 * time.Second,
+		SubscribeTimeout: 10 * time.Second,
+		NakDelay:         wmnats.NewStaticDelay(opts.NakDelay),
+		NatsOptions:      opts.NatsOptions,
+		Unmarshaler:      &wmnats.NATSMarshaler{},
+		JetStream: wmnats.JetStreamConfig{
+			// The streams are the relay's; provisioning them here too lets
+			// workers start before the relay ever published.
+			AutoProvision: true,
+			DurablePrefix: durable,
+			DurableCalculator: func(prefix, _ string) string {
+				return prefix // durables are scoped to their (per-topic) stream
+			},
+			SubscribeOptions: []nats.SubOpt{
+				nats.ManualAck(),
+				nats.AckExplicit(),
+				nats.DeliverAll(),
+				nats.AckWait(opts.AckWait),
+				nats.MaxAckPending(opts.MaxAckPending),
+			},
+		},
+	}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("consume: subscriber: %w", err)
+	}
+	c.sub = sub
+	dlq, err := wmnats.NewPublisher(wmnats.PublisherConfig{
+		URL:         url,
+		NatsOptions: opts.NatsOptions,
+		Marshaler:   &wmnats.NATSMarshaler{},
+		JetStream:   wmnats.JetStreamConfig{AutoProvision: true},
+	}, logger)
+	if err != nil {
+		_ = sub.Close()
+		return nil, fmt.Errorf("consume: dead-letter publisher: %w", err)
+	}
+	c.dlq = dlq
+
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: 10 * time.Second}, logger)
+	if err != nil {
+		c.closeClients()
+		return nil, err
+	}
+	poison, err := middleware.PoisonQueueWithFilter(countingPublisher{Publisher: dlq, c: c},
+		DeadLetterTopic(opts.TopicPrefix), Permanent)
+	if err != nil {
+		c.closeClients()
+		return nil, err
+	}
+	// Outermost first: the poison queue sees an error only once the retries
+	// are spent, and only a permanent one.
+	router.AddMiddleware(
+		poison,
+		middleware.Retry{
+			MaxRetries:      opts.MaxRetries,
+			InitialInterval: opts.RetryInterval,
+			MaxInterval:     10 * opts.RetryInterval,
+			Multiplier:      2,
+			ShouldRetry:     func(p middleware.RetryParams) bool { return !Permanent(p.Err) },
+			Logger:          logger,
+		}.Middleware,
+	)
+	for p := range opts.Partitions {
+		topic := relay.Topic(opts.TopicPrefix, p)
+		router.AddConsumerHandler("projector_"+topic, topic, sub, c.handle)
+	}
+	c.router = router
+	return c, nil
+}
+
+// Permanent reports whether err means the message can never be applied:
+// it goes to the dead-letter topic instead of being redelivered.
+func Permanent(err error) bool {
+	return errors.Is(err, relay.ErrInvalidMessage) || errors.Is(err, projections.ErrBadEvent)
+}
+
+// handle applies one message. Returning nil acknowledges it; an error
+// retries, then nacks it (or dead-letters it when Permanent).
+func (c *Consumer) handle(msg *message.Message) error {
+	d, err := relay.Decode(msg.Payload)
+	if err != nil {
+		return err
+	}
+	if c.opts.Upcast != nil {
+		if d.Event, err = c.opts.Upcast(d.Event); err != nil {
+			return fmt.Errorf("consume: upcast event %s: %w", d.Event.ID, err)
+		}
+	}
+	if err := c.runner.HandleDeliveries(msg.Context(), []projections.Delivery{d}); err != nil {
+		return err
+	}
+	c.handled.Add(1)
+	return nil
+}
+
+// Handled returns how many messages this consumer applied (and so
+// acknowledged), redeliveries included.
+func (c *Consumer) Handled() int64 { return c.handled.Load() }
+
+// Run subscribes to every partition and handles messages until ctx ends,
+// then closes the consumer and returns nil. It returns an error early when
+// the router fails, subscribing included (router.Run returns that error
+// without Running ever firing, so it is run in a goroutine and watched).
+// Run may be called once.
+func (c *Consumer) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	go func() { errc <- c.router.Run(ctx) }()
+	select {
+	case <-c.router.Running():
+		close(c.ready)
+	case err := <-errc:
+		c.closeClients()
+		if err == nil {
+			err = errors.New("router stopped")
+		}
+		return fmt.Errorf("consume: %w", err)
+	}
+	select {
+	case err := <-errc:
+		c.closeClients()
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("router stopped")
+		}
+		return fmt.Errorf("consume: %w", err)
+	case <-ctx.Done():
+	}
+	err := c.router.Close()
+	<-errc
+	c.closeClients()
+	return err
+}
+
+// Ready is closed once every partition's handler is subscribed and running.
+func (c *Consumer) Ready() <-chan struct{} { return c.ready }
+
+// DeadLettered returns how many messages this consumer moved to the
+// dead-letter topic.
+func (c *Consumer) DeadLettered() int64 { return c.dead.Load() }
+
+// Topics returns the partition topics consumed, in partition order.
+func (c *Consumer) Topics() []string {
+	ts := make([]string, c.opts.Partitions)
+	for p := range ts {
+		ts[p] = relay.Topic(c.opts.TopicPrefix, p)
+	}
+	return ts
+}
+
+func (c *Consumer) closeClients() {
+	c.closed.Do(func() {
+		_ = c.sub.Close()
+		_ = c.dlq.Close()
+	})
+}
+
+// countingPublisher counts what it publishes successfully (the dead
+// letters).
+type countingPublisher struct {
+	message.Publisher
+	c *Consumer
+}
+
+func (p countingPublisher) Publish(topic string, msgs ...*message.Message) error {
+	if err := p.Publisher.Publish(topic, msgs...); err != nil {
+		return err
+	}
+	p.c.dead.Add(int64(len(msgs)))
+	if p.c.counter != nil {
+		p.c.counter.Add(context.Background(), int64(len(msgs)))
+	}
+	p.c.opts.Logger.Warn("projector dead-lettered messages", "topic", topic, "count", len(msgs))
+	return nil
+}

@@ -1,0 +1,422 @@
+package consume_test
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go"
+
+	"pos/consume"
+	"pos/domain/transaction"
+	"pos/eventstore"
+	"pos/projections"
+	"pos/projections/projtest"
+	"pos/relay"
+)
+
+const natsURL = "nats://127.0.0.1:4222"
+
+const partitions = 4
+
+var t0 = time.Date(2025, 3, 10, 2, 0, 0, 0, time.UTC)
+
+// env is one test's database and store, a runner over them, and unique
+// topics on a NATS server.
+type env struct {
+	t      *testing.T
+	db     *projtest.Env
+	runner *projections.Runner
+	url    string
+	prefix string
+}
+
+func newEnv(t *testing.T, url string) *env {
+	t.Helper()
+	db := projtest.New(t)
+	runner, err := projections.NewRunner(db.Pool, db.Store, projections.Options{Partitions: partitions}, projections.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	e := &env{t: t, db: db, runner: runner, url: url, prefix: "pos_ctest_" + hex.EncodeToString(b[:]) + "_p"}
+	t.Cleanup(func() {
+		nc, err := nats.Connect(url)
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		js, err := nc.JetStream()
+		if err != nil {
+			return
+		}
+		for p := range partitions {
+			_ = js.DeleteStream(relay.Topic(e.prefix, p))
+		}
+		_ = js.DeleteStream(consume.DeadLetterTopic(e.prefix))
+	})
+	return e
+}
+
+func (e *env) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(e.t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+// relay runs a relay until the test ends.
+func (e *env) relay(opts relay.Options) {
+	e.t.Helper()
+	pub, err := relay.NewPublisher(e.url, nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	opts.Partitions, opts.TopicPrefix = partitions, e.prefix
+	opts.Idle, opts.LockCheck, opts.RetryDelay = 20*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	opts.Logger = e.logger()
+	r, err := relay.New(e.db.Pool, e.db.Store, pub, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	e.t.Cleanup(func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			e.t.Errorf("relay Run: %v", err)
+		}
+		_ = pub.Close()
+	})
+}
+
+// consumer runs a consumer until the test ends and waits until it runs.
+func (e *env) consumer(opts consume.Options) *consume.Consumer {
+	e.t.Helper()
+	opts.Partitions, opts.TopicPrefix = partitions, e.prefix
+	opts.RetryInterval, opts.NakDelay = 10*time.Millisecond, 100*time.Millisecond
+	opts.Logger = e.logger()
+	c, err := consume.New(e.url, e.runner, opts)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	var once sync.Once
+	e.t.Cleanup(func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("consumer Run: %v", err)
+			}
+		})
+	})
+	select {
+	case <-c.Ready():
+	case err := <-done:
+		once.Do(func() { cancel() })
+		e.t.Fatalf("consumer Run: %v", err)
+	case <-time.After(20 * time.Second):
+		e.t.Fatal("consumer not running after 20s")
+	}
+	return c
+}
+
+// sale rings up a completed cash sale for merchant and returns it.
+func (e *env) sale(merchant uuid.UUID, code string) *projtest.Sale {
+	e.t.Helper()
+	s := e.db.OpenSale(e.t, merchant, projtest.NewID(e.t), code, t0)
+	s.AddItem("TEA", 2, 15000, 0, t0)
+	s.Checkout(t0)
+	s.PayDue(t0)
+	s.Complete(t0)
+	return s
+}
+
+// feed returns every event in the store, in feed order.
+func (e *env) feed() []eventstore.RecordedEvent {
+	e.t.Helper()
+	ctx := context.Background()
+	if err := e.db.Store.Settle(ctx); err != nil {
+		e.t.Fatal(err)
+	}
+	all, err := e.db.Store.ReadAll(ctx, eventstore.Start, eventstore.Filter{}, eventstore.MaxReadLimit)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return all
+}
+
+// waitApplied waits until every projection reached the last event of every
+// merchant.
+func (e *env) waitApplied(timeout time.Duration) {
+	e.t.Helper()
+	last := map[string]eventstore.Position{}
+	for _, ev := range e.feed() {
+		last[ev.Metadata.MerchantID] = ev.Position
+	}
+	cp := e.runner.Checkpoints()
+	deadline := time.Now().Add(timeout)
+	for {
+		done := true
+		for m, pos := range last {
+			for _, p := range projections.All() {
+				ok, err := cp.Reached(context.Background(), p.Name(), m, pos)
+				if err != nil {
+					e.t.Fatal(err)
+				}
+				done = done && ok
+			}
+		}
+		if done {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("read models did not reach the feed's head within %s", timeout)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// row is a sale as rm_transactions holds it.
+type row struct {
+	status  string
+	version uint64
+	total   int64
+}
+
+// rows reads rm_transactions as the superuser (no row-level security).
+func (e *env) rows() map[uuid.UUID]row {
+	e.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.db.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rs, err := conn.Query(ctx, "SELECT transaction_id, status, version, grand_total FROM rm_transactions")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	out := map[uuid.UUID]row{}
+	for rs.Next() {
+		var id uuid.UUID
+		var r row
+		if err := rs.Scan(&id, &r.status, &r.version, &r.total); err != nil {
+			e.t.Fatal(err)
+		}
+		out[id] = r
+	}
+	if err := rs.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	return out
+}
+
+// checkSales checks every sale is in the read model, completed, at its
+// stream's last version.
+func (e *env) checkSales(sales []*projtest.Sale) {
+	e.t.Helper()
+	got := e.rows()
+	if len(got) != len(sales) {
+		e.t.Errorf("rm_transactions has %d rows, want %d", len(got), len(sales))
+	}
+	for _, s := range sales {
+		r, ok := got[s.ID]
+		want := s.Aggregate().Version()
+		if !ok || r.status != string(transaction.StatusCompleted) || r.version != want || r.total != 30000 {
+			e.t.Errorf("sale %s: %+v (present %v), want completed at version %d, total 30000", s.ID, r, ok, want)
+		}
+	}
+}
+
+func merchants(t *testing.T, n int) []uuid.UUID {
+	ms := make([]uuid.UUID, n)
+	for i := range ms {
+		ms[i] = projtest.NewID(t)
+	}
+	return ms
+}
+
+func TestRelayToReadModelThroughNATS(t *testing.T) {
+	e := newEnv(t, natsURL)
+	e.consumer(consume.Options{})
+	e.relay(relay.Options{})
+	var sales []*projtest.Sale
+	for i, m := range merchants(t, 3) {
+		e.db.ChangeSettings(t, m, "Asia/Jakarta", t0)
+		sales = append(sales, e.sale(m, "000-00"+string(rune('1'+i))))
+	}
+	e.waitApplied(20 * time.Second)
+	e.checkSales(sales)
+}
+
+func TestSkippedEventIsFilledFromTheStore(t *testing.T) {
+	e := newEnv(t, natsURL)
+	m := projtest.NewID(t)
+	a := e.sale(m, "000-001")
+	b := e.sale(m, "000-002")
+	// Lose a's last event (Completed): the next message of the partition,
+	// b's first, is of another stream, so only PrevPosition reveals it.
+	aEvents, err := e.db.Store.ReadStream(context.Background(), a.Stream, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := aEvents[len(aEvents)-1].ID
+	var skipped sync.WaitGroup
+	skipped.Add(1)
+	var once sync.Once
+	e.relay(relay.Options{SkipEvent: func(ev eventstore.RecordedEvent) bool {
+		if ev.ID == lost {
+			once.Do(skipped.Done)
+			return true
+		}
+		return false
+	}})
+	e.consumer(consume.Options{})
+	skipped.Wait()
+	e.waitApplied(20 * time.Second)
+	e.checkSales([]*projtest.Sale{a, b})
+}
+
+func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
+	e := newEnv(t, natsURL)
+	m := projtest.NewID(t)
+	p := projections.Partition(m.String(), partitions)
+	c := e.consumer(consume.Options{})
+
+	pub, err := relay.NewPublisher(natsURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	garbage := message.NewMessage(uuid.NewString(), []byte("not an envelope"))
+	if err := pub.Publish(relay.Topic(e.prefix, p), garbage); err != nil {
+		t.Fatal(err)
+	}
+	e.relay(relay.Options{})
+	s := e.sale(m, "000-001")
+	e.waitApplied(20 * time.Second)
+	e.checkSales([]*projtest.Sale{s})
+
+	if got := c.DeadLettered(); got != 1 {
+		t.Errorf("DeadLettered = %d, want 1", got)
+	}
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlq := consume.DeadLetterTopic(e.prefix)
+	info, err := js.StreamInfo(dlq)
+	if err != nil {
+		t.Fatalf("dead-letter stream: %v", err)
+	}
+	if info.State.Msgs != 1 {
+		t.Fatalf("dead-letter stream has %d messages, want 1", info.State.Msgs)
+	}
+	msg, err := js.GetMsg(dlq, info.State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(msg.Data) != "not an envelope" || msg.Header.Get("reason_poisoned") == "" {
+		t.Errorf("dead letter %q, headers %v", msg.Data, msg.Header)
+	}
+}
+
+func TestTwoWorkersSplitTheWorkAndApplyEachEventOnce(t *testing.T) {
+	e := newEnv(t, natsURL)
+	c1 := e.consumer(consume.Options{})
+	c2 := e.consumer(consume.Options{})
+	e.relay(relay.Options{})
+	var sales []*projtest.Sale
+	for i, m := range merchants(t, 8) {
+		for j := range 2 {
+			sales = append(sales, e.sale(m, "00"+string(rune('0'+i))+"-00"+string(rune('1'+j))))
+		}
+	}
+	e.waitApplied(30 * time.Second)
+	e.checkSales(sales)
+	n := int64(len(e.feed()))
+	h1, h2 := c1.Handled(), c2.Handled()
+	t.Logf("worker 1 applied %d messages, worker 2 %d, of %d events", h1, h2, n)
+	if h1 == 0 || h2 == 0 {
+		t.Errorf("work not split: %d and %d", h1, h2)
+	}
+	// Nothing failed, so nothing was redelivered: each message once.
+	if h1+h2 != n {
+		t.Errorf("handled %d messages, want %d (each event once)", h1+h2, n)
+	}
+	// Effects: the daily sales count each sale once.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var count, gross int64
+	if err := conn.QueryRow(ctx, "SELECT coalesce(sum(count),0), coalesce(sum(gross),0) FROM rm_daily_sales").Scan(&count, &gross); err != nil {
+		t.Fatal(err)
+	}
+	if count != int64(len(sales)) || gross != 30000*int64(len(sales)) {
+		t.Errorf("daily sales count %d gross %d, want %d and %d", count, gross, len(sales), 30000*len(sales))
+	}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func TestEmbeddedServerRestartLosesNothing(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	srv, err := consume.StartEmbedded(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Shutdown() }) // after the env's cleanups
+	e := newEnv(t, srv.URL())
+	e.consumer(consume.Options{
+		NatsOptions: []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)},
+	})
+	e.relay(relay.Options{})
+	ms := merchants(t, 3)
+	var sales []*projtest.Sale
+	for i, m := range ms {
+		sales = append(sales, e.sale(m, "000-00"+string(rune('1'+i))))
+	}
+	e.waitApplied(20 * time.Second)
+
+	srv.Shutdown()
+	for i, m := range ms {
+		sales = append(sales, e.sale(m, "000-01"+string(rune('1'+i))))
+	}
+	srv, err = consume.StartEmbedded(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		sales = append(sales, e.sale(m, "000-02"+string(rune('1'+i))))
+	}
+	e.waitApplied(60 * time.Second)
+	e.checkSales(sales)
+}

@@ -1,0 +1,61 @@
+package consume
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Embedded is an in-process NATS server with JetStream, for `serve` on a
+// laptop when NATS_URL is unset (SPEC §8).
+type Embedded struct {
+	srv *server.Server
+}
+
+// StartEmbedded starts a NATS server with JetStream listening on
+// 127.0.0.1:port (port 0: a random free port), keeping its streams in dir
+// (created if missing), and waits until it accepts connections.
+func StartEmbedded(dir string, port int) (*Embedded, error) {
+	if dir == "" {
+		return nil, errors.New("consume: the embedded NATS server needs a data directory")
+	}
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("consume: embedded NATS data directory: %w", err)
+	}
+	if port == 0 {
+		port = server.RANDOM_PORT
+	}
+	srv, err := server.NewServer(&server.Options{
+		ServerName: "pos-embedded",
+		Host:       "127.0.0.1",
+		Port:       port,
+		JetStream:  true,
+		StoreDir:   dir,
+		NoSigs:     true,
+		NoLog:      true,
+		HTTPPort:   0,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("consume: embedded NATS: %w", err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(10 * time.Second) {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+		return nil, errors.New("consume: embedded NATS did not start within 10s")
+	}
+	return &Embedded{srv: srv}, nil
+}
+
+// URL is the client URL to connect to.
+func (e *Embedded) URL() string { return e.srv.ClientURL() }
+
+// Shutdown stops the server and waits until it is down (its JetStream
+// state flushed to the data directory).
+func (e *Embedded) Shutdown() {
+	e.srv.Shutdown()
+	e.srv.WaitForShutdown()
+}
