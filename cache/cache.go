@@ -45,6 +45,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -108,6 +109,11 @@ type Cache struct {
 	ttl       time.Duration
 	markerTTL time.Duration
 	log       *slog.Logger
+	// distrustUntil (unix nanoseconds) is set when an invalidation fails:
+	// until an entry written before the failure has surely expired, this
+	// process reads PostgreSQL instead of the cache, so a stale entry that
+	// missed its invalidation is never served from here.
+	distrustUntil atomic.Int64
 
 	hits, misses, fallbacks, invalidationErrors metric.Int64Counter
 }
@@ -235,8 +241,10 @@ func (c *Cache) InvalidateTransaction(ctx context.Context, merchant, id uuid.UUI
 
 // Invalidate is a projections.Options.AfterCommit hook: for each
 // transaction stream among events it invalidates the entry at the highest
-// version committed. Failures are counted and logged, not returned: the
-// entry then lives at most TTL.
+// version committed. Failures are counted and logged, not returned (the
+// read models must not stall while Redis is down): the entry then lives at
+// most TTL, and this process's Reader bypasses the cache for that long.
+// Readers in other processes rely on the TTL alone.
 func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEvent) {
 	type txKey struct{ merchant, id uuid.UUID }
 	latest := map[txKey]uint64{}
@@ -262,8 +270,9 @@ func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEven
 	}
 	for _, k := range order {
 		if err := c.InvalidateTransaction(ctx, k.merchant, k.id, latest[k]); err != nil {
+			c.distrustUntil.Store(time.Now().Add(c.ttl).UnixNano())
 			c.invalidationErrors.Add(ctx, 1, kindTransaction)
-			c.log.Warn("cache invalidation failed; the entry expires within its TTL",
+			c.log.Warn("cache invalidation failed; reads here bypass the cache until the entry has expired",
 				"merchant", k.merchant.String(), "transaction", k.id.String(), "version", latest[k], "err", err)
 		}
 	}
@@ -292,6 +301,10 @@ func (r *Reader) GetTransaction(ctx context.Context, merchant, id uuid.UUID) (qu
 		return r.next.GetTransaction(ctx, merchant, id)
 	}
 	c := r.cache
+	if time.Now().UnixNano() < c.distrustUntil.Load() {
+		c.fallbacks.Add(ctx, 1, kindTransaction)
+		return r.next.GetTransaction(ctx, merchant, id)
+	}
 	key := TransactionKey(merchant, id)
 	_, data, ok, err := c.get(ctx, key)
 	if err == nil && ok {

@@ -314,6 +314,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case err := <-errc:
 		c.closeClients()
 		if err == nil {
+			if ctx.Err() != nil {
+				return nil // stopped before it started: a clean shutdown
+			}
 			err = errors.New("router stopped")
 		}
 		return fmt.Errorf("consume: %w", err)

@@ -310,7 +310,10 @@ func (r *Runner) fillPartition(ctx context.Context, merchant string, prev events
 			}
 			m, err := merchantOf(e)
 			if err != nil {
-				return err
+				// Not this partition's to judge: an event with no valid
+				// merchant is refused when it is delivered itself, and must
+				// not turn every later fill into a failure.
+				continue
 			}
 			if Partition(m, r.partitions) == partition {
 				mine = append(mine, e)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -79,7 +80,8 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, runner 
 		go stop()
 		return err
 	}
-	c, err := consume.New(url, runner, consume.Options{Partitions: runner.Partitions(), Logger: log, Upcast: reg.Upcast})
+	copts := consume.Options{Partitions: runner.Partitions(), Logger: log, Upcast: reg.Upcast}
+	c, err := consume.New(url, runner, copts)
 	if err != nil {
 		_ = pub.Close()
 		go stop()
@@ -91,17 +93,37 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, runner 
 			log.Error("relay stopped", "err", err)
 		}
 	})
-	wg.Go(func() { runConsumer(ctx, log, c) })
+	wg.Go(func() {
+		keepConsuming(ctx, log, c, func() (*consume.Consumer, error) { return consume.New(url, runner, copts) })
+	})
 	go stop()
 	log.Info("projections consuming NATS", "url", url, "partitions", runner.Partitions())
 	return nil
 }
 
-// runConsumer runs c until ctx ends. A consumer that fails (it cannot
-// subscribe: NATS is down at start) is logged and the process goes on
-// without it; `pos projector` instead exits with the error.
-func runConsumer(ctx context.Context, log *slog.Logger, c *consume.Consumer) {
-	if err := c.Run(ctx); err != nil {
-		log.Error("projector workers stopped; the read models are not being updated", "err", err)
+// keepConsuming runs c until ctx ends; a consumer that fails (it cannot
+// subscribe, NATS went away) is replaced by a new one, with backoff, so the
+// read models do not silently stop following. `pos projector` instead exits
+// with the error and leaves restarting to its supervisor.
+func keepConsuming(ctx context.Context, log *slog.Logger, c *consume.Consumer, renew func() (*consume.Consumer, error)) {
+	wait := time.Second
+	for {
+		err := c.Run(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		for {
+			log.Error("projector workers stopped; the read models are not being updated; retrying", "err", err, "in", wait.String())
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 30*time.Second)
+			if c, err = renew(); err == nil {
+				break
+			}
+		}
+		wait = time.Second
 	}
 }

@@ -119,12 +119,16 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv, err := apiServer(ctx, cfg, log, tel, store, pool, key.Public())
+	// Components live until the HTTP server has drained, not until the
+	// signal: a request still running must find its pools open.
+	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer endLife()
+	srv, err := apiServer(life, cfg, log, tel, store, pool, key.Public())
 	if err != nil {
 		return err
 	}
-	go srv.PurgeKeys(ctx, time.Hour)
-	startAnchorer(ctx, cfg, log, store, pool, key)
+	go srv.PurgeKeys(life, time.Hour)
+	startAnchorer(life, cfg, log, store, pool, key)
 
 	httpSrv := &http.Server{Addr: cfg.Addr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
