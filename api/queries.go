@@ -115,11 +115,21 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 }
 
 // branchFilter reads an optional branch_id query parameter; a token limited
-// to branches may only name one of them (403).
+// to branches may only name one of them (403). Such a token that names none
+// reads its only branch, or, limited to several, must name one (400): a
+// list across branches would show the others too.
 func branchFilter(r *http.Request) (*uuid.UUID, error) {
 	v := r.URL.Query().Get("branch_id")
 	if v == "" {
-		return nil, nil
+		switch limited := principalOf(r).BranchIDs; len(limited) {
+		case 0:
+			return nil, nil
+		case 1:
+			id := limited[0]
+			return &id, nil
+		default:
+			return nil, invalid("a token limited to several branches must name one in branch_id", FieldError{Field: "branch_id", Code: "required"})
+		}
 	}
 	id, err := uuid.Parse(v)
 	if err != nil || id == uuid.Nil {
@@ -233,8 +243,8 @@ func viewTotals(t queries.Totals) totalsView {
 	return totalsView{Currency: t.Currency, Subtotal: t.Subtotal, Discount: t.Discount, Tax: t.Tax, GrandTotal: t.GrandTotal}
 }
 
-// listTransactions answers GET /v1/transactions. A token limited to
-// branches that names no branch_id sees every branch of its merchant.
+// listTransactions answers GET /v1/transactions; see branchFilter for
+// branch-limited tokens.
 func (s *Server) listTransactions(w http.ResponseWriter, r *http.Request) {
 	var f queries.TransactionFilter
 	var err error
@@ -317,8 +327,8 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// dailySales answers GET /v1/reports/daily-sales. A token limited to
-// branches that names no branch_id sees every branch of its merchant.
+// dailySales answers GET /v1/reports/daily-sales; see branchFilter for
+// branch-limited tokens.
 func (s *Server) dailySales(w http.ResponseWriter, r *http.Request) {
 	from, err := queryDate(r, "from")
 	var to time.Time

@@ -188,6 +188,22 @@ func TestListTransactionsPaging(t *testing.T) {
 	if r.code(t) != "forbidden" {
 		t.Fatalf("other branch: %s", r.body)
 	}
+	// Naming no branch, it sees its own branch only.
+	r = must(t, e.do(request{method: "GET", path: "/v1/transactions?limit=50", user: &limited}), 200)
+	items := r.json(t)["items"].([]any)
+	if len(items) != 3 {
+		t.Fatalf("branch-limited list holds %d items, want its branch's 3: %s", len(items), r.body)
+	}
+	for _, it := range items {
+		if it.(map[string]any)["branch_id"] != branch.String() {
+			t.Fatalf("branch-limited list shows another branch: %s", r.body)
+		}
+	}
+	two := newUser(t, merchant, "CASHIER", branch, other)
+	r = must(t, e.do(request{method: "GET", path: "/v1/transactions", user: &two}), 400)
+	if r.code(t) != "invalid_request" {
+		t.Fatalf("several branches, none named: %s", r.body)
+	}
 }
 
 func TestGetAnotherMerchantsTransaction(t *testing.T) {
