@@ -37,7 +37,7 @@ import (
 type Amount int64
 
 // MaxAmount is the largest valid Amount, 2^53−1: above it a JSON number is no
-// longer read exactly by every client (JavaScript, many decoders use float64).
+// longer read exactly by every client (JavaScript, many decoders use IEEE doubles).
 const MaxAmount Amount = 1<<53 - 1
 
 // Sentinel errors.
