@@ -263,12 +263,65 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 			Logger:          logger,
 		}.Middleware,
 	)
+	if err := provisionDurables(url, opts); err != nil {
+		c.closeClients()
+		return nil, err
+	}
 	for p := range opts.Partitions {
 		topic := relay.Topic(opts.TopicPrefix, p)
 		router.AddConsumerHandler("projector_"+topic, topic, sub, c.handle)
 	}
 	c.router = router
 	return c, nil
+}
+
+// provisionDurables creates each partition's stream (as the relay's
+// AutoProvision would) and its shared durable consumer before any worker
+// subscribes. A consumer that a subscription creates is deleted by nats.go
+// when that subscription ends: the first worker to start would take the
+// whole queue group's durable with it when it stops, and the others would
+// stall. Created here, the durable belongs to no worker; subscriptions only
+// bind to it. The settings must match the subscriber's options.
+func provisionDurables(url string, opts Options) error {
+	nc, err := nats.Connect(url, opts.NatsOptions...)
+	if err != nil {
+		return fmt.Errorf("consume: provision: %w", err)
+	}
+	defer nc.Close()
+	js, err := nc.JetStream()
+	if err != nil {
+		return fmt.Errorf("consume: provision: %w", err)
+	}
+	for p := range opts.Partitions {
+		topic := relay.Topic(opts.TopicPrefix, p)
+		if _, err := js.StreamInfo(topic); errors.Is(err, nats.ErrStreamNotFound) {
+			_, err = js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
+			if err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+				return fmt.Errorf("consume: provision stream %s: %w", topic, err)
+			}
+		} else if err != nil {
+			return fmt.Errorf("consume: provision stream %s: %w", topic, err)
+		}
+		if _, err := js.ConsumerInfo(topic, opts.Durable); err == nil {
+			continue
+		} else if !errors.Is(err, nats.ErrConsumerNotFound) {
+			return fmt.Errorf("consume: provision consumer %s/%s: %w", topic, opts.Durable, err)
+		}
+		_, err := js.AddConsumer(topic, &nats.ConsumerConfig{
+			Durable:        opts.Durable,
+			DeliverSubject: nats.NewInbox(),
+			DeliverGroup:   opts.QueueGroup,
+			DeliverPolicy:  nats.DeliverAllPolicy,
+			AckPolicy:      nats.AckExplicitPolicy,
+			AckWait:        opts.AckWait,
+			MaxAckPending:  opts.MaxAckPending,
+			FilterSubject:  topic,
+		})
+		if err != nil && !errors.Is(err, nats.ErrConsumerNameAlreadyInUse) {
+			return fmt.Errorf("consume: provision consumer %s/%s: %w", topic, opts.Durable, err)
+		}
+	}
+	return nil
 }
 
 // Permanent reports whether err means the message can never be applied:

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -419,4 +421,196 @@ func TestEmbeddedServerRestartLosesNothing(t *testing.T) {
 	}
 	e.waitApplied(60 * time.Second)
 	e.checkSales(sales)
+}
+
+func TestThreeWorkersApplyEachEventOnceInOrderAndTakeOverAStoppedOne(t *testing.T) {
+	e := newEnv(t, natsURL)
+	// A short AckWait: the stopped worker's in-flight message, if its
+	// acknowledgement was lost, goes to another worker within the test.
+	const ackWait = 2 * time.Second
+	type worker struct {
+		c      *consume.Consumer
+		cancel context.CancelFunc
+		done   chan error
+	}
+	start := func() *worker {
+		t.Helper()
+		c, err := consume.New(e.url, e.runner, consume.Options{
+			Partitions: partitions, TopicPrefix: e.prefix, AckWait: ackWait,
+			RetryInterval: 10 * time.Millisecond, NakDelay: 100 * time.Millisecond,
+			Logger: e.logger(),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		w := &worker{c: c, cancel: cancel, done: make(chan error, 1)}
+		go func() { w.done <- c.Run(ctx) }()
+		var once sync.Once
+		stop := func() {
+			once.Do(func() {
+				cancel()
+				select {
+				case err := <-w.done:
+					if err != nil {
+						t.Errorf("consumer Run: %v", err)
+					}
+				case <-time.After(20 * time.Second):
+					t.Errorf("consumer did not stop within 20s")
+				}
+			})
+		}
+		w.cancel = stop
+		t.Cleanup(stop)
+		select {
+		case <-c.Ready():
+		case err := <-w.done:
+			t.Fatalf("consumer Run: %v", err)
+		case <-time.After(20 * time.Second):
+			t.Fatal("consumer not running after 20s")
+		}
+		return w
+	}
+	workers := []*worker{start(), start(), start()}
+	handled := func() (sum int64) {
+		for _, w := range workers {
+			sum += w.c.Handled()
+		}
+		return sum
+	}
+	e.relay(relay.Options{})
+
+	// Two merchants on every partition.
+	var ms []uuid.UUID
+	per := map[int]int{}
+	for len(ms) < 2*partitions {
+		m := projtest.NewID(t)
+		if p := projections.Partition(m.String(), partitions); per[p] < 2 {
+			per[p]++
+			ms = append(ms, m)
+		}
+	}
+	var sales []*projtest.Sale
+	batch := func(b int) {
+		for i, m := range ms {
+			for j := range 2 {
+				sales = append(sales, e.sale(m, fmt.Sprintf("%d%02d-%03d", b, i, j)))
+			}
+		}
+	}
+	batch(1)
+	first := int64(len(e.feed()))
+
+	// Once some of the first batch is applied, stop the busiest worker.
+	deadline := time.Now().Add(15 * time.Second)
+	for handled() < first/4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d messages applied within 15s", handled(), first)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stopped := 0
+	for i, w := range workers {
+		if w.c.Handled() > workers[stopped].c.Handled() {
+			stopped = i
+		}
+	}
+	workers[stopped].cancel()
+	atStop := make([]int64, len(workers))
+	for i, w := range workers {
+		atStop[i] = w.c.Handled()
+	}
+	if atStop[stopped] == 0 {
+		t.Fatalf("stopped worker %d had applied nothing", stopped)
+	}
+
+	batch(2)
+	e.waitApplied(20 * time.Second)
+	e.checkSales(sales)
+	feed := e.feed()
+	n := int64(len(feed))
+
+	// Counts: the stopped worker applied nothing more, the survivors took
+	// over everything else, and every message was applied once, save for
+	// at most one redelivery per partition of a message the stopped worker
+	// applied but whose acknowledgement was lost (MaxAckPending 1).
+	var total int64
+	for i, w := range workers {
+		h := w.c.Handled()
+		total += h
+		t.Logf("worker %d applied %d messages (%d before the stop)", i, h, atStop[i])
+		if i == stopped && h != atStop[i] {
+			t.Errorf("stopped worker %d applied %d messages after it stopped", i, h-atStop[i])
+		}
+		if i != stopped && h == 0 {
+			t.Errorf("worker %d applied nothing", i)
+		}
+	}
+	if total < n || total > n+partitions {
+		t.Errorf("handled %d messages of %d events, want %d..%d", total, n, n, n+partitions)
+	}
+
+	// Effects exactly once: the daily sales count each paid sale once.
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.db.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var count, gross int64
+	if err := conn.QueryRow(ctx, "SELECT coalesce(sum(count),0), coalesce(sum(gross),0) FROM rm_daily_sales").Scan(&count, &gross); err != nil {
+		t.Fatal(err)
+	}
+	if count != int64(len(sales)) || gross != 30000*int64(len(sales)) {
+		t.Errorf("daily sales count %d gross %d, want %d and %d", count, gross, len(sales), 30000*len(sales))
+	}
+
+	// In stream order: every projection of the transaction category is at
+	// each sale stream's last version.
+	var scoped []string
+	for _, p := range projections.All() {
+		if s, ok := p.(projections.CategoryScoped); ok && slices.Contains(s.Categories(), projections.TransactionCategory) {
+			scoped = append(scoped, p.Name())
+		}
+	}
+	if len(scoped) == 0 {
+		t.Fatal("no projection reads the transaction category")
+	}
+	versions := map[string]map[string]uint64{} // stream -> projection -> version
+	rs, err := conn.Query(ctx, "SELECT stream_name, projection, version FROM projection_streams")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rs.Next() {
+		var stream, proj string
+		var v int64
+		if err := rs.Scan(&stream, &proj, &v); err != nil {
+			t.Fatal(err)
+		}
+		if versions[stream] == nil {
+			versions[stream] = map[string]uint64{}
+		}
+		versions[stream][proj] = uint64(v)
+	}
+	if err := rs.Err(); err != nil {
+		t.Fatal(err)
+	}
+	last := map[string]uint64{}
+	for _, ev := range feed {
+		if ev.Version <= last[ev.Stream] {
+			t.Fatalf("feed has %s@%d after version %d", ev.Stream, ev.Version, last[ev.Stream])
+		}
+		last[ev.Stream] = ev.Version
+	}
+	for _, s := range sales {
+		want := s.Aggregate().Version()
+		if last[s.Stream] != want {
+			t.Errorf("sale %s: feed ends at version %d, aggregate at %d", s.ID, last[s.Stream], want)
+		}
+		for _, p := range scoped {
+			if got, ok := versions[s.Stream][p]; !ok || got != want {
+				t.Errorf("projection %s applied %s up to version %d (row %v), want %d", p, s.Stream, got, ok, want)
+			}
+		}
+	}
 }
