@@ -35,6 +35,7 @@ import (
 	"pos/domain/transaction"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
+	"pos/eventstore/storetest"
 	"pos/internal/pgtest"
 )
 
@@ -1034,11 +1035,6 @@ func TestAuditStateOfAnUnreplayableHistory(t *testing.T) {
 	}
 }
 
-// benchPayload is a line-item event of about 200 bytes, a typical POS event.
-var benchPayload = json.RawMessage(`{"line_id":"0193a5c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f",` +
-	`"sku":"COF-FW-L","name":"Flat white, oat, large","qty":2,` +
-	`"unit_price":{"amount":"4.50","currency":"EUR"},"tax_code":"VAT-R","note":"extra hot, no lid"}`)
-
 // seedMerchant appends n events (a multiple of 50) for merchant, streams of
 // 50 events in one append each, by 8 concurrent writers, then vacuums as
 // the owner of dbURL.
@@ -1047,30 +1043,7 @@ func seedMerchant(b *testing.B, store *pgstore.Store, dbURL, merchant string, n 
 	const streamLen, seeders = 50, 8
 	ctx := context.Background()
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, seeders)
-	for range seeders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			events := make([]eventstore.EventData, streamLen)
-			for next.Add(1) <= int64(n/streamLen) {
-				md := eventstore.Metadata{MerchantID: merchant, Actor: "0193a5c2-1111-7222-8333-444455556666", Role: "CASHIER",
-					CorrelationID: uuid.NewString(), TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-				for j := range events {
-					events[j] = eventstore.EventData{ID: uuid.Must(uuid.NewV7()), Type: "ItemAdded", SchemaVersion: 1, Data: benchPayload, Metadata: md}
-				}
-				if _, err := store.Append(ctx, eventstore.StreamName("transaction", merchant, uuid.NewString()), eventstore.NoStream, events...); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := storetest.Seed(ctx, store, []string{merchant}, n, streamLen, seeders); err != nil {
 		b.Fatalf("seed: %v", err)
 	}
 	c, err := pgx.Connect(ctx, dbURL)

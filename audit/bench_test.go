@@ -2,12 +2,9 @@ package audit
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +13,7 @@ import (
 
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
+	"pos/eventstore/storetest"
 	"pos/internal/pgtest"
 )
 
@@ -28,50 +26,16 @@ const (
 	benchMerchants = 10
 )
 
-// benchPayload is a line-item event of about 200 bytes, a typical POS event.
-var benchPayload = json.RawMessage(`{"line_id":"0193a5c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f",` +
-	`"sku":"COF-FW-L","name":"Flat white, oat, large","qty":2,` +
-	`"unit_price":{"amount":"4.50","currency":"EUR"},"tax_code":"VAT-R","note":"extra hot, no lid"}`)
-
 // seedEvents appends n events (a multiple of benchStreamLen) and returns
 // the merchants.
 func seedEvents(b *testing.B, store *pgstore.Store, n int) []string {
 	b.Helper()
-	ctx := context.Background()
 	merchants := make([]string, benchMerchants)
 	for i := range merchants {
 		merchants[i] = uuid.NewString()
 	}
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, benchSeeders)
-	for range benchSeeders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			events := make([]eventstore.EventData, benchStreamLen)
-			for {
-				i := next.Add(1) - 1
-				if i >= int64(n/benchStreamLen) {
-					return
-				}
-				m := merchants[int(i)%len(merchants)]
-				md := eventstore.Metadata{MerchantID: m, Actor: "0193a5c2-1111-7222-8333-444455556666", Role: "CASHIER",
-					CorrelationID: uuid.NewString(), TraceParent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
-				for j := range events {
-					events[j] = eventstore.EventData{ID: uuid.Must(uuid.NewV7()), Type: "ItemAdded", SchemaVersion: 1, Data: benchPayload, Metadata: md}
-				}
-				if _, err := store.Append(ctx, eventstore.StreamName("transaction", m, uuid.NewString()), eventstore.NoStream, events...); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := storetest.Seed(context.Background(), store, merchants, n, benchStreamLen, benchSeeders); err != nil {
 		b.Fatalf("seed: %v", err)
 	}
 	b.Logf("seeded %d events in %s", n, time.Since(start).Round(time.Millisecond))

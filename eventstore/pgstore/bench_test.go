@@ -2,7 +2,6 @@ package pgstore_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -20,35 +19,6 @@ import (
 // appendsPerStream is how many appends a benchmark writer makes to one stream
 // before it starts the next, so that streams keep a realistic length.
 const appendsPerStream = 100
-
-// benchPayload is a line-item event of about 200 bytes, the size of a typical
-// POS event.
-var benchPayload = json.RawMessage(`{"line_id":"0193a5c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f",` +
-	`"sku":"COF-FW-L","name":"Flat white, oat, large","qty":2,` +
-	`"unit_price":{"amount":"4.50","currency":"EUR"},"tax_code":"VAT-R","note":"extra hot, no lid"}`)
-
-// benchEvents builds n events of merchant with full metadata; the caller gives
-// them fresh ids before each append.
-func benchEvents(merchant string, n int) []eventstore.EventData {
-	out := make([]eventstore.EventData, n)
-	for i := range out {
-		out[i] = eventstore.EventData{
-			Type:          "ItemAdded",
-			SchemaVersion: 1,
-			Data:          benchPayload,
-			Metadata: eventstore.Metadata{
-				MerchantID:    merchant,
-				Actor:         "0193a5c2-1111-7222-8333-444455556666",
-				Role:          "CASHIER",
-				CorrelationID: uuid.NewString(),
-				CausationID:   uuid.NewString(),
-				TraceParent:   "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
-				TraceState:    "pos=terminal-07",
-			},
-		}
-	}
-	return out
-}
 
 // BenchmarkAppend measures appends of 1 and 10 events by 1, 8 and 32
 // concurrent writers. Each writer runs the load–decide–append cycle on its own
@@ -77,7 +47,7 @@ func benchAppend(b *testing.B, store *pgstore.Store, events, writers int) {
 	merchants := make([]string, writers)
 	for w := range writers {
 		merchants[w] = storetest.NewMerchant()
-		templates[w] = benchEvents(merchants[w], events)
+		templates[w] = storetest.Events(merchants[w], events)
 	}
 
 	var (
@@ -171,41 +141,11 @@ func seedFeed(b *testing.B, store *pgstore.Store) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	merchants := make([]string, readAllMerchants)
-	templates := make([][]eventstore.EventData, readAllMerchants)
 	for i := range merchants {
 		merchants[i] = storetest.NewMerchant()
-		templates[i] = benchEvents(merchants[i], readAllBatch)
 	}
 	start := time.Now()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	errs := make(chan error, readAllSeeders)
-	for range readAllSeeders {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			evs := make([]eventstore.EventData, readAllBatch)
-			for {
-				i := next.Add(1) - 1
-				if i >= readAllSeed/readAllBatch {
-					return
-				}
-				m := int(i) % readAllMerchants
-				copy(evs, templates[m])
-				for j := range evs {
-					evs[j].ID = uuid.Must(uuid.NewV7())
-				}
-				stream := storetest.NewStream(merchants[m], "transaction")
-				if _, err := store.Append(ctx, stream, eventstore.NoStream, evs...); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := storetest.Seed(ctx, store, merchants, readAllSeed, readAllBatch, readAllSeeders); err != nil {
 		b.Fatalf("seed: %v", err)
 	}
 	b.Logf("seeded %d events of %d merchants in %s", readAllSeed, readAllMerchants, time.Since(start).Round(time.Millisecond))
