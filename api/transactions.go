@@ -199,8 +199,6 @@ func (s *Server) addItem(w http.ResponseWriter, r *http.Request) {
 			if lineID, err = parseID("line_id", &req.LineID); err != nil {
 				return nil, commands.Result{}, err
 			}
-		} else {
-			lineID = uuid.Must(uuid.NewV7())
 		}
 		if req.UnitPrice == nil {
 			return nil, commands.Result{}, invalid("unit_price is required", FieldError{Field: "unit_price", Code: "required"})
@@ -215,7 +213,12 @@ func (s *Server) addItem(w http.ResponseWriter, r *http.Request) {
 		}
 		return h.AddItem(r.Context(), m, id, transaction.AddItem{LineID: lineID, SKU: req.SKU, Name: req.Name, Qty: req.Qty,
 			UnitPrice: money.Amount(*req.UnitPrice), TaxRateBps: rate, Currency: cur})
-	}, func(_ *transaction.Transaction, a *transactionAnswer) { a.LineID = lineID.String() })
+	}, func(t *transaction.Transaction, a *transactionAnswer) {
+		// The command's line is the newest; its id is the client's, or
+		// the one the handler generated.
+		lines := t.Lines()
+		a.LineID = lines[len(lines)-1].LineID.String()
+	})
 }
 
 func (s *Server) removeItem(w http.ResponseWriter, r *http.Request) {
@@ -265,9 +268,6 @@ func (s *Server) addPayment(w http.ResponseWriter, r *http.Request) {
 		if paymentID, err = parseID("payment_id", req.PaymentID); err != nil {
 			return nil, commands.Result{}, err
 		}
-		if paymentID == uuid.Nil {
-			paymentID = uuid.Must(uuid.NewV7())
-		}
 		cur, err := optionalCurrency(req.Currency)
 		if err != nil {
 			return nil, commands.Result{}, err
@@ -275,12 +275,10 @@ func (s *Server) addPayment(w http.ResponseWriter, r *http.Request) {
 		return h.AddPayment(r.Context(), m, id, transaction.AddPayment{PaymentID: paymentID,
 			Method: transaction.Method(req.Method), Amount: money.Amount(req.Amount), Currency: cur})
 	}, func(t *transaction.Transaction, a *transactionAnswer) {
-		for _, p := range t.Payments() {
-			if p.PaymentID == paymentID {
-				applied, change := int64(p.Applied), int64(p.Change)
-				a.PaymentID, a.PaymentStatus, a.Applied, a.Change = p.PaymentID.String(), string(p.Status), &applied, &change
-			}
-		}
+		payments := t.Payments() // the command's payment is the newest
+		p := payments[len(payments)-1]
+		applied, change := int64(p.Applied), int64(p.Change)
+		a.PaymentID, a.PaymentStatus, a.Applied, a.Change = p.PaymentID.String(), string(p.Status), &applied, &change
 	})
 }
 
@@ -353,9 +351,6 @@ func (s *Server) refund(w http.ResponseWriter, r *http.Request) {
 		if refundID, err = parseID("refund_id", req.RefundID); err != nil {
 			return nil, commands.Result{}, err
 		}
-		if refundID == uuid.Nil {
-			refundID = uuid.Must(uuid.NewV7())
-		}
 		cmd := transaction.Refund{RefundID: refundID, Reason: req.Reason}
 		if req.Amount != nil {
 			cmd.Amount = money.Amount(*req.Amount)
@@ -369,13 +364,10 @@ func (s *Server) refund(w http.ResponseWriter, r *http.Request) {
 		}
 		return h.IssueRefund(r.Context(), m, id, cmd)
 	}, func(t *transaction.Transaction, a *transactionAnswer) {
-		a.RefundID = refundID.String()
-		for _, rf := range t.Refunds() {
-			if rf.RefundID == refundID {
-				v := int64(rf.Amount)
-				a.Amount = &v
-			}
-		}
+		refunds := t.Refunds() // the command's refund is the newest
+		rf := refunds[len(refunds)-1]
+		v := int64(rf.Amount)
+		a.RefundID, a.Amount = rf.RefundID.String(), &v
 	})
 }
 

@@ -165,22 +165,6 @@ func (e ExpectedVersion) String() string {
 	return "invalid"
 }
 
-// ParseExpectedVersion reads "any", "no_stream" or a version number (0 meaning
-// no stream), as configuration and tests spell them.
-func ParseExpectedVersion(s string) (ExpectedVersion, error) {
-	switch s {
-	case "any":
-		return Any, nil
-	case "no_stream", "no stream":
-		return NoStream, nil
-	}
-	v, err := strconv.ParseUint(s, 10, 63)
-	if err != nil {
-		return ExpectedVersion{}, &InvalidAppendError{Field: "expected", Reason: fmt.Sprintf("%q is not any, no_stream or a version", s)}
-	}
-	return Exact(v), nil
-}
-
 // Position is a point in the global feed. Positions are totally ordered
 // (Major, then Minor) and stable: an event's position never changes and no
 // event is ever inserted before a position that a reader has passed.

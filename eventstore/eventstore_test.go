@@ -47,30 +47,17 @@ func TestPositionOrderAndText(t *testing.T) {
 }
 
 func TestExpectedVersion(t *testing.T) {
-	cases := []struct {
-		in      string
-		want    eventstore.ExpectedVersion
-		wantErr bool
-	}{
-		{"any", eventstore.Any, false},
-		{"no_stream", eventstore.NoStream, false},
-		{"0", eventstore.NoStream, false},
-		{"7", eventstore.Exact(7), false},
-		{"", eventstore.ExpectedVersion{}, true},
-		{"-1", eventstore.ExpectedVersion{}, true},
-		{"latest", eventstore.ExpectedVersion{}, true},
-	}
-	for _, tc := range cases {
-		got, err := eventstore.ParseExpectedVersion(tc.in)
-		if (err != nil) != tc.wantErr || got != tc.want {
-			t.Errorf("ParseExpectedVersion(%q) = %v, %v; want %v (error %v)", tc.in, got, err, tc.want, tc.wantErr)
-		}
-		if err != nil && !errors.Is(err, eventstore.ErrInvalidAppend) {
-			t.Errorf("ParseExpectedVersion(%q) error %v is not ErrInvalidAppend", tc.in, err)
-		}
-	}
 	if (eventstore.ExpectedVersion{}).Valid() {
 		t.Error("the zero ExpectedVersion is valid; callers must choose")
+	}
+	if eventstore.Exact(0) != eventstore.NoStream {
+		t.Error("Exact(0) is not NoStream")
+	}
+	if v, ok := eventstore.Exact(7).Version(); !ok || v != 7 {
+		t.Errorf("Exact(7).Version() = %d, %v", v, ok)
+	}
+	if _, ok := eventstore.Any.Version(); ok {
+		t.Error("Any has an exact version")
 	}
 }
 

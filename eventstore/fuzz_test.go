@@ -62,23 +62,3 @@ func FuzzParsePosition(f *testing.F) {
 		}
 	})
 }
-
-// FuzzParseExpectedVersion: any string is refused with ErrInvalidAppend or
-// gives a valid expectation.
-func FuzzParseExpectedVersion(f *testing.F) {
-	f.Add("any")
-	f.Add("12")
-	f.Add("-3")
-	f.Fuzz(func(t *testing.T, s string) {
-		v, err := eventstore.ParseExpectedVersion(s)
-		if err != nil {
-			if !errors.Is(err, eventstore.ErrInvalidAppend) {
-				t.Fatalf("error %v is not ErrInvalidAppend", err)
-			}
-			return
-		}
-		if !v.Valid() {
-			t.Fatalf("%q parsed to an invalid expectation", s)
-		}
-	})
-}

@@ -63,10 +63,6 @@ func (p Principal) CanActOnBranch(branch uuid.UUID) bool {
 	return len(p.BranchIDs) == 0 || slices.Contains(p.BranchIDs, branch)
 }
 
-// IsAuditor reports whether p has the AUDITOR role, which reads everything of
-// its merchant and may issue no command.
-func (p Principal) IsAuditor() bool { return p.Role == RoleAuditor }
-
 // CanIssueCommands reports whether p's role may issue commands at all: every
 // valid role except AUDITOR. Individual commands may demand more (HasRole).
 func (p Principal) CanIssueCommands() bool { return p.Role.Valid() && p.Role != RoleAuditor }

@@ -35,14 +35,14 @@ func TestCanActOnBranch(t *testing.T) {
 
 func TestRoleHelpers(t *testing.T) {
 	cases := []struct {
-		role                 auth.Role
-		valid, auditor, cmds bool
-		managerOrAdmin       bool
+		role           auth.Role
+		valid, cmds    bool
+		managerOrAdmin bool
 	}{
 		{role: auth.RoleCashier, valid: true, cmds: true},
 		{role: auth.RoleManager, valid: true, cmds: true, managerOrAdmin: true},
 		{role: auth.RoleAdmin, valid: true, cmds: true, managerOrAdmin: true},
-		{role: auth.RoleAuditor, valid: true, auditor: true},
+		{role: auth.RoleAuditor, valid: true},
 		{role: "cashier"},
 		{role: ""},
 	}
@@ -51,9 +51,6 @@ func TestRoleHelpers(t *testing.T) {
 			p := auth.Principal{Role: tc.role}
 			if got := tc.role.Valid(); got != tc.valid {
 				t.Errorf("Valid: got %v, want %v", got, tc.valid)
-			}
-			if got := p.IsAuditor(); got != tc.auditor {
-				t.Errorf("IsAuditor: got %v, want %v", got, tc.auditor)
 			}
 			if got := p.CanIssueCommands(); got != tc.cmds {
 				t.Errorf("CanIssueCommands: got %v, want %v", got, tc.cmds)
