@@ -23,6 +23,7 @@ lint:
 bench: services
 	scripts/bench.sh
 	scripts/load.sh
+	scripts/readbench.sh
 	$(MAKE) --no-print-directory bench-audit
 
 # The audit benchmarks: BenchmarkVerify (pos verify over every merchant)
@@ -31,6 +32,13 @@ bench: services
 .PHONY: bench-audit
 bench-audit: services
 	$(GO) test -run '^$$' -bench '^Benchmark(Verify|Export)$$' -benchtime 3x -timeout 30m ./audit/ ./api/
+
+# The read side (issue #5), in one run: projection lag under the sales load,
+# GET /v1/transactions/{id} with the Redis cache on, off and against a bare
+# chi handler (vegeta), and BenchmarkReplay (scripts/readbench.sh).
+.PHONY: bench-read
+bench-read: services
+	scripts/readbench.sh
 
 # Only the sales load scenarios (vegeta, closed and open loop) beside pgbench.
 load: services

@@ -31,6 +31,7 @@ func TestSaleEndToEnd(t *testing.T) {
 		t.Errorf("grand total of 3 × 3333 at 11%% = %v, want 11099", got)
 	}
 	must(t, s.post("/discounts", map[string]any{"kind": "amount", "amount": 99, "reason": "loyalty"}), 201)
+	s.stockUp()
 	r = must(t, s.post("/checkout", map[string]any{}), 200)
 	if r.str(t, "status") != "pending_payment" || r.header.Get("ETag") != `"4"` || r.header.Get("X-Position") != r.str(t, "position") {
 		t.Fatalf("checkout answer: %s %v", r.body, r.header)
@@ -76,10 +77,12 @@ func TestErrorCodes(t *testing.T) {
 	draft.addItem(1, 10000)
 	paid := e.open(&cashier, branch)
 	paid.addItem(1, 10000)
+	paid.stockUp()
 	must(t, paid.post("/checkout", map[string]any{}), 200)
 	must(t, paid.post("/payments", map[string]any{"method": "CASH", "amount": 20000}), 201)
 	pending := e.open(&cashier, branch)
 	pending.addItem(1, 10000)
+	pending.stockUp()
 	must(t, pending.post("/checkout", map[string]any{}), 200)
 
 	big := `{"sku":"` + strings.Repeat("x", 1<<20) + `"}`
@@ -114,6 +117,9 @@ func TestErrorCodes(t *testing.T) {
 		{"stale If-Match", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{}`, headers: map[string]string{"If-Match": `"1"`}}, 412, "version_mismatch"},
 		{"body over 1 MiB", request{method: "POST", path: draft.path("/items"), user: &cashier, body: big}, 413, "payload_too_large"},
 		{"not JSON", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{}`, headers: map[string]string{"Content-Type": "text/plain"}}, 415, "unsupported_media_type"},
+		// The branch received one TEA for each of the two sales checked
+		// out above, and they hold both: none is left for the draft.
+		{"checkout beyond the stock received", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{}`}, 422, "insufficient_stock"},
 		{"discount above total", request{method: "POST", path: draft.path("/discounts"), user: &cashier, body: map[string]any{"kind": "amount", "amount": 10001, "reason": "x"}}, 422, "discount_exceeds_total"},
 		{"card above due", request{method: "POST", path: pending.path("/payments"), user: &cashier, body: map[string]any{"method": "CARD", "amount": 20000}}, 422, "overpayment"},
 		{"refund above paid", request{method: "POST", path: paid.path("/refunds"), user: &manager, body: map[string]any{"reason": "x", "amount": 11101}}, 422, "refund_exceeds_paid"},
@@ -131,6 +137,9 @@ func TestErrorCodes(t *testing.T) {
 			p := r.json(t)
 			if p["status"].(float64) != float64(tc.status) || p["title"] == "" || !strings.HasPrefix(p["type"].(string), "urn:pos:problem:") {
 				t.Errorf("problem document incomplete: %s", r.body)
+			}
+			if tc.code == "insufficient_stock" && fmt.Sprint(p["skus"]) != "[TEA]" {
+				t.Errorf("insufficient_stock names skus %v, want [TEA]: %s", p["skus"], r.body)
 			}
 		})
 	}
@@ -158,6 +167,7 @@ func TestAnotherMerchantsTransactionIsNotFound(t *testing.T) {
 		}
 	}
 	// The owner still sees an untouched draft.
+	s.stockUp()
 	must(t, s.post("/checkout", map[string]any{}), 200)
 }
 
@@ -371,10 +381,11 @@ func TestPosSync(t *testing.T) {
 	e := newEnv(t)
 	merchant := uuid.New()
 	u := newUser(t, merchant, "CASHIER")
-	id, line := uuid.NewString(), uuid.NewString()
+	id, line, branch := uuid.NewString(), uuid.NewString(), uuid.New()
 	tx := "/v1/transactions/" + id
+	e.receiveStock(merchant, branch, "A", 2) // what k4 checks out
 	batch := map[string]any{"commands": []map[string]any{
-		{"idempotency_key": "k1", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": uuid.NewString(), "transaction_id": id}},
+		{"idempotency_key": "k1", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": branch, "transaction_id": id}},
 		{"idempotency_key": "k2", "method": "POST", "path": tx + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 2, "unit_price": 500, "line_id": line}},
 		{"idempotency_key": "k3", "method": "POST", "path": tx + "/items", "body": map[string]any{"sku": "B", "name": "B", "qty": 0, "unit_price": 1}},
 		{"idempotency_key": "k4", "method": "POST", "path": tx + "/checkout"},

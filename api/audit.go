@@ -6,8 +6,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,6 +20,7 @@ import (
 	"pos/api/auth"
 	"pos/audit"
 	"pos/commands"
+	"pos/domain/stock"
 	"pos/domain/transaction"
 	"pos/eventstore"
 )
@@ -77,11 +80,12 @@ type auditAggregate struct {
 }
 
 // auditAggregates maps the aggregate names of the audit paths to their
-// streams. Only transactions exist as an aggregate today; "stock",
+// streams ("stock" takes a ledger id, as stock answers carry it).
 // "approvals" and "journal" (API.md) answer 404 not_found until the
-// StockLedger, Approval and Journal aggregates exist and are added here.
+// Approval and Journal aggregates exist and are added here.
 var auditAggregates = map[string]auditAggregate{
 	"transactions": {stream: commands.TransactionStream, state: transactionState},
+	"stock":        {stream: commands.LedgerStream, state: ledgerState},
 }
 
 // auditTarget resolves {aggregate}/{id} to the caller's stream. An unknown
@@ -231,6 +235,56 @@ func transactionState(events []eventstore.RecordedEvent) (any, error) {
 	}
 	last := events[len(events)-1]
 	return viewTransactionState(t, last), nil
+}
+
+// ledgerState replays a stock ledger's events with its own Apply, like
+// transactionState; the ledger's key comes from its first event.
+func ledgerState(events []eventstore.RecordedEvent) (any, error) {
+	var l *stock.Ledger
+	for _, re := range events {
+		e, err := stock.Decode(re.Type, re.Data)
+		if err != nil {
+			return nil, fmt.Errorf("audit: %s event %d: %w", re.Stream, re.Version, err)
+		}
+		if l == nil {
+			l = stock.New(e.LedgerKey())
+		}
+		if err := l.Apply(e); err != nil {
+			return nil, fmt.Errorf("audit: replay %s: %w", re.Stream, err)
+		}
+	}
+	last := events[len(events)-1]
+	k := l.Key()
+	v := auditLedger{ID: k.LedgerID.String(), MerchantID: k.MerchantID.String(), levelView: viewLevel(l),
+		Version: l.Version(), Position: last.Position.String(), RecordedAt: last.RecordedAt, Reservations: []auditReservation{}}
+	res := l.Reservations()
+	for _, id := range slices.SortedFunc(maps.Keys(res), func(a, b uuid.UUID) int { return strings.Compare(a.String(), b.String()) }) {
+		r := res[id]
+		v.Reservations = append(v.Reservations, auditReservation{TransactionID: id.String(), Reserved: r.Reserved, Released: r.Released,
+			Sold: r.Sold, SoldCost: int64(r.SoldCost), Returned: r.Returned})
+	}
+	return v, nil
+}
+
+// auditLedger is a stock ledger's state as replayed.
+type auditLedger struct {
+	ID         string `json:"id"`
+	MerchantID string `json:"merchant_id"`
+	levelView
+	Version      uint64             `json:"version"`
+	Position     string             `json:"position"`
+	RecordedAt   time.Time          `json:"recorded_at"`
+	Reservations []auditReservation `json:"reservations"`
+}
+
+// auditReservation is what a ledger knows of one transaction.
+type auditReservation struct {
+	TransactionID string `json:"transaction_id"`
+	Reserved      int64  `json:"reserved"`
+	Released      bool   `json:"released"`
+	Sold          int64  `json:"sold"`
+	SoldCost      int64  `json:"sold_cost"`
+	Returned      int64  `json:"returned"`
 }
 
 func (s *Server) auditFeed(w http.ResponseWriter, r *http.Request) {

@@ -31,7 +31,6 @@ import (
 	"pos/audit"
 	"pos/commands"
 	"pos/domain/money"
-	"pos/domain/settings"
 	"pos/domain/transaction"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
@@ -58,14 +57,7 @@ type auditEnv struct {
 
 func registry(t testing.TB) *eventstore.Registry {
 	t.Helper()
-	var types []eventstore.EventType
-	for _, name := range transaction.EventTypes() {
-		types = append(types, eventstore.EventType{Name: name, Current: transaction.SchemaVersion})
-	}
-	for _, name := range settings.EventTypes() {
-		types = append(types, eventstore.EventType{Name: name, Current: 1})
-	}
-	reg, err := eventstore.NewRegistry(types...)
+	reg, err := commands.Registry()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -210,9 +202,15 @@ func (e *auditEnv) get(u *user, path string) resp {
 
 func (e *auditEnv) history(u *user, id string) []auditEvent {
 	e.t.Helper()
+	return e.streamHistory(u, "transactions", id)
+}
+
+// streamHistory is the history of the aggregate's stream of that id.
+func (e *auditEnv) streamHistory(u *user, aggregate, id string) []auditEvent {
+	e.t.Helper()
 	return decodeAs[struct {
 		Events []auditEvent `json:"events"`
-	}](e.t, must(e.t, e.get(u, "/v1/audit/streams/transactions/"+id+"/events"), 200)).Events
+	}](e.t, must(e.t, e.get(u, "/v1/audit/streams/"+aggregate+"/"+id+"/events"), 200)).Events
 }
 
 func (e *auditEnv) verify(u *user) verifyReport {
@@ -248,13 +246,24 @@ func (e *auditEnv) tamper(sql string, args ...any) {
 // command, and returns its id.
 func (e *auditEnv) completedSale(u *user) string {
 	e.t.Helper()
+	id, _ := e.completedSaleAndLedger(u)
+	return id
+}
+
+// completedSaleAndLedger is completedSale, also returning the id of the
+// stock ledger of the sale's one SKU at its own new branch: an ADMIN's
+// receipt of the sale's units (before it is checked out), then the
+// checkout's reservation, are that ledger's two events.
+func (e *auditEnv) completedSaleAndLedger(u *user) (tx, ledger string) {
+	e.t.Helper()
 	s := e.open(u, uuid.New())
 	s.addItem(2, 15000)
+	ledger = s.stockUp().str(e.t, "id")
 	must(e.t, s.post("/checkout", map[string]any{}), 200)
 	must(e.t, e.do(request{method: "POST", path: s.path("/payments"), user: u, body: map[string]any{"method": "CASH", "amount": 50000},
 		headers: map[string]string{"Idempotency-Key": "pay-" + s.id, "X-Correlation-ID": "0193a5c0-0000-7000-8000-00000000c0c0"}}), 201)
 	must(e.t, s.post("/complete", map[string]any{}), 200)
-	return s.id
+	return s.id, ledger
 }
 
 func TestAuditStreamHistory(t *testing.T) {
@@ -352,7 +361,8 @@ func TestAuditIsForAuditorsAndAdminsOfTheirOwnMerchant(t *testing.T) {
 	if rep := e.verify(&stranger); rep.EventsChecked != 0 {
 		t.Errorf("another merchant's verify checked %d events", rep.EventsChecked)
 	}
-	// Aggregates that do not exist yet, and malformed ids.
+	// Streams that do not exist (no stock ledger has a sale's id; approvals
+	// and journals are not built yet), and malformed ids.
 	auditor := newUser(t, merchant, "AUDITOR")
 	for _, p := range []string{
 		"/v1/audit/streams/stock/" + id + "/events", "/v1/audit/approvals/" + id + "/state",
@@ -677,7 +687,11 @@ func TestAuditFeedPages(t *testing.T) {
 	merchant := uuid.New()
 	cashier := newUser(t, merchant, "CASHIER")
 	auditor := newUser(t, merchant, "AUDITOR")
-	ids := []string{e.completedSale(&cashier), e.completedSale(&cashier)}
+	var sales [][2]string // transaction id, stock ledger id
+	for range 2 {
+		tx, ledger := e.completedSaleAndLedger(&cashier)
+		sales = append(sales, [2]string{tx, ledger})
+	}
 	e.completedSale(ptr(newUser(t, uuid.New(), "CASHIER"))) // another merchant's
 	// The feed trails commits while any transaction on the cluster runs
 	// (pgstore); wait until it holds the sales above.
@@ -704,14 +718,41 @@ func TestAuditFeedPages(t *testing.T) {
 			t.Fatal("the feed does not end")
 		}
 	}
-	if len(all) != 12 {
-		t.Fatalf("%d events in the merchant's feed, want 12", len(all))
+	// Each sale: its six events, and its stock ledger's two (the receipt
+	// before it, the checkout's reservation).
+	if len(all) != 16 {
+		t.Fatalf("%d events in the merchant's feed, want 16", len(all))
 	}
-	var want []string
-	for _, id := range ids {
-		for _, ev := range e.history(&auditor, id) {
-			want = append(want, ev.EventID)
+	var streams []auditEvent
+	for _, sale := range sales {
+		stock := e.streamHistory(&auditor, "stock", sale[1])
+		if len(stock) != 2 || stock[0].Type != "StockReceived" || stock[1].Type != "StockReserved" {
+			t.Errorf("stock ledger %s: %d events, want the receipt and the reservation", sale[1], len(stock))
 		}
+		streams = append(streams, e.history(&auditor, sale[0])...)
+		streams = append(streams, stock...)
+	}
+	// The feed is those streams' events merged in position order.
+	positionOf := func(ev auditEvent) eventstore.Position {
+		pos, err := eventstore.ParsePosition(ev.Position)
+		if err != nil {
+			t.Fatalf("event %s: position %q: %v", ev.EventID, ev.Position, err)
+		}
+		return pos
+	}
+	slices.SortFunc(streams, func(a, b auditEvent) int {
+		pa, pb := positionOf(a), positionOf(b)
+		switch {
+		case pa.Less(pb):
+			return -1
+		case pb.Less(pa):
+			return 1
+		}
+		return 0
+	})
+	var want []string
+	for _, ev := range streams {
+		want = append(want, ev.EventID)
 	}
 	var got []string
 	for _, ev := range all {
@@ -724,7 +765,7 @@ func TestAuditFeedPages(t *testing.T) {
 		t.Errorf("feed order %v, want %v", got, want)
 	}
 	def := decodeAs[feedPage](t, must(t, e.get(&auditor, "/v1/audit/events"), 200))
-	if len(def.Events) != 12 {
+	if len(def.Events) != 16 {
 		t.Errorf("default page: %d events", len(def.Events))
 	}
 	for _, q := range []string{"limit=0", "limit=501", "limit=x", "from_position=nope", "from_position=1.x"} {
@@ -916,7 +957,9 @@ func TestAuditVerifyFindsTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	rep := e.verify(&auditor)
-	if rep.StreamsChecked != 3 || rep.EventsChecked != 18 || len(rep.Breaks) != 0 || len(rep.Anchors) != 1 || rep.Anchors[0].KeyID != auditKey.Public().ID() {
+	// Three sales of six events each, and each sale's stock ledger with
+	// two (a receipt, the checkout's reservation).
+	if rep.StreamsChecked != 6 || rep.EventsChecked != 24 || len(rep.Breaks) != 0 || len(rep.Anchors) != 1 || rep.Anchors[0].KeyID != auditKey.Public().ID() {
 		t.Fatalf("intact history: %+v", rep)
 	}
 

@@ -46,6 +46,13 @@ func mapError(err error) *Problem {
 		return problem(http.StatusUnprocessableEntity, "overpayment", "a non-cash payment may not exceed the amount due")
 	case errors.Is(err, transaction.ErrRefundExceedsPaid):
 		return problem(http.StatusUnprocessableEntity, "refund_exceeds_paid", "the refund exceeds what was paid and not yet refunded")
+	case errors.Is(err, domain.ErrInsufficientStock):
+		p := problem(http.StatusUnprocessableEntity, "insufficient_stock", "not enough stock available")
+		var short *commands.ShortageError
+		if errors.As(err, &short) {
+			p.SKUs = short.SKUs()
+		}
+		return p
 	case errors.Is(err, transaction.ErrCurrencyMismatch):
 		return problem(http.StatusUnprocessableEntity, "currency_mismatch", "the amount is in another currency than the transaction's")
 	}

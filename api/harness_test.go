@@ -9,8 +9,10 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -103,6 +105,8 @@ func newEnvWith(t *testing.T, o options) *env {
 		NewID:   func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
 		Codes:   commands.NewCodes(codesPool),
 		Retries: o.retries,
+		// As in production (cmd/pos), so tests load ledgers through it.
+		Snapshots: commands.NewSnapshots(0),
 	}
 	txStore := func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) }
 	if o.noTx {
@@ -320,18 +324,46 @@ func must(t testing.TB, r resp, want int) resp {
 	return r
 }
 
+// receiveStock records a receipt of qty units of sku at branch, at unit
+// cost 100, as an ADMIN of merchant (POST /v1/stock/receipts), and returns
+// the answer. A SKU never received is at zero stock (SPEC §4.2), so a test
+// that checks a sale out receives its units first: checkout reserves them
+// and, with the default settings (no negative stock), answers 422
+// insufficient_stock without them.
+func (e *env) receiveStock(merchant, branch uuid.UUID, sku string, qty int64) resp {
+	e.t.Helper()
+	admin := newUser(e.t, merchant, "ADMIN")
+	return must(e.t, e.do(request{method: "POST", path: "/v1/stock/receipts", user: &admin,
+		body: map[string]any{"branch_id": branch, "sku": sku, "qty": qty, "unit_cost": 100}}), 201)
+}
+
 // sale drives a transaction to the point a test needs.
 type sale struct {
-	e    *env
-	u    *user
-	id   string
-	line string
+	e      *env
+	u      *user
+	id     string
+	branch uuid.UUID
+	line   string
+	units  map[string]int64 // per SKU, what addItem added
 }
 
 func (e *env) open(u *user, branch uuid.UUID) *sale {
 	e.t.Helper()
 	r := must(e.t, e.do(request{method: "POST", path: "/v1/transactions", user: u, body: map[string]any{"branch_id": branch}}), 201)
-	return &sale{e: e, u: u, id: r.str(e.t, "id")}
+	return &sale{e: e, u: u, id: r.str(e.t, "id"), branch: branch, units: map[string]int64{}}
+}
+
+// stockUp receives at the sale's branch, for its merchant, exactly the
+// units its lines (added with addItem) hold, so that its checkout can
+// reserve them and nothing more is on hand; it returns the last receipt's
+// answer.
+func (s *sale) stockUp() resp {
+	s.e.t.Helper()
+	var r resp
+	for _, sku := range slices.Sorted(maps.Keys(s.units)) {
+		r = s.e.receiveStock(s.u.merchant, s.branch, sku, s.units[sku])
+	}
+	return r
 }
 
 func (s *sale) path(suffix string) string { return "/v1/transactions/" + s.id + suffix }
@@ -345,5 +377,6 @@ func (s *sale) addItem(qty, price int64) resp {
 	s.e.t.Helper()
 	r := must(s.e.t, s.post("/items", map[string]any{"sku": "TEA", "name": "Tea", "qty": qty, "unit_price": price, "tax_rate_bps": 1100}), 201)
 	s.line = r.str(s.e.t, "line_id")
+	s.units["TEA"] += qty
 	return r
 }

@@ -17,6 +17,8 @@ type Problem struct {
 	Code   string       `json:"code"`
 	Detail string       `json:"detail,omitempty"`
 	Errors []FieldError `json:"errors,omitempty"`
+	// SKUs names the short SKUs of an insufficient_stock problem.
+	SKUs []string `json:"skus,omitempty"`
 	// RetryAfter, when set, becomes a Retry-After header (seconds).
 	RetryAfter int `json:"-"`
 }

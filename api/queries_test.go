@@ -65,6 +65,7 @@ func (e *env) paidSale(u *user, branch uuid.UUID) (*sale, resp) {
 	e.t.Helper()
 	s := e.open(u, branch)
 	s.addItem(2, 10000)
+	s.stockUp()
 	must(e.t, s.post("/checkout", map[string]any{}), 200)
 	r := must(e.t, s.post("/payments", map[string]any{"method": "CASH", "amount": 50000}), 201)
 	return s, r

@@ -11,6 +11,7 @@ import (
 	_ "embed"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"runtime/debug"
 	"time"
@@ -73,6 +74,10 @@ type Config struct {
 	// HotReads, when set, serves transaction details from a cache in front
 	// of Reader (reads without X-Min-Position only).
 	HotReads TransactionGetter
+	// HotDailySales, when set, serves daily sales from a cache in front of
+	// Reader (reads without X-Min-Position only; the cache decides which
+	// ranges it keeps).
+	HotDailySales DailySalesGetter
 	// Checkpoints tells how far the projections behind Reader have got
 	// (X-Position, X-Min-Position).
 	Checkpoints *projections.Checkpoints
@@ -82,6 +87,15 @@ type Config struct {
 	// ConsistencyWait bounds how long a query waits for X-Min-Position
 	// before answering 503 not_yet_consistent; 0 means 2 s.
 	ConsistencyWait time.Duration
+
+	// ReadyChecks are the dependencies GET /readyz checks besides the event
+	// store and the database, by name ("broker", "read_store"): one that
+	// fails makes /readyz answer 503. See readyz.go.
+	ReadyChecks map[string]ReadyCheck
+	// OptionalChecks are dependencies the API serves without, by name
+	// ("cache"): one that fails is reported "degraded", and /readyz still
+	// answers 200.
+	OptionalChecks map[string]ReadyCheck
 }
 
 // Server serves the API. It is safe for concurrent use.
@@ -102,9 +116,12 @@ type Server struct {
 
 	reader          *queries.Reader
 	hotReads        TransactionGetter
+	hotDailySales   DailySalesGetter
 	checkpoints     *projections.Checkpoints
 	partitions      int
 	consistencyWait time.Duration
+
+	readyChecks, optionalChecks map[string]ReadyCheck
 }
 
 // New returns a Server for cfg.
@@ -123,9 +140,13 @@ func New(cfg Config) *Server {
 
 		reader:          cfg.Reader,
 		hotReads:        cfg.HotReads,
+		hotDailySales:   cfg.HotDailySales,
 		checkpoints:     cfg.Checkpoints,
 		partitions:      cfg.Partitions,
 		consistencyWait: cfg.ConsistencyWait,
+
+		readyChecks:    maps.Clone(cfg.ReadyChecks),
+		optionalChecks: maps.Clone(cfg.OptionalChecks),
 	}
 	if s.partitions <= 0 {
 		s.partitions = projections.DefaultPartitions
@@ -184,6 +205,9 @@ func (s *Server) Handler() http.Handler {
 			r.Post("/transactions/{id}/void", s.void)
 			r.Post("/transactions/{id}/refunds", s.refund)
 			r.Put("/settings", s.changeSettings)
+			r.Post("/stock/receipts", s.receiveStock)
+			r.Post("/stock/adjustments", s.adjustStock)
+			r.Post("/stock/transfers", s.transferStock)
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(commandsOnly)
@@ -194,6 +218,7 @@ func (s *Server) Handler() http.Handler {
 		r.Post("/transactions/*", toCmds)
 		r.Delete("/transactions/*", toCmds)
 		r.Put("/settings", toCmds)
+		r.Post("/stock/*", toCmds)
 		r.Get("/settings", s.getSettings)
 		if s.reader != nil && s.checkpoints != nil {
 			r.Group(s.queryRoutes)
@@ -275,25 +300,4 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-}
-
-// readyz answers 200 when the event store and PostgreSQL answer.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-	defer cancel()
-	checks := map[string]string{"event_store": "ok", "database": "ok"}
-	status := http.StatusOK
-	if _, err := s.store.ReadAll(ctx, eventstore.Start, eventstore.Filter{}, 1); err != nil {
-		checks["event_store"], status = "unreachable", http.StatusServiceUnavailable
-		s.log.WarnContext(ctx, "readiness: event store", "err", err)
-	}
-	if err := s.pool.Ping(ctx); err != nil {
-		checks["database"], status = "unreachable", http.StatusServiceUnavailable
-		s.log.WarnContext(ctx, "readiness: database", "err", err)
-	}
-	body := map[string]any{"status": "ok", "checks": checks}
-	if status != http.StatusOK {
-		body["status"] = "unavailable"
-	}
-	writeJSON(w, status, body)
 }

@@ -1,5 +1,6 @@
 // Package cache keeps hot reads of the read models in Redis: a transaction's
-// detail (GET /v1/transactions/{id}), per merchant.
+// detail (GET /v1/transactions/{id}), per merchant; and today's daily sales
+// (see daily_sales.go for its keys and guard, a generation per merchant).
 //
 // # Keys
 //
@@ -241,10 +242,12 @@ func (c *Cache) InvalidateTransaction(ctx context.Context, merchant, id uuid.UUI
 
 // Invalidate is a projections.Options.AfterCommit hook: for each
 // transaction stream among events it invalidates the entry at the highest
-// version committed. Failures are counted and logged, not returned (the
-// read models must not stall while Redis is down): the entry then lives at
-// most TTL, and this process's Reader bypasses the cache for that long.
-// Readers in other processes rely on the TTL alone.
+// version committed, and for each merchant whose days' sales the events may
+// have changed, every cached day of that merchant (invalidateDailySales).
+// Failures are counted and logged, not returned (the read models must not
+// stall while Redis is down): the entry then lives at most TTL, and this
+// process's readers bypass the cache for that long. Readers in other
+// processes rely on the TTL alone.
 func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEvent) {
 	type txKey struct{ merchant, id uuid.UUID }
 	latest := map[txKey]uint64{}
@@ -276,6 +279,7 @@ func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEven
 				"merchant", k.merchant.String(), "transaction", k.id.String(), "version", latest[k], "err", err)
 		}
 	}
+	c.invalidateDailySales(ctx, events)
 }
 
 // TransactionGetter is what Reader caches: queries.Reader's GetTransaction.

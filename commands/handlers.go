@@ -43,6 +43,14 @@ type Deps struct {
 	// Retries bounds the reload-and-decide attempts after a conflict; 0
 	// means 30.
 	Retries uint64
+	// OnConflict, when set, is called with the stream category each time
+	// an append loses a race and the command is decided again (a metric of
+	// contention, such as a popular SKU's ledger). It must be cheap and
+	// safe for concurrent use.
+	OnConflict func(category string)
+	// Snapshots, when set, keeps loaded aggregates of the kinds that can be
+	// cloned (stock ledgers) in memory; see Snapshots.
+	Snapshots *Snapshots
 }
 
 // Handlers runs commands against one event store view (the server's, or one
@@ -73,6 +81,12 @@ type Meta struct {
 	BranchIDs []uuid.UUID
 	// IfMatch, when set, is the version the client decided on.
 	IfMatch *uint64
+	// DeriveIDsFrom, when set, makes the ids of the events appended
+	// name-based UUIDs of it, the stream and the event's index, instead of
+	// fresh ones. Process managers set it to their source event's id, so a
+	// redelivered source that decides the same events again appends
+	// nothing: the event store recognises the ids.
+	DeriveIDsFrom uuid.UUID
 }
 
 // Result is where a command's events landed.
@@ -93,6 +107,9 @@ type kind[A any, E any] struct {
 	version func(A) uint64
 	decode  func(eventType string, data []byte) (E, error)
 	typeOf  func(E) string
+	// clone, when set, copies an aggregate deeply, which lets load keep
+	// it in Deps.Snapshots.
+	clone func(A) A
 }
 
 // execute is the load–decide–append cycle shared by every command. decide
@@ -113,7 +130,7 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
 		var pos eventstore.Position
 		var err error
-		agg, pos, err = load(ctx, h.store, k, stream)
+		agg, pos, err = load(ctx, h.store, h.deps.Snapshots, k, stream)
 		if err != nil {
 			return err
 		}
@@ -131,15 +148,21 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 			res = Result{Version: version, Position: pos}
 			return nil
 		}
-		data, err := envelopes(h, k, meta, events)
+		data, err := envelopes(h, k, meta, stream, events)
 		if err != nil {
 			return err
 		}
 		ar, err := h.store.Append(ctx, stream, eventstore.Exact(version), data...)
 		if errors.Is(err, eventstore.ErrStaleTransaction) {
+			if h.deps.OnConflict != nil {
+				h.deps.OnConflict(k.category)
+			}
 			return err // only a new transaction can succeed: the caller's to retry
 		}
 		if errors.Is(err, eventstore.ErrConcurrency) {
+			if h.deps.OnConflict != nil {
+				h.deps.OnConflict(k.category)
+			}
 			if meta.IfMatch != nil {
 				return ErrVersionMismatch
 			}
@@ -160,36 +183,69 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 }
 
 // load rebuilds an aggregate from its stream and returns it with the
-// position of its last event.
-func load[A any, E any](ctx context.Context, store eventstore.Store, k kind[A, E], stream string) (A, eventstore.Position, error) {
+// position of its last event. With snaps and a kind that clones, it starts
+// from a snapshot that the store confirms (the snapshot's last event is
+// still there, with the same id) and keeps the result as the new snapshot.
+func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snapshots, k kind[A, E], stream string) (A, eventstore.Position, error) {
+	if k.clone == nil {
+		snaps = nil
+	}
 	agg := k.blank()
 	var pos eventstore.Position
+	var lastID uuid.UUID
 	from := uint64(1)
+	if snap, ok := snaps.get(stream); ok {
+		batch, err := store.ReadStream(ctx, stream, snap.version, 1000)
+		if err != nil {
+			return agg, pos, fmt.Errorf("load %s: %w", stream, err)
+		}
+		if len(batch) > 0 && batch[0].ID == snap.lastID {
+			agg, pos, lastID = k.clone(snap.agg.(A)), snap.pos, snap.lastID
+			if err := applyBatch(k, agg, stream, batch[1:], &pos, &lastID); err != nil {
+				return agg, pos, err
+			}
+			if len(batch) < 1000 {
+				snaps.put(stream, snapshot{agg: k.clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
+				return agg, pos, nil
+			}
+			from = batch[len(batch)-1].Version + 1
+		}
+	}
 	for {
 		batch, err := store.ReadStream(ctx, stream, from, 1000)
 		if err != nil {
 			return agg, pos, fmt.Errorf("load %s: %w", stream, err)
 		}
-		for _, re := range batch {
-			e, err := k.decode(re.Type, re.Data)
-			if err != nil {
-				return agg, pos, fmt.Errorf("load %s: event %d: %w", stream, re.Version, err)
-			}
-			if err := k.apply(agg, e); err != nil {
-				return agg, pos, fmt.Errorf("load %s: apply event %d: %w", stream, re.Version, err)
-			}
-			pos = re.Position
+		if err := applyBatch(k, agg, stream, batch, &pos, &lastID); err != nil {
+			return agg, pos, err
 		}
 		if len(batch) < 1000 {
+			if snaps != nil {
+				snaps.put(stream, snapshot{agg: k.clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
+			}
 			return agg, pos, nil
 		}
 		from = batch[len(batch)-1].Version + 1
 	}
 }
 
+func applyBatch[A any, E any](k kind[A, E], agg A, stream string, batch []eventstore.RecordedEvent, pos *eventstore.Position, lastID *uuid.UUID) error {
+	for _, re := range batch {
+		e, err := k.decode(re.Type, re.Data)
+		if err != nil {
+			return fmt.Errorf("load %s: event %d: %w", stream, re.Version, err)
+		}
+		if err := k.apply(agg, e); err != nil {
+			return fmt.Errorf("load %s: apply event %d: %w", stream, re.Version, err)
+		}
+		*pos, *lastID = re.Position, re.ID
+	}
+	return nil
+}
+
 // envelopes turns domain events into events to append, with fresh ids, the
 // registered schema version and the command's metadata.
-func envelopes[A any, E any](h *Handlers, k kind[A, E], meta Meta, events []E) ([]eventstore.EventData, error) {
+func envelopes[A any, E any](h *Handlers, k kind[A, E], meta Meta, stream string, events []E) ([]eventstore.EventData, error) {
 	md := eventstore.Metadata{
 		MerchantID:    meta.MerchantID.String(),
 		Actor:         meta.Actor,
@@ -205,7 +261,11 @@ func envelopes[A any, E any](h *Handlers, k kind[A, E], meta Meta, events []E) (
 		if err != nil {
 			return nil, fmt.Errorf("encode %s: %w", k.typeOf(e), err)
 		}
-		out[i] = eventstore.EventData{ID: h.deps.NewID(), Type: k.typeOf(e), SchemaVersion: k.schema, Data: data, Metadata: md}
+		id := h.deps.NewID()
+		if meta.DeriveIDsFrom != uuid.Nil {
+			id = uuid.NewSHA1(meta.DeriveIDsFrom, fmt.Appendf(nil, "%s/%d", stream, i))
+		}
+		out[i] = eventstore.EventData{ID: id, Type: k.typeOf(e), SchemaVersion: k.schema, Data: data, Metadata: md}
 	}
 	return out, nil
 }

@@ -35,6 +35,12 @@ var (
 	// does not allow (paying a draft, voiding a completed sale). The API
 	// answers 409 invalid_state.
 	ErrInvalidState = errors.New("invalid state transition")
+
+	// ErrInsufficientStock reports a reservation, adjustment or transfer
+	// that would take a stock ledger's available quantity below zero while
+	// the merchant does not allow negative stock. The API answers 422
+	// insufficient_stock and names the SKUs.
+	ErrInsufficientStock = errors.New("insufficient stock")
 )
 
 // Validation codes carried by ValidationError.Code. They are stable: the API

@@ -57,7 +57,8 @@ func (MerchantSettings) Apply(ctx context.Context, tx pgx.Tx, e eventstore.Recor
 }
 
 // All returns the read-model projectors in the order a Runner must apply
-// them: MerchantSettings before DailySales, which reads its table.
+// them: MerchantSettings before DailySales, which reads its table. Stock
+// reads only its own tables.
 func All() []Projector {
-	return []Projector{MerchantSettings{}, Transactions{}, NewDailySales()}
+	return []Projector{MerchantSettings{}, Transactions{}, NewDailySales(), Stock{}}
 }

@@ -43,16 +43,30 @@ func broker(ctx context.Context, cfg config, log *slog.Logger, done <-chan struc
 	return srv.URL(), nil
 }
 
-// startProjections keeps the read models up to date until ctx ends, as
-// POS_READ_SIDE says: "inprocess", runner follows the store's feed in this
-// process (followProjections); otherwise the relay publishes the feed to
-// NATS (NATS_URL or an embedded server) and projector workers in this
-// process consume it into runner, with any `pos projector` workers
-// sharing the partitions.
-func startProjections(ctx context.Context, cfg config, log *slog.Logger, runner *projections.Runner, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry) error {
+// worker is a runner the read side keeps fed with events: the projections,
+// or the process managers. Each has its own JetStream durable (and queue
+// group), so each sees every event.
+type worker struct {
+	name    string
+	runner  *projections.Runner
+	durable string
+	// names are its projectors' names, for lowestCheckpoint.
+	names []string
+}
+
+// startProjections keeps the workers' runners fed until ctx ends, as
+// POS_READ_SIDE says: "inprocess", each runner follows the store's feed in
+// this process (followProjections); otherwise the relay publishes the feed
+// to NATS (NATS_URL or an embedded server) and consumers in this process feed
+// each runner from its durable, with any `pos projector` workers sharing the
+// partitions. brokerUp, when set, is told the broker's URL once it is known
+// (readiness checks it).
+func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, brokerUp func(url string) error) error {
 	switch cfg.ReadSide {
 	case readSideInProcess:
-		go followProjections(ctx, log, runner)
+		for _, w := range workers {
+			go followProjections(ctx, log, w)
+		}
 		return nil
 	case readSideNATS:
 	default:
@@ -60,6 +74,9 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, runner 
 	}
 	done := make(chan struct{})
 	url, err := broker(ctx, cfg, log, done)
+	if err == nil && brokerUp != nil {
+		err = brokerUp(url)
+	}
 	if err != nil {
 		close(done)
 		return err
@@ -69,23 +86,26 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, runner 
 		wg.Wait()
 		close(done)
 	}
+	partitions := workers[0].runner.Partitions()
 	pub, err := relay.NewPublisher(url, nil)
 	if err != nil {
 		go stop()
 		return fmt.Errorf("relay publisher: %w", err)
 	}
-	rel, err := relay.New(pool, store, pub, relay.Options{Partitions: runner.Partitions(), Logger: log})
+	rel, err := relay.New(pool, store, pub, relay.Options{Partitions: partitions, Logger: log})
 	if err != nil {
 		_ = pub.Close()
 		go stop()
 		return err
 	}
-	copts := consume.Options{Partitions: runner.Partitions(), Logger: log, Upcast: reg.Upcast}
-	c, err := consume.New(url, runner, copts)
-	if err != nil {
-		_ = pub.Close()
-		go stop()
-		return err
+	consumers := make([]*consume.Consumer, len(workers))
+	for i, w := range workers {
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable}
+		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
+			_ = pub.Close()
+			go stop()
+			return err
+		}
 	}
 	wg.Go(func() {
 		defer func() { _ = pub.Close() }()
@@ -93,11 +113,14 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, runner 
 			log.Error("relay stopped", "err", err)
 		}
 	})
-	wg.Go(func() {
-		keepConsuming(ctx, log, c, func() (*consume.Consumer, error) { return consume.New(url, runner, copts) })
-	})
+	for i, w := range workers {
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable}
+		wg.Go(func() {
+			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
+		})
+		log.Info("workers consuming NATS", "worker", w.name, "durable", w.durable, "url", url, "partitions", partitions)
+	}
 	go stop()
-	log.Info("projections consuming NATS", "url", url, "partitions", runner.Partitions())
 	return nil
 }
 

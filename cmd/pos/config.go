@@ -3,6 +3,8 @@ package main
 import (
 	"strconv"
 	"time"
+
+	"pos/processes"
 )
 
 // config is every setting, read from the environment (API.md
@@ -13,6 +15,12 @@ type config struct {
 	EventStoreURL string // EVENTSTORE_URL: EventStoreDB instead of PostgreSQL when set
 	NATSURL       string // NATS_URL: external NATS; empty means embedded (serve)
 	RedisURL      string // REDIS_URL
+	// Cache (POS_CACHE) is "on" (the default) or "off": off, this process
+	// neither reads hot reads from Redis nor invalidates them, as if
+	// REDIS_URL were empty (for benchmarks against PostgreSQL alone; do not
+	// run it beside instances with the cache on, whose entries it would not
+	// invalidate).
+	Cache         string
 	JWTSecret     string // POS_JWT_SECRET
 	JWKSURL       string // POS_JWKS_URL: RS256 against this JWKS instead of HS256
 	ShutdownGrace time.Duration
@@ -38,7 +46,17 @@ type config struct {
 	// NATSPort (POS_NATS_PORT) is the embedded NATS server's port on
 	// 127.0.0.1; 0 (the default) picks a free one.
 	NATSPort int
+	// ReservationTimeout (POS_RESERVATION_TIMEOUT, a Go duration) is how
+	// long a sale may hold reserved stock unpaid before the stock process
+	// manager voids it and releases the units. Default 30m.
+	ReservationTimeout time.Duration
 }
+
+// Values of config.Cache.
+const (
+	cacheOn  = "on"
+	cacheOff = "off"
+)
 
 // Values of config.ReadSide.
 const (
@@ -79,12 +97,17 @@ func loadConfig(getenv func(string) string) config {
 	if err != nil || natsPort < 0 || natsPort > 65535 {
 		natsPort = 0
 	}
+	reservation, err := time.ParseDuration(get("POS_RESERVATION_TIMEOUT", "30m"))
+	if err != nil || reservation <= 0 {
+		reservation = processes.DefaultReservationTimeout
+	}
 	return config{
 		Addr:          get("POS_ADDR", "127.0.0.1:8080"),
 		DatabaseURL:   get("DATABASE_URL", defaultDatabaseURL),
 		EventStoreURL: getenv("EVENTSTORE_URL"),
 		NATSURL:       getenv("NATS_URL"),
 		RedisURL:      get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		Cache:         get("POS_CACHE", cacheOn),
 		JWTSecret:     getenv("POS_JWT_SECRET"),
 		JWKSURL:       getenv("POS_JWKS_URL"),
 		ShutdownGrace: time.Duration(grace) * time.Second,
@@ -97,5 +120,7 @@ func loadConfig(getenv func(string) string) config {
 		ReadSide: get("POS_READ_SIDE", readSideNATS),
 		DataDir:  get("POS_DATA_DIR", "./data"),
 		NATSPort: natsPort,
+
+		ReservationTimeout: reservation,
 	}
 }

@@ -6,8 +6,10 @@ import (
 	"log/slog"
 
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
 
 	"pos/api"
+	"pos/commands"
 	"pos/consume"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
@@ -33,16 +35,18 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer closeStore()
-	reg, err := eventTypes()
+	reg, err := commands.Registry()
 	if err != nil {
 		return err
 	}
-	var meter metric.Meter
+	var meter, procMeter metric.Meter
+	opts := projections.Options{}
 	if tel, err := telemetry.New(); err == nil {
 		defer func() { _ = tel.Shutdown(context.Background()) }()
 		meter = tel.Meter("pos/consume")
+		opts.Meter = tel.Meter("pos/projections")
+		procMeter = tel.Meter("pos/processes")
 	}
-	opts := projections.Options{}
 	// The workers invalidate the cache of what they apply, as serve's do.
 	hot, err := readCache(ctx, cfg, log, &api.Config{})
 	if err != nil {
@@ -51,14 +55,27 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if hot != nil {
 		opts.AfterCommit = hot.Invalidate
 	}
-	runner, err := projections.NewRunner(pool, eventstore.Upcasting{Store: store, Registry: reg}, opts, projections.All()...)
+	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
+	runner, err := projections.NewRunner(pool, upcasting, opts, projections.All()...)
 	if err != nil {
 		return err
 	}
-	c, err := consume.New(cfg.NATSURL, runner, consume.Options{Partitions: runner.Partitions(), Logger: log, Meter: meter, Upcast: reg.Upcast})
+	// The process managers run here too, on their own durable; their
+	// deadline sweeper stops with ctx.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	procs, err := processWorker(ctx, cfg, log, pool, upcasting, commands.New(upcasting, commandDeps(nil, procMeter)), procMeter)
 	if err != nil {
 		return err
 	}
-	log.Info("projector workers consuming", "url", cfg.NATSURL, "partitions", runner.Partitions())
-	return c.Run(ctx)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, w := range []worker{projectionWorker(runner), procs} {
+		c, err := consume.New(cfg.NATSURL, w.runner, consume.Options{Partitions: runner.Partitions(), Logger: log, Meter: meter, Upcast: reg.Upcast, Durable: w.durable})
+		if err != nil {
+			return err
+		}
+		log.Info("workers consuming", "worker", w.name, "url", cfg.NATSURL, "partitions", runner.Partitions())
+		g.Go(func() error { return c.Run(gctx) })
+	}
+	return g.Wait()
 }

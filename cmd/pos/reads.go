@@ -9,9 +9,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
 
 	"pos/api"
 	"pos/cache"
+	"pos/commands"
 	"pos/eventstore"
 	"pos/projections"
 	"pos/queries"
@@ -39,10 +41,11 @@ func cursorKey(cfg config, log *slog.Logger) (queries.CursorKey, error) {
 }
 
 // readSide opens the queries' pool (closed when ctx ends), sets apiCfg's
-// Reader, Checkpoints and Partitions, and starts a projections runner over
-// pool that keeps the read models up to date until ctx ends: through NATS or
-// in process, see startProjections.
-func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry) error {
+// Reader, Checkpoints and Partitions, and starts over pool, until ctx ends,
+// a projections runner that keeps the read models up to date and the
+// process managers' runner, which sends its commands through h: through
+// NATS or in process, see startProjections.
+func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, h *commands.Handlers) error {
 	key, err := cursorKey(cfg, log)
 	if err != nil {
 		return err
@@ -52,6 +55,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		return err
 	}
 	context.AfterFunc(ctx, qpool.Close)
+	addReadyCheck(&apiCfg.ReadyChecks, "read_store", qpool.Ping)
 	reader, err := queries.New(qpool, key)
 	if err != nil {
 		return err
@@ -61,26 +65,55 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		return err
 	}
 	opts := projections.Options{}
+	if apiCfg.Telemetry != nil {
+		opts.Meter = apiCfg.Telemetry.Meter("pos/projections") // lag and events applied
+	}
 	if hot != nil {
 		opts.AfterCommit = hot.Invalidate
 	}
-	runner, err := projections.NewRunner(pool, eventstore.Upcasting{Store: store, Registry: reg}, opts, projections.All()...)
+	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
+	runner, err := projections.NewRunner(pool, upcasting, opts, projections.All()...)
 	if err != nil {
 		return err
 	}
 	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, runner.Checkpoints(), runner.Partitions()
 	if hot != nil {
 		apiCfg.HotReads = cache.NewReader(hot, reader)
+		apiCfg.HotDailySales = cache.NewDailySalesReader(hot, reader)
+		addReadyCheck(&apiCfg.OptionalChecks, "cache", hot.Ping)
 	}
-	return startProjections(ctx, cfg, log, runner, store, pool, reg)
+	var meter metric.Meter
+	if apiCfg.Telemetry != nil {
+		meter = apiCfg.Telemetry.Meter("pos/processes")
+	}
+	procs, err := processWorker(ctx, cfg, log, pool, upcasting, h, meter)
+	if err != nil {
+		return err
+	}
+	brokerUp := func(url string) error {
+		check, err := brokerReadyCheck(ctx, url)
+		if err == nil {
+			addReadyCheck(&apiCfg.ReadyChecks, "broker", check)
+		}
+		return err
+	}
+	return startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, brokerUp)
 }
 
 // readCache returns the Redis cache of hot reads on REDIS_URL (nil when it
-// is empty), its client closed when ctx ends. The projections runner
+// is empty or POS_CACHE is off), its client closed when ctx ends. The projections runner
 // invalidates it after each commit (cache.Cache.Invalidate); invalidating
 // is needed wherever projections run, whichever process serves the cached
 // reads. Redis need not be up: every failure falls back to PostgreSQL.
 func readCache(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config) (*cache.Cache, error) {
+	switch cfg.Cache {
+	case cacheOn:
+	case cacheOff:
+		log.Warn("POS_CACHE is off: hot reads are not cached, and this process invalidates no cache entry")
+		return nil, nil
+	default:
+		return nil, fmt.Errorf("POS_CACHE %q: want %q or %q", cfg.Cache, cacheOn, cacheOff)
+	}
 	if cfg.RedisURL == "" {
 		log.Warn("REDIS_URL is empty: hot reads are not cached")
 		return nil, nil
@@ -97,16 +130,16 @@ func readCache(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Co
 	return cache.New(rdb, opts)
 }
 
-// lowestCheckpoint is the smallest checkpoint over every partition and
-// projector: following the feed from there misses nothing (what was applied
-// already is skipped).
-func lowestCheckpoint(ctx context.Context, runner *projections.Runner) (eventstore.Position, error) {
-	c := runner.Checkpoints()
+// lowestCheckpoint is the smallest checkpoint over every partition and of
+// the worker's projectors: following the feed from there misses nothing
+// (what was applied already is skipped).
+func lowestCheckpoint(ctx context.Context, w worker) (eventstore.Position, error) {
+	c := w.runner.Checkpoints()
 	var low eventstore.Position
 	first := true
-	for partition := range runner.Partitions() {
-		for _, p := range projections.All() {
-			pos, err := c.Position(ctx, p.Name(), partition)
+	for partition := range w.runner.Partitions() {
+		for _, name := range w.names {
+			pos, err := c.Position(ctx, name, partition)
 			if err != nil {
 				return eventstore.Position{}, err
 			}
@@ -121,21 +154,22 @@ func lowestCheckpoint(ctx context.Context, runner *projections.Runner) (eventsto
 	return low, nil
 }
 
-// followProjections runs the runner over the store's feed from the lowest
-// checkpoint until ctx ends, logging and restarting (with backoff) on error.
-func followProjections(ctx context.Context, log *slog.Logger, runner *projections.Runner) {
+// followProjections runs the worker's runner over the store's feed from its
+// lowest checkpoint until ctx ends, logging and restarting (with backoff) on
+// error.
+func followProjections(ctx context.Context, log *slog.Logger, w worker) {
 	const maxBackoff = 30 * time.Second
 	backoff := 100 * time.Millisecond
 	for ctx.Err() == nil {
-		from, err := lowestCheckpoint(ctx, runner)
+		from, err := lowestCheckpoint(ctx, w)
 		if err == nil {
-			log.Info("projections following the event store", "from", from.String())
-			err = runner.Follow(ctx, from, eventstore.FollowOptions{})
+			log.Info("following the event store", "worker", w.name, "from", from.String())
+			err = w.runner.Follow(ctx, from, eventstore.FollowOptions{})
 		}
 		if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 			return
 		}
-		log.Error("projections runner stopped; restarting", "err", err, "backoff", backoff.String())
+		log.Error("runner stopped; restarting", "worker", w.name, "err", err, "backoff", backoff.String())
 		select {
 		case <-ctx.Done():
 			return

@@ -8,33 +8,18 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
 
 	"pos/api"
 	"pos/api/auth"
 	"pos/audit"
 	"pos/commands"
-	"pos/domain/settings"
-	"pos/domain/transaction"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
 	"pos/internal/telemetry"
 )
-
-// eventTypes registers every event type with its current schema version.
-// Upcasters from older versions are added here when a schema changes.
-func eventTypes() (*eventstore.Registry, error) {
-	var types []eventstore.EventType
-	for _, name := range transaction.EventTypes() {
-		types = append(types, eventstore.EventType{Name: name, Current: transaction.SchemaVersion})
-	}
-	for _, name := range settings.EventTypes() {
-		types = append(types, eventstore.EventType{Name: name, Current: settings.SchemaVersion})
-	}
-	return eventstore.NewRegistry(types...)
-}
 
 // verifier builds the JWT verifier the configuration asks for.
 func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier, error) {
@@ -52,7 +37,7 @@ func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier
 // apiServer wires the API over an opened store and pool; anchors verifies
 // audit anchor signatures.
 func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool, anchors audit.PublicKey) (*api.Server, error) {
-	reg, err := eventTypes()
+	reg, err := commands.Registry()
 	if err != nil {
 		return nil, err
 	}
@@ -67,11 +52,11 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 		return nil, err
 	}
 	context.AfterFunc(ctx, codesPool.Close)
-	deps := &commands.Deps{
-		Now:   func() time.Time { return time.Now().UTC() },
-		NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
-		Codes: commands.NewCodes(codesPool),
+	var meter metric.Meter
+	if tel != nil {
+		meter = tel.Meter("pos/commands")
 	}
+	deps := commandDeps(commands.NewCodes(codesPool), meter)
 	apiCfg := api.Config{
 		Log:       log,
 		Store:     store,
@@ -84,7 +69,8 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
 		Registry: reg,
 	}
-	if err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg); err != nil {
+	processHandlers := commands.New(eventstore.Upcasting{Store: store, Registry: reg}, deps)
+	if err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers); err != nil {
 		return nil, err
 	}
 	if pg, ok := store.(*pgstore.Store); ok {

@@ -16,10 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
-
-	"pos/api/auth"
 )
 
 // options are the command line.
@@ -35,11 +32,14 @@ type options struct {
 	merchants   int
 	branches    int
 	tokens      []string
+	stockTokens []string // receive the sales' stock, one per merchant like tokens: minted MANAGERs, or the given tokens (a cashier may receive)
+	stockQty    int64    // units of each SKU received at each branch
 	timeout     time.Duration
 	maxWorkers  int
 	serverPID   int
 	jsonPath    string
 	errorBodies int
+	readSide    bool
 }
 
 type tokenFlags []string
@@ -62,15 +62,17 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.IntVar(&o.merchants, "merchants", 16, "merchants to mint tokens for (with POS_JWT_SECRET)")
 	fs.IntVar(&o.branches, "branches", 4, "branches per merchant")
 	var toks tokenFlags
-	fs.Var(&toks, "token", "a CASHIER token (from pos token), one per merchant; repeatable")
+	fs.Var(&toks, "token", "a CASHIER token (from pos token), one per merchant, with no branch limits (it also receives the stock); repeatable")
 	tokensFile := fs.String("tokens-file", "", "a file of tokens, one per line (one per merchant)")
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
 	fs.IntVar(&o.maxWorkers, "max-workers", 2000, "open loop: most concurrent requests")
 	fs.IntVar(&o.serverPID, "server-pid", 0, "the server's pid, to report its CPU use")
 	fs.StringVar(&o.jsonPath, "json", "", "also write the report as JSON to this file")
 	fs.IntVar(&o.errorBodies, "error-bodies", 5, "how many error responses to print")
+	fs.Int64Var(&o.stockQty, "stock-qty", defaultStockQty, "units of each SKU received at each branch before the sales (checkout reserves stock); 0: none")
+	fs.BoolVar(&o.readSide, "read-side", false, "also report the projections from the server's /metrics: events/s applied and lag p50/p99")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: posload [flags]\n\nTokens come from -token, -tokens-file, or are minted with POS_JWT_SECRET\n(the server's HS256 secret) for -merchants merchants.\n\nflags:")
+		fmt.Fprintln(stderr, "usage: posload [flags]\n       posload reads [flags]   (reads of completed sales; posload reads -h)\n\nTokens come from -token, -tokens-file, or are minted with POS_JWT_SECRET\n(the server's HS256 secret) for -merchants merchants (a CASHIER for the sales\nand a MANAGER for the stock receipts before them, per merchant).\n\nflags:")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -94,6 +96,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		return o, errors.New("-duration must be positive and -warmup not negative")
 	case o.branches < 1 || o.maxWorkers < 1:
 		return o, errors.New("-branches and -max-workers must be at least 1")
+	case o.stockQty < 0 || o.stockQty > defaultStockQty:
+		return o, fmt.Errorf("-stock-qty must be within 0..%d", defaultStockQty)
 	}
 	o.tokens = toks
 	if *tokensFile != "" {
@@ -103,6 +107,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		}
 		o.tokens = append(o.tokens, ts...)
 	}
+	o.stockTokens = o.tokens
 	if len(o.tokens) == 0 {
 		secret := getenv("POS_JWT_SECRET")
 		if secret == "" {
@@ -111,13 +116,9 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		if o.merchants < 1 {
 			return o, errors.New("-merchants must be at least 1")
 		}
-		for i := 0; i < o.merchants; i++ {
-			tok, err := auth.Mint([]byte(secret), auth.Principal{Subject: fmt.Sprintf("posload-cashier-%d", i+1),
-				MerchantID: uuid.Must(uuid.NewV7()), Role: auth.RoleCashier}, 8*time.Hour, time.Now())
-			if err != nil {
-				return o, err
-			}
-			o.tokens = append(o.tokens, tok)
+		var err error
+		if o.tokens, o.stockTokens, err = mintTokens([]byte(secret), o.merchants); err != nil {
+			return o, err
 		}
 	}
 	if o.name == "" {
@@ -192,10 +193,14 @@ type report struct {
 	SalesStarted   uint64          `json:"sales_started"`
 	SalesDropped   uint64          `json:"sales_dropped"`
 	CPU            *cpuUse         `json:"cpu,omitempty"`
+	ReadSide       *readSide       `json:"read_side,omitempty"`
 	Vegeta         *vegeta.Metrics `json:"vegeta"`
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == "reads" {
+		return runReads(ctx, args[1:], getenv, stdout, stderr)
+	}
 	o, err := parseOptions(args, getenv, stderr)
 	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -203,9 +208,24 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return err
 	}
-	rep, err := attack(ctx, o)
+	// Stock first, so that neither the warm-up nor the read side's window
+	// includes the receipts.
+	d, err := prepare(ctx, o, stderr)
 	if err != nil {
 		return err
+	}
+	var watch *sideWatch
+	if o.readSide {
+		watch = watchReadSide(ctx, o.url, time.Now().Add(o.warmup))
+	}
+	rep, err := attack(ctx, o, d)
+	if err != nil {
+		return err
+	}
+	if watch != nil {
+		if rep.ReadSide, err = watch.finish(ctx); err != nil {
+			return err
+		}
 	}
 	printReport(stdout, rep)
 	if o.jsonPath != "" {
@@ -220,10 +240,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return nil
 }
 
-// attack runs one scenario for warm-up plus duration and measures the
-// results that started after the warm-up.
-func attack(ctx context.Context, o options) (*report, error) {
+// prepare builds a run's driver (its merchants' branches) and receives the
+// stock its sales need there.
+func prepare(ctx context.Context, o options, stderr io.Writer) (*driver, error) {
 	d := newDriver(o.url, o.keys, o.tokens, o.branches, uint64(time.Now().UnixNano()))
+	if err := d.receiveStock(ctx, &http.Client{Timeout: o.timeout}, o.stockTokens, o.stockQty, stderr); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// attack runs one scenario with driver d (its stock received) for warm-up
+// plus duration and measures the results that started after the warm-up.
+func attack(ctx context.Context, o options, d *driver) (*report, error) {
 	transport := &http.Transport{
 		DialContext:         (&net.Dialer{KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConnsPerHost: 10_000,
@@ -339,6 +368,21 @@ func printReport(w io.Writer, r *report) {
 			fmt.Fprintf(w, "  per cmd   CPU µs: server %.0f, postgres %.0f, load generator %.0f\n",
 				c.ServerPerCmd, c.PostgresPerCmd, c.LoadGenPerCmd)
 		}
+	}
+	if s := r.ReadSide; s != nil {
+		drain := "to the drain"
+		if !s.Drained {
+			drain = "still applying when the watch gave up"
+		}
+		lag := func(ms float64) string {
+			if s.LagTop > 0 && ms >= s.LagTop {
+				return fmt.Sprintf("> %.0f ms (the top bucket)", s.LagTop)
+			}
+			return fmt.Sprintf("%.2f ms", ms)
+		}
+		fmt.Fprintf(w, "  projected %.0f events applied in the window: %.1f events/s; lag p50 %s, p99 %s over %.0f events (%s)\n",
+			s.Events, s.EventsPerSec, lag(s.LagP50), lag(s.LagP99), s.LagCount, drain)
+		fmt.Fprintf(w, "LAG %s %.1f %.2f %.2f %.0f %t %.0f\n", r.Name, s.EventsPerSec, s.LagP50, s.LagP99, s.LagCount, s.Drained, s.LagTop)
 	}
 	for _, e := range r.ErrorSamples {
 		fmt.Fprintf(w, "  error     %s\n", e)

@@ -3,9 +3,7 @@ package transaction
 import (
 	"fmt"
 	"slices"
-	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -27,19 +25,8 @@ func checkID(field string, id uuid.UUID) error {
 	return nil
 }
 
-// checkText refuses text that is not UTF-8 or longer than maxLen
-// characters, and, when required, text that is empty or only blanks.
-func checkText(field, s string, maxLen int, required bool) error {
-	switch {
-	case !utf8.ValidString(s):
-		return invalid(field, domain.CodeInvalid, "must be UTF-8 text")
-	case required && strings.TrimSpace(s) == "":
-		return invalid(field, domain.CodeRequired, "must not be empty")
-	case utf8.RuneCountInString(s) > maxLen:
-		return invalid(field, domain.CodeTooLong, fmt.Sprintf("must be at most %d characters", maxLen))
-	}
-	return nil
-}
+// checkText is domain.CheckText, the text rule every aggregate shares.
+var checkText = domain.CheckText
 
 // checkAt requires the command's time: the aggregate reads no clock, so a
 // zero time is a caller's bug, not "now".

@@ -1,0 +1,145 @@
+package api_test
+
+import (
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+
+	"github.com/google/uuid"
+)
+
+// Fifty cashiers check out fifty sales of the last unit at once: exactly one
+// gets it, the others answer 422 insufficient_stock naming the SKU, and no
+// reservation is left behind by the losers. Half send idempotency keys, so
+// both the plain store and the per-request transaction are in the race.
+func TestLastUnitSellsOnce(t *testing.T) {
+	// A small pool: the fifty requests queue for connections, as they
+	// would on a busy server, and the suite's parallel packages stay
+	// within the server's connection limit.
+	e := newEnvWith(t, options{poolSize: 12})
+	merchant, branch := uuid.New(), uuid.New()
+	cashier := newUser(t, merchant, "CASHIER")
+	e.receiveStock(merchant, branch, "LAST", 1)
+	const n = 50
+	sales := make([]*sale, n)
+	for i := range sales {
+		sales[i] = e.open(&cashier, branch)
+		must(t, sales[i].post("/items", map[string]any{"sku": "LAST", "name": "Last one", "qty": 1, "unit_price": 1000}), 201)
+	}
+	answers := make([]resp, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i, s := range sales {
+		wg.Go(func() {
+			<-start
+			req := request{method: "POST", path: s.path("/checkout"), user: &cashier, body: map[string]any{}}
+			if i%2 == 0 {
+				req.headers = map[string]string{"Idempotency-Key": fmt.Sprintf("checkout-%d", i)}
+			}
+			answers[i] = e.do(req)
+		})
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for i, a := range answers {
+		switch a.status {
+		case http.StatusOK:
+			won++
+		case http.StatusUnprocessableEntity:
+			if c := a.code(t); c != "insufficient_stock" {
+				t.Errorf("checkout %d: 422 %s", i, c)
+			}
+			if skus, _ := a.json(t)["skus"].([]any); len(skus) != 1 || skus[0] != "LAST" {
+				t.Errorf("checkout %d: skus %v, want [LAST]", i, a.json(t)["skus"])
+			}
+		default:
+			t.Errorf("checkout %d: %d %s", i, a.status, a.body)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d checkouts won the last unit, want exactly 1", won)
+	}
+	// The ledger holds one reservation and nothing else: the losers left
+	// none behind. A receipt of zero-cost units shows the state.
+	r := e.receiveStock(merchant, branch, "LAST", 1)
+	if on, res, av := r.num(t, "on_hand"), r.num(t, "reserved"), r.num(t, "available"); on != 2 || res != 1 || av != 1 {
+		t.Errorf("after the race and one more receipt: on hand %d reserved %d available %d, want 2, 1, 1", on, res, av)
+	}
+}
+
+func TestStockCommands(t *testing.T) {
+	e := newEnv(t)
+	merchant, b1, b2 := uuid.New(), uuid.New(), uuid.New()
+	manager := newUser(t, merchant, "MANAGER")
+	cashier := newUser(t, merchant, "CASHIER", b1)
+	auditor := newUser(t, merchant, "AUDITOR")
+	post := func(u *user, path string, body any) resp {
+		return e.do(request{method: "POST", path: "/v1/stock/" + path, user: u, body: body})
+	}
+
+	r := must(t, post(&cashier, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 10, "unit_cost": 100}), 201)
+	must(t, post(&manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 5, "unit_cost": 130}), 201)
+	ledger := r.str(t, "id")
+	r = must(t, post(&manager, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": -1, "reason": "broken"}), 201)
+	if r.num(t, "on_hand") != 14 || r.num(t, "avg_cost") != 110 || r.str(t, "id") != ledger {
+		t.Errorf("after receipts and an adjustment: %s", r.body)
+	}
+	r = must(t, post(&manager, "transfers", map[string]any{"from_branch_id": b1, "to_branch_id": b2, "sku": "MILK", "qty": 4}), 201)
+	from, to := r.json(t)["from"].(map[string]any), r.json(t)["to"].(map[string]any)
+	if from["on_hand"] != float64(10) || to["on_hand"] != float64(4) || to["avg_cost"] != float64(110) {
+		t.Errorf("transfer answer: %s", r.body)
+	}
+	if r.header.Get("X-Position") == "" || r.str(t, "transfer_id") == "" {
+		t.Errorf("transfer answer lacks X-Position or transfer_id: %s", r.body)
+	}
+
+	for _, c := range []struct {
+		name   string
+		u      *user
+		path   string
+		body   any
+		status int
+		code   string
+	}{
+		{"adjustment below available", &manager, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": -11, "reason": "typo"}, 422, "insufficient_stock"},
+		{"transfer beyond available", &manager, "transfers", map[string]any{"from_branch_id": b2, "to_branch_id": b1, "sku": "MILK", "qty": 5}, 422, "insufficient_stock"},
+		{"transfer to the same branch", &manager, "transfers", map[string]any{"from_branch_id": b1, "to_branch_id": b1, "sku": "MILK", "qty": 1}, 400, "invalid_request"},
+		{"cashier adjusts", &cashier, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": 1, "reason": "found"}, 403, "forbidden"},
+		{"cashier transfers", &cashier, "transfers", map[string]any{"from_branch_id": b1, "to_branch_id": b2, "sku": "MILK", "qty": 1}, 403, "forbidden"},
+		{"cashier receives at another branch", &cashier, "receipts", map[string]any{"branch_id": b2, "sku": "MILK", "qty": 1, "unit_cost": 1}, 403, "forbidden"},
+		{"auditor receives", &auditor, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 1, "unit_cost": 1}, 403, "forbidden"},
+		{"zero qty", &manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 0, "unit_cost": 1}, 400, "invalid_request"},
+		{"negative cost", &manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 1, "unit_cost": -1}, 400, "invalid_request"},
+		{"no sku", &manager, "receipts", map[string]any{"branch_id": b1, "qty": 1, "unit_cost": 1}, 400, "invalid_request"},
+		{"no branch", &manager, "receipts", map[string]any{"sku": "MILK", "qty": 1, "unit_cost": 1}, 400, "invalid_request"},
+		{"zero delta", &manager, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": 0, "reason": "x"}, 400, "invalid_request"},
+		{"no reason", &manager, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": 1}, 400, "invalid_request"},
+		{"unknown field", &manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 1, "unit_cost": 1, "colour": "red"}, 400, "invalid_request"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r := post(c.u, c.path, c.body)
+			if r.status != c.status || r.code(t) != c.code {
+				t.Errorf("%d %s, want %d %s: %s", r.status, r.code(t), c.status, c.code, r.body)
+			}
+		})
+	}
+
+	// A receipt id already applied changes nothing.
+	receipt := uuid.NewString()
+	first := must(t, post(&manager, "receipts", map[string]any{"branch_id": b2, "sku": "MILK", "qty": 3, "unit_cost": 200, "receipt_id": receipt}), 201)
+	again := must(t, post(&manager, "receipts", map[string]any{"branch_id": b2, "sku": "MILK", "qty": 3, "unit_cost": 200, "receipt_id": receipt}), 201)
+	if first.num(t, "version") != again.num(t, "version") || again.num(t, "on_hand") != 7 {
+		t.Errorf("a repeated receipt id: %s then %s", first.body, again.body)
+	}
+
+	// The audit trail replays the ledger by the id the answers carry.
+	admin := newUser(t, merchant, "ADMIN")
+	st := must(t, e.do(request{method: "GET", path: "/v1/audit/stock/" + ledger + "/state", user: &admin}), 200)
+	if st.num(t, "on_hand") != 10 || st.num(t, "avg_cost") != 110 || st.str(t, "sku") != "MILK" {
+		t.Errorf("audit state: %s", st.body)
+	}
+	other := newUser(t, uuid.New(), "ADMIN")
+	must(t, e.do(request{method: "GET", path: "/v1/audit/stock/" + ledger + "/state", user: &other}), 404)
+}

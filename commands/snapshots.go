@@ -1,0 +1,64 @@
+package commands
+
+import (
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/google/uuid"
+
+	"pos/eventstore"
+)
+
+// DefaultSnapshots is the number of aggregates a Snapshots keeps when
+// NewSnapshots is given 0.
+const DefaultSnapshots = 4096
+
+// Snapshots keeps recently loaded aggregates in memory, so that loading a
+// long stream (a popular SKU's ledger gains events with every sale) reads
+// only the events appended since, not the whole history.
+//
+// A snapshot is a hint, never trusted alone: it records the id of the last
+// event it includes, and a load re-reads that event and uses the snapshot
+// only when the store still has it at that version. A snapshot taken inside
+// a transaction that later rolled back, or one overtaken in any other way, is
+// thus detected and the stream loaded from the start. Aggregates are cloned
+// in and out, so callers never share state. Safe for concurrent use.
+type Snapshots struct {
+	cache *lru.Cache[string, snapshot]
+}
+
+type snapshot struct {
+	agg     any // the kind's aggregate type; a private clone
+	version uint64
+	lastID  uuid.UUID
+	pos     eventstore.Position
+}
+
+// NewSnapshots returns a cache of up to size aggregates (0 means
+// DefaultSnapshots).
+func NewSnapshots(size int) *Snapshots {
+	if size <= 0 {
+		size = DefaultSnapshots
+	}
+	c, err := lru.New[string, snapshot](size)
+	if err != nil {
+		panic(err) // only for a size ≤ 0, excluded above
+	}
+	return &Snapshots{cache: c}
+}
+
+func (s *Snapshots) get(stream string) (snapshot, bool) {
+	if s == nil {
+		return snapshot{}, false
+	}
+	return s.cache.Get(stream)
+}
+
+func (s *Snapshots) put(stream string, snap snapshot) {
+	if s == nil || snap.version == 0 {
+		return
+	}
+	if cur, ok := s.cache.Peek(stream); ok && cur.version > snap.version {
+		return // keep the newer one
+	}
+	s.cache.Add(stream, snap)
+}

@@ -1,0 +1,107 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"pos/domain/stock"
+)
+
+// stockCategory is the stream category of stock ledgers; the stream id is
+// the ledger id (stock.LedgerID).
+const stockCategory = "stock"
+
+// ledgerKind is the executor's description of the ledger of key; the blank
+// ledger needs its key, so there is one kind per ledger.
+func ledgerKind(key stock.Key) kind[*stock.Ledger, stock.Event] {
+	return kind[*stock.Ledger, stock.Event]{
+		category: stockCategory,
+		schema:   stock.SchemaVersion,
+		blank:    func() *stock.Ledger { return stock.New(key) },
+		apply:    (*stock.Ledger).Apply,
+		version:  (*stock.Ledger).Version,
+		decode:   stock.Decode,
+		typeOf:   stock.TypeName,
+		clone:    (*stock.Ledger).Clone,
+	}
+}
+
+// StockStream is the stream of the ledger of sku in branch of merchant.
+func StockStream(merchant, branch uuid.UUID, sku string) string {
+	return streamName(stockCategory, merchant, stock.LedgerID(merchant, branch, sku))
+}
+
+// LedgerStream is the stream of the ledger of that id of merchant (the id
+// answers carry, and the audit paths take).
+func LedgerStream(merchant, ledger uuid.UUID) string {
+	return streamName(stockCategory, merchant, ledger)
+}
+
+// onLedger runs decide on the ledger of sku in branch (a ledger never written
+// is at zero, not missing).
+func (h *Handlers) onLedger(ctx context.Context, meta Meta, branch uuid.UUID, sku string, decide func(*stock.Ledger) ([]stock.Event, error)) (*stock.Ledger, Result, error) {
+	if err := stock.CheckSKU(sku); err != nil {
+		return nil, Result{}, err
+	}
+	key := stock.NewKey(meta.MerchantID, branch, sku)
+	return execute(ctx, h, ledgerKind(key), meta, key.LedgerID.String(), decide)
+}
+
+// Ledger loads the ledger of sku in branch, for reading.
+func (h *Handlers) Ledger(ctx context.Context, meta Meta, branch uuid.UUID, sku string) (*stock.Ledger, Result, error) {
+	if err := stock.CheckSKU(sku); err != nil {
+		return nil, Result{}, err
+	}
+	key := stock.NewKey(meta.MerchantID, branch, sku)
+	l, pos, err := load(ctx, h.store, h.deps.Snapshots, ledgerKind(key), StockStream(meta.MerchantID, branch, sku))
+	if err != nil {
+		return nil, Result{}, err
+	}
+	return l, Result{Version: l.Version(), Position: pos}, nil
+}
+
+// allowNegativeStock reads the merchant's setting.
+func (h *Handlers) allowNegativeStock(ctx context.Context, meta Meta) (bool, error) {
+	s, _, err := h.Settings(ctx, meta)
+	if err != nil {
+		return false, err
+	}
+	return s.Values().AllowNegativeStock, nil
+}
+
+// ShortageError reports every ledger a command found short; it unwraps to
+// stock.ErrInsufficientStock (422 insufficient_stock) and lists the SKUs.
+type ShortageError struct {
+	Shortages []*stock.ShortageError
+}
+
+func (e *ShortageError) Error() string {
+	return "commands: insufficient stock of " + strings.Join(e.SKUs(), ", ")
+}
+
+// Unwrap lets errors.Is match stock.ErrInsufficientStock.
+func (e *ShortageError) Unwrap() error { return stock.ErrInsufficientStock }
+
+// SKUs returns the short SKUs, sorted and without repeats.
+func (e *ShortageError) SKUs() []string {
+	skus := make([]string, 0, len(e.Shortages))
+	for _, s := range e.Shortages {
+		skus = append(skus, s.SKU)
+	}
+	slices.Sort(skus)
+	return slices.Compact(skus)
+}
+
+// asShortage wraps a ledger's shortage into a ShortageError; other errors
+// pass through.
+func asShortage(err error) error {
+	var s *stock.ShortageError
+	if errors.As(err, &s) {
+		return &ShortageError{Shortages: []*stock.ShortageError{s}}
+	}
+	return err
+}

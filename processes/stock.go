@@ -1,0 +1,214 @@
+// Package processes holds the process managers (SPEC §2): Watermill-driven
+// handlers that turn events into follow-up commands. They run behind a
+// projections.Runner of their own (consumed from NATS by its own durable, see
+// cmd/pos), which gives them what projectors get: events of a stream in
+// order, gaps filled from the event store, and bookkeeping that commits with
+// their own table writes.
+//
+// Delivery is at least once, and a process manager's commands go to the
+// event store, outside the runner's transaction: a transaction that rolls
+// back after the commands ran is retried and sends them again. That is safe
+// because every command is idempotent (a stock ledger remembers each
+// transaction, refund and transfer it handled) and carries event ids derived
+// from the source event's id (commands.Meta.DeriveIDsFrom) and the source's
+// time, so a second delivery decides nothing or appends nothing new.
+package processes
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"pos/commands"
+	"pos/domain/stock"
+	"pos/domain/transaction"
+	"pos/eventstore"
+)
+
+// Name is the stock process manager's bookkeeping name.
+const Name = "stock_process"
+
+// DefaultReservationTimeout is how long a sale may hold reserved units
+// without being paid before it is voided and its units released.
+const DefaultReservationTimeout = 30 * time.Minute
+
+// Actor is the actor of the commands the process managers send.
+const Actor = "system:stock-process"
+
+// Role is the role recorded in their events' metadata.
+const Role = "SYSTEM"
+
+// Stock is the stock process manager (SPEC §4.2):
+//
+//   - CheckedOut: the sale holds its units (re-reserving any that a race
+//     released), and gets a deadline;
+//   - TransactionPaid: the reserved units are sold (cost of goods recorded);
+//   - TransactionVoided: the reservation is released, or, after payment,
+//     the sold units are returned;
+//   - RefundIssued by lines: the refunded lines' units are returned;
+//   - StockReserved: the sale gets a deadline (a checkout that reserved and
+//     then crashed leaves a draft holding units);
+//   - StockTransferredOut: the transfer's target half is recorded.
+//
+// Deadlines past due are acted on by Sweep. Stock implements
+// projections.Projector; it must run with BatchSize 1 (see Options) so its
+// transaction holds no transaction id while its commands run.
+type Stock struct {
+	// Handlers send the commands (over the plain event store, never a
+	// request's transaction).
+	Handlers *commands.Handlers
+	// Timeout is the reservation timeout; 0 means
+	// DefaultReservationTimeout.
+	Timeout time.Duration
+}
+
+// Name implements projections.Projector.
+func (*Stock) Name() string { return Name }
+
+// Categories implements projections.CategoryScoped.
+func (*Stock) Categories() []string { return []string{"transaction", "stock"} }
+
+// Handles implements projections.Projector.
+func (*Stock) Handles(eventType string) bool {
+	switch eventType {
+	case "CheckedOut", "TransactionPaid", "TransactionVoided", "RefundIssued", "StockReserved", "StockTransferredOut":
+		return true
+	}
+	return false
+}
+
+func (p *Stock) timeout() time.Duration {
+	if p.Timeout > 0 {
+		return p.Timeout
+	}
+	return DefaultReservationTimeout
+}
+
+// Apply implements projections.Projector: it sends the event's follow-up
+// commands, then records or clears the sale's deadline in tx.
+func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	category, merchantID, streamID, ok := eventstore.ParseStreamName(e.Stream)
+	if !ok {
+		return fmt.Errorf("processes: stream %q has no merchant", e.Stream)
+	}
+	merchant, err := uuid.Parse(merchantID)
+	if err != nil {
+		return fmt.Errorf("processes: stream %q: %w", e.Stream, err)
+	}
+	meta := commands.Meta{MerchantID: merchant, Actor: Actor, Role: Role, CorrelationID: e.Metadata.CorrelationID,
+		CausationID: e.ID.String(), TraceParent: e.Metadata.TraceParent, TraceState: e.Metadata.TraceState, DeriveIDsFrom: e.ID}
+	if category == "stock" {
+		return p.applyStock(ctx, tx, meta, e)
+	}
+	id, err := uuid.Parse(streamID)
+	if err != nil {
+		return fmt.Errorf("processes: stream %q: %w", e.Stream, err)
+	}
+	ev, err := transaction.Decode(e.Type, e.Data)
+	if err != nil {
+		return err
+	}
+	t, _, err := p.Handlers.Transaction(ctx, meta, id)
+	if err != nil {
+		return err
+	}
+	switch ev := ev.(type) {
+	case transaction.CheckedOut:
+		if err := p.Handlers.HoldCheckedOut(ctx, meta, t, ev.At); err != nil {
+			return err
+		}
+		return setDeadline(ctx, tx, merchant, id, t.BranchID(), skusOf(t), ev.At.Add(p.timeout()))
+	case transaction.TransactionPaid:
+		if err := p.Handlers.SellPaid(ctx, meta, t, ev.At); err != nil {
+			return err
+		}
+		return clearDeadline(ctx, tx, merchant, id)
+	case transaction.TransactionVoided:
+		if err := p.Handlers.ReleaseReservations(ctx, meta, t.BranchID(), id, skusOf(t), "voided: "+ev.Reason, ev.At); err != nil {
+			return err
+		}
+		if ev.PreviousStatus == transaction.StatusPaid {
+			if err := p.Handlers.ReturnUnits(ctx, meta, t.BranchID(), id, id, zeroUnits(t), ev.At); err != nil {
+				return err
+			}
+		}
+		return clearDeadline(ctx, tx, merchant, id)
+	case transaction.RefundIssued:
+		if units := commands.RefundedUnits(t, ev); len(units) > 0 {
+			return p.Handlers.ReturnUnits(ctx, meta, t.BranchID(), id, ev.RefundID, units, ev.At)
+		}
+	}
+	return nil
+}
+
+func (p *Stock) applyStock(ctx context.Context, tx pgx.Tx, meta commands.Meta, e eventstore.RecordedEvent) error {
+	ev, err := stock.Decode(e.Type, e.Data)
+	if err != nil {
+		return err
+	}
+	switch ev := ev.(type) {
+	case stock.StockReserved:
+		return addDeadlineSKU(ctx, tx, ev.MerchantID, ev.TransactionID, ev.BranchID, ev.SKU, ev.At.Add(p.timeout()))
+	case stock.StockTransferredOut:
+		_, _, err := p.Handlers.CompleteTransfer(ctx, meta, ev)
+		return err
+	}
+	return nil
+}
+
+func skusOf(t *transaction.Transaction) []string {
+	var skus []string
+	for sku := range commands.UnitsBySKU(t.Lines()) {
+		skus = append(skus, sku)
+	}
+	slices.Sort(skus)
+	return skus
+}
+
+// zeroUnits maps every SKU of t to 0: "all that is left" for ReturnUnits.
+func zeroUnits(t *transaction.Transaction) map[string]int64 {
+	units := commands.UnitsBySKU(t.Lines())
+	for sku := range units {
+		units[sku] = 0
+	}
+	return units
+}
+
+func setDeadline(ctx context.Context, tx pgx.Tx, merchant, id, branch uuid.UUID, skus []string, due time.Time) error {
+	_, err := tx.Exec(ctx, `
+        INSERT INTO process_deadlines (merchant_id, transaction_id, branch_id, skus, due_at)
+        VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (merchant_id, transaction_id) DO UPDATE
+           SET skus = ARRAY(SELECT DISTINCT unnest(process_deadlines.skus || EXCLUDED.skus) ORDER BY 1),
+               due_at = EXCLUDED.due_at`, merchant, id, branch, skus, due)
+	if err != nil {
+		return fmt.Errorf("processes: set deadline: %w", err)
+	}
+	return nil
+}
+
+// addDeadlineSKU records a reservation's SKU; the first one of a sale sets
+// the deadline, later ones keep it.
+func addDeadlineSKU(ctx context.Context, tx pgx.Tx, merchant, id, branch uuid.UUID, sku string, due time.Time) error {
+	_, err := tx.Exec(ctx, `
+        INSERT INTO process_deadlines (merchant_id, transaction_id, branch_id, skus, due_at)
+        VALUES ($1, $2, $3, ARRAY[$4::text], $5)
+        ON CONFLICT (merchant_id, transaction_id) DO UPDATE
+           SET skus = ARRAY(SELECT DISTINCT unnest(process_deadlines.skus || EXCLUDED.skus) ORDER BY 1)`,
+		merchant, id, branch, sku, due)
+	if err != nil {
+		return fmt.Errorf("processes: record reservation: %w", err)
+	}
+	return nil
+}
+
+func clearDeadline(ctx context.Context, tx pgx.Tx, merchant, id uuid.UUID) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM process_deadlines WHERE merchant_id = $1 AND transaction_id = $2`, merchant, id); err != nil {
+		return fmt.Errorf("processes: clear deadline: %w", err)
+	}
+	return nil
+}

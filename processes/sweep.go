@@ -1,0 +1,172 @@
+package processes
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/commands"
+	"pos/domain"
+	"pos/domain/transaction"
+)
+
+// Defaults of Sweeper.
+const (
+	DefaultSweepInterval = 10 * time.Second
+	// sweepBatch bounds the deadlines one sweep claims.
+	sweepBatch = 100
+	// claimLease is how long a claimed deadline is hidden from other
+	// sweepers; a sweeper that dies with it lets it reappear after that.
+	claimLease = time.Minute
+	// maxBackoff caps the wait before a failed deadline is tried again.
+	maxBackoff = 5 * time.Minute
+)
+
+// Sweeper acts on the stock process manager's deadlines past due: a sale
+// still pending payment is voided (its units then come back through the
+// process manager, and directly here as well), a draft left holding units by
+// a checkout that failed half way releases them, and a sale that moved on
+// meanwhile gets what the process manager would have done (idempotently).
+//
+// Several sweepers (one per worker process) may run at once: each claims
+// rows for a lease (FOR UPDATE SKIP LOCKED), acts on them outside any
+// database transaction, and deletes a row only if nobody re-armed it
+// meanwhile. A failure is logged and retried with backoff (the row keeps the
+// error and the attempt count for operators); nothing is dropped.
+type Sweeper struct {
+	Pool     *pgxpool.Pool
+	Handlers *commands.Handlers
+	// Now is the clock; it decides what is past due.
+	Now func() time.Time
+	// Interval between sweeps; 0 means DefaultSweepInterval.
+	Interval time.Duration
+	Log      *slog.Logger
+}
+
+// Run sweeps every Interval until ctx ends.
+func (s *Sweeper) Run(ctx context.Context) {
+	interval := s.Interval
+	if interval <= 0 {
+		interval = DefaultSweepInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.Sweep(ctx); err != nil && ctx.Err() == nil {
+			s.Log.Error("stock deadlines: sweep failed; retrying next interval", "err", err, "acted", n)
+		} else if n > 0 {
+			s.Log.Info("stock deadlines acted on", "count", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+type deadline struct {
+	merchant, id, branch uuid.UUID
+	skus                 []string
+	attempts             int
+	claimedUntil         time.Time
+}
+
+// Sweep claims the deadlines past due and acts on each; it returns how many
+// it completed. Failures of single deadlines are recorded on their rows and
+// joined into the error.
+func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
+	now := s.Now().UTC()
+	until := now.Add(claimLease)
+	rows, err := s.Pool.Query(ctx, `
+        UPDATE process_deadlines d SET due_at = $2, attempts = d.attempts + 1
+        FROM (SELECT merchant_id, transaction_id FROM process_deadlines
+              WHERE due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) c
+        WHERE d.merchant_id = c.merchant_id AND d.transaction_id = c.transaction_id
+        RETURNING d.merchant_id, d.transaction_id, d.branch_id, d.skus, d.attempts`, now, until, sweepBatch)
+	if err != nil {
+		return 0, fmt.Errorf("processes: claim deadlines: %w", err)
+	}
+	var due []deadline
+	for rows.Next() {
+		d := deadline{claimedUntil: until}
+		if err := rows.Scan(&d.merchant, &d.id, &d.branch, &d.skus, &d.attempts); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("processes: read deadlines: %w", err)
+		}
+		due = append(due, d)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("processes: claim deadlines: %w", err)
+	}
+	done := 0
+	var errs []error
+	for _, d := range due {
+		if err := s.act(ctx, d); err != nil {
+			errs = append(errs, fmt.Errorf("sale %s: %w", d.id, err))
+			s.fail(ctx, d, err)
+			continue
+		}
+		if _, err := s.Pool.Exec(ctx, `DELETE FROM process_deadlines
+            WHERE merchant_id = $1 AND transaction_id = $2 AND due_at = $3`, d.merchant, d.id, d.claimedUntil); err != nil {
+			errs = append(errs, fmt.Errorf("sale %s: delete deadline: %w", d.id, err))
+			continue
+		}
+		done++
+	}
+	return done, errors.Join(errs...)
+}
+
+// act brings the sale's stock to what its status requires.
+func (s *Sweeper) act(ctx context.Context, d deadline) error {
+	meta := commands.Meta{MerchantID: d.merchant, Actor: Actor, Role: Role, CorrelationID: d.id.String()}
+	h := s.Handlers
+	at := s.Now().UTC()
+	t, _, err := h.Transaction(ctx, meta, d.id)
+	if err != nil {
+		return err
+	}
+	switch t.Status() {
+	case transaction.StatusPendingPayment:
+		_, _, err := h.VoidTransaction(ctx, meta, d.id, transaction.Void{Reason: "payment timeout: reservation released"})
+		if err != nil && !errors.Is(err, domain.ErrInvalidState) {
+			return err
+		}
+		if err == nil {
+			return h.ReleaseReservations(ctx, meta, t.BranchID(), d.id, d.skus, "payment timeout", at)
+		}
+		// Paid meanwhile: fall through to what a paid sale needs.
+		if t, _, err = h.Transaction(ctx, meta, d.id); err != nil {
+			return err
+		}
+		if t.Status() == transaction.StatusVoided {
+			return h.ReleaseReservations(ctx, meta, t.BranchID(), d.id, d.skus, "voided", at)
+		}
+		return h.SellPaid(ctx, meta, t, at)
+	case transaction.StatusDraft, "":
+		// A checkout that reserved and then failed or crashed; or a
+		// reservation for a sale that was never opened.
+		return h.ReleaseReservations(ctx, meta, d.branch, d.id, d.skus, "checkout abandoned", at)
+	case transaction.StatusVoided:
+		return h.ReleaseReservations(ctx, meta, d.branch, d.id, d.skus, "voided", at)
+	default: // paid, completed, refunded: the sale stands
+		return h.SellPaid(ctx, meta, t, at)
+	}
+}
+
+// fail records a failed attempt and schedules the next one with backoff.
+func (s *Sweeper) fail(ctx context.Context, d deadline, cause error) {
+	wait := min(time.Duration(1<<min(d.attempts, 16))*time.Second, maxBackoff)
+	s.Log.Error("stock deadline failed; will retry", "merchant", d.merchant, "transaction", d.id, "attempt", d.attempts, "retry_in", wait.String(), "err", cause)
+	if _, err := s.Pool.Exec(ctx, `UPDATE process_deadlines SET due_at = $4, last_error = $5
+        WHERE merchant_id = $1 AND transaction_id = $2 AND due_at = $3`,
+		d.merchant, d.id, d.claimedUntil, s.Now().UTC().Add(wait), cause.Error()); err != nil {
+		// The claim lease brings the row back anyway.
+		s.Log.Error("stock deadline: recording the failure failed", "transaction", d.id, "err", err)
+	}
+}

@@ -1,0 +1,423 @@
+package projections_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"pos/domain/money"
+	"pos/domain/stock"
+	"pos/eventstore"
+	"pos/projections"
+	"pos/projections/projtest"
+)
+
+// ledger is one stock ledger being moved: each method decides a command on
+// the aggregate, appends the events to the store and applies them to the
+// aggregate, as the command side would.
+type ledger struct {
+	t      *testing.T
+	env    *projtest.Env
+	agg    *stock.Ledger
+	stream string
+	// Events are every event of the ledger so far, as recorded.
+	Events []eventstore.RecordedEvent
+}
+
+func newLedger(t *testing.T, env *projtest.Env, merchant, branch uuid.UUID, sku string) *ledger {
+	key := stock.NewKey(merchant, branch, sku)
+	return &ledger{t: t, env: env, agg: stock.New(key),
+		stream: eventstore.StreamName(projections.StockCategory, merchant.String(), key.LedgerID.String())}
+}
+
+// do appends what decide decides and reports whether it decided anything; a
+// refused command fails the test unless refusable (then it reports false).
+func (l *ledger) do(decide func(*stock.Ledger) ([]stock.Event, error), refusable bool) bool {
+	l.t.Helper()
+	events, err := decide(l.agg)
+	if err != nil {
+		if refusable {
+			return false
+		}
+		l.t.Fatalf("ledger %s: %v", l.agg.Key().SKU, err)
+	}
+	out := make([]interface{ EventType() string }, len(events))
+	for i, e := range events {
+		if err := l.agg.Apply(e); err != nil {
+			l.t.Fatalf("apply: %v", err)
+		}
+		out[i] = e
+	}
+	l.Events = append(l.Events, l.env.Append(l.t, l.stream, l.agg.Key().MerchantID.String(), out...)...)
+	return len(events) > 0
+}
+
+func (l *ledger) receive(qty int64, cost money.Amount, at time.Time) {
+	l.t.Helper()
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.Receive(stock.Receive{ReceiptID: projtest.NewID(l.t), Qty: qty, UnitCost: cost, By: "clerk", At: at})
+	}, false)
+}
+
+func (l *ledger) adjust(delta int64, at time.Time) {
+	l.t.Helper()
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(l.t), Delta: delta, Reason: "count", By: "manager", At: at})
+	}, false)
+}
+
+func (l *ledger) reserve(tx uuid.UUID, qty int64, at time.Time) {
+	l.t.Helper()
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, At: at})
+	}, false)
+}
+
+func (l *ledger) release(tx uuid.UUID, at time.Time) {
+	l.t.Helper()
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.Release(stock.Release{TransactionID: tx, Reason: "voided", At: at})
+	}, false)
+}
+
+func (l *ledger) sell(tx uuid.UUID, qty int64, at time.Time) {
+	l.t.Helper()
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.Sell(stock.Sell{TransactionID: tx, Qty: qty, At: at})
+	}, false)
+}
+
+func (l *ledger) giveBack(tx uuid.UUID, qty int64, at time.Time) {
+	l.t.Helper()
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.Return(stock.Return{TransactionID: tx, SourceID: projtest.NewID(l.t), Qty: qty, At: at})
+	}, false)
+}
+
+// transfer moves qty from l to to (the same SKU in another branch).
+func (l *ledger) transfer(to *ledger, qty int64, at time.Time) {
+	l.t.Helper()
+	id := projtest.NewID(l.t)
+	var cost money.Amount
+	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		cost = x.AvgCost()
+		return x.TransferOut(stock.TransferOut{TransferID: id, ToBranchID: to.agg.Key().BranchID, Qty: qty, By: "clerk", At: at})
+	}, false)
+	to.do(func(x *stock.Ledger) ([]stock.Event, error) {
+		return x.TransferIn(stock.TransferIn{TransferID: id, FromBranchID: l.agg.Key().BranchID, Qty: qty, UnitCost: cost, At: at})
+	}, false)
+}
+
+// movement is one rm_stock_movements row.
+type movement struct {
+	Version  int64
+	Kind     string
+	Qty      int64
+	UnitCost *int64
+	Source   uuid.UUID
+	At       time.Time
+}
+
+// checkLedger compares the ledger's rows with its aggregate: the level, the
+// open reservations, and one movement per event whose on-hand kinds add up
+// to on hand.
+func checkLedger(t *testing.T, c *pgx.Conn, l *ledger) []movement {
+	t.Helper()
+	ctx := context.Background()
+	key := l.agg.Key()
+	var branch uuid.UUID
+	var sku string
+	var onHand, reserved, avgCost, version int64
+	err := c.QueryRow(ctx, `SELECT branch_id, sku, on_hand, reserved, avg_cost, version FROM rm_stock_levels WHERE merchant_id = $1 AND ledger_id = $2`,
+		key.MerchantID, key.LedgerID).Scan(&branch, &sku, &onHand, &reserved, &avgCost, &version)
+	if err != nil {
+		t.Fatalf("ledger %s/%s: read level: %v", key.BranchID, key.SKU, err)
+	}
+	if branch != key.BranchID || sku != key.SKU || onHand != l.agg.OnHand() || reserved != l.agg.Reserved() ||
+		avgCost != int64(l.agg.AvgCost()) || version != int64(l.agg.Version()) {
+		t.Errorf("level of %s: %s on hand %d reserved %d avg %d v%d; aggregate: on hand %d reserved %d avg %d v%d",
+			key.SKU, branch, onHand, reserved, avgCost, version, l.agg.OnHand(), l.agg.Reserved(), l.agg.AvgCost(), l.agg.Version())
+	}
+
+	rows, err := c.Query(ctx, `SELECT transaction_id, qty FROM rm_stock_reservations WHERE merchant_id = $1 AND ledger_id = $2`, key.MerchantID, key.LedgerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := map[uuid.UUID]int64{}
+	for rows.Next() {
+		var tx uuid.UUID
+		var qty int64
+		if err := rows.Scan(&tx, &qty); err != nil {
+			t.Fatal(err)
+		}
+		open[tx] = qty
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[uuid.UUID]int64{}
+	for tx, r := range l.agg.Reservations() {
+		if r.Reserved > 0 {
+			want[tx] = r.Reserved
+		}
+	}
+	if len(open) != len(want) {
+		t.Errorf("open reservations %v, want %v", open, want)
+	}
+	for tx, qty := range want {
+		if open[tx] != qty {
+			t.Errorf("reservation of %s: %d, want %d", tx, open[tx], qty)
+		}
+	}
+
+	rows, err = c.Query(ctx, `SELECT version, kind, qty, unit_cost, source_id, at FROM rm_stock_movements
+        WHERE merchant_id = $1 AND ledger_id = $2 ORDER BY version`, key.MerchantID, key.LedgerID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	moves, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (movement, error) {
+		var m movement
+		err := r.Scan(&m.Version, &m.Kind, &m.Qty, &m.UnitCost, &m.Source, &m.At)
+		return m, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(moves) != int(l.agg.Version()) {
+		t.Fatalf("%d movements, want one per event (%d)", len(moves), l.agg.Version())
+	}
+	var sum, reservedSum int64
+	for i, m := range moves {
+		if m.Version != int64(i+1) {
+			t.Fatalf("movement %d has version %d", i, m.Version)
+		}
+		switch m.Kind {
+		case "reserve", "release":
+			reservedSum += m.Qty
+		default:
+			sum += m.Qty
+		}
+	}
+	if sum != l.agg.OnHand() {
+		t.Errorf("on-hand movements add up to %d, on hand is %d", sum, l.agg.OnHand())
+	}
+	if reservedSum < l.agg.Reserved() {
+		t.Errorf("reserve and release movements add up to %d, below the %d reserved", reservedSum, l.agg.Reserved())
+	}
+	return moves
+}
+
+func TestStockMirrorsTheLedger(t *testing.T) {
+	env := projtest.New(t)
+	r := newRunner(t, env)
+	db := admin(t, env.URL)
+	merchant, main, kiosk := projtest.NewID(t), projtest.NewID(t), projtest.NewID(t)
+	tea := newLedger(t, env, merchant, main, "TEA")
+	kioskTea := newLedger(t, env, merchant, kiosk, "TEA")
+	step := func(name string) {
+		t.Helper()
+		handle(t, r, tea.Events...) // earlier events are redeliveries
+		handle(t, r, kioskTea.Events...)
+		t.Run(name, func(t *testing.T) {
+			checkLedger(t, db, tea)
+			if kioskTea.agg.Version() > 0 {
+				checkLedger(t, db, kioskTea)
+			}
+		})
+	}
+	sale1, sale2, sale3 := projtest.NewID(t), projtest.NewID(t), projtest.NewID(t)
+
+	tea.receive(10, 1_000, t0)
+	step("received")
+	tea.receive(5, 1_301, t0.Add(time.Minute)) // avg (10×1000 + 5×1301) / 15 = 1100.33 → 1100
+	step("received at another cost")
+	tea.reserve(sale1, 3, t0.Add(2*time.Minute))
+	tea.reserve(sale1, 4, t0.Add(3*time.Minute)) // a checkout retried with another quantity
+	tea.reserve(sale2, 2, t0.Add(3*time.Minute))
+	step("reserved")
+	tea.release(sale2, t0.Add(4*time.Minute))
+	step("released")
+	tea.sell(sale1, 4, t0.Add(5*time.Minute))
+	tea.sell(sale3, 1, t0.Add(5*time.Minute)) // no reservation
+	step("sold")
+	tea.giveBack(sale1, 2, t0.Add(6*time.Minute))
+	tea.adjust(-1, t0.Add(7*time.Minute))
+	step("returned and adjusted")
+	tea.transfer(kioskTea, 3, t0.Add(8*time.Minute))
+	step("transferred")
+
+	if tea.agg.OnHand() != 15-4-1+2-1-3 || tea.agg.Reserved() != 0 || tea.agg.AvgCost() != 1_100 {
+		t.Fatalf("the scenario went elsewhere: %d on hand, %d reserved, avg %d", tea.agg.OnHand(), tea.agg.Reserved(), tea.agg.AvgCost())
+	}
+	cost := func(v int64) *int64 { return &v }
+	want := []movement{
+		{Kind: "receipt", Qty: 10, UnitCost: cost(1_000)},
+		{Kind: "receipt", Qty: 5, UnitCost: cost(1_301)},
+		{Kind: "reserve", Qty: 3, Source: sale1},
+		{Kind: "reserve", Qty: 1, Source: sale1},
+		{Kind: "reserve", Qty: 2, Source: sale2},
+		{Kind: "release", Qty: -2, Source: sale2},
+		{Kind: "sale", Qty: -4, UnitCost: cost(1_100), Source: sale1},
+		{Kind: "sale", Qty: -1, UnitCost: cost(1_100), Source: sale3},
+		{Kind: "return", Qty: 2, UnitCost: cost(1_100)},
+		{Kind: "adjustment", Qty: -1},
+		{Kind: "transfer_out", Qty: -3, UnitCost: cost(1_100)},
+	}
+	got := checkLedger(t, db, tea)
+	for i, w := range want {
+		g := got[i]
+		if g.Kind != w.Kind || g.Qty != w.Qty || (g.UnitCost == nil) != (w.UnitCost == nil) || (w.UnitCost != nil && *g.UnitCost != *w.UnitCost) ||
+			(w.Source != uuid.Nil && g.Source != w.Source) || g.Source == uuid.Nil {
+			t.Errorf("movement %d: %s %d cost %v source %s, want %s %d cost %v", i+1, g.Kind, g.Qty, g.UnitCost, g.Source, w.Kind, w.Qty, w.UnitCost)
+		}
+	}
+	in := checkLedger(t, db, kioskTea)
+	if len(in) != 1 || in[0].Kind != "transfer_in" || in[0].Qty != 3 || in[0].UnitCost == nil || *in[0].UnitCost != 1_100 || in[0].Source != got[10].Source {
+		t.Errorf("kiosk movements %+v, want one transfer_in of 3 at 1100 with the transfer's id", in)
+	}
+	if !got[0].At.Equal(t0) || !got[10].At.Equal(t0.Add(8*time.Minute)) {
+		t.Errorf("movement times %v … %v, want the events' own times", got[0].At, got[10].At)
+	}
+}
+
+// TestStockRandomHistories decides random commands on a few ledgers of two
+// merchants, delivers the feed to the runner shuffled and with duplicates
+// (gaps are filled from the store, redeliveries skipped), and compares each
+// ledger's rows with its aggregate.
+func TestStockRandomHistories(t *testing.T) {
+	env := projtest.New(t)
+	r := newRunner(t, env)
+	db := admin(t, env.URL)
+	rng := rand.New(rand.NewPCG(7, 11))
+	var ledgers []*ledger
+	for range 2 {
+		merchant := projtest.NewID(t)
+		branches := []uuid.UUID{projtest.NewID(t), projtest.NewID(t)}
+		for _, b := range branches {
+			for _, sku := range []string{"TEA", "CAKE"} {
+				ledgers = append(ledgers, newLedger(t, env, merchant, b, sku))
+			}
+		}
+	}
+	sales := make([]uuid.UUID, 6) // live transactions; one is replaced now and then
+	for i := range sales {
+		sales[i] = projtest.NewID(t)
+	}
+	// pick returns a transaction of l for which keep holds, if any, else a
+	// live one.
+	pick := func(l *ledger, keep func(stock.Reservation) bool) uuid.UUID {
+		var kept []uuid.UUID
+		for tx, res := range l.agg.Reservations() {
+			if keep(res) {
+				kept = append(kept, tx)
+			}
+		}
+		if len(kept) == 0 {
+			return sales[rng.IntN(len(sales))]
+		}
+		slices.SortFunc(kept, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+		return kept[rng.IntN(len(kept))]
+	}
+	at := t0
+	for range 400 {
+		at = at.Add(time.Second)
+		if rng.IntN(8) == 0 {
+			sales[rng.IntN(len(sales))] = projtest.NewID(t)
+		}
+		l := ledgers[rng.IntN(len(ledgers))]
+		tx := sales[rng.IntN(len(sales))]
+		qty := int64(1 + rng.IntN(6))
+		switch rng.IntN(10) {
+		case 0, 1:
+			l.receive(qty, money.Amount(500+rng.IntN(1000)), at)
+		case 2:
+			delta := qty
+			if rng.IntN(2) == 0 {
+				delta = -qty
+			}
+			l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+				return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(t), Delta: delta, Reason: "count", By: "m", AllowNegative: rng.IntN(4) == 0, At: at})
+			}, true)
+		case 3, 4:
+			l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+				return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, AllowNegative: rng.IntN(4) == 0, At: at})
+			}, true)
+		case 5:
+			l.release(pick(l, func(r stock.Reservation) bool { return r.Reserved > 0 }), at)
+		case 6:
+			tx = pick(l, func(r stock.Reservation) bool { return r.Reserved > 0 })
+			q := qty
+			if res, ok := l.agg.Reservation(tx); ok && res.Reserved > 0 {
+				q = res.Reserved
+			}
+			l.sell(tx, q, at)
+		case 7, 8:
+			tx = pick(l, func(r stock.Reservation) bool { return r.Sold > r.Returned })
+			l.giveBack(tx, int64(rng.IntN(3)), at)
+		case 9:
+			for _, to := range ledgers {
+				if to != l && to.agg.Key().MerchantID == l.agg.Key().MerchantID && to.agg.Key().SKU == l.agg.Key().SKU {
+					if l.agg.Available() >= qty {
+						l.transfer(to, qty, at)
+					}
+					break
+				}
+			}
+		}
+	}
+
+	events := feed(t, env)
+	kinds := map[string]int{}
+	for _, e := range events {
+		kinds[e.Type]++
+	}
+	for _, k := range stock.EventTypes() {
+		if kinds[k] < 5 {
+			t.Fatalf("the random history has %d %s events; the test needs a few of each: %v", kinds[k], k, kinds)
+		}
+	}
+	deliveries := make([]eventstore.RecordedEvent, 0, 2*len(events))
+	deliveries = append(deliveries, events...)
+	for range len(events) / 2 {
+		deliveries = append(deliveries, events[rng.IntN(len(events))])
+	}
+	rng.Shuffle(len(deliveries), func(i, j int) { deliveries[i], deliveries[j] = deliveries[j], deliveries[i] })
+	for len(deliveries) > 0 {
+		n := min(len(deliveries), 1+rng.IntN(20))
+		handle(t, r, deliveries[:n]...)
+		deliveries = deliveries[n:]
+	}
+	moved := 0
+	for _, l := range ledgers {
+		if l.agg.Version() == 0 {
+			continue
+		}
+		moved++
+		checkLedger(t, db, l)
+	}
+	if moved < len(ledgers)-1 {
+		t.Fatalf("only %d of %d ledgers moved", moved, len(ledgers))
+	}
+}
+
+// TestStockEventOfAnotherLedgerIsRefused: an event whose key names another
+// ledger than its stream is refused, not projected onto the wrong row.
+func TestStockEventOfAnotherLedgerIsRefused(t *testing.T) {
+	env := projtest.New(t)
+	r := newRunner(t, env)
+	merchant, branch := projtest.NewID(t), projtest.NewID(t)
+	key := stock.NewKey(merchant, branch, "TEA")
+	other := stock.NewKey(merchant, branch, "CAKE")
+	events := env.Append(t, eventstore.StreamName("stock", merchant.String(), key.LedgerID.String()), merchant.String(),
+		stock.StockReceived{Key: other, ReceiptID: projtest.NewID(t), Qty: 1, UnitCost: 1, AvgCost: 1, By: "x", At: t0})
+	if err := r.Handle(context.Background(), events); !errors.Is(err, projections.ErrBadEvent) {
+		t.Fatalf("Handle: %v, want ErrBadEvent", err)
+	}
+}
