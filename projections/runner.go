@@ -175,6 +175,8 @@ type Runner struct {
 	store      eventstore.Store
 	projectors []Projector
 	scopes     [][]string // per projector; nil when not scoped
+	names      []string   // per projector, its Name
+	index      map[string]int
 	partitions int
 	batch      int
 	// afterCommit is Options.AfterCommit.
@@ -195,19 +197,20 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 	if len(projectors) == 0 {
 		return nil, errors.New("projections: a runner needs at least one projector")
 	}
-	seen := make(map[string]bool, len(projectors))
+	index := make(map[string]int, len(projectors))
+	names := make([]string, len(projectors))
 	scopes := make([][]string, len(projectors))
 	for i, p := range projectors {
 		name := p.Name()
-		if name == "" || seen[name] {
+		if _, dup := index[name]; name == "" || dup {
 			return nil, fmt.Errorf("projections: projector name %q is empty or used twice", name)
 		}
-		seen[name] = true
+		index[name], names[i] = i, name
 		if s, ok := p.(CategoryScoped); ok {
 			scopes[i] = slices.Clone(s.Categories())
 		}
 	}
-	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes,
+	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes, names: names, index: index,
 		partitions: opts.Partitions, batch: opts.BatchSize, afterCommit: opts.AfterCommit}
 	if r.partitions <= 0 {
 		r.partitions = DefaultPartitions
@@ -216,10 +219,6 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 		r.batch = DefaultBatchSize
 	}
 	if m := opts.Meter; m != nil {
-		names := make([]string, len(projectors))
-		for i, p := range projectors {
-			names[i] = p.Name()
-		}
 		r.metricAttrs = metric.WithAttributeSet(attribute.NewSet(attribute.String("projectors", strings.Join(names, "+"))))
 		var err error
 		r.lag, err = m.Float64Histogram("pos.projection.lag", metric.WithUnit("s"),
@@ -258,19 +257,43 @@ func (r *Runner) Checkpoints() *Checkpoints { return NewCheckpoints(r.pool, r.pa
 // Handle applies events, in the order given, to every projector; see
 // HandleDeliveries. Without PrevPosition only per-stream gaps are detected
 // and filled.
+//
+// Events of different partitions are independent (each partition has its
+// own checkpoint), so Handle groups the events by partition, keeping their
+// order within each, and applies each group in as few transactions as the
+// batch size allows: a feed page that interleaves many merchants costs one
+// transaction per partition, not one per merchant switch.
 func (r *Runner) Handle(ctx context.Context, events []eventstore.RecordedEvent) error {
 	ds := make([]Delivery, len(events))
+	keys := make(map[uuid.UUID]int, len(events))
 	for i, e := range events {
 		ds[i] = Delivery{Event: e}
+		if m, err := merchantOf(e); err == nil {
+			keys[e.ID] = Partition(m, r.partitions)
+		}
 	}
+	// Stable: an event with no valid merchant keeps its place in its
+	// group (-1), where HandleDeliveries refuses it.
+	slices.SortStableFunc(ds, func(a, b Delivery) int {
+		pa, ok := keys[a.Event.ID]
+		if !ok {
+			pa = -1
+		}
+		pb, ok := keys[b.Event.ID]
+		if !ok {
+			pb = -1
+		}
+		return pa - pb
+	})
 	return r.HandleDeliveries(ctx, ds)
 }
 
 // HandleDeliveries applies deliveries, in the order given, to every
-// projector. Consecutive events of one merchant are applied in one
-// transaction (up to the batch size), with that merchant's pos.merchant_id
-// set transaction-locally; each transaction also records the streams'
-// applied versions and the partition's checkpoint. When it returns nil,
+// projector. Consecutive events of one partition are applied in one
+// transaction (up to the batch size), with each event's merchant set as
+// pos.merchant_id transaction-locally while it is applied; each
+// transaction also records the streams' applied versions and the
+// partition's checkpoint. When it returns nil,
 // every delivery's effect is committed: acknowledge them then, not before.
 // On error, a prefix of the deliveries may be committed; redelivering all of
 // them is safe.
@@ -288,6 +311,8 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		if err != nil {
 			return err
 		}
+		partition := Partition(merchant, r.partitions)
+		merchants := []string{merchant}
 		n := 1
 		for n < len(deliveries) && n < r.batch {
 			d := deliveries[n]
@@ -297,13 +322,14 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 			}
 			// A PrevPosition that is not the event just before starts a new
 			// run, so that it is checked against committed checkpoints.
-			if m != merchant || (d.PrevPosition != nil && *d.PrevPosition != deliveries[n-1].Event.Position) {
+			if Partition(m, r.partitions) != partition || (d.PrevPosition != nil && *d.PrevPosition != deliveries[n-1].Event.Position) {
 				break
 			}
+			merchants = append(merchants, m)
 			n++
 		}
 		if prev := deliveries[0].PrevPosition; prev != nil {
-			if err := r.fillPartition(ctx, merchant, *prev); err != nil {
+			if err := r.fillPartition(ctx, partition, *prev); err != nil {
 				return err
 			}
 		}
@@ -311,7 +337,7 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		for i := range n {
 			events[i] = deliveries[i].Event
 		}
-		fresh, err := r.applyRun(ctx, merchant, events)
+		fresh, err := r.applyRun(ctx, partition, merchants, events)
 		if err != nil {
 			return err
 		}
@@ -341,10 +367,9 @@ func merchantOf(e eventstore.RecordedEvent) (string, error) {
 	return merchant.String(), nil
 }
 
-// fillPartition applies, from the store's feed, the events of merchant's
-// partition after the partition's smallest checkpoint up to prev.
-func (r *Runner) fillPartition(ctx context.Context, merchant string, prev eventstore.Position) error {
-	partition := Partition(merchant, r.partitions)
+// fillPartition applies, from the store's feed, the events of partition
+// after the partition's smallest checkpoint up to prev.
+func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventstore.Position) error {
 	from, err := r.minCheckpoint(ctx, partition)
 	if err != nil || !from.Less(prev) {
 		return err
@@ -421,16 +446,17 @@ func (r *Runner) record(ctx context.Context, events []eventstore.RecordedEvent, 
 	}
 }
 
-// applyRun applies events of one merchant in one transaction, retrying the
-// transaction when it loses a deadlock or serialization race. Once
-// committed, fresh[i] reports whether events[i] was applied by at least one
-// projector (false for a redelivery).
-func (r *Runner) applyRun(ctx context.Context, merchant string, events []eventstore.RecordedEvent) (fresh []bool, err error) {
+// applyRun applies events of one partition (merchants[i] is events[i]'s
+// merchant) in one transaction, retrying the transaction when it loses a
+// deadlock or serialization race. Once committed, fresh[i] reports whether
+// events[i] was applied by at least one projector (false for a
+// redelivery).
+func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string, events []eventstore.RecordedEvent) (fresh []bool, err error) {
 	fresh = make([]bool, len(events))
 	for attempt := range maxTxAttempts {
 		clear(fresh)
 		err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-			return r.applyInTx(ctx, tx, merchant, events, fresh)
+			return r.applyInTx(ctx, tx, partition, merchants, events, fresh)
 		})
 		if !retryable(err) {
 			return fresh, err
@@ -467,16 +493,25 @@ type run struct {
 	filled  map[string][]eventstore.RecordedEvent
 }
 
-func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, merchant string, events []eventstore.RecordedEvent, fresh []bool) error {
-	if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchant); err != nil {
-		return fmt.Errorf("projections: set merchant: %w", err)
-	}
+func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, merchants []string, events []eventstore.RecordedEvent, fresh []bool) error {
 	st := &run{tx: tx, applied: map[streamKey]uint64{}, dirty: map[streamKey]bool{}, filled: map[string][]eventstore.RecordedEvent{}}
 	var last eventstore.Position
+	current := ""
 	for j, e := range events {
+		// Row-level security sees one merchant at a time: the setting
+		// follows the events (consecutive events are mostly one merchant's).
+		if merchants[j] != current {
+			if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchants[j]); err != nil {
+				return fmt.Errorf("projections: set merchant: %w", err)
+			}
+			current = merchants[j]
+		}
 		category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+		if err := r.lockStream(ctx, st, category, e.Stream); err != nil {
+			return err
+		}
 		for i := range r.projectors {
-			if r.scopes[i] != nil && !slices.Contains(r.scopes[i], category) {
+			if !r.inScope(i, category) {
 				continue
 			}
 			applied, err := r.applyTo(ctx, st, i, e)
@@ -489,22 +524,72 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, merchant string, even
 			last = e.Position
 		}
 	}
-	for k := range st.dirty {
-		if _, err := tx.Exec(ctx, `UPDATE projection_streams SET version = $3 WHERE projection = $1 AND stream_name = $2`,
-			r.projectors[k.projector].Name(), k.stream, int64(st.applied[k])); err != nil {
-			return fmt.Errorf("projections: record %s version of %q: %w", r.projectors[k.projector].Name(), k.stream, err)
+	if len(st.dirty) > 0 {
+		names, streams, versions := make([]string, 0, len(st.dirty)), make([]string, 0, len(st.dirty)), make([]int64, 0, len(st.dirty))
+		for k := range st.dirty {
+			names = append(names, r.projectors[k.projector].Name())
+			streams = append(streams, k.stream)
+			versions = append(versions, int64(st.applied[k]))
+		}
+		if _, err := tx.Exec(ctx, `UPDATE projection_streams s SET version = v.version
+            FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(projection, stream_name, version)
+            WHERE s.projection = v.projection AND s.stream_name = v.stream_name`, names, streams, versions); err != nil {
+			return fmt.Errorf("projections: record stream versions: %w", err)
 		}
 	}
-	partition := Partition(merchant, r.partitions)
-	for _, p := range r.projectors {
-		if _, err := tx.Exec(ctx, `
-            INSERT INTO projection_checkpoints AS c (projection, partition, major, minor, updated_at)
-            VALUES ($1, $2, $3, $4, now())
-            ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
-            WHERE (c.major, c.minor) < (excluded.major, excluded.minor)`,
-			p.Name(), partition, int64(last.Major), int64(last.Minor)); err != nil {
-			return fmt.Errorf("projections: checkpoint %s: %w", p.Name(), err)
+	if _, err := tx.Exec(ctx, `
+        INSERT INTO projection_checkpoints AS c (projection, partition, major, minor, updated_at)
+        SELECT name, $2, $3, $4, now() FROM unnest($1::text[]) AS name
+        ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
+        WHERE (c.major, c.minor) < (excluded.major, excluded.minor)`,
+		r.names, partition, int64(last.Major), int64(last.Minor)); err != nil {
+		return fmt.Errorf("projections: checkpoint partition %d: %w", partition, err)
+	}
+	return nil
+}
+
+func (r *Runner) inScope(i int, category string) bool {
+	return r.scopes[i] == nil || slices.Contains(r.scopes[i], category)
+}
+
+// lockStream reads, and locks for the rest of the transaction, the
+// bookkeeping rows of stream for every projector that reads its category,
+// in one statement, the first time the transaction meets the stream: a
+// concurrent delivery of the stream waits for this transaction, so each
+// event is applied once.
+func (r *Runner) lockStream(ctx context.Context, st *run, category, stream string) error {
+	var names []string
+	for i := range r.projectors {
+		if _, seen := st.applied[streamKey{i, stream}]; !seen && r.inScope(i, category) {
+			names = append(names, r.projectors[i].Name())
 		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	// The no-op update locks an existing row and returns it; a new row is
+	// locked by its insert. Rows are taken in name order, so two
+	// transactions never wait on each other's rows crosswise.
+	slices.Sort(names)
+	rows, err := st.tx.Query(ctx, `
+        INSERT INTO projection_streams AS s (projection, stream_name, version)
+        SELECT name, $2, 0 FROM unnest($1::text[]) AS name ORDER BY name
+        ON CONFLICT (projection, stream_name) DO UPDATE SET version = s.version
+        RETURNING projection, version`, names, stream)
+	if err != nil {
+		return fmt.Errorf("projections: read versions of %q: %w", stream, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var v int64
+		if err := rows.Scan(&name, &v); err != nil {
+			return fmt.Errorf("projections: read versions of %q: %w", stream, err)
+		}
+		st.applied[streamKey{r.index[name], stream}] = uint64(v)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("projections: read versions of %q: %w", stream, err)
 	}
 	return nil
 }
@@ -546,25 +631,13 @@ func (r *Runner) applyOne(ctx context.Context, st *run, i int, e eventstore.Reco
 }
 
 // appliedVersion returns the last version of stream projector i applied,
-// locking its bookkeeping row for the rest of the transaction so that
-// concurrent deliveries of one stream apply it once.
+// as lockStream read it (and applyOne moved it since).
 func (r *Runner) appliedVersion(ctx context.Context, st *run, i int, stream string) (uint64, error) {
-	k := streamKey{i, stream}
-	if v, ok := st.applied[k]; ok {
-		return v, nil
+	v, ok := st.applied[streamKey{i, stream}]
+	if !ok {
+		return 0, fmt.Errorf("projections: %s version of %q read before its row was locked", r.projectors[i].Name(), stream)
 	}
-	// The no-op update locks an existing row and returns it; a new row is
-	// locked by its insert. Either way a concurrent delivery waits here.
-	var v int64
-	err := st.tx.QueryRow(ctx, `
-        INSERT INTO projection_streams AS s (projection, stream_name, version) VALUES ($1, $2, 0)
-        ON CONFLICT (projection, stream_name) DO UPDATE SET version = s.version
-        RETURNING version`, r.projectors[i].Name(), stream).Scan(&v)
-	if err != nil {
-		return 0, fmt.Errorf("projections: read %s version of %q: %w", r.projectors[i].Name(), stream, err)
-	}
-	st.applied[k] = uint64(v)
-	return uint64(v), nil
+	return v, nil
 }
 
 // readGap returns the events of stream with versions from..to, from the

@@ -15,6 +15,7 @@ import (
 	"pos/cache"
 	"pos/commands"
 	"pos/eventstore"
+	"pos/eventstore/pgstore"
 	"pos/projections"
 	"pos/queries"
 )
@@ -39,6 +40,10 @@ func cursorKey(cfg config, log *slog.Logger) (queries.CursorKey, error) {
 	}
 	return key, nil
 }
+
+// workerPoolSize is the connections of the workers' pool: the partitions
+// are applied one message at a time each, so a few connections serve them.
+const workerPoolSize = 10
 
 // readSide opens the queries' pool (closed when ctx ends), sets apiCfg's
 // Reader, Checkpoints and Partitions, and starts over pool, until ctx ends,
@@ -71,14 +76,28 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if hot != nil {
 		opts.AfterCommit = hot.Invalidate
 	}
-	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
-	runner, err := projections.NewRunner(pool, upcasting, opts, projections.All()...)
+	// The workers (projections and process managers) get a pool of their
+	// own: on the commands' pool they waited behind every request and fell
+	// minutes behind under load.
+	wpool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, workerPoolSize)
 	if err != nil {
 		return err
 	}
-	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, runner.Checkpoints(), runner.Partitions()
+	context.AfterFunc(ctx, wpool.Close)
+	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
+	runner, err := projections.NewRunner(wpool, upcasting, opts, projections.All()...)
+	if err != nil {
+		return err
+	}
+	// X-Min-Position waits read checkpoints on the API's pool, not the
+	// workers'.
+	checkpoints := projections.NewCheckpoints(pool, runner.Partitions())
+	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, checkpoints, runner.Partitions()
 	if hot != nil {
-		apiCfg.HotReads = cache.NewReader(hot, reader)
+		// One value for transaction details and stock levels: api.Config
+		// has no field of its own for the latter, the API finds it on
+		// HotReads (api.StockGetter).
+		apiCfg.HotReads = hotReads{cache.NewReader(hot, reader), cache.NewStockReader(hot, reader)}
 		apiCfg.HotDailySales = cache.NewDailySalesReader(hot, reader)
 		addReadyCheck(&apiCfg.OptionalChecks, "cache", hot.Ping)
 	}
@@ -86,7 +105,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if apiCfg.Telemetry != nil {
 		meter = apiCfg.Telemetry.Meter("pos/processes")
 	}
-	procs, err := processWorker(ctx, cfg, log, pool, upcasting, h, meter)
+	procs, err := processWorker(ctx, cfg, log, wpool, upcasting, h, meter)
 	if err != nil {
 		return err
 	}
@@ -99,6 +118,21 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	}
 	return startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, brokerUp)
 }
+
+// hotReads is the cached transaction details and first pages of stock
+// levels, as api.Config.HotReads (an api.TransactionGetter that is also an
+// api.StockGetter).
+type hotReads struct {
+	*cache.Reader
+	*cache.StockReader
+}
+
+// The API finds the stock levels' cache by this interface; without it
+// GET /v1/stock would quietly read PostgreSQL only.
+var _ interface {
+	api.TransactionGetter
+	api.StockGetter
+} = hotReads{}
 
 // readCache returns the Redis cache of hot reads on REDIS_URL (nil when it
 // is empty or POS_CACHE is off), its client closed when ctx ends. The projections runner
