@@ -24,6 +24,7 @@ bench: services
 	scripts/bench.sh
 	scripts/load.sh
 	scripts/readbench.sh
+	scripts/stockbench.sh
 	$(MAKE) --no-print-directory bench-audit
 
 # The audit benchmarks: BenchmarkVerify (pos verify over every merchant)
@@ -39,6 +40,15 @@ bench-audit: services
 .PHONY: bench-read
 bench-read: services
 	scripts/readbench.sh
+
+# The stock benchmark (issue #6), in one run: the sales load, 64 clients
+# closed loop, on one hot SKU (one stock ledger) and on the whole catalogue,
+# against this tree and against 2adb7ca (before stock reservations): sales/s
+# ratio (target >= 0.70), p99, conflict retries per sale
+# (scripts/stockbench.sh).
+.PHONY: bench-stock
+bench-stock: services
+	scripts/stockbench.sh
 
 # Only the sales load scenarios (vegeta, closed and open loop) beside pgbench.
 load: services

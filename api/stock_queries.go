@@ -1,11 +1,13 @@
 package api
 
 import (
+	"context"
 	"net/http"
 	"net/url"
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 
 	"pos/domain/stock"
 	"pos/projections"
@@ -18,6 +20,27 @@ import (
 // limited to branches reads its branches only (branchFilter); each answers
 // X-Position and honours X-Min-Position (or ?min_position=) for the "stock"
 // projection.
+
+// StockGetter is where stock levels come from: the read model, or a cache
+// in front of it. Config.HotReads serves GET /v1/stock too when it also
+// implements StockGetter (cmd/pos wires one value that does both), for
+// reads without X-Min-Position only; the cache decides which pages it
+// keeps.
+type StockGetter interface {
+	Stock(ctx context.Context, merchant uuid.UUID, f queries.StockFilter, cursor string, limit int) (queries.StockPage, error)
+}
+
+// stockSource is where listStock reads: the hot reads' StockGetter when
+// there is one, except for a read that asks for its own write
+// (X-Min-Position, min_position): the cache can trail a commit by one Redis
+// round trip, so that one goes to PostgreSQL, as for the other cached reads.
+func (s *Server) stockSource(r *http.Request) StockGetter {
+	hot, ok := s.hotReads.(StockGetter)
+	if !ok || r.Header.Get("X-Min-Position") != "" || r.URL.Query().Get("min_position") != "" {
+		return s.reader
+	}
+	return hot
+}
 
 // stockLevelView is a level as GET /v1/stock lists it: the commands'
 // levelView with the ledger's id and version.
@@ -53,7 +76,8 @@ type stockMovementPageView struct {
 }
 
 // listStock answers GET /v1/stock: levels ordered by branch, then SKU,
-// cursor-paged like every list; see branchFilter for branch-limited tokens.
+// cursor-paged like every list; see branchFilter for branch-limited tokens,
+// and stockSource for the cache.
 func (s *Server) listStock(w http.ResponseWriter, r *http.Request) {
 	var f queries.StockFilter
 	var err error
@@ -74,7 +98,7 @@ func (s *Server) listStock(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	page, err := s.reader.Stock(r.Context(), principalOf(r).MerchantID, f, r.URL.Query().Get("cursor"), limit)
+	page, err := s.stockSource(r).Stock(r.Context(), principalOf(r).MerchantID, f, r.URL.Query().Get("cursor"), limit)
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -1,6 +1,8 @@
 // Package cache keeps hot reads of the read models in Redis: a transaction's
-// detail (GET /v1/transactions/{id}), per merchant; and today's daily sales
-// (see daily_sales.go for its keys and guard, a generation per merchant).
+// detail (GET /v1/transactions/{id}), per merchant; today's daily sales
+// (see daily_sales.go for its keys and guard, a generation per merchant);
+// and the first pages of stock levels (GET /v1/stock; see stock.go, the same
+// guard with a generation of its own).
 //
 // # Keys
 //
@@ -243,7 +245,9 @@ func (c *Cache) InvalidateTransaction(ctx context.Context, merchant, id uuid.UUI
 // Invalidate is a projections.Options.AfterCommit hook: for each
 // transaction stream among events it invalidates the entry at the highest
 // version committed, and for each merchant whose days' sales the events may
-// have changed, every cached day of that merchant (invalidateDailySales).
+// have changed, every cached day of that merchant (invalidateDailySales),
+// and for each merchant with stock ledger events among them, every cached
+// stock page of that merchant (invalidateStock).
 // Failures are counted and logged, not returned (the read models must not
 // stall while Redis is down): the entry then lives at most TTL, and this
 // process's readers bypass the cache for that long. Readers in other
@@ -280,6 +284,7 @@ func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEven
 		}
 	}
 	c.invalidateDailySales(ctx, events)
+	c.invalidateStock(ctx, events)
 }
 
 // TransactionGetter is what Reader caches: queries.Reader's GetTransaction.

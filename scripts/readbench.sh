@@ -75,6 +75,7 @@ stop_server() {
 }
 cleanup() {
 	stop_server
+	rm -rf "$OUT/data" # the embedded NATS server's streams
 	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT

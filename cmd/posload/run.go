@@ -31,6 +31,7 @@ type options struct {
 	keys        bool
 	merchants   int
 	branches    int
+	skus        int // sell only the first skus catalogue SKUs; 0: all
 	tokens      []string
 	stockTokens []string // receive the sales' stock, one per merchant like tokens: minted MANAGERs, or the given tokens (a cashier may receive)
 	stockQty    int64    // units of each SKU received at each branch
@@ -61,6 +62,7 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 	fs.BoolVar(&o.keys, "keys", true, "send an Idempotency-Key with every command")
 	fs.IntVar(&o.merchants, "merchants", 16, "merchants to mint tokens for (with POS_JWT_SECRET)")
 	fs.IntVar(&o.branches, "branches", 4, "branches per merchant")
+	fs.IntVar(&o.skus, "skus", 0, fmt.Sprintf("sell only the first N of the %d catalogue SKUs (1: every line the same SKU, one hot stock ledger per branch); 0: all", len(catalogue)))
 	var toks tokenFlags
 	fs.Var(&toks, "token", "a CASHIER token (from pos token), one per merchant, with no branch limits (it also receives the stock); repeatable")
 	tokensFile := fs.String("tokens-file", "", "a file of tokens, one per line (one per merchant)")
@@ -96,6 +98,8 @@ func parseOptions(args []string, getenv func(string) string, stderr io.Writer) (
 		return o, errors.New("-duration must be positive and -warmup not negative")
 	case o.branches < 1 || o.maxWorkers < 1:
 		return o, errors.New("-branches and -max-workers must be at least 1")
+	case o.skus < 0 || o.skus > len(catalogue):
+		return o, fmt.Errorf("-skus must be within 0..%d", len(catalogue))
 	case o.stockQty < 0 || o.stockQty > defaultStockQty:
 		return o, fmt.Errorf("-stock-qty must be within 0..%d", defaultStockQty)
 	}
@@ -173,6 +177,7 @@ type report struct {
 	Rate           int             `json:"rate,omitempty"`
 	Keys           bool            `json:"idempotency_keys"`
 	Merchants      int             `json:"merchants"`
+	SKUs           int             `json:"skus"` // how many SKUs the sales sell
 	Duration       float64         `json:"duration_s"`
 	Warmup         float64         `json:"warmup_s"`
 	Commands       uint64          `json:"commands"` // in the measured window
@@ -244,6 +249,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 // stock its sales need there.
 func prepare(ctx context.Context, o options, stderr io.Writer) (*driver, error) {
 	d := newDriver(o.url, o.keys, o.tokens, o.branches, uint64(time.Now().UnixNano()))
+	d.sellOnly(o.skus)
 	if err := d.receiveStock(ctx, &http.Client{Timeout: o.timeout}, o.stockTokens, o.stockQty, stderr); err != nil {
 		return nil, err
 	}
@@ -279,7 +285,7 @@ func attack(ctx context.Context, o options, d *driver) (*report, error) {
 	stop := context.AfterFunc(ctx, func() { atk.Stop() })
 	defer stop()
 
-	rep := &report{Name: o.name, Mode: o.mode, Keys: o.keys, Merchants: len(o.tokens),
+	rep := &report{Name: o.name, Mode: o.mode, Keys: o.keys, Merchants: len(o.tokens), SKUs: len(d.items),
 		Duration: o.duration.Seconds(), Warmup: o.warmup.Seconds(), Vegeta: &vegeta.Metrics{}}
 	if o.mode == "closed" {
 		rep.Clients = o.clients
@@ -347,8 +353,8 @@ func printReport(w io.Writer, r *report) {
 	if !r.Keys {
 		keys = "off"
 	}
-	fmt.Fprintf(w, "scenario %s: %s, idempotency keys %s, %d merchants; %.0fs measured after %.0fs warm-up\n",
-		r.Name, what, keys, r.Merchants, r.Duration, r.Warmup)
+	fmt.Fprintf(w, "scenario %s: %s, idempotency keys %s, %d merchants, %d SKUs; %.0fs measured after %.0fs warm-up\n",
+		r.Name, what, keys, r.Merchants, r.SKUs, r.Duration, r.Warmup)
 	fmt.Fprintf(w, "  commands  %d (%d ok, %d errors; warm-up: %d, %d errors): %.1f/s\n",
 		r.Commands, r.OK, r.Errors, r.WarmupCommands, r.WarmupErrors, r.CommandsPerSec)
 	fmt.Fprintf(w, "  sales     %d completed: %.1f/s (started %d, abandoned after an error %d, over the whole run)\n",

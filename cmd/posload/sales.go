@@ -89,6 +89,7 @@ type driver struct {
 	keys     bool
 	tokens   []string      // one per merchant
 	branches [][]uuid.UUID // per merchant
+	items    []item        // what the sales sell: the catalogue, or its first -skus entries
 
 	mu       sync.Mutex
 	rng      *rand.Rand
@@ -105,6 +106,7 @@ func newDriver(base string, keys bool, tokens []string, branchesPerMerchant int,
 		base:     base,
 		keys:     keys,
 		tokens:   tokens,
+		items:    catalogue,
 		rng:      rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		inflight: make(map[uint64]*sale),
 	}
@@ -116,6 +118,15 @@ func newDriver(base string, keys bool, tokens []string, branchesPerMerchant int,
 		d.branches = append(d.branches, bs)
 	}
 	return d
+}
+
+// sellOnly makes the sales sell only the first n catalogue SKUs (n within
+// 1..len(catalogue)); 0 keeps the whole catalogue. With n = 1 every line of
+// every sale is the same SKU: one hot stock ledger per branch.
+func (d *driver) sellOnly(n int) {
+	if n > 0 {
+		d.items = catalogue[:n]
+	}
 }
 
 // newSaleLocked builds a sale for a random merchant, branch and basket.
@@ -130,7 +141,7 @@ func (d *driver) newSaleLocked() *sale {
 		branch: d.branches[m][d.rng.IntN(len(d.branches[m]))],
 	}
 	for i := range s.lines {
-		s.lines[i] = line{id: uuid.Must(uuid.NewV7()), it: catalogue[d.rng.IntN(len(catalogue))], qty: 1 + d.rng.Int64N(3)}
+		s.lines[i] = line{id: uuid.Must(uuid.NewV7()), it: d.items[d.rng.IntN(len(d.items))], qty: 1 + d.rng.Int64N(3)}
 	}
 	s.pay = cashFor(s.lines)
 	return s

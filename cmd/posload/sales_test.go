@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -37,6 +38,7 @@ type fakePOS struct {
 	receipts      int               // receipts answered
 	badReceipts   int               // receipts sent after a sale began, or by a token of no merchant
 	stock         map[string]int64  // merchant/branch/sku → units available
+	itemSKUs      map[string]int    // sku → item lines added
 	sales         map[string]*fakeSale
 }
 
@@ -47,7 +49,7 @@ type fakeSale struct {
 
 func newFakePOS(t *testing.T, merchantOf map[string]string) *fakePOS {
 	return &fakePOS{t: t, next: map[string]int{}, busy: map[string]bool{}, failed: map[string]bool{},
-		merchantOf: merchantOf, stock: map[string]int64{}, sales: map[string]*fakeSale{}}
+		merchantOf: merchantOf, stock: map[string]int64{}, itemSKUs: map[string]int{}, sales: map[string]*fakeSale{}}
 }
 
 var stepSuffix = []string{"", "/items", "/items", "/items", "/checkout", "/payments", "/complete"}
@@ -144,6 +146,7 @@ func (f *fakePOS) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				f.t.Errorf("item %v %+v", err, item)
 			}
 			s.units[item.SKU] += item.Qty
+			f.itemSKUs[item.SKU]++
 		}
 	}
 	if f.busy[tx] {
@@ -343,6 +346,55 @@ func TestStockTokens(t *testing.T) {
 	}
 	if _, err := parseOptions([]string{"-token", "t1", "-stock-qty", "-1"}, func(string) string { return "" }, &bytes.Buffer{}); err == nil {
 		t.Error("-stock-qty -1 accepted")
+	}
+}
+
+// TestHotSKU: with -skus 1, one merchant and one branch, the setup receives
+// that one SKU once and every line of every sale is that SKU (the hot stock
+// ledger of scripts/stockbench.sh).
+func TestHotSKU(t *testing.T) {
+	noEnv := func(string) string { return "" }
+	o, err := parseOptions([]string{"-token", "a", "-skus", "1", "-branches", "1"}, noEnv, &bytes.Buffer{})
+	if err != nil || o.skus != 1 {
+		t.Fatalf("-skus 1: %v, skus %d", err, o.skus)
+	}
+	for _, bad := range []string{"-1", fmt.Sprint(len(catalogue) + 1)} {
+		if _, err := parseOptions([]string{"-token", "a", "-skus", bad}, noEnv, &bytes.Buffer{}); err == nil {
+			t.Errorf("-skus %s accepted", bad)
+		}
+	}
+
+	_, _, merchantOf := fakeMerchants()
+	f := newFakePOS(t, merchantOf)
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	o = fakeOptions(srv.URL, "closed")
+	o.tokens, o.stockTokens, o.branches, o.skus = o.tokens[:1], o.stockTokens[:1], 1, 1
+	var stderr bytes.Buffer
+	d, err := prepare(context.Background(), o, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := attack(context.Background(), o, d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Sales == 0 || rep.SKUs != 1 {
+		t.Fatalf("sales %d, SKUs %d: %+v", rep.Sales, rep.SKUs, rep)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	hot := catalogue[0].sku
+	if f.receipts != 1 || len(f.stock) != 1 {
+		t.Errorf("%d receipts, ledgers %v: want one, of %s", f.receipts, f.stock, hot)
+	}
+	for key := range f.stock {
+		if !strings.HasSuffix(key, "/"+hot) {
+			t.Errorf("stock received as %s, want only %s", key, hot)
+		}
+	}
+	if len(f.itemSKUs) != 1 || f.itemSKUs[hot] == 0 {
+		t.Errorf("items sold by SKU: %v, want only %s", f.itemSKUs, hot)
 	}
 }
 

@@ -20,11 +20,12 @@ import (
 // Stock for the sales. Checkout reserves every line's units, and a SKU never
 // received is at zero stock (SPEC §4.2: checkout answers 422
 // insufficient_stock unless the merchant allows negative stock), so before
-// any sale posload receives a large quantity of every catalogue SKU at every
-// branch it sells at: one receipt per merchant, branch and SKU. The branches
-// are new on every run, so the ledgers start at zero. A server without stock
-// endpoints (an older build: 404 on POST /v1/stock/receipts) needs none; the
-// setup is then skipped with a note on stderr.
+// any sale posload receives a large quantity of every SKU it sells (the
+// catalogue, or its first -skus entries) at every branch it sells at: one
+// receipt per merchant, branch and SKU. The branches are new on every run,
+// so the ledgers start at zero. A server without stock endpoints (an older
+// build: 404 on POST /v1/stock/receipts) needs none; the setup is then
+// skipped with a note on stderr.
 
 const (
 	receiptsPath = "/v1/stock/receipts"
@@ -68,7 +69,7 @@ type receipt struct {
 	it     item
 }
 
-// receiveStock receives qty units of every catalogue SKU at every branch
+// receiveStock receives qty units of every SKU the sales sell at every branch
 // of every merchant of the driver, merchant i's with stockTokens[i], before
 // the first sale. One receipt goes alone first: a 404 or 405 answer means
 // the server has no stock endpoints, and then receiveStock notes so on
@@ -84,7 +85,7 @@ func (d *driver) receiveStock(ctx context.Context, client *http.Client, stockTok
 	var todo []receipt
 	for m, branches := range d.branches {
 		for _, b := range branches {
-			for _, it := range catalogue {
+			for _, it := range d.items {
 				todo = append(todo, receipt{token: stockTokens[m], branch: b, it: it})
 			}
 		}
@@ -150,7 +151,7 @@ feed:
 		return err
 	}
 	fmt.Fprintf(stderr, "posload: received %d units of each of %d SKUs at %d branches of %d merchants (%d receipts in %.1fs)\n",
-		qty, len(catalogue), len(d.branches[0]), len(d.branches), len(todo), time.Since(start).Seconds())
+		qty, len(d.items), len(d.branches[0]), len(d.branches), len(todo), time.Since(start).Seconds())
 	return nil
 }
 
