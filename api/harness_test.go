@@ -100,13 +100,27 @@ func newEnvWith(t *testing.T, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Stock ledgers are written on a pool of their own, as in production
+	// (cmd/pos ledgerStore).
+	ledgerPool, err := pgstore.ConnectSized(ctx, dbURL, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ledgerPool.Close)
+	ledgers := eventstore.Store(pgstore.New(ledgerPool))
 	deps := &commands.Deps{
 		Now:     func() time.Time { return time.Now().UTC() },
 		NewID:   func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
 		Codes:   commands.NewCodes(codesPool),
 		Retries: o.retries,
-		// As in production (cmd/pos), so tests load ledgers through it.
+		// As in production (cmd/pos): ledgers in memory, written outside
+		// requests' transactions, one command at a time per ledger.
 		Snapshots: commands.NewSnapshots(0),
+		Ledgers:   ledgers,
+		Locks:     &commands.StreamLocks{},
+	}
+	if o.wrap != nil {
+		deps.Ledgers = o.wrap(ledgers)
 	}
 	txStore := func(tx pgx.Tx) eventstore.Store { return store.InTx(tx) }
 	if o.noTx {

@@ -63,7 +63,7 @@ func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*tran
 			return nil, Result{}, err
 		}
 		units := UnitsBySKU(draft.Lines())
-		if err := h.reserve(ctx, meta, draft.BranchID(), id, units, negative, cmd.At); err != nil {
+		if err := h.reserve(ctx, ledgerMeta(meta), draft.BranchID(), id, units, negative, draft.Version(), cmd.At); err != nil {
 			return nil, Result{}, err
 		}
 		t, res, err := h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
@@ -82,7 +82,7 @@ func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*tran
 			}
 		}
 		if err != nil {
-			h.releaseAfterFailedCheckout(ctx, meta, id, draft.BranchID(), units, cmd)
+			h.releaseAfterFailedCheckout(ctx, ledgerMeta(meta), id, draft.BranchID(), units, cmd)
 			return nil, Result{}, err
 		}
 		return t, res, nil
@@ -92,6 +92,14 @@ func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*tran
 // errTooManyChanges: the draft kept changing under the checkout; the
 // client retries later (409 concurrency_conflict).
 var errTooManyChanges = fmt.Errorf("%w: the draft kept changing during checkout", eventstore.ErrConcurrency)
+
+// ledgerMeta is meta for the ledger commands a command on another aggregate
+// sends: the client's If-Match names that aggregate's version, never a
+// ledger's.
+func ledgerMeta(meta Meta) Meta {
+	meta.IfMatch = nil
+	return meta
+}
 
 // UnitsBySKU sums the lines' quantities per SKU.
 func UnitsBySKU(lines []transaction.Line) map[string]int64 {
@@ -103,8 +111,8 @@ func UnitsBySKU(lines []transaction.Line) map[string]int64 {
 }
 
 // reserve reserves units for a transaction in the branch's ledgers, all or
-// nothing; see Checkout.
-func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID, units map[string]int64, negative bool, at time.Time) error {
+// nothing, for the checkout of the draft at version attempt; see Checkout.
+func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID, units map[string]int64, negative bool, attempt uint64, at time.Time) error {
 	skus := slices.Sorted(maps.Keys(units))
 	if !negative {
 		var short []*stock.ShortageError
@@ -124,10 +132,12 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 	}
 	for i, sku := range skus {
 		_, _, err := h.onLedger(ctx, meta, branch, sku, func(l *stock.Ledger) ([]stock.Event, error) {
-			return l.Reserve(stock.Reserve{TransactionID: tx, Qty: units[sku], AllowNegative: negative, At: at})
+			return l.Reserve(stock.Reserve{TransactionID: tx, Qty: units[sku], Attempt: attempt, AllowNegative: negative, At: at})
 		})
 		if err != nil {
-			h.release(ctx, meta, branch, tx, skus[:i], "checkout could not reserve every line", at)
+			// Only this attempt's reservations: a newer checkout of the
+			// draft keeps its own. A failure here is left to the timeout.
+			_ = h.ReleaseReservations(ctx, meta, branch, tx, skus[:i], "checkout could not reserve every line", attempt+1, at)
 			return asShortage(err)
 		}
 	}
@@ -135,27 +145,14 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 }
 
 // releaseAfterFailedCheckout gives back what a failed checkout reserved,
-// unless the sale got checked out after all (a concurrent checkout of the
-// same draft won: the reservations are its own now).
+// through AbandonCheckout, unless the sale got checked out after all (a
+// concurrent checkout of the same draft won: the reservations are its own
+// now). A failure is left to the stock process manager's timeout, which
+// releases whatever a draft still holds; the caller is answering another
+// error already.
 func (h *Handlers) releaseAfterFailedCheckout(ctx context.Context, meta Meta, id, branch uuid.UUID, units map[string]int64, cmd transaction.Checkout) {
 	if ctx.Err() != nil {
 		return // the timeout process manager releases them
 	}
-	t, _, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id))
-	if err != nil || t.Status() != transaction.StatusDraft {
-		return
-	}
-	h.release(ctx, meta, branch, id, slices.Sorted(maps.Keys(units)), "checkout failed", cmd.At)
-}
-
-// release gives back a transaction's reservations on the ledgers of skus. A
-// failure is left to the timeout process manager, which releases whatever
-// a draft still holds; release reports nothing because the caller is
-// already answering another error.
-func (h *Handlers) release(ctx context.Context, meta Meta, branch, tx uuid.UUID, skus []string, reason string, at time.Time) {
-	for _, sku := range skus {
-		_, _, _ = h.onLedger(ctx, meta, branch, sku, func(l *stock.Ledger) ([]stock.Event, error) {
-			return l.Release(stock.Release{TransactionID: tx, Reason: reason, At: at})
-		})
-	}
+	_ = h.AbandonCheckout(ctx, meta, id, branch, slices.Sorted(maps.Keys(units)), "checkout failed")
 }

@@ -48,6 +48,17 @@ type Deps struct {
 	// contention, such as a popular SKU's ledger). It must be cheap and
 	// safe for concurrent use.
 	OnConflict func(category string)
+	// Ledgers, when set, is the store stock ledgers are read from and
+	// appended to, whatever store the Handlers were built over: a
+	// request's transaction (idempotency keys on PostgreSQL) must not hold
+	// a popular SKU's ledger until it commits, and a reservation that
+	// outlives a failed request is released by the stock process manager's
+	// timeout, or reused by the request's retry (reservations are keyed by
+	// transaction). Nil means the Handlers' store.
+	Ledgers eventstore.Store
+	// Locks, when set, serializes commands on one stock ledger within this
+	// process (see StreamLocks).
+	Locks *StreamLocks
 	// Snapshots, when set, keeps loaded aggregates of the kinds that can be
 	// cloned (stock ledgers) in memory; see Snapshots.
 	Snapshots *Snapshots
@@ -110,6 +121,9 @@ type kind[A any, E any] struct {
 	// clone, when set, copies an aggregate deeply, which lets load keep
 	// it in Deps.Snapshots.
 	clone func(A) A
+	// serialize makes execute hold Deps.Locks' lock of the stream around
+	// each load–decide–append.
+	serialize bool
 }
 
 // execute is the load–decide–append cycle shared by every command. decide
@@ -128,6 +142,9 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	var agg A
 	var res Result
 	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+		if k.serialize {
+			defer h.deps.Locks.lock(stream)()
+		}
 		var pos eventstore.Position
 		var err error
 		agg, pos, err = load(ctx, h.store, h.deps.Snapshots, k, stream)

@@ -1,6 +1,9 @@
 package commands
 
 import (
+	"hash/fnv"
+	"sync"
+
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/google/uuid"
@@ -61,4 +64,26 @@ func (s *Snapshots) put(stream string, snap snapshot) {
 		return // keep the newer one
 	}
 	s.cache.Add(stream, snap)
+}
+
+// StreamLocks serialize, within one process, the load–decide–append cycles
+// of the kinds that ask for it (stock ledgers): commands on a popular SKU's
+// ledger then queue here instead of racing to append and deciding again
+// after every lost race. Other processes still race optimistically; the
+// lock only removes the conflicts this process would have had with itself.
+// Streams share stripes by hash, so unrelated streams rarely wait on each
+// other. Safe for concurrent use; the zero value is ready.
+type StreamLocks struct {
+	stripes [256]sync.Mutex
+}
+
+func (l *StreamLocks) lock(stream string) func() {
+	if l == nil {
+		return func() {}
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(stream))
+	m := &l.stripes[h.Sum32()%uint32(len(l.stripes))]
+	m.Lock()
+	return m.Unlock
 }

@@ -19,14 +19,15 @@ const stockCategory = "stock"
 // ledger needs its key, so there is one kind per ledger.
 func ledgerKind(key stock.Key) kind[*stock.Ledger, stock.Event] {
 	return kind[*stock.Ledger, stock.Event]{
-		category: stockCategory,
-		schema:   stock.SchemaVersion,
-		blank:    func() *stock.Ledger { return stock.New(key) },
-		apply:    (*stock.Ledger).Apply,
-		version:  (*stock.Ledger).Version,
-		decode:   stock.Decode,
-		typeOf:   stock.TypeName,
-		clone:    (*stock.Ledger).Clone,
+		category:  stockCategory,
+		schema:    stock.SchemaVersion,
+		blank:     func() *stock.Ledger { return stock.New(key) },
+		apply:     (*stock.Ledger).Apply,
+		version:   (*stock.Ledger).Version,
+		decode:    stock.Decode,
+		typeOf:    stock.TypeName,
+		clone:     (*stock.Ledger).Clone,
+		serialize: true,
 	}
 }
 
@@ -48,7 +49,16 @@ func (h *Handlers) onLedger(ctx context.Context, meta Meta, branch uuid.UUID, sk
 		return nil, Result{}, err
 	}
 	key := stock.NewKey(meta.MerchantID, branch, sku)
-	return execute(ctx, h, ledgerKind(key), meta, key.LedgerID.String(), decide)
+	return execute(ctx, h.ledgers(), ledgerKind(key), meta, key.LedgerID.String(), decide)
+}
+
+// ledgers returns the handlers stock ledgers are written through: over
+// Deps.Ledgers when set (see there).
+func (h *Handlers) ledgers() *Handlers {
+	if h.deps.Ledgers == nil {
+		return h
+	}
+	return &Handlers{store: h.deps.Ledgers, deps: h.deps}
 }
 
 // Ledger loads the ledger of sku in branch, for reading.
@@ -57,7 +67,7 @@ func (h *Handlers) Ledger(ctx context.Context, meta Meta, branch uuid.UUID, sku 
 		return nil, Result{}, err
 	}
 	key := stock.NewKey(meta.MerchantID, branch, sku)
-	l, pos, err := load(ctx, h.store, h.deps.Snapshots, ledgerKind(key), StockStream(meta.MerchantID, branch, sku))
+	l, pos, err := load(ctx, h.ledgers().store, h.deps.Snapshots, ledgerKind(key), StockStream(meta.MerchantID, branch, sku))
 	if err != nil {
 		return nil, Result{}, err
 	}

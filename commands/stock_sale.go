@@ -31,22 +31,6 @@ func (h *Handlers) Transaction(ctx context.Context, meta Meta, id uuid.UUID) (*t
 	return t, Result{Version: t.Version(), Position: pos}, nil
 }
 
-// HoldCheckedOut makes sure a sale pending payment holds its units: a
-// reservation lost to a race (a failed concurrent checkout released it) is
-// made again, past any shortage, since the sale is already agreed. A sale
-// that moved on (paid, voided) is left alone: the later events decide.
-func (h *Handlers) HoldCheckedOut(ctx context.Context, meta Meta, t *transaction.Transaction, at time.Time) error {
-	if t.Status() != transaction.StatusPendingPayment {
-		return nil
-	}
-	return h.eachSKU(ctx, meta, t.BranchID(), UnitsBySKU(t.Lines()), func(l *stock.Ledger, qty int64) ([]stock.Event, error) {
-		if r, _ := l.Reservation(t.ID()); r.Sold > 0 || r.Reserved == qty {
-			return nil, nil
-		}
-		return l.Reserve(stock.Reserve{TransactionID: t.ID(), Qty: qty, AllowNegative: true, At: at})
-	})
-}
-
 // SellPaid commits a paid sale's units as sold, consuming its reservations.
 func (h *Handlers) SellPaid(ctx context.Context, meta Meta, t *transaction.Transaction, at time.Time) error {
 	return h.eachSKU(ctx, meta, t.BranchID(), UnitsBySKU(t.Lines()), func(l *stock.Ledger, qty int64) ([]stock.Event, error) {
@@ -55,14 +39,16 @@ func (h *Handlers) SellPaid(ctx context.Context, meta Meta, t *transaction.Trans
 }
 
 // ReleaseReservations gives back what a transaction holds on the ledgers of
-// skus in branch (a void before payment, a timeout, an abandoned draft).
-func (h *Handlers) ReleaseReservations(ctx context.Context, meta Meta, branch, tx uuid.UUID, skus []string, reason string, at time.Time) error {
+// skus in branch (a void before payment, a timeout, an abandoned draft);
+// with before not 0, only reservations made for draft versions below it
+// (see stock.Release).
+func (h *Handlers) ReleaseReservations(ctx context.Context, meta Meta, branch, tx uuid.UUID, skus []string, reason string, before uint64, at time.Time) error {
 	units := make(map[string]int64, len(skus))
 	for _, sku := range skus {
 		units[sku] = 0
 	}
 	return h.eachSKU(ctx, meta, branch, units, func(l *stock.Ledger, _ int64) ([]stock.Event, error) {
-		return l.Release(stock.Release{TransactionID: tx, Reason: reason, At: at})
+		return l.Release(stock.Release{TransactionID: tx, Reason: reason, Before: before, At: at})
 	})
 }
 

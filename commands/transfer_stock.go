@@ -67,7 +67,8 @@ func (h *Handlers) TransferStock(ctx context.Context, meta Meta, cmd TransferSto
 		// The id was already used for something else on this ledger.
 		return Transfer{}, fmt.Errorf("%w: transfer_id %s is taken", domain.ErrAlreadyExists, cmd.TransferID)
 	}
-	to, toRes, err := h.CompleteTransfer(ctx, meta, sent)
+	// If-Match names the source ledger's version, not the target's.
+	to, toRes, err := h.CompleteTransfer(ctx, ledgerMeta(meta), sent)
 	if err != nil {
 		return Transfer{}, err
 	}

@@ -16,14 +16,18 @@ package processes
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/commands"
+	"pos/domain"
 	"pos/domain/stock"
 	"pos/domain/transaction"
 	"pos/eventstore"
@@ -55,8 +59,10 @@ const Role = "SYSTEM"
 //   - StockTransferredOut: the transfer's target half is recorded.
 //
 // Deadlines past due are acted on by Sweep. Stock implements
-// projections.Projector; it must run with BatchSize 1 (see Options) so its
-// transaction holds no transaction id while its commands run.
+// projections.Projector; run it with BatchSize 1: its runner's transaction
+// holds the stream's bookkeeping row (and so a transaction id, which holds
+// back the store's feed horizon) while its commands run, so keep that to
+// one event's commands.
 type Stock struct {
 	// Handlers send the commands (over the plain event store, never a
 	// request's transaction).
@@ -64,6 +70,26 @@ type Stock struct {
 	// Timeout is the reservation timeout; 0 means
 	// DefaultReservationTimeout.
 	Timeout time.Duration
+	// ActiveFrom is when the process manager was first started
+	// (Activate): events recorded before it are skipped.
+	ActiveFrom time.Time
+	// Log receives the events it cannot act on; default slog.Default.
+	Log *slog.Logger
+}
+
+// Activate records, the first time it is called for name, that the process
+// manager starts now, and returns that time (the recorded one on every
+// later call). pool must work as pos_app.
+func Activate(ctx context.Context, pool *pgxpool.Pool, name string) (time.Time, error) {
+	var from time.Time
+	err := pool.QueryRow(ctx, `
+        WITH new AS (INSERT INTO process_managers (name) VALUES ($1) ON CONFLICT (name) DO NOTHING RETURNING active_from)
+        SELECT active_from FROM new UNION ALL SELECT active_from FROM process_managers WHERE name = $1
+        LIMIT 1`, name).Scan(&from)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("processes: activate %s: %w", name, err)
+	}
+	return from, nil
 }
 
 // Name implements projections.Projector.
@@ -89,8 +115,29 @@ func (p *Stock) timeout() time.Duration {
 }
 
 // Apply implements projections.Projector: it sends the event's follow-up
-// commands, then records or clears the sale's deadline in tx.
+// commands, then records or clears the sale's deadline in tx. A command the
+// ledger refuses as invalid input (a SKU or quantity no ledger takes, in a
+// sale from before checkout checked them) can never succeed: it is logged
+// as an error and skipped, rather than stall the partition forever. Every
+// other failure is returned, and the delivery retried.
 func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	if e.RecordedAt.Before(p.ActiveFrom) {
+		return nil // history from before stock was tracked
+	}
+	err := p.apply(ctx, tx, e)
+	if errors.Is(err, domain.ErrInvalid) {
+		log := p.Log
+		if log == nil {
+			log = slog.Default()
+		}
+		log.ErrorContext(ctx, "stock process manager: event skipped, its command can never apply",
+			"event_id", e.ID, "stream", e.Stream, "type", e.Type, "err", err)
+		return nil
+	}
+	return err
+}
+
+func (p *Stock) apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
 	category, merchantID, streamID, ok := eventstore.ParseStreamName(e.Stream)
 	if !ok {
 		return fmt.Errorf("processes: stream %q has no merchant", e.Stream)
@@ -118,17 +165,29 @@ func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 	}
 	switch ev := ev.(type) {
 	case transaction.CheckedOut:
-		if err := p.Handlers.HoldCheckedOut(ctx, meta, t, ev.At); err != nil {
-			return err
-		}
 		return setDeadline(ctx, tx, merchant, id, t.BranchID(), skusOf(t), ev.At.Add(p.timeout()))
 	case transaction.TransactionPaid:
 		if err := p.Handlers.SellPaid(ctx, meta, t, ev.At); err != nil {
 			return err
 		}
+		// Reservations of SKUs the sale no longer has (a checkout that
+		// failed before a line was removed) go back.
+		extra, err := reservedSKUs(ctx, tx, merchant, id)
+		if err != nil {
+			return err
+		}
+		extra = slices.DeleteFunc(extra, func(sku string) bool { return slices.Contains(skusOf(t), sku) })
+		if err := p.Handlers.ReleaseReservations(ctx, op(meta, "release"), t.BranchID(), id, extra, "not in the sale", 0, ev.At); err != nil {
+			return err
+		}
 		return clearDeadline(ctx, tx, merchant, id)
 	case transaction.TransactionVoided:
-		if err := p.Handlers.ReleaseReservations(ctx, meta, t.BranchID(), id, skusOf(t), "voided: "+ev.Reason, ev.At); err != nil {
+		reserved, err := reservedSKUs(ctx, tx, merchant, id)
+		if err != nil {
+			return err
+		}
+		all := slices.Compact(slices.Sorted(slices.Values(append(reserved, skusOf(t)...))))
+		if err := p.Handlers.ReleaseReservations(ctx, op(meta, "release"), t.BranchID(), id, all, "voided: "+ev.Reason, 0, ev.At); err != nil {
 			return err
 		}
 		if ev.PreviousStatus == transaction.StatusPaid {
@@ -160,6 +219,28 @@ func (p *Stock) applyStock(ctx context.Context, tx pgx.Tx, meta commands.Meta, e
 	return nil
 }
 
+// op gives the commands of one kind that a source event causes their own
+// event ids, so that two kinds of command on one ledger (a release and a
+// return) never derive the same id.
+func op(meta commands.Meta, name string) commands.Meta {
+	meta.DeriveIDsFrom = uuid.NewSHA1(meta.DeriveIDsFrom, []byte(name))
+	return meta
+}
+
+// reservedSKUs returns the SKUs the sale's deadline row lists: every SKU a
+// checkout of it reserved, lines removed since included.
+func reservedSKUs(ctx context.Context, tx pgx.Tx, merchant, id uuid.UUID) ([]string, error) {
+	var skus []string
+	err := tx.QueryRow(ctx, `SELECT skus FROM process_deadlines WHERE merchant_id = $1 AND transaction_id = $2`, merchant, id).Scan(&skus)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("processes: read deadline: %w", err)
+	}
+	return skus, nil
+}
+
 func skusOf(t *transaction.Transaction) []string {
 	var skus []string
 	for sku := range commands.UnitsBySKU(t.Lines()) {
@@ -184,7 +265,7 @@ func setDeadline(ctx context.Context, tx pgx.Tx, merchant, id, branch uuid.UUID,
         VALUES ($1, $2, $3, $4, $5)
         ON CONFLICT (merchant_id, transaction_id) DO UPDATE
            SET skus = ARRAY(SELECT DISTINCT unnest(process_deadlines.skus || EXCLUDED.skus) ORDER BY 1),
-               due_at = EXCLUDED.due_at`, merchant, id, branch, skus, due)
+               due_at = EXCLUDED.due_at, revision = process_deadlines.revision + 1`, merchant, id, branch, skus, due)
 	if err != nil {
 		return fmt.Errorf("processes: set deadline: %w", err)
 	}
@@ -198,7 +279,8 @@ func addDeadlineSKU(ctx context.Context, tx pgx.Tx, merchant, id, branch uuid.UU
         INSERT INTO process_deadlines (merchant_id, transaction_id, branch_id, skus, due_at)
         VALUES ($1, $2, $3, ARRAY[$4::text], $5)
         ON CONFLICT (merchant_id, transaction_id) DO UPDATE
-           SET skus = ARRAY(SELECT DISTINCT unnest(process_deadlines.skus || EXCLUDED.skus) ORDER BY 1)`,
+           SET skus = ARRAY(SELECT DISTINCT unnest(process_deadlines.skus || EXCLUDED.skus) ORDER BY 1),
+               revision = process_deadlines.revision + 1`,
 		merchant, id, branch, sku, due)
 	if err != nil {
 		return fmt.Errorf("processes: record reservation: %w", err)

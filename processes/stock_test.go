@@ -48,8 +48,13 @@ func newFixture(t *testing.T) *fixture {
 		NewID:     func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
 		Codes:     commands.NewCodes(env.Pool),
 		Snapshots: commands.NewSnapshots(0),
+		Locks:     &commands.StreamLocks{},
 	})
-	f.pm = &processes.Stock{Handlers: f.h, Timeout: 30 * time.Minute}
+	active, err := processes.Activate(context.Background(), env.Pool, processes.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pm = &processes.Stock{Handlers: f.h, Timeout: 30 * time.Minute, ActiveFrom: active}
 	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{BatchSize: 1}, f.pm)
 	if err != nil {
 		t.Fatal(err)

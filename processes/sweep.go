@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -74,7 +75,7 @@ type deadline struct {
 	merchant, id, branch uuid.UUID
 	skus                 []string
 	attempts             int
-	claimedUntil         time.Time
+	revision             int64
 }
 
 // Sweep claims the deadlines past due and acts on each; it returns how many
@@ -88,14 +89,14 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
         FROM (SELECT merchant_id, transaction_id FROM process_deadlines
               WHERE due_at <= $1 ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED) c
         WHERE d.merchant_id = c.merchant_id AND d.transaction_id = c.transaction_id
-        RETURNING d.merchant_id, d.transaction_id, d.branch_id, d.skus, d.attempts`, now, until, sweepBatch)
+        RETURNING d.merchant_id, d.transaction_id, d.branch_id, d.skus, d.attempts, d.revision`, now, until, sweepBatch)
 	if err != nil {
 		return 0, fmt.Errorf("processes: claim deadlines: %w", err)
 	}
 	var due []deadline
 	for rows.Next() {
-		d := deadline{claimedUntil: until}
-		if err := rows.Scan(&d.merchant, &d.id, &d.branch, &d.skus, &d.attempts); err != nil {
+		var d deadline
+		if err := rows.Scan(&d.merchant, &d.id, &d.branch, &d.skus, &d.attempts, &d.revision); err != nil {
 			rows.Close()
 			return 0, fmt.Errorf("processes: read deadlines: %w", err)
 		}
@@ -112,8 +113,10 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 			s.fail(ctx, d, err)
 			continue
 		}
+		// Only the row as claimed: a reservation or checkout seen since
+		// re-armed it (a new revision), and that is the next sweep's.
 		if _, err := s.Pool.Exec(ctx, `DELETE FROM process_deadlines
-            WHERE merchant_id = $1 AND transaction_id = $2 AND due_at = $3`, d.merchant, d.id, d.claimedUntil); err != nil {
+            WHERE merchant_id = $1 AND transaction_id = $2 AND revision = $3`, d.merchant, d.id, d.revision); err != nil {
 			errs = append(errs, fmt.Errorf("sale %s: delete deadline: %w", d.id, err))
 			continue
 		}
@@ -132,31 +135,33 @@ func (s *Sweeper) act(ctx context.Context, d deadline) error {
 		return err
 	}
 	switch t.Status() {
+	case "": // reservations for a sale that was never opened
+		return h.ReleaseReservations(ctx, meta, d.branch, d.id, d.skus, "no such sale", 0, at)
+	case transaction.StatusDraft:
+		// A checkout that reserved and then failed or died.
+		return h.AbandonCheckout(ctx, meta, d.id, d.branch, d.skus, "checkout abandoned")
 	case transaction.StatusPendingPayment:
 		_, _, err := h.VoidTransaction(ctx, meta, d.id, transaction.Void{Reason: "payment timeout: reservation released"})
 		if err != nil && !errors.Is(err, domain.ErrInvalidState) {
 			return err
 		}
-		if err == nil {
-			return h.ReleaseReservations(ctx, meta, t.BranchID(), d.id, d.skus, "payment timeout", at)
-		}
-		// Paid meanwhile: fall through to what a paid sale needs.
+		// Voided now, or paid meanwhile: reload and settle what it is.
 		if t, _, err = h.Transaction(ctx, meta, d.id); err != nil {
 			return err
 		}
-		if t.Status() == transaction.StatusVoided {
-			return h.ReleaseReservations(ctx, meta, t.BranchID(), d.id, d.skus, "voided", at)
-		}
-		return h.SellPaid(ctx, meta, t, at)
-	case transaction.StatusDraft, "":
-		// A checkout that reserved and then failed or crashed; or a
-		// reservation for a sale that was never opened.
-		return h.ReleaseReservations(ctx, meta, d.branch, d.id, d.skus, "checkout abandoned", at)
-	case transaction.StatusVoided:
-		return h.ReleaseReservations(ctx, meta, d.branch, d.id, d.skus, "voided", at)
-	default: // paid, completed, refunded: the sale stands
-		return h.SellPaid(ctx, meta, t, at)
 	}
+	if t.Status() == transaction.StatusVoided {
+		return h.ReleaseReservations(ctx, meta, d.branch, d.id, d.skus, "voided", 0, at)
+	}
+	// Paid, completed or refunded: the sale stands. Sell what the process
+	// manager may not have yet (idempotent) and release reservations of
+	// SKUs the sale no longer has.
+	if err := h.SellPaid(ctx, meta, t, at); err != nil {
+		return err
+	}
+	lines := commands.UnitsBySKU(t.Lines())
+	extra := slices.DeleteFunc(slices.Clone(d.skus), func(sku string) bool { _, ok := lines[sku]; return ok })
+	return h.ReleaseReservations(ctx, meta, d.branch, d.id, extra, "not in the sale", 0, at)
 }
 
 // fail records a failed attempt and schedules the next one with backoff.
@@ -164,8 +169,8 @@ func (s *Sweeper) fail(ctx context.Context, d deadline, cause error) {
 	wait := min(time.Duration(1<<min(d.attempts, 16))*time.Second, maxBackoff)
 	s.Log.Error("stock deadline failed; will retry", "merchant", d.merchant, "transaction", d.id, "attempt", d.attempts, "retry_in", wait.String(), "err", cause)
 	if _, err := s.Pool.Exec(ctx, `UPDATE process_deadlines SET due_at = $4, last_error = $5
-        WHERE merchant_id = $1 AND transaction_id = $2 AND due_at = $3`,
-		d.merchant, d.id, d.claimedUntil, s.Now().UTC().Add(wait), cause.Error()); err != nil {
+        WHERE merchant_id = $1 AND transaction_id = $2 AND revision = $3`,
+		d.merchant, d.id, d.revision, s.Now().UTC().Add(wait), cause.Error()); err != nil {
 		// The claim lease brings the row back anyway.
 		s.Log.Error("stock deadline: recording the failure failed", "transaction", d.id, "err", err)
 	}

@@ -272,8 +272,8 @@ func (r *Runner) Handle(ctx context.Context, events []eventstore.RecordedEvent) 
 			keys[e.ID] = Partition(m, r.partitions)
 		}
 	}
-	// Stable: an event with no valid merchant keeps its place in its
-	// group (-1), where HandleDeliveries refuses it.
+	// Stable; an event with no valid merchant sorts first (-1), so
+	// HandleDeliveries refuses the page before applying any of it.
 	slices.SortStableFunc(ds, func(a, b Delivery) int {
 		pa, ok := keys[a.Event.ID]
 		if !ok {

@@ -298,6 +298,9 @@ func (row *txRow) apply(ev transaction.Event) error {
 		row.refunded += e.Amount
 		row.status = e.Status
 
+	case transaction.CheckoutAbandoned:
+		// The draft is unchanged; only its version moves (save).
+
 	default:
 		return fmt.Errorf("unexpected event %T", ev)
 	}

@@ -40,7 +40,8 @@
 #
 # Environment: PGHOST_ADDR (127.0.0.1), BASE_REF (2adb7ca), CLIENTS (64),
 # LOAD_SECONDS (30), WARMUP_SECONDS (5), SPREAD (1), SPREAD_MERCHANTS (16),
-# SPREAD_BRANCHES (4).
+# SPREAD_BRANCHES (4), POSLOAD_FLAGS (more posload flags for every run, e.g.
+# -keys=false; none by default: an Idempotency-Key on every command).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -56,6 +57,7 @@ WARMUP_SECONDS=${WARMUP_SECONDS:-5}
 SPREAD=${SPREAD:-1}
 SPREAD_MERCHANTS=${SPREAD_MERCHANTS:-16}
 SPREAD_BRANCHES=${SPREAD_BRANCHES:-4}
+read -r -a posload_flags <<<"${POSLOAD_FLAGS:-}"
 GO=${GO:-go}
 DB=pos_stockbench
 OUT=bench-results/stock
@@ -163,7 +165,7 @@ run() {
 	echo "stockbench: $run: closed loop, $CLIENTS clients, ${WARMUP_SECONDS}s warm-up + ${LOAD_SECONDS}s" >&2
 	if ! "$tmp/posload" -url "$base" -tokens-file "$OUT/$run-tokens.txt" -server-pid "$server_pid" -name "$run" \
 		-mode closed -clients "$CLIENTS" -branches "$branches" -duration "${LOAD_SECONDS}s" -warmup "${WARMUP_SECONDS}s" \
-		-timeout 10s -json "$OUT/$run.json" "$@" >"$OUT/$run.txt" 2>&1; then
+		-timeout 10s -json "$OUT/$run.json" "$@" "${posload_flags[@]}" >"$OUT/$run.txt" 2>&1; then
 		cat "$OUT/$run.txt" >&2
 		echo "stockbench: posload $run failed" >&2
 		exit 1
@@ -193,8 +195,8 @@ fi
 
 {
 	printf '\nStock benchmark (issue #6): complete sales (open, 3 items, checkout, cash, complete), closed loop %s clients,\n' "$CLIENTS"
-	printf '%ss measured after %ss warm-up, POS_READ_SIDE=inprocess, Idempotency-Key on every command\n' \
-		"$LOAD_SECONDS" "$WARMUP_SECONDS"
+	printf '%ss measured after %ss warm-up, POS_READ_SIDE=inprocess, posload flags: %s\n' \
+		"$LOAD_SECONDS" "$WARMUP_SECONDS" "${POSLOAD_FLAGS:-none (an Idempotency-Key on every command)}"
 	printf 'base = %s (before stock reservations), current = the working tree (HEAD %s)\n' "$base_commit" "$(git rev-parse --short HEAD)"
 	printf 'hot = 1 merchant x 1 branch, every line one SKU: one hot stock ledger\n'
 	printf 'spread = %s merchants x %s branches x the 8 catalogue SKUs: %s ledgers\n' "$SPREAD_MERCHANTS" "$SPREAD_BRANCHES" \

@@ -12,6 +12,7 @@ import (
 
 	"pos/commands"
 	"pos/eventstore"
+	"pos/eventstore/pgstore"
 	"pos/processes"
 	"pos/projections"
 )
@@ -20,17 +21,22 @@ import (
 // managers: apart from the projectors', so each sees every event.
 const processDurable = "pos_process"
 
-// commandDeps are the command handlers' collaborators; codes may be nil
-// where no transaction is opened (the process managers). With a meter,
-// lost append races are counted as pos.command.conflicts by stream
+// commandDeps are the command handlers' collaborators, with ledgers the
+// store stock ledgers are always written to (ledgerStore); codes
+// may be nil where no transaction is opened (the process managers). With a
+// meter, lost append races are counted as pos.command.conflicts by stream
 // category.
-func commandDeps(codes *commands.Codes, meter metric.Meter) *commands.Deps {
+func commandDeps(ledgers eventstore.Store, codes *commands.Codes, meter metric.Meter) *commands.Deps {
 	deps := &commands.Deps{
 		Now:   func() time.Time { return time.Now().UTC() },
 		NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
 		Codes: codes,
-		// Stock ledgers of popular SKUs grow with every sale.
+		// A popular SKU's ledger gains events with every sale: keep it in
+		// memory, write it outside requests' transactions, and let this
+		// process's commands on it queue rather than race.
 		Snapshots: commands.NewSnapshots(0),
+		Ledgers:   ledgers,
+		Locks:     &commands.StreamLocks{},
 	}
 	if meter != nil {
 		if c, err := meter.Int64Counter("pos.command.conflicts",
@@ -52,12 +58,49 @@ func projectionWorker(runner *projections.Runner) worker {
 	return worker{name: "projections", runner: runner, durable: "", names: names}
 }
 
+// ledgerPoolSize is the connections of the stock ledgers' own pool.
+const ledgerPoolSize = 8
+
+// ledgerStore returns the store stock ledgers are written to (see
+// commands.Deps.Ledgers): with PostgreSQL, one over a pool of its own,
+// closed when ctx ends. Requests holding a connection of the main pool in
+// their transaction append to ledgers outside it; on the same pool, as
+// many such requests as connections would wait forever for one more.
+func ledgerStore(ctx context.Context, cfg config, store eventstore.Store, reg *eventstore.Registry) (eventstore.Store, error) {
+	if _, ok := store.(*pgstore.Store); !ok {
+		return eventstore.Upcasting{Store: store, Registry: reg}, nil
+	}
+	pool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, ledgerPoolSize)
+	if err != nil {
+		return nil, err
+	}
+	context.AfterFunc(ctx, pool.Close)
+	return eventstore.Upcasting{Store: pgstore.New(pool), Registry: reg}, nil
+}
+
+// processRetries bounds a process manager command's conflict retries: far
+// above a request's, since a process manager has no client to hand a 409 to
+// and a failure only stalls its partition until redelivery.
+const processRetries = 300
+
+// processHandlers returns handlers for the process managers: deps with
+// processRetries, sharing deps' snapshots and locks.
+func processHandlers(store eventstore.Store, deps *commands.Deps) *commands.Handlers {
+	d := *deps
+	d.Retries = processRetries
+	return commands.New(store, &d)
+}
+
 // processWorker builds the stock process manager's runner over pool, sending
 // its commands through h, and starts its deadline sweeper until ctx ends.
 // Its runner applies one event per transaction (see processes.Stock).
 func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxpool.Pool, store eventstore.Store, h *commands.Handlers, meter metric.Meter) (worker, error) {
+	active, err := processes.Activate(ctx, pool, processes.Name)
+	if err != nil {
+		return worker{}, err
+	}
 	opts := projections.Options{BatchSize: 1, Meter: meter}
-	runner, err := projections.NewRunner(pool, store, opts, &processes.Stock{Handlers: h, Timeout: cfg.ReservationTimeout})
+	runner, err := projections.NewRunner(pool, store, opts, &processes.Stock{Handlers: h, Timeout: cfg.ReservationTimeout, ActiveFrom: active})
 	if err != nil {
 		return worker{}, err
 	}

@@ -64,7 +64,7 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	// deadline sweeper stops with ctx.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	procs, err := processWorker(ctx, cfg, log, pool, upcasting, commands.New(upcasting, commandDeps(nil, procMeter)), procMeter)
+	procs, err := processWorker(ctx, cfg, log, pool, upcasting, processHandlers(upcasting, commandDeps(upcasting, nil, procMeter)), procMeter)
 	if err != nil {
 		return err
 	}

@@ -56,7 +56,11 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 	if tel != nil {
 		meter = tel.Meter("pos/commands")
 	}
-	deps := commandDeps(commands.NewCodes(codesPool), meter)
+	ledgers, err := ledgerStore(ctx, cfg, store, reg)
+	if err != nil {
+		return nil, err
+	}
+	deps := commandDeps(ledgers, commands.NewCodes(codesPool), meter)
 	apiCfg := api.Config{
 		Log:       log,
 		Store:     store,
@@ -69,8 +73,7 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
 		Registry: reg,
 	}
-	processHandlers := commands.New(eventstore.Upcasting{Store: store, Registry: reg}, deps)
-	if err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers); err != nil {
+	if err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers(eventstore.Upcasting{Store: store, Registry: reg}, deps)); err != nil {
 		return nil, err
 	}
 	if pg, ok := store.(*pgstore.Store); ok {

@@ -193,7 +193,7 @@ func TestAdjust(t *testing.T) {
 }
 
 func TestReserve(t *testing.T) {
-	base := stock.Reserve{TransactionID: tx1, Qty: 1, At: at(2)}
+	base := stock.Reserve{TransactionID: tx1, Qty: 1, Attempt: 1, At: at(2)}
 	with := func(f func(*stock.Reserve)) command {
 		c := base
 		f(&c)
@@ -700,5 +700,40 @@ func TestTimesStoredInUTC(t *testing.T) {
 				t.Errorf("At = %v (%v), want %v in UTC", got, got.Location(), at(9))
 			}
 		})
+	}
+}
+
+// A release for an abandoned checkout takes only what checkouts of older
+// draft versions reserved: a newer checkout of the same draft keeps its
+// units.
+func TestReleaseBeforeAttempt(t *testing.T) {
+	l := load(t, key, hist(histStocked))
+	decide := func(events []stock.Event, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range events {
+			if err := l.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	decide(l.Reserve(stock.Reserve{TransactionID: tx1, Qty: 2, Attempt: 3, At: at(2)}))
+	// The same quantity by a newer attempt is a new reservation event.
+	events, err := l.Reserve(stock.Reserve{TransactionID: tx1, Qty: 2, Attempt: 5, At: at(2)})
+	if err != nil || len(events) != 1 {
+		t.Fatalf("re-reserve by a newer attempt: %v, %v", events, err)
+	}
+	decide(events, nil)
+	if events, err := l.Release(stock.Release{TransactionID: tx1, Reason: "abandoned", Before: 5, At: at(3)}); err != nil || len(events) != 0 {
+		t.Fatalf("release before attempt 5 of a reservation by attempt 5: %v, %v", events, err)
+	}
+	if l.Reserved() != 2 {
+		t.Fatalf("reserved %d, want 2", l.Reserved())
+	}
+	decide(l.Release(stock.Release{TransactionID: tx1, Reason: "abandoned", Before: 6, At: at(3)}))
+	if l.Reserved() != 0 {
+		t.Fatalf("reserved %d after the release, want 0", l.Reserved())
 	}
 }

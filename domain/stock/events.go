@@ -61,13 +61,15 @@ type StockAdjusted struct {
 	At           time.Time `json:"at"`
 }
 
-// StockReserved holds Qty units for a checked-out transaction. It replaces
-// any open reservation of the same transaction (a checkout retried after its
-// lines changed reserves the new quantity, not both).
+// StockReserved holds Qty units for a transaction being checked out. It
+// replaces any open reservation of the same transaction (a checkout retried
+// after its lines changed reserves the new quantity, not both). Attempt is
+// the version of the draft the checkout reserved for; see Release.Before.
 type StockReserved struct {
 	Key
 	TransactionID uuid.UUID `json:"transaction_id"`
 	Qty           int64     `json:"qty"`
+	Attempt       uint64    `json:"attempt"`
 	At            time.Time `json:"at"`
 }
 

@@ -77,7 +77,7 @@ func TestDecodeRefusals(t *testing.T) {
 	}
 	// A field added by a newer writer does not stop an older reader.
 	data := `{"ledger_id":"` + key.LedgerID.String() + `","merchant_id":"` + merchantID.String() + `","branch_id":"` + branchID.String() +
-		`","sku":"SKU-A","transaction_id":"` + tx1.String() + `","qty":3,"at":"2025-03-01T03:02:00Z","priority":"high"}`
+		`","sku":"SKU-A","transaction_id":"` + tx1.String() + `","qty":3,"attempt":1,"at":"2025-03-01T03:02:00Z","priority":"high"}`
 	e, err := stock.Decode("StockReserved", []byte(data))
 	if err != nil || e != stock.Event(reserved(tx1, 3)) {
 		t.Errorf("Decode with an unknown field = %+v, %v", e, err)
@@ -95,7 +95,7 @@ func TestEventJSON(t *testing.T) {
 	}{
 		{allEvents[0], `{` + kj + `,"receipt_id":"0193a5c0-0000-7000-8000-00000000f001","qty":10,"unit_cost":100,"avg_cost":100,"by":"clerk-1","at":"2025-03-01T03:01:00Z"}`},
 		{allEvents[1], `{` + kj + `,"adjustment_id":"0193a5c0-0000-7000-8000-00000000ad01","delta":-2,"reason":"count","by":"clerk-1","at":"2025-03-01T03:01:00Z"}`},
-		{allEvents[2], `{` + kj + `,"transaction_id":"0193a5c0-0000-7000-8000-000000000001","qty":3,"at":"2025-03-01T03:02:00Z"}`},
+		{allEvents[2], `{` + kj + `,"transaction_id":"0193a5c0-0000-7000-8000-000000000001","qty":3,"attempt":1,"at":"2025-03-01T03:02:00Z"}`},
 		{allEvents[3], `{` + kj + `,"transaction_id":"0193a5c0-0000-7000-8000-000000000001","qty":3,"reason":"voided","at":"2025-03-01T03:03:00Z"}`},
 		{allEvents[4], `{` + kj + `,"transaction_id":"0193a5c0-0000-7000-8000-000000000001","qty":3,"reserved":3,"unit_cost":100,"cost_of_goods":300,"at":"2025-03-01T03:03:00Z"}`},
 		{allEvents[5], `{` + kj + `,"transaction_id":"0193a5c0-0000-7000-8000-000000000001","source_id":"0193a5c0-0000-7000-8000-00000000e001","qty":2,"unit_cost":100,"avg_cost":100,"at":"2025-03-01T03:04:00Z"}`},
@@ -198,7 +198,7 @@ func TestReadViewsAreCopies(t *testing.T) {
 	l := load(t, key, hist(histSold, reserved(tx2, 2), received(rcpt2, 5, 100, 100)))
 	want := map[uuid.UUID]stock.Reservation{
 		tx1: {TransactionID: tx1, Sold: 3, SoldCost: 100},
-		tx2: {TransactionID: tx2, Reserved: 2},
+		tx2: {TransactionID: tx2, Reserved: 2, Attempt: 1},
 	}
 	if got := l.Reservations(); !reflect.DeepEqual(got, want) {
 		t.Fatalf("Reservations() = %+v, want %+v", got, want)
@@ -235,9 +235,9 @@ func TestReservationRecord(t *testing.T) {
 		event stock.Event
 		want  stock.Reservation
 	}{
-		{reserved(tx1, 3), stock.Reservation{TransactionID: tx1, Reserved: 3}},
+		{reserved(tx1, 3), stock.Reservation{TransactionID: tx1, Reserved: 3, Attempt: 1}},
 		{released(tx1, 3), stock.Reservation{TransactionID: tx1, Released: true}},
-		{reserved(tx1, 2), stock.Reservation{TransactionID: tx1, Reserved: 2}},
+		{reserved(tx1, 2), stock.Reservation{TransactionID: tx1, Reserved: 2, Attempt: 1}},
 		{sold(tx1, 2, 2, 100), stock.Reservation{TransactionID: tx1, Sold: 2, SoldCost: 100}},
 		{returned(tx1, ref1, 1, 100, 100), stock.Reservation{TransactionID: tx1, Sold: 2, SoldCost: 100, Returned: 1}},
 		{returned(tx1, tx1, 1, 100, 100), stock.Reservation{TransactionID: tx1, Sold: 2, SoldCost: 100, Returned: 2}},

@@ -65,7 +65,7 @@ func adjusted(id uuid.UUID, delta int64) stock.StockAdjusted {
 }
 
 func reserved(id uuid.UUID, qty int64) stock.StockReserved {
-	return stock.StockReserved{Key: key, TransactionID: id, Qty: qty, At: at(2)}
+	return stock.StockReserved{Key: key, TransactionID: id, Qty: qty, Attempt: 1, At: at(2)}
 }
 
 func released(id uuid.UUID, qty int64) stock.ReservationReleased {
@@ -308,7 +308,7 @@ func reserve(c stock.Reserve) command {
 }
 
 func res(id uuid.UUID, qty int64, allowNegative bool) command {
-	return reserve(stock.Reserve{TransactionID: id, Qty: qty, AllowNegative: allowNegative, At: at(2)})
+	return reserve(stock.Reserve{TransactionID: id, Qty: qty, Attempt: 1, AllowNegative: allowNegative, At: at(2)})
 }
 
 func release(c stock.Release) command {

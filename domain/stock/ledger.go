@@ -126,6 +126,8 @@ type Reservation struct {
 	TransactionID uuid.UUID
 	// Reserved is the open reservation: 0 once released or sold.
 	Reserved int64
+	// Attempt is the draft version the open reservation was made for.
+	Attempt uint64
 	// Released reports that a reservation was released without a sale.
 	Released bool
 	// Sold is the units sold (0 until the sale), at SoldCost each.
@@ -244,16 +246,16 @@ func (l *Ledger) Apply(e Event) error {
 	case StockReserved:
 		r := l.reservation(e.TransactionID)
 		l.reserved += e.Qty - r.Reserved
-		r.Reserved, r.Released = e.Qty, false
+		r.Reserved, r.Attempt, r.Released = e.Qty, e.Attempt, false
 	case ReservationReleased:
 		r := l.reservation(e.TransactionID)
 		l.reserved -= r.Reserved
-		r.Reserved, r.Released = 0, true
+		r.Reserved, r.Attempt, r.Released = 0, 0, true
 	case StockSold:
 		r := l.reservation(e.TransactionID)
 		l.onHand -= e.Qty
 		l.reserved -= r.Reserved
-		r.Reserved, r.Sold, r.SoldCost = 0, e.Qty, e.UnitCost
+		r.Reserved, r.Attempt, r.Sold, r.SoldCost = 0, 0, e.Qty, e.UnitCost
 	case StockReturned:
 		r := l.reservation(e.TransactionID)
 		l.onHand += e.Qty
@@ -347,13 +349,15 @@ func (l *Ledger) Adjust(cmd Adjust) ([]Event, error) {
 type Reserve struct {
 	TransactionID uuid.UUID
 	Qty           int64
+	// Attempt is the version of the draft the checkout loaded.
+	Attempt       uint64
 	AllowNegative bool
 	At            time.Time
 }
 
 // Reserve decides a reservation. The same quantity already reserved for the
-// transaction decides nothing; another quantity replaces it. A transaction
-// already sold is ErrInvalidState.
+// transaction by the same attempt decides nothing; another quantity or
+// attempt replaces it. A transaction already sold is ErrInvalidState.
 func (l *Ledger) Reserve(cmd Reserve) ([]Event, error) {
 	if err := l.check(cmd.TransactionID, "transaction_id", cmd.At); err != nil {
 		return nil, err
@@ -365,23 +369,29 @@ func (l *Ledger) Reserve(cmd Reserve) ([]Event, error) {
 	if r.Sold > 0 {
 		return nil, fmt.Errorf("%w: transaction %s already sold %s", ErrInvalidState, cmd.TransactionID, l.key.SKU)
 	}
-	if r.Reserved == cmd.Qty {
+	if r.Reserved == cmd.Qty && r.Attempt == cmd.Attempt {
 		return nil, nil
 	}
 	if err := l.fits(l.onHand, l.reserved-r.Reserved+cmd.Qty, cmd.Qty, cmd.AllowNegative); err != nil {
 		return nil, err
 	}
-	return []Event{StockReserved{Key: l.key, TransactionID: cmd.TransactionID, Qty: cmd.Qty, At: cmd.At.UTC()}}, nil
+	return []Event{StockReserved{Key: l.key, TransactionID: cmd.TransactionID, Qty: cmd.Qty, Attempt: cmd.Attempt, At: cmd.At.UTC()}}, nil
 }
 
 // Release gives back a transaction's open reservation.
 type Release struct {
 	TransactionID uuid.UUID
 	Reason        string
-	At            time.Time
+	// Before, when not 0, releases only a reservation made for a draft
+	// version below it: releasing what a failed or abandoned checkout
+	// reserved must not release what a later checkout of the same draft
+	// (which loaded a newer version) reserved meanwhile.
+	Before uint64
+	At     time.Time
 }
 
-// Release decides a release; with no open reservation it decides nothing.
+// Release decides a release; with no open reservation (or only a newer one
+// than Before) it decides nothing.
 func (l *Ledger) Release(cmd Release) ([]Event, error) {
 	if err := l.check(cmd.TransactionID, "transaction_id", cmd.At); err != nil {
 		return nil, err
@@ -390,7 +400,7 @@ func (l *Ledger) Release(cmd Release) ([]Event, error) {
 		return nil, err
 	}
 	r, _ := l.Reservation(cmd.TransactionID)
-	if r.Reserved == 0 {
+	if r.Reserved == 0 || (cmd.Before != 0 && r.Attempt >= cmd.Before) {
 		return nil, nil
 	}
 	return []Event{ReservationReleased{Key: l.key, TransactionID: cmd.TransactionID, Qty: r.Reserved, Reason: cmd.Reason, At: cmd.At.UTC()}}, nil

@@ -158,6 +158,13 @@ type RefundIssued struct {
 	At       time.Time      `json:"at"`
 }
 
+// CheckoutAbandoned marks a draft whose reserved stock is being released
+// (see AbandonCheckout). The draft is unchanged.
+type CheckoutAbandoned struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
 // RefundedLine is one line of a refund by lines.
 type RefundedLine struct {
 	LineID uuid.UUID    `json:"line_id"`
@@ -201,6 +208,9 @@ func (TransactionVoided) EventType() string { return "TransactionVoided" }
 // EventType returns "RefundIssued".
 func (RefundIssued) EventType() string { return "RefundIssued" }
 
+// EventType returns "CheckoutAbandoned".
+func (CheckoutAbandoned) EventType() string { return "CheckoutAbandoned" }
+
 func (TransactionOpened) isTransactionEvent()    {}
 func (ItemAdded) isTransactionEvent()            {}
 func (ItemRemoved) isTransactionEvent()          {}
@@ -213,6 +223,7 @@ func (TransactionPaid) isTransactionEvent()      {}
 func (TransactionCompleted) isTransactionEvent() {}
 func (TransactionVoided) isTransactionEvent()    {}
 func (RefundIssued) isTransactionEvent()         {}
+func (CheckoutAbandoned) isTransactionEvent()    {}
 
 // EventTypes returns the stored type name of every transaction event, for
 // registering them (all at SchemaVersion) with the event store's registry.
@@ -221,6 +232,7 @@ func EventTypes() []string {
 		"TransactionOpened", "ItemAdded", "ItemRemoved", "DiscountApplied",
 		"CheckedOut", "PaymentAdded", "PaymentConfirmed", "PaymentDeclined",
 		"TransactionPaid", "TransactionCompleted", "TransactionVoided", "RefundIssued",
+		"CheckoutAbandoned",
 	}
 }
 
@@ -258,6 +270,8 @@ func Decode(eventType string, data []byte) (Event, error) {
 		return decode[TransactionVoided](data)
 	case "RefundIssued":
 		return decode[RefundIssued](data)
+	case "CheckoutAbandoned":
+		return decode[CheckoutAbandoned](data)
 	}
 	return nil, fmt.Errorf("%w: %q", ErrUnknownEvent, eventType)
 }

@@ -19,6 +19,7 @@ var allEvents = []tx.Event{
 	tx.PaymentDeclined{PaymentID: payCard, Reason: "no", At: at(4)},
 	evPaid, evCompleted, evVoided,
 	tx.RefundIssued{RefundID: refund1, Amount: 5, Reason: "r", Status: tx.StatusPartiallyRefunded, At: at(5), Lines: []tx.RefundedLine{{LineID: lineA, Qty: 1, Amount: 5}}},
+	tx.CheckoutAbandoned{Reason: "checkout failed", At: at(3)},
 }
 
 func TestEventTypes(t *testing.T) {

@@ -303,6 +303,11 @@ func (t *Transaction) apply(e Event) error {
 	case TransactionVoided:
 		t.status = StatusVoided
 
+	case CheckoutAbandoned:
+		if t.status != StatusDraft {
+			return fmt.Errorf("checkout abandoned while %s", t.status)
+		}
+
 	case RefundIssued:
 		if t.used(e.RefundID) {
 			return fmt.Errorf("refund %s: %w", e.RefundID, errIDReused)
