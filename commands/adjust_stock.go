@@ -35,7 +35,7 @@ func (h *Handlers) AdjustStock(ctx context.Context, meta Meta, cmd AdjustStock) 
 	}
 	adjust := stock.Adjust{AdjustmentID: cmd.AdjustmentID, Delta: cmd.Delta, Reason: cmd.Reason, By: meta.Actor,
 		AllowNegative: negative, At: h.deps.Now()}
-	l, res, err := h.onLedger(ctx, meta, cmd.BranchID, cmd.SKU, func(l *stock.Ledger) ([]stock.Event, error) {
+	l, res, err := h.onLedger(ctx, meta, cmd.BranchID, cmd.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.Adjust(adjust)
 	})
 	return l, res, asShortage(err)

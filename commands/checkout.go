@@ -46,7 +46,7 @@ func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*tran
 		return nil, Result{}, err
 	}
 	for attempt := 1; ; attempt++ {
-		draft, _, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id))
+		draft, _, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id), false)
 		if err != nil {
 			return nil, Result{}, err
 		}
@@ -117,12 +117,14 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 	if !negative {
 		var short []*stock.ShortageError
 		for _, sku := range skus {
-			l, _, err := h.Ledger(ctx, meta, branch, sku)
-			if err != nil {
+			var avail int64
+			if err := h.readLedger(ctx, meta, branch, sku, func(l *stock.Ledger, _ Result) {
+				r, _ := l.Reservation(tx)
+				avail = l.Available() + r.Reserved
+			}); err != nil {
 				return err
 			}
-			r, _ := l.Reservation(tx)
-			if avail := l.Available() + r.Reserved; avail < units[sku] {
+			if avail < units[sku] {
 				short = append(short, &stock.ShortageError{BranchID: branch, SKU: sku, Available: avail, Requested: units[sku]})
 			}
 		}
@@ -131,7 +133,7 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 		}
 	}
 	for i, sku := range skus {
-		_, _, err := h.onLedger(ctx, meta, branch, sku, func(l *stock.Ledger) ([]stock.Event, error) {
+		_, _, err := h.onLedger(ctx, meta, branch, sku, false, func(l *stock.Ledger) ([]stock.Event, error) {
 			return l.Reserve(stock.Reserve{TransactionID: tx, Qty: units[sku], Attempt: attempt, AllowNegative: negative, At: at})
 		})
 		if err != nil {

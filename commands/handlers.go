@@ -122,8 +122,21 @@ type kind[A any, E any] struct {
 	// it in Deps.Snapshots.
 	clone func(A) A
 	// serialize makes execute hold Deps.Locks' lock of the stream around
-	// each load–decide–append.
+	// each load–decide–append. With Locks set, the snapshot is then used
+	// and updated in place, under the lock, instead of cloned in and out
+	// (a popular SKU's ledger remembers every sale: a clone per command
+	// would grow with its history); see owned.
 	serialize bool
+	// copyResult, for a kind used in place, makes execute return a clone
+	// of the aggregate (made under the lock); without it execute returns
+	// the zero value, for callers that need only the Result.
+	copyResult bool
+}
+
+// owned reports whether h uses k's snapshots in place, under the stream
+// lock.
+func owned[A any, E any](h *Handlers, k kind[A, E]) bool {
+	return k.serialize && h.deps.Locks != nil && h.deps.Snapshots != nil && k.clone != nil
 }
 
 // execute is the load–decide–append cycle shared by every command. decide
@@ -139,7 +152,8 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	backoff := retry.WithMaxRetries(retries, retry.WithCappedDuration(100*time.Millisecond,
 		retry.WithFullJitter(retry.NewExponential(2*time.Millisecond))))
 
-	var agg A
+	inPlace := owned(h, k)
+	var agg, out A
 	var res Result
 	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
 		if k.serialize {
@@ -147,9 +161,21 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		}
 		var pos eventstore.Position
 		var err error
-		agg, pos, err = load(ctx, h.store, h.deps.Snapshots, k, stream)
+		agg, pos, err = load(ctx, h.store, h.deps.Snapshots, k, stream, inPlace)
 		if err != nil {
 			return err
+		}
+		// What the caller gets: the aggregate itself, or, when it is the
+		// shared snapshot, a copy made while the lock is held.
+		result := func() A {
+			if !inPlace {
+				return agg
+			}
+			var zero A
+			if k.copyResult {
+				return k.clone(agg)
+			}
+			return zero
 		}
 		version := k.version(agg)
 		// A missing aggregate has no version to match: decide reports it
@@ -162,7 +188,7 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 			return err
 		}
 		if len(events) == 0 {
-			res = Result{Version: version, Position: pos}
+			res, out = Result{Version: version, Position: pos}, result()
 			return nil
 		}
 		data, err := envelopes(h, k, meta, stream, events)
@@ -190,22 +216,32 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		}
 		for _, e := range events {
 			if err := k.apply(agg, e); err != nil {
+				h.deps.Snapshots.remove(stream)
 				return fmt.Errorf("apply new %s event: %w", k.typeOf(e), err)
 			}
 		}
-		res = Result{Version: ar.Version, Position: ar.Position}
+		if inPlace {
+			h.deps.Snapshots.put(stream, snapshot{agg: agg, version: ar.Version, lastID: data[len(data)-1].ID, pos: ar.Position})
+		}
+		res, out = Result{Version: ar.Version, Position: ar.Position}, result()
 		return nil
 	})
-	return agg, res, err
+	return out, res, err
 }
 
 // load rebuilds an aggregate from its stream and returns it with the
 // position of its last event. With snaps and a kind that clones, it starts
 // from a snapshot that the store confirms (the snapshot's last event is
 // still there, with the same id) and keeps the result as the new snapshot.
-func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snapshots, k kind[A, E], stream string) (A, eventstore.Position, error) {
+// inPlace (the caller holds the stream's lock, see kind.serialize) uses and
+// keeps the snapshot's aggregate itself rather than copies.
+func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snapshots, k kind[A, E], stream string, inPlace bool) (A, eventstore.Position, error) {
 	if k.clone == nil {
 		snaps = nil
+	}
+	clone := k.clone
+	if inPlace {
+		clone = func(a A) A { return a }
 	}
 	agg := k.blank()
 	var pos eventstore.Position
@@ -217,12 +253,13 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 			return agg, pos, fmt.Errorf("load %s: %w", stream, err)
 		}
 		if len(batch) > 0 && batch[0].ID == snap.lastID {
-			agg, pos, lastID = k.clone(snap.agg.(A)), snap.pos, snap.lastID
+			agg, pos, lastID = clone(snap.agg.(A)), snap.pos, snap.lastID
 			if err := applyBatch(k, agg, stream, batch[1:], &pos, &lastID); err != nil {
+				snaps.remove(stream) // in place, it may be half applied
 				return agg, pos, err
 			}
 			if len(batch) < 1000 {
-				snaps.put(stream, snapshot{agg: k.clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
+				snaps.put(stream, snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
 				return agg, pos, nil
 			}
 			from = batch[len(batch)-1].Version + 1
@@ -238,7 +275,7 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 		}
 		if len(batch) < 1000 {
 			if snaps != nil {
-				snaps.put(stream, snapshot{agg: k.clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
+				snaps.put(stream, snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
 			}
 			return agg, pos, nil
 		}

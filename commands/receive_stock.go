@@ -29,7 +29,7 @@ func (h *Handlers) ReceiveStock(ctx context.Context, meta Meta, cmd ReceiveStock
 		cmd.ReceiptID = h.deps.NewID()
 	}
 	receive := stock.Receive{ReceiptID: cmd.ReceiptID, Qty: cmd.Qty, UnitCost: cmd.UnitCost, By: meta.Actor, At: h.deps.Now()}
-	return h.onLedger(ctx, meta, cmd.BranchID, cmd.SKU, func(l *stock.Ledger) ([]stock.Event, error) {
+	return h.onLedger(ctx, meta, cmd.BranchID, cmd.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.Receive(receive)
 	})
 }

@@ -56,11 +56,17 @@ func (s *Snapshots) get(stream string) (snapshot, bool) {
 	return s.cache.Get(stream)
 }
 
+func (s *Snapshots) remove(stream string) {
+	if s != nil {
+		s.cache.Remove(stream)
+	}
+}
+
 func (s *Snapshots) put(stream string, snap snapshot) {
 	if s == nil || snap.version == 0 {
 		return
 	}
-	if cur, ok := s.cache.Peek(stream); ok && cur.version > snap.version {
+	if cur, ok := s.cache.Peek(stream); ok && cur.version > snap.version && cur.agg != snap.agg {
 		return // keep the newer one
 	}
 	s.cache.Add(stream, snap)

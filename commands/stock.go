@@ -43,13 +43,16 @@ func LedgerStream(merchant, ledger uuid.UUID) string {
 }
 
 // onLedger runs decide on the ledger of sku in branch (a ledger never written
-// is at zero, not missing).
-func (h *Handlers) onLedger(ctx context.Context, meta Meta, branch uuid.UUID, sku string, decide func(*stock.Ledger) ([]stock.Event, error)) (*stock.Ledger, Result, error) {
+// is at zero, not missing). With result, it returns the ledger as decided (a
+// copy); without, nil, which spares copying a long ledger's history.
+func (h *Handlers) onLedger(ctx context.Context, meta Meta, branch uuid.UUID, sku string, result bool, decide func(*stock.Ledger) ([]stock.Event, error)) (*stock.Ledger, Result, error) {
 	if err := stock.CheckSKU(sku); err != nil {
 		return nil, Result{}, err
 	}
 	key := stock.NewKey(meta.MerchantID, branch, sku)
-	return execute(ctx, h.ledgers(), ledgerKind(key), meta, key.LedgerID.String(), decide)
+	k := ledgerKind(key)
+	k.copyResult = result
+	return execute(ctx, h.ledgers(), k, meta, key.LedgerID.String(), decide)
 }
 
 // ledgers returns the handlers stock ledgers are written through: over
@@ -61,17 +64,36 @@ func (h *Handlers) ledgers() *Handlers {
 	return &Handlers{store: h.deps.Ledgers, deps: h.deps}
 }
 
-// Ledger loads the ledger of sku in branch, for reading.
+// Ledger loads the ledger of sku in branch, for reading (a copy).
 func (h *Handlers) Ledger(ctx context.Context, meta Meta, branch uuid.UUID, sku string) (*stock.Ledger, Result, error) {
+	var out *stock.Ledger
+	var res Result
+	err := h.readLedger(ctx, meta, branch, sku, func(l *stock.Ledger, r Result) {
+		out, res = l.Clone(), r
+	})
+	return out, res, err
+}
+
+// readLedger loads the ledger of sku in branch and lets read look at it
+// while no command of this process changes it; read must not keep it.
+func (h *Handlers) readLedger(ctx context.Context, meta Meta, branch uuid.UUID, sku string, read func(*stock.Ledger, Result)) error {
 	if err := stock.CheckSKU(sku); err != nil {
-		return nil, Result{}, err
+		return err
 	}
 	key := stock.NewKey(meta.MerchantID, branch, sku)
-	l, pos, err := load(ctx, h.ledgers().store, h.deps.Snapshots, ledgerKind(key), StockStream(meta.MerchantID, branch, sku))
-	if err != nil {
-		return nil, Result{}, err
+	k := ledgerKind(key)
+	lh := h.ledgers()
+	stream := StockStream(meta.MerchantID, branch, sku)
+	inPlace := owned(lh, k)
+	if k.serialize {
+		defer lh.deps.Locks.lock(stream)()
 	}
-	return l, Result{Version: l.Version(), Position: pos}, nil
+	l, pos, err := load(ctx, lh.store, lh.deps.Snapshots, k, stream, inPlace)
+	if err != nil {
+		return err
+	}
+	read(l, Result{Version: l.Version(), Position: pos})
+	return nil
 }
 
 // allowNegativeStock reads the merchant's setting.

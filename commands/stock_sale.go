@@ -24,7 +24,7 @@ import (
 
 // Transaction loads a transaction for reading.
 func (h *Handlers) Transaction(ctx context.Context, meta Meta, id uuid.UUID) (*transaction.Transaction, Result, error) {
-	t, pos, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id))
+	t, pos, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id), false)
 	if err != nil {
 		return nil, Result{}, err
 	}
@@ -82,7 +82,7 @@ func RefundedUnits(t *transaction.Transaction, refund transaction.RefundIssued) 
 func (h *Handlers) eachSKU(ctx context.Context, meta Meta, branch uuid.UUID, units map[string]int64, decide func(*stock.Ledger, int64) ([]stock.Event, error)) error {
 	var errs []error
 	for _, sku := range slices.Sorted(maps.Keys(units)) {
-		if _, _, err := h.onLedger(ctx, meta, branch, sku, func(l *stock.Ledger) ([]stock.Event, error) {
+		if _, _, err := h.onLedger(ctx, meta, branch, sku, false, func(l *stock.Ledger) ([]stock.Event, error) {
 			return decide(l, units[sku])
 		}); err != nil {
 			errs = append(errs, fmt.Errorf("ledger %s/%s: %w", branch, sku, err))

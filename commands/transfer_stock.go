@@ -56,7 +56,7 @@ func (h *Handlers) TransferStock(ctx context.Context, meta Meta, cmd TransferSto
 	}
 	out := stock.TransferOut{TransferID: cmd.TransferID, ToBranchID: cmd.ToBranchID, Qty: cmd.Qty,
 		AllowNegative: negative, By: meta.Actor, At: h.deps.Now()}
-	from, res, err := h.onLedger(ctx, meta, cmd.FromBranchID, cmd.SKU, func(l *stock.Ledger) ([]stock.Event, error) {
+	from, res, err := h.onLedger(ctx, meta, cmd.FromBranchID, cmd.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.TransferOut(out)
 	})
 	if err != nil {
@@ -80,7 +80,7 @@ func (h *Handlers) TransferStock(ctx context.Context, meta Meta, cmd TransferSto
 // and the process manager may both run it, any number of times.
 func (h *Handlers) CompleteTransfer(ctx context.Context, meta Meta, out stock.StockTransferredOut) (*stock.Ledger, Result, error) {
 	in := stock.TransferIn{TransferID: out.TransferID, FromBranchID: out.BranchID, Qty: out.Qty, UnitCost: out.UnitCost, At: out.At}
-	return h.onLedger(ctx, meta, out.ToBranchID, out.SKU, func(l *stock.Ledger) ([]stock.Event, error) {
+	return h.onLedger(ctx, meta, out.ToBranchID, out.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.TransferIn(in)
 	})
 }
