@@ -337,9 +337,14 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		for i := range n {
 			events[i] = deliveries[i].Event
 		}
-		fresh, err := r.applyRun(ctx, partition, merchants, events)
+		fresh, advanced, err := r.advanceOnly(ctx, partition, events)
 		if err != nil {
 			return err
+		}
+		if !advanced {
+			if fresh, err = r.applyRun(ctx, partition, merchants, events); err != nil {
+				return err
+			}
 		}
 		r.record(ctx, events, fresh)
 		if r.afterCommit != nil {
@@ -348,6 +353,52 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		deliveries = deliveries[n:]
 	}
 	return nil
+}
+
+// advanceOnly is the fast path of a run of one event that no projector
+// handles (a process manager sees many such): when every in-scope
+// projector's stream row is at the version just before the event (no gap,
+// not a redelivery), one statement moves them and the partition's
+// checkpoint, all or nothing, without a transaction of its own. Otherwise
+// it reports advanced false and the caller takes the general path.
+func (r *Runner) advanceOnly(ctx context.Context, partition int, events []eventstore.RecordedEvent) (fresh []bool, advanced bool, err error) {
+	if len(events) != 1 {
+		return nil, false, nil
+	}
+	e := events[0]
+	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+	var names []string
+	for i, p := range r.projectors {
+		if !r.inScope(i, category) {
+			continue
+		}
+		if p.Handles(e.Type) {
+			return nil, false, nil
+		}
+		names = append(names, p.Name())
+	}
+	if len(names) == 0 || e.Version < 2 {
+		return nil, false, nil // a new stream's row does not exist yet
+	}
+	var ok bool
+	err = r.pool.QueryRow(ctx, `
+        WITH ready AS (
+            SELECT count(*) = cardinality($1::text[]) AS ok FROM projection_streams
+            WHERE projection = ANY($1::text[]) AND stream_name = $2 AND version = $3 - 1
+        ), moved AS (
+            UPDATE projection_streams SET version = $3
+            WHERE projection = ANY($1::text[]) AND stream_name = $2 AND version = $3 - 1 AND (SELECT ok FROM ready)
+        ), checkpoint AS (
+            INSERT INTO projection_checkpoints AS c (projection, partition, major, minor, updated_at)
+            SELECT name, $4, $5, $6, now() FROM unnest($7::text[]) AS name WHERE (SELECT ok FROM ready)
+            ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
+            WHERE (c.major, c.minor) < (excluded.major, excluded.minor)
+        )
+        SELECT ok FROM ready`, names, e.Stream, int64(e.Version), partition, int64(e.Position.Major), int64(e.Position.Minor), r.names).Scan(&ok)
+	if err != nil {
+		return nil, false, fmt.Errorf("projections: advance past %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+	}
+	return []bool{ok}, ok, nil
 }
 
 // merchantOf returns the merchant of e's stream in canonical form (the
