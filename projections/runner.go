@@ -30,6 +30,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/google/uuid"
@@ -186,6 +187,12 @@ type Runner struct {
 	lag         metric.Float64Histogram
 	applied     metric.Int64Counter
 	metricAttrs metric.MeasurementOption
+
+	// committed holds, per partition, the greatest position this Runner
+	// itself committed: a lower bound of the partition's checkpoint, so a
+	// delivery whose PrevPosition it covers needs no checkpoint read.
+	mu        sync.Mutex
+	committed map[int]eventstore.Position
 }
 
 // NewRunner returns a runner that applies events to projectors, in the order
@@ -211,7 +218,7 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 		}
 	}
 	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes, names: names, index: index,
-		partitions: opts.Partitions, batch: opts.BatchSize, afterCommit: opts.AfterCommit}
+		partitions: opts.Partitions, batch: opts.BatchSize, afterCommit: opts.AfterCommit, committed: map[int]eventstore.Position{}}
 	if r.partitions <= 0 {
 		r.partitions = DefaultPartitions
 	}
@@ -328,7 +335,7 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 			merchants = append(merchants, m)
 			n++
 		}
-		if prev := deliveries[0].PrevPosition; prev != nil {
+		if prev := deliveries[0].PrevPosition; prev != nil && r.committedBefore(partition, *prev) {
 			if err := r.fillPartition(ctx, partition, *prev); err != nil {
 				return err
 			}
@@ -346,6 +353,7 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 				return err
 			}
 		}
+		r.noteCommitted(partition, events)
 		r.record(ctx, events, fresh)
 		if r.afterCommit != nil {
 			r.afterCommit(ctx, events)
@@ -353,6 +361,26 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		deliveries = deliveries[n:]
 	}
 	return nil
+}
+
+// committedBefore reports whether this Runner has not itself committed the
+// partition up to prev (then the checkpoints must be read: another worker
+// may have, or a message was lost).
+func (r *Runner) committedBefore(partition int, prev eventstore.Position) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.committed[partition].Less(prev)
+}
+
+// noteCommitted records the greatest position of a committed run.
+func (r *Runner) noteCommitted(partition int, events []eventstore.RecordedEvent) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range events {
+		if r.committed[partition].Less(e.Position) {
+			r.committed[partition] = e.Position
+		}
+	}
 }
 
 // advanceOnly is the fast path of a run of one event that no projector

@@ -79,9 +79,12 @@ fi
 base="http://127.0.0.1:$port"
 
 echo "load: starting bin/pos serve on $base, database $DB" >&2
-env -u EVENTSTORE_URL -u POS_JWKS_URL \
+# Its own NATS data directory: the embedded broker's streams and durables
+# must start as empty as the database (a ./data left by `make run` or an
+# earlier run would replay another database's events into this one).
+env -u EVENTSTORE_URL -u POS_JWKS_URL -u NATS_URL \
 	DATABASE_URL="postgres://postgres@$PGHOST_ADDR:5432/$DB?sslmode=disable" POS_ADDR="127.0.0.1:$port" \
-	bin/pos serve >"$OUT/server.log" 2>&1 &
+	POS_DATA_DIR="$OUT/data" bin/pos serve >"$OUT/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 120); do
 	if curl -fsS -m 2 "$base/readyz" >/dev/null 2>&1; then break; fi
