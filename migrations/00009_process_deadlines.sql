@@ -20,10 +20,6 @@ CREATE TABLE process_deadlines (
     -- Failed attempts of the sweeper, for backoff and for operators.
     attempts       integer     NOT NULL DEFAULT 0,
     last_error     text,
-    -- Bumped by every change the process manager makes to the row, so the
-    -- sweeper deletes only the row it acted on (not one a new reservation
-    -- extended meanwhile).
-    revision       bigint      NOT NULL DEFAULT 0,
     PRIMARY KEY (merchant_id, transaction_id)
 );
 
@@ -31,16 +27,3 @@ CREATE INDEX process_deadlines_due_idx ON process_deadlines (due_at);
 
 REVOKE ALL ON process_deadlines FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE, DELETE ON process_deadlines TO pos_app;
-
--- When each process manager was first started (processes.Activate). It
--- acts only on events recorded from then on: history written before it
--- existed (sales before stock was tracked) is not its to act on, so a first
--- deployment over an existing store neither sells stock that was never
--- received nor times out sales that are long gone.
-CREATE TABLE process_managers (
-    name        text        PRIMARY KEY,
-    active_from timestamptz NOT NULL DEFAULT now()
-);
-
-REVOKE ALL ON process_managers FROM PUBLIC;
-GRANT SELECT, INSERT ON process_managers TO pos_app;
