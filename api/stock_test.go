@@ -133,6 +133,10 @@ func TestStockCommands(t *testing.T) {
 	if first.num(t, "version") != again.num(t, "version") || again.num(t, "on_hand") != 7 {
 		t.Errorf("a repeated receipt id: %s then %s", first.body, again.body)
 	}
+	reused := post(&manager, "receipts", map[string]any{"branch_id": b2, "sku": "MILK", "qty": 30, "unit_cost": 200, "receipt_id": receipt})
+	if reused.status != 409 || reused.code(t) != "already_exists" {
+		t.Errorf("a receipt id reused for other figures: %d %s", reused.status, reused.body)
+	}
 
 	// The audit trail replays the ledger by the id the answers carry.
 	admin := newUser(t, merchant, "ADMIN")

@@ -70,6 +70,7 @@ const (
 	short                   // ErrInsufficientStock
 	badState                // ErrInvalidState
 	badInput                // ErrInvalid
+	repeat                  // an id already applied: nothing, or ErrAlreadyExists if it did something else
 )
 
 // TestInvariants drives one ledger with thousands of random commands,
@@ -145,7 +146,7 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			case qty == 0:
 				predict = badInput
 			case m.seen[rid]:
-				predict = nothing
+				predict = repeat
 			default:
 				predict, applied = decides, rid
 				avg := m.avgWith(qty, cost)
@@ -160,7 +161,7 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			case delta == 0:
 				predict = badInput
 			case m.seen[aid]:
-				predict = nothing
+				predict = repeat
 			case delta < 0 && avail+delta < 0:
 				predict = short
 				want = nil
@@ -230,7 +231,9 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			qty := r.Int64N(max(left, 0) + 3)
 			name = "Return"
 			events, err = l.Return(stock.Return{TransactionID: tid, SourceID: src, Qty: qty, At: at(step)})
-			if m.seen[src] || left <= 0 {
+			if m.seen[src] {
+				predict = repeat
+			} else if left <= 0 {
 				predict = nothing
 			} else {
 				if qty == 0 || qty > left {
@@ -248,7 +251,7 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			events, err = l.TransferOut(stock.TransferOut{TransferID: xid, ToBranchID: otherBranch, Qty: qty, By: "clerk", At: at(step)})
 			switch {
 			case m.seen[xid]:
-				predict = nothing
+				predict = repeat
 			case avail-qty < 0:
 				predict = short
 			default:
@@ -261,7 +264,7 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			name = "TransferIn"
 			events, err = l.TransferIn(stock.TransferIn{TransferID: xid, FromBranchID: otherBranch, Qty: qty, UnitCost: amt(cost), At: at(step)})
 			if m.seen[xid] {
-				predict = nothing
+				predict = repeat
 			} else {
 				predict, applied = decides, xid
 				avg := m.avgWith(qty, cost)
@@ -286,6 +289,11 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 				t.Fatalf("%s: events %s, err %v; want none", where, show(events), err)
 			}
 			counts[name+" (nothing)"]++
+		case repeat:
+			if len(events) != 0 || (err != nil && !errors.Is(err, stock.ErrAlreadyExists)) {
+				t.Fatalf("%s: events %s, err %v; want none, or ErrAlreadyExists", where, show(events), err)
+			}
+			counts[name+" (repeat)"]++
 		case short:
 			var se *stock.ShortageError
 			if !errors.Is(err, stock.ErrInsufficientStock) || !errors.As(err, &se) || events != nil {
@@ -376,9 +384,9 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 
 	// The walk must have visited every kind of outcome to mean anything.
 	for _, k := range []string{
-		"Receive", "Receive (nothing)", "Adjust", "Adjust (nothing)", "Reserve", "Reserve (nothing)",
-		"Release", "Release (nothing)", "Sell", "Sell (nothing)", "Return", "Return (nothing)",
-		"TransferOut", "TransferOut (nothing)", "TransferIn", "TransferIn (nothing)",
+		"Receive", "Receive (repeat)", "Adjust", "Adjust (repeat)", "Reserve", "Reserve (nothing)",
+		"Release", "Release (nothing)", "Sell", "Sell (nothing)", "Return", "Return (nothing)", "Return (repeat)",
+		"TransferOut", "TransferOut (repeat)", "TransferIn", "TransferIn (repeat)",
 		"shortage", "invalid state", "invalid",
 	} {
 		if counts[k] == 0 {

@@ -58,6 +58,9 @@ var (
 	// ErrInsufficientStock is a movement that would take available below
 	// zero (422 insufficient_stock); reported as a *ShortageError.
 	ErrInsufficientStock = domain.ErrInsufficientStock
+	// ErrAlreadyExists is a receipt, adjustment, transfer or return id
+	// already used for another movement of the ledger (409 already_exists).
+	ErrAlreadyExists = domain.ErrAlreadyExists
 )
 
 // Errors about history: stored events that do not apply.
@@ -113,6 +116,7 @@ func LedgerID(merchant, branch uuid.UUID, sku string) uuid.UUID {
 	name = append(name, merchant[:]...)
 	name = append(name, branch[:]...)
 	name = append(name, sku...)
+	// Version 5, name-based: a pure function of its inputs, no randomness.
 	return uuid.NewSHA1(ledgerNamespace, name)
 }
 
@@ -148,8 +152,9 @@ type Ledger struct {
 
 	reservations map[uuid.UUID]*Reservation
 	// seen holds every receipt, adjustment, transfer and return source id
-	// already applied, so that a repeated command decides nothing.
-	seen map[uuid.UUID]struct{}
+	// already applied, with what it did: the same command again decides
+	// nothing, the same id for something else is refused.
+	seen map[uuid.UUID]string
 	// transfersOut holds the transfers sent from this ledger, so the target
 	// half can be completed from the source's state alone.
 	transfersOut map[uuid.UUID]StockTransferredOut
@@ -157,7 +162,7 @@ type Ledger struct {
 
 // New returns the ledger of key with no history: zero on hand, zero cost.
 func New(key Key) *Ledger {
-	return &Ledger{key: key, reservations: map[uuid.UUID]*Reservation{}, seen: map[uuid.UUID]struct{}{},
+	return &Ledger{key: key, reservations: map[uuid.UUID]*Reservation{}, seen: map[uuid.UUID]string{},
 		transfersOut: map[uuid.UUID]StockTransferredOut{}}
 }
 
@@ -205,6 +210,35 @@ func (l *Ledger) Seen(id uuid.UUID) bool {
 	return ok
 }
 
+// repeated reports whether id was already applied to do exactly print (the
+// command is a repeat: it decides nothing); the same id applied to do
+// something else is ErrAlreadyExists.
+func (l *Ledger) repeated(id uuid.UUID, field, print string) (bool, error) {
+	done, ok := l.seen[id]
+	switch {
+	case !ok:
+		return false, nil
+	case done == print:
+		return true, nil
+	}
+	return false, fmt.Errorf("%w: %s %s was used for another movement of this ledger", ErrAlreadyExists, field, id)
+}
+
+// What a receipt, adjustment, return or transfer did, as repeated compares.
+func receiptPrint(qty int64, cost money.Amount) string {
+	return fmt.Sprintf("receipt %d@%d", qty, cost)
+}
+func adjustmentPrint(delta int64, reason string) string {
+	return fmt.Sprintf("adjustment %d %q", delta, reason)
+}
+func returnPrint(tx uuid.UUID) string { return "return " + tx.String() }
+func transferOutPrint(to uuid.UUID, qty int64) string {
+	return fmt.Sprintf("transfer out %d to %s", qty, to)
+}
+func transferInPrint(from uuid.UUID, qty int64, cost money.Amount) string {
+	return fmt.Sprintf("transfer in %d@%d from %s", qty, cost, from)
+}
+
 // TransferredOut returns the transfer of that id sent from this ledger.
 func (l *Ledger) TransferredOut(id uuid.UUID) (StockTransferredOut, bool) {
 	e, ok := l.transfersOut[id]
@@ -239,10 +273,10 @@ func (l *Ledger) Apply(e Event) error {
 	case StockReceived:
 		l.onHand += e.Qty
 		l.avgCost = e.AvgCost
-		l.seen[e.ReceiptID] = struct{}{}
+		l.seen[e.ReceiptID] = receiptPrint(e.Qty, e.UnitCost)
 	case StockAdjusted:
 		l.onHand += e.Delta
-		l.seen[e.AdjustmentID] = struct{}{}
+		l.seen[e.AdjustmentID] = adjustmentPrint(e.Delta, e.Reason)
 	case StockReserved:
 		r := l.reservation(e.TransactionID)
 		l.reserved += e.Qty - r.Reserved
@@ -261,15 +295,15 @@ func (l *Ledger) Apply(e Event) error {
 		l.onHand += e.Qty
 		l.avgCost = e.AvgCost
 		r.Returned += e.Qty
-		l.seen[e.SourceID] = struct{}{}
+		l.seen[e.SourceID] = returnPrint(e.TransactionID)
 	case StockTransferredOut:
 		l.onHand -= e.Qty
-		l.seen[e.TransferID] = struct{}{}
+		l.seen[e.TransferID] = transferOutPrint(e.ToBranchID, e.Qty)
 		l.transfersOut[e.TransferID] = e
 	case StockTransferredIn:
 		l.onHand += e.Qty
 		l.avgCost = e.AvgCost
-		l.seen[e.TransferID] = struct{}{}
+		l.seen[e.TransferID] = transferInPrint(e.FromBranchID, e.Qty, e.UnitCost)
 	default:
 		return fmt.Errorf("%w: %T at version %d", ErrInvalidHistory, e, l.version+1)
 	}
@@ -303,8 +337,8 @@ func (l *Ledger) Receive(cmd Receive) ([]Event, error) {
 	if err := firstOf(checkQty("qty", cmd.Qty), checkAmount("unit_cost", cmd.UnitCost), checkActor(cmd.By)); err != nil {
 		return nil, err
 	}
-	if l.Seen(cmd.ReceiptID) {
-		return nil, nil
+	if done, err := l.repeated(cmd.ReceiptID, "receipt_id", receiptPrint(cmd.Qty, cmd.UnitCost)); done || err != nil {
+		return nil, err
 	}
 	avg, err := l.averageWith(cmd.Qty, cmd.UnitCost)
 	if err != nil {
@@ -336,8 +370,8 @@ func (l *Ledger) Adjust(cmd Adjust) ([]Event, error) {
 	if err := firstOf(checkText("reason", cmd.Reason, MaxReasonLen, true), checkActor(cmd.By)); err != nil {
 		return nil, err
 	}
-	if l.Seen(cmd.AdjustmentID) {
-		return nil, nil
+	if done, err := l.repeated(cmd.AdjustmentID, "adjustment_id", adjustmentPrint(cmd.Delta, cmd.Reason)); done || err != nil {
+		return nil, err
 	}
 	if err := l.fits(l.onHand+cmd.Delta, l.reserved, -cmd.Delta, cmd.AllowNegative); err != nil {
 		return nil, err
@@ -467,8 +501,8 @@ func (l *Ledger) Return(cmd Return) ([]Event, error) {
 	}
 	r, _ := l.Reservation(cmd.TransactionID)
 	left := r.Sold - r.Returned
-	if l.Seen(cmd.SourceID) || left <= 0 {
-		return nil, nil
+	if done, err := l.repeated(cmd.SourceID, "source_id", returnPrint(cmd.TransactionID)); done || err != nil || left <= 0 {
+		return nil, err
 	}
 	qty := cmd.Qty
 	if qty == 0 || qty > left {
@@ -507,8 +541,8 @@ func (l *Ledger) TransferOut(cmd TransferOut) ([]Event, error) {
 	if err := firstOf(checkQty("qty", cmd.Qty), checkActor(cmd.By)); err != nil {
 		return nil, err
 	}
-	if l.Seen(cmd.TransferID) {
-		return nil, nil
+	if done, err := l.repeated(cmd.TransferID, "transfer_id", transferOutPrint(cmd.ToBranchID, cmd.Qty)); done || err != nil {
+		return nil, err
 	}
 	if err := l.fits(l.onHand-cmd.Qty, l.reserved, cmd.Qty, cmd.AllowNegative); err != nil {
 		return nil, err
@@ -541,8 +575,8 @@ func (l *Ledger) TransferIn(cmd TransferIn) ([]Event, error) {
 	if err := firstOf(checkQty("qty", cmd.Qty), checkAmount("unit_cost", cmd.UnitCost)); err != nil {
 		return nil, err
 	}
-	if l.Seen(cmd.TransferID) {
-		return nil, nil
+	if done, err := l.repeated(cmd.TransferID, "transfer_id", transferInPrint(cmd.FromBranchID, cmd.Qty, cmd.UnitCost)); done || err != nil {
+		return nil, err
 	}
 	avg, err := l.averageWith(cmd.Qty, cmd.UnitCost)
 	if err != nil {
