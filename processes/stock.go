@@ -48,11 +48,11 @@ const Role = "SYSTEM"
 
 // Stock is the stock process manager (SPEC §4.2):
 //
-//   - CheckedOut: the sale holds its units (re-reserving any that a race
-//     released), and gets a deadline;
-//   - TransactionPaid: the reserved units are sold (cost of goods recorded);
-//   - TransactionVoided: the reservation is released, or, after payment,
-//     the sold units are returned;
+//   - CheckedOut: the sale gets a deadline (checkout reserved its units);
+//   - TransactionPaid: the reserved units are sold (cost of goods recorded),
+//     and reservations of SKUs the sale no longer has are released;
+//   - TransactionVoided: every reservation of the sale is released, and,
+//     after payment, the sold units are returned;
 //   - RefundIssued by lines: the refunded lines' units are returned;
 //   - StockReserved: the sale gets a deadline (a checkout that reserved and
 //     then crashed leaves a draft holding units);
