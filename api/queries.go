@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -62,7 +63,7 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, names ...str
 	ctx := r.Context()
 	merchant := principalOf(r).MerchantID.String()
 	deadline := time.Now().Add(s.consistencyWait)
-	for {
+	for !want.IsZero() { // no minimum asked: every projection has reached Start
 		reached := true
 		for _, name := range names {
 			ok, err := s.checkpoints.Reached(ctx, name, merchant, want)
@@ -85,16 +86,24 @@ func (s *Server) consistent(w http.ResponseWriter, r *http.Request, names ...str
 	if err != nil {
 		return err
 	}
+	if pos.Less(want) {
+		pos = want // every checkpoint was seen at or past it just now
+	}
 	w.Header().Set("X-Position", pos.String())
 	return nil
 }
 
-// readPosition is the lowest checkpoint of names in merchant's partition.
+// readPosition is the lowest checkpoint of names in merchant's partition,
+// as read at most positionTTL ago: checkpoints only move forward, so an
+// older reading is still a position the answer reflects at least, and a hot
+// read (served from Redis) then needs no database round trip at all.
 func (s *Server) readPosition(ctx context.Context, merchant string, names []string) (eventstore.Position, error) {
 	partition := projections.Partition(merchant, s.partitions)
 	var low eventstore.Position
 	for i, name := range names {
-		p, err := s.checkpoints.Position(ctx, name, partition)
+		p, err := s.positions.get(name, partition, func() (eventstore.Position, error) {
+			return s.checkpoints.Position(ctx, name, partition)
+		})
 		if err != nil {
 			return eventstore.Position{}, err
 		}
@@ -103,6 +112,51 @@ func (s *Server) readPosition(ctx context.Context, merchant string, names []stri
 		}
 	}
 	return low, nil
+}
+
+// positionTTL bounds how old a cached checkpoint reading may be.
+const positionTTL = 20 * time.Millisecond
+
+// positionCache keeps recent checkpoint readings per projection and
+// partition. Safe for concurrent use; the zero value is ready.
+type positionCache struct {
+	mu   sync.Mutex
+	seen map[positionKey]positionReading
+}
+
+type positionKey struct {
+	name      string
+	partition int
+}
+
+type positionReading struct {
+	pos eventstore.Position
+	at  time.Time
+}
+
+// get returns a reading younger than positionTTL, or reads afresh.
+func (c *positionCache) get(name string, partition int, read func() (eventstore.Position, error)) (eventstore.Position, error) {
+	k := positionKey{name, partition}
+	c.mu.Lock()
+	r, ok := c.seen[k]
+	c.mu.Unlock()
+	if ok && time.Since(r.at) < positionTTL {
+		return r.pos, nil
+	}
+	at := time.Now()
+	pos, err := read()
+	if err != nil {
+		return pos, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen = map[positionKey]positionReading{}
+	}
+	if cur, ok := c.seen[k]; !ok || cur.pos.Less(pos) || cur.pos == pos {
+		c.seen[k] = positionReading{pos: pos, at: at}
+	}
+	return pos, nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

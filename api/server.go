@@ -114,10 +114,12 @@ type Server struct {
 	auditor         *audit.Auditor
 	registry        *eventstore.Registry
 
-	reader          *queries.Reader
-	hotReads        TransactionGetter
-	hotDailySales   DailySalesGetter
-	checkpoints     *projections.Checkpoints
+	reader        *queries.Reader
+	hotReads      TransactionGetter
+	hotDailySales DailySalesGetter
+	checkpoints   *projections.Checkpoints
+	// positions caches checkpoint reads for X-Position (see readPosition).
+	positions       positionCache
 	partitions      int
 	consistencyWait time.Duration
 
