@@ -105,6 +105,13 @@ func (w *world) version() uint64 { return w.sale.Aggregate().Version() }
 // counter returns the sum of a counter's points.
 func (w *world) counter(t *testing.T, name string) int64 {
 	t.Helper()
+	return w.kindCounter(t, name, "")
+}
+
+// kindCounter returns the sum of a counter's points of one kind (every
+// kind when kind is "").
+func (w *world) kindCounter(t *testing.T, name, kind string) int64 {
+	t.Helper()
 	var rm metricdata.ResourceMetrics
 	if err := w.meter.Collect(context.Background(), &rm); err != nil {
 		t.Fatal(err)
@@ -116,28 +123,24 @@ func (w *world) counter(t *testing.T, name string) int64 {
 				continue
 			}
 			for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				n += p.Value
+				if v, ok := p.Attributes.Value("kind"); kind == "" || ok && v.AsString() == kind {
+					n += p.Value
+				}
 			}
 		}
 	}
 	return n
 }
 
-// readMany reads the sale concurrently n times and fails on any version
-// other than want.
-func (w *world) readMany(t *testing.T, n int, want uint64) {
+// concurrently runs read n times at once and fails on the first error.
+func concurrently(t *testing.T, n int, read func() error) {
 	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for range n {
 		wg.Go(func() {
-			got, err := w.reader.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
-			if err != nil {
+			if err := read(); err != nil {
 				errs <- err
-				return
-			}
-			if got.Version != want {
-				errs <- fmt.Errorf("stale read: version %d, want %d", got.Version, want)
 			}
 		})
 	}
@@ -146,6 +149,22 @@ func (w *world) readMany(t *testing.T, n int, want uint64) {
 	for err := range errs {
 		t.Fatal(err)
 	}
+}
+
+// readMany reads the sale concurrently n times and fails on any version
+// other than want.
+func (w *world) readMany(t *testing.T, n int, want uint64) {
+	t.Helper()
+	concurrently(t, n, func() error {
+		got, err := w.reader.GetTransaction(context.Background(), w.sale.Merchant, w.sale.ID)
+		if err != nil {
+			return err
+		}
+		if got.Version != want {
+			return fmt.Errorf("stale read: version %d, want %d", got.Version, want)
+		}
+		return nil
+	})
 }
 
 func mustJSON(t *testing.T, v any) string {

@@ -77,25 +77,16 @@ func (d *today) readMany(t *testing.T, n int) {
 	t.Helper()
 	for _, branch := range d.filters() {
 		want := d.want(t, branch)
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for range n {
-			wg.Go(func() {
-				got, err := d.daily.DailySales(context.Background(), d.sale.Merchant, d.day, d.day, branch)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if g := mustJSON(t, got); g != want {
-					errs <- fmt.Errorf("branch %v: stale read %s, want %s", branch, g, want)
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		concurrently(t, n, func() error {
+			got, err := d.daily.DailySales(context.Background(), d.sale.Merchant, d.day, d.day, branch)
+			if err != nil {
+				return err
+			}
+			if g := mustJSON(t, got); g != want {
+				return fmt.Errorf("branch %v: stale read %s, want %s", branch, g, want)
+			}
+			return nil
+		})
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"pos/commands"
 	"pos/domain"
@@ -157,25 +156,16 @@ func (s *shelf) readMany(t *testing.T, n int) {
 	t.Helper()
 	for _, q := range s.stockQueries() {
 		want := s.want(t, q)
-		var wg sync.WaitGroup
-		errs := make(chan error, n)
-		for range n {
-			wg.Go(func() {
-				got, err := s.levels.Stock(context.Background(), s.sale.Merchant, q.f, "", q.limit)
-				if err != nil {
-					errs <- err
-					return
-				}
-				if g := mustJSON(t, got); g != want {
-					errs <- fmt.Errorf("%s: stale read %s, want %s", q, g, want)
-				}
-			})
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+		concurrently(t, n, func() error {
+			got, err := s.levels.Stock(context.Background(), s.sale.Merchant, q.f, "", q.limit)
+			if err != nil {
+				return err
+			}
+			if g := mustJSON(t, got); g != want {
+				return fmt.Errorf("%s: stale read %s, want %s", q, g, want)
+			}
+			return nil
+		})
 	}
 }
 
@@ -205,29 +195,6 @@ func (c *Cache) gen(t *testing.T, key string) uint64 {
 	n, err := strconv.ParseUint(g, 10, 64)
 	if err != nil {
 		t.Fatal(err)
-	}
-	return n
-}
-
-// kindCounter returns the sum of a counter's points of one kind.
-func (w *world) kindCounter(t *testing.T, name, kind string) int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := w.meter.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var n int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			for _, p := range m.Data.(metricdata.Sum[int64]).DataPoints {
-				if v, ok := p.Attributes.Value("kind"); ok && v.AsString() == kind {
-					n += p.Value
-				}
-			}
-		}
 	}
 	return n
 }

@@ -2,8 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"time"
@@ -12,16 +10,7 @@ import (
 
 	"pos/domain/stock"
 	"pos/domain/transaction"
-	"pos/eventstore"
 )
-
-// checkoutAttempts bounds how often Checkout starts over because the draft
-// changed between reserving its units and freezing its totals.
-const checkoutAttempts = 5
-
-// errDraftChanged is Checkout's signal to start over: the reservations no
-// longer match the lines.
-var errDraftChanged = errors.New("commands: draft changed during checkout")
 
 // Checkout reserves every line's units in the branch's stock ledgers, then
 // freezes the draft's totals; the sale is then pending payment.
@@ -31,67 +20,45 @@ var errDraftChanged = errors.New("commands: draft changed during checkout")
 // is written. Then each SKU is reserved in turn (sorted, so two checkouts
 // take ledgers in the same order); one found short at that point (another
 // sale took the units in between) makes Checkout release the reservations
-// it made and answer the shortage. With the PostgreSQL store and an
-// idempotency key all of it is one database transaction as well.
+// it made and answer the shortage.
 //
-// A crash between the reservations and CheckedOut leaves them held by a
-// draft: the stock process manager releases them once the reservation
-// timeout passes with the sale still a draft. A reservation is keyed by
-// transaction, so a retried checkout reserves the same units again, not
-// twice, and one whose lines changed meanwhile replaces them.
+// The reservations are made while deciding, for the draft version loaded,
+// so a draft that changes before its totals are frozen is decided again
+// like any lost race: the next attempt reserves for the new version and
+// replaces the quantities (reservations are keyed by transaction). Ledgers
+// are written outside any request transaction (see Deps.Ledgers). If the
+// checkout fails after reserving, AbandonCheckout gives the units back; a
+// crash in between leaves them held by a draft until the stock process
+// manager's reservation timeout releases them the same way.
 func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*transaction.Transaction, Result, error) {
 	cmd := transaction.Checkout{At: h.deps.Now()}
 	negative, err := h.allowNegativeStock(ctx, meta)
 	if err != nil {
 		return nil, Result{}, err
 	}
-	for attempt := 1; ; attempt++ {
-		draft, _, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id), false)
-		if err != nil {
-			return nil, Result{}, err
-		}
-		switch {
-		case !draft.Exists():
-			return nil, Result{}, transaction.ErrNotFound
-		case !meta.mayActOn(draft.BranchID()):
-			return nil, Result{}, ErrForbidden
-		case meta.IfMatch != nil && *meta.IfMatch != draft.Version():
-			return nil, Result{}, ErrVersionMismatch
-		}
+	var branch uuid.UUID
+	reserved := map[string]int64{} // every SKU any attempt reserved
+	t, res, err := h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		// Refuse what the checkout itself would refuse before reserving.
-		if _, err := draft.Checkout(cmd); err != nil {
-			return nil, Result{}, err
-		}
-		units := UnitsBySKU(draft.Lines())
-		if err := h.reserve(ctx, ledgerMeta(meta), draft.BranchID(), id, units, negative, draft.Version(), cmd.At); err != nil {
-			return nil, Result{}, err
-		}
-		t, res, err := h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
-			if t.Version() != draft.Version() {
-				return nil, errDraftChanged
-			}
-			return t.Checkout(cmd)
-		})
-		if errors.Is(err, errDraftChanged) && attempt < checkoutAttempts && meta.IfMatch == nil {
-			continue
-		}
-		if errors.Is(err, errDraftChanged) {
-			err = ErrVersionMismatch
-			if meta.IfMatch == nil {
-				err = errTooManyChanges
-			}
-		}
+		events, err := t.Checkout(cmd)
 		if err != nil {
-			h.releaseAfterFailedCheckout(ctx, ledgerMeta(meta), id, draft.BranchID(), units, cmd)
-			return nil, Result{}, err
+			return nil, err
 		}
-		return t, res, nil
+		units := UnitsBySKU(t.Lines())
+		if err := h.reserve(ctx, ledgerMeta(meta), t.BranchID(), id, units, negative, t.Version(), cmd.At); err != nil {
+			return nil, err
+		}
+		branch = t.BranchID()
+		maps.Copy(reserved, units)
+		return events, nil
+	})
+	if err != nil && len(reserved) > 0 && ctx.Err() == nil {
+		// A failure here is left to the reservation timeout; the client
+		// gets the error that stopped the checkout.
+		_ = h.AbandonCheckout(ctx, meta, id, branch, slices.Sorted(maps.Keys(reserved)), "checkout failed")
 	}
+	return t, res, err
 }
-
-// errTooManyChanges: the draft kept changing under the checkout; the
-// client retries later (409 concurrency_conflict).
-var errTooManyChanges = fmt.Errorf("%w: the draft kept changing during checkout", eventstore.ErrConcurrency)
 
 // ledgerMeta is meta for the ledger commands a command on another aggregate
 // sends: the client's If-Match names that aggregate's version, never a
@@ -144,17 +111,4 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 		}
 	}
 	return nil
-}
-
-// releaseAfterFailedCheckout gives back what a failed checkout reserved,
-// through AbandonCheckout, unless the sale got checked out after all (a
-// concurrent checkout of the same draft won: the reservations are its own
-// now). A failure is left to the stock process manager's timeout, which
-// releases whatever a draft still holds; the caller is answering another
-// error already.
-func (h *Handlers) releaseAfterFailedCheckout(ctx context.Context, meta Meta, id, branch uuid.UUID, units map[string]int64, cmd transaction.Checkout) {
-	if ctx.Err() != nil {
-		return // the timeout process manager releases them
-	}
-	_ = h.AbandonCheckout(ctx, meta, id, branch, slices.Sorted(maps.Keys(units)), "checkout failed")
 }

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"time"
 
@@ -176,7 +177,8 @@ func (p *Stock) apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 		if err != nil {
 			return err
 		}
-		extra = slices.DeleteFunc(extra, func(sku string) bool { return slices.Contains(skusOf(t), sku) })
+		lines := commands.UnitsBySKU(t.Lines())
+		extra = slices.DeleteFunc(extra, func(sku string) bool { _, ok := lines[sku]; return ok })
 		if err := p.Handlers.ReleaseReservations(ctx, op(meta, "release"), t.BranchID(), id, extra, "not in the sale", 0, ev.At); err != nil {
 			return err
 		}
@@ -242,12 +244,7 @@ func reservedSKUs(ctx context.Context, tx pgx.Tx, merchant, id uuid.UUID) ([]str
 }
 
 func skusOf(t *transaction.Transaction) []string {
-	var skus []string
-	for sku := range commands.UnitsBySKU(t.Lines()) {
-		skus = append(skus, sku)
-	}
-	slices.Sort(skus)
-	return skus
+	return slices.Sorted(maps.Keys(commands.UnitsBySKU(t.Lines())))
 }
 
 // zeroUnits maps every SKU of t to 0: "all that is left" for ReturnUnits.

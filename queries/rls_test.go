@@ -46,6 +46,42 @@ func countAs(t *testing.T, c *pgx.Conn, table string, setting *string, other uui
 	return all, others
 }
 
+// checkIsolation checks table, in raw SQL as pos_api, with rows of
+// merchants a and b (counted by owner, a superuser): no merchant set, or
+// set empty, sees no row; a merchant sees all of its rows and none of the
+// other's; the setting does not outlive its transaction.
+func checkIsolation(t *testing.T, url string, owner *pgx.Conn, table string, ma, mb uuid.UUID) {
+	t.Helper()
+	ctx := context.Background()
+	empty, a, b := "", ma.String(), mb.String()
+	var ofA, ofB int64
+	if err := owner.QueryRow(ctx, `SELECT count(*) FILTER (WHERE merchant_id = $1), count(*) FILTER (WHERE merchant_id = $2) FROM `+table,
+		ma, mb).Scan(&ofA, &ofB); err != nil {
+		t.Fatal(err)
+	}
+	if ofA == 0 || ofB == 0 {
+		t.Fatalf("fixture: %d rows of a, %d of b; the check needs both", ofA, ofB)
+	}
+	if n, _ := countAs(t, apiConn(t, url), table, nil, ma); n != 0 {
+		t.Errorf("merchant never set: %d rows, want 0", n)
+	}
+	c := apiConn(t, url)
+	if n, _ := countAs(t, c, table, &empty, ma); n != 0 {
+		t.Errorf("merchant set to '': %d rows, want 0", n)
+	}
+	if n, others := countAs(t, c, table, &a, mb); n != ofA || others != 0 {
+		t.Errorf("merchant a: %d rows (%d of b), want %d (0 of b)", n, others, ofA)
+	}
+	if n, others := countAs(t, c, table, &b, ma); n != ofB || others != 0 {
+		t.Errorf("merchant b: %d rows (%d of a), want %d (0 of a)", n, others, ofB)
+	}
+	// The setting was transaction-local: the session's next transaction
+	// sees nothing again.
+	if n, _ := countAs(t, c, table, nil, ma); n != 0 {
+		t.Errorf("after merchant b's transaction: %d rows, want 0", n)
+	}
+}
+
 func TestRowLevelSecurityAsPosAPI(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
@@ -54,38 +90,9 @@ func TestRowLevelSecurityAsPosAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer owner.Close(ctx)
-	empty := ""
-	a, b := f.a.String(), f.b.String()
 
 	for _, table := range []string{"rm_transactions", "rm_daily_sales", "rm_merchant_settings"} {
-		t.Run(table, func(t *testing.T) {
-			var ofA, ofB int64
-			if err := owner.QueryRow(ctx, `SELECT count(*) FILTER (WHERE merchant_id = $1), count(*) FILTER (WHERE merchant_id = $2) FROM `+table,
-				f.a, f.b).Scan(&ofA, &ofB); err != nil {
-				t.Fatal(err)
-			}
-			if ofA == 0 || ofB == 0 {
-				t.Fatalf("fixture: %d rows of a, %d of b; the check needs both", ofA, ofB)
-			}
-			if n, _ := countAs(t, apiConn(t, f.env.URL), table, nil, f.a); n != 0 {
-				t.Errorf("merchant never set: %d rows, want 0", n)
-			}
-			c := apiConn(t, f.env.URL)
-			if n, _ := countAs(t, c, table, &empty, f.a); n != 0 {
-				t.Errorf("merchant set to '': %d rows, want 0", n)
-			}
-			if n, others := countAs(t, c, table, &a, f.b); n != ofA || others != 0 {
-				t.Errorf("merchant a: %d rows (%d of b), want %d (0 of b)", n, others, ofA)
-			}
-			if n, others := countAs(t, c, table, &b, f.a); n != ofB || others != 0 {
-				t.Errorf("merchant b: %d rows (%d of a), want %d (0 of a)", n, others, ofB)
-			}
-			// The setting was transaction-local: the session's next
-			// transaction sees nothing again.
-			if n, _ := countAs(t, c, table, nil, f.a); n != 0 {
-				t.Errorf("after merchant b's transaction: %d rows, want 0", n)
-			}
-		})
+		t.Run(table, func(t *testing.T) { checkIsolation(t, f.env.URL, owner, table, f.a, f.b) })
 	}
 
 	t.Run("no access beyond the read models", func(t *testing.T) {

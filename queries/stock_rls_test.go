@@ -22,36 +22,9 @@ func TestStockRowLevelSecurityAsPosAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer owner.Close(ctx)
-	empty := ""
-	a, b := f.a.String(), f.b.String()
 
 	for _, table := range []string{"rm_stock_levels", "rm_stock_movements"} {
-		t.Run(table, func(t *testing.T) {
-			var ofA, ofB int64
-			if err := owner.QueryRow(ctx, `SELECT count(*) FILTER (WHERE merchant_id = $1), count(*) FILTER (WHERE merchant_id = $2) FROM `+table,
-				f.a, f.b).Scan(&ofA, &ofB); err != nil {
-				t.Fatal(err)
-			}
-			if ofA == 0 || ofB == 0 {
-				t.Fatalf("fixture: %d rows of a, %d of b; the check needs both", ofA, ofB)
-			}
-			if n, _ := countAs(t, apiConn(t, f.env.URL), table, nil, f.a); n != 0 {
-				t.Errorf("merchant never set: %d rows, want 0", n)
-			}
-			c := apiConn(t, f.env.URL)
-			if n, _ := countAs(t, c, table, &empty, f.a); n != 0 {
-				t.Errorf("merchant set to '': %d rows, want 0", n)
-			}
-			if n, others := countAs(t, c, table, &a, f.b); n != ofA || others != 0 {
-				t.Errorf("merchant a: %d rows (%d of b), want %d (0 of b)", n, others, ofA)
-			}
-			if n, others := countAs(t, c, table, &b, f.a); n != ofB || others != 0 {
-				t.Errorf("merchant b: %d rows (%d of a), want %d (0 of a)", n, others, ofB)
-			}
-			if n, _ := countAs(t, c, table, nil, f.a); n != 0 {
-				t.Errorf("after merchant b's transaction: %d rows, want 0", n)
-			}
-		})
+		t.Run(table, func(t *testing.T) { checkIsolation(t, f.env.URL, owner, table, f.a, f.b) })
 	}
 
 	t.Run("the policies are forced on every table and partition", func(t *testing.T) {

@@ -12,7 +12,6 @@ import (
 	"pos/commands"
 	"pos/consume"
 	"pos/eventstore"
-	"pos/eventstore/pgstore"
 	"pos/internal/telemetry"
 	"pos/projections"
 )
@@ -25,12 +24,7 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if cfg.NATSURL == "" {
 		return errors.New("projector: NATS_URL is required (an embedded server lives in serve's process)")
 	}
-	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	store, closeStore, err := openStore(ctx, cfg, pool)
+	pool, store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

@@ -88,17 +88,23 @@ func migrate(ctx context.Context, cfg config) (int64, error) {
 	return migrations.Up(ctx, db)
 }
 
-// openStore returns the configured event store and a function closing it:
-// EventStoreDB when EVENTSTORE_URL is set, else PostgreSQL on pool.
-func openStore(ctx context.Context, cfg config, pool *pgxpool.Pool) (eventstore.Store, func(), error) {
+// openStore connects to PostgreSQL (role pos_app) and returns the pool, the
+// configured event store (EventStoreDB when EVENTSTORE_URL is set, else
+// PostgreSQL on the pool) and a function closing both.
+func openStore(ctx context.Context, cfg config) (*pgxpool.Pool, eventstore.Store, func(), error) {
+	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	if cfg.EventStoreURL != "" {
 		s, err := esdbstore.Open(ctx, cfg.EventStoreURL)
 		if err != nil {
-			return nil, nil, err
+			pool.Close()
+			return nil, nil, nil, err
 		}
-		return s, func() { _ = s.Close() }, nil
+		return pool, s, func() { _ = s.Close(); pool.Close() }, nil
 	}
-	return pgstore.New(pool), func() {}, nil
+	return pool, pgstore.New(pool), pool.Close, nil
 }
 
 func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Writer) error {
@@ -129,12 +135,7 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		}
 		pub = key.Public()
 	}
-	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	store, closeStore, err := openStore(ctx, cfg, pool)
+	pool, store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}

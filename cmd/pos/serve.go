@@ -88,12 +88,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	log.Info("migrations applied", "schema_version", v)
-	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
-	if err != nil {
-		return err
-	}
-	defer pool.Close()
-	store, closeStore, err := openStore(ctx, cfg, pool)
+	pool, store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
