@@ -17,13 +17,17 @@
 //   - a worker that stops or dies leaves its unacknowledged messages to the
 //     others after AckWait, and the durable keeps the group's position while
 //     no worker runs at all (a new durable starts with the whole stream);
-//   - with Options.MaxAckPending 1 (the default) JetStream has at most one
-//     unacknowledged message per partition in flight, so a partition is
-//     applied in order by one worker at a time, while the partitions are
-//     spread over the workers message by message. Raising it trades that
-//     order for throughput; the runner stays correct either way (a late
-//     event is a no-op, an early one fills the gap from the store) but
-//     concurrent deliveries of one partition contend on its checkpoint row.
+//   - JetStream keeps at most Options.MaxAckPending messages of a partition
+//     unacknowledged, and a worker takes them through as many subscriptions
+//     (watermill-nats SubscribersCount), so that the messages of a partition
+//     that arrive while one transaction runs are applied together in the
+//     next (see batcher): the statements per event fall as the rate rises.
+//     Within a worker a batch is applied in feed order; the runner keeps
+//     every stream in order and each event applied once whatever the
+//     arrival order (a late event is a no-op, an early one fills the gap
+//     from the store), so partitions may also be shared by several workers,
+//     at the cost of such fills. MaxAckPending 1 applies a partition strictly
+//     one message at a time.
 //
 // The alternative, a static assignment of partitions to workers, needs a
 // coordinator to rebalance when a worker dies; the queue group gets failover
@@ -73,7 +77,10 @@ import (
 const (
 	DefaultDurable       = "pos_projector"
 	DefaultAckWait       = 30 * time.Second
-	DefaultMaxAckPending = 1
+	DefaultMaxAckPending = 64
+	// DefaultReorderWait bounds how long a batch waits for a partition's
+	// messages that arrived out of order (see batcher).
+	DefaultReorderWait   = 2 * time.Millisecond
 	DefaultMaxRetries    = 3
 	DefaultRetryInterval = 100 * time.Millisecond
 	DefaultNakDelay      = time.Second
@@ -97,9 +104,14 @@ type Options struct {
 	// AckWait is how long JetStream waits for a worker's acknowledgement
 	// before redelivering (to any worker). Default 30s.
 	AckWait time.Duration
-	// MaxAckPending bounds the unacknowledged messages per partition; 1,
-	// the default, keeps each partition in order (see the package doc).
+	// MaxAckPending bounds the unacknowledged messages per partition, and
+	// so a partition's batch; default 64 (see the package doc). At most
+	// 256.
 	MaxAckPending int
+	// ReorderWait bounds how long a batch waits for a partition's earlier
+	// messages still in flight before the runner fills the gap from the
+	// store instead. Default 2ms.
+	ReorderWait time.Duration
 	// MaxRetries and RetryInterval bound the in-process retries of a
 	// failing handler before the message is nacked. Defaults 3 and 100ms
 	// (doubling).
@@ -128,6 +140,7 @@ type Consumer struct {
 	sub     *wmnats.Subscriber
 	dlq     *wmnats.Publisher
 	runner  *projections.Runner
+	batches *batcher
 	opts    Options
 	dead    atomic.Int64
 	handled atomic.Int64
@@ -166,6 +179,12 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	if opts.MaxAckPending <= 0 {
 		opts.MaxAckPending = DefaultMaxAckPending
 	}
+	if opts.MaxAckPending > 256 {
+		return nil, fmt.Errorf("consume: at most 256 messages pending per partition, not %d", opts.MaxAckPending)
+	}
+	if opts.ReorderWait <= 0 {
+		opts.ReorderWait = DefaultReorderWait
+	}
 	if opts.MaxRetries < 0 {
 		opts.MaxRetries = 0
 	} else if opts.MaxRetries == 0 {
@@ -186,7 +205,8 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 		slog.LevelInfo: slog.LevelDebug,
 	})
 
-	c := &Consumer{runner: runner, opts: opts, ready: make(chan struct{})}
+	c := &Consumer{runner: runner, opts: opts, ready: make(chan struct{}),
+		batches: newBatcher(runner, opts.ReorderWait, opts.MaxAckPending)}
 	if opts.Meter != nil {
 		ctr, err := opts.Meter.Int64Counter("pos.projector.dead_letters",
 			metric.WithDescription("Messages the projector workers moved to the dead-letter topic"))
@@ -200,6 +220,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	sub, err := wmnats.NewSubscriber(wmnats.SubscriberConfig{
 		URL:              url,
 		QueueGroupPrefix: group,
+		SubscribersCount: opts.MaxAckPending,
 		AckWaitTimeout:   opts.AckWait,
 		CloseTimeout:     5 * time.Second,
 		SubscribeTimeout: 10 * time.Second,
@@ -210,6 +231,9 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 			// The streams are the relay's; provisioning them here too lets
 			// workers start before the relay ever published.
 			AutoProvision: true,
+			// A lost acknowledgement only redelivers a message the runner
+			// has applied: a no-op. Waiting for each would cost a round trip.
+			AckAsync:      true,
 			DurablePrefix: durable,
 			DurableCalculator: func(prefix, _ string) string {
 				return prefix // durables are scoped to their (per-topic) stream
@@ -302,12 +326,22 @@ func provisionDurables(url string, opts Options) error {
 		} else if err != nil {
 			return fmt.Errorf("consume: provision stream %s: %w", topic, err)
 		}
-		if _, err := js.ConsumerInfo(topic, opts.Durable); err == nil {
+		info, err := js.ConsumerInfo(topic, opts.Durable)
+		switch {
+		case err == nil:
+			// A durable made by an earlier release or configuration: the
+			// subscriptions refuse to bind unless its settings are ours.
+			if cfg := info.Config; cfg.AckWait != opts.AckWait || cfg.MaxAckPending != opts.MaxAckPending {
+				cfg.AckWait, cfg.MaxAckPending = opts.AckWait, opts.MaxAckPending
+				if _, err := js.UpdateConsumer(topic, &cfg); err != nil {
+					return fmt.Errorf("consume: update consumer %s/%s: %w", topic, opts.Durable, err)
+				}
+			}
 			continue
-		} else if !errors.Is(err, nats.ErrConsumerNotFound) {
+		case !errors.Is(err, nats.ErrConsumerNotFound):
 			return fmt.Errorf("consume: provision consumer %s/%s: %w", topic, opts.Durable, err)
 		}
-		_, err := js.AddConsumer(topic, &nats.ConsumerConfig{
+		_, err = js.AddConsumer(topic, &nats.ConsumerConfig{
 			Durable:        opts.Durable,
 			DeliverSubject: nats.NewInbox(),
 			DeliverGroup:   opts.QueueGroup,
@@ -342,7 +376,11 @@ func (c *Consumer) handle(msg *message.Message) error {
 			return fmt.Errorf("consume: upcast event %s: %w", d.Event.ID, err)
 		}
 	}
-	if err := c.runner.HandleDeliveries(msg.Context(), []projections.Delivery{d}); err != nil {
+	partition, err := c.runner.PartitionOf(d.Event)
+	if err != nil {
+		return err // no valid merchant: permanent, and must not fail a batch
+	}
+	if err := c.batches.submit(msg.Context(), partition, d); err != nil {
 		return err
 	}
 	c.handled.Add(1)

@@ -1,10 +1,15 @@
 package projections
 
 import (
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 	_ "time/tzdata" // business days must not depend on the host's zoneinfo
@@ -38,7 +43,9 @@ import (
 // while the merchant has no row), which MerchantSettings writes: run both in
 // the same Runner, or at least feed MerchantSettings the settings events
 // first. A change of time zone applies to events after it; days already
-// counted are not moved.
+// counted are not moved. ApplyBatch reads the zone once for all its events,
+// which is right only because the Runner ends a batch at every settings
+// event: a caller of its own must do the same.
 //
 // What it needs of a sale between its events (branch, currency, frozen
 // totals, payments, the day it was counted on) it keeps in its own table,
@@ -69,14 +76,20 @@ func (*DailySales) Handles(eventType string) bool {
 	return false
 }
 
-// saleFacts is one rm_daily_sales_facts row.
+// saleFacts is one rm_daily_sales_facts row in memory.
 type saleFacts struct {
+	id                             uuid.UUID
 	branch                         uuid.UUID
 	currency                       string
 	subtotal, discount, tax, grand int64
 	payments                       map[string]factPayment
-	paidDay                        *time.Time
-	paidByMethod                   map[string]int64
+	// paidDay ("2006-01-02") and paidByMethod are NULL (nil) while the sale
+	// is not counted on a day.
+	paidDay      *string
+	paidByMethod map[string]int64
+	// changed reports that the batch changed the row, which must be
+	// written back.
+	changed bool
 }
 
 type factPayment struct {
@@ -85,111 +98,197 @@ type factPayment struct {
 	Status  string `json:"status"`
 }
 
-// delta is a change to one rm_daily_sales row.
+// delta is a change to one rm_daily_sales row; updatedAt is the recorded
+// time of the latest event in it.
 type delta struct {
 	count, gross, discounts, tax, net, refunds int64
 	byMethod                                   map[string]int64
+	updatedAt                                  time.Time
 }
 
-// Apply implements Projector.
+// dayKey names one rm_daily_sales row of the merchant.
+type dayKey struct {
+	branch        uuid.UUID
+	day, currency string
+}
+
+// Apply implements Projector as ApplyBatch of one event, so that a live
+// delivery and a replay share one code path.
 func (d *DailySales) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
-	ev, err := transaction.Decode(e.Type, e.Data)
+	return d.ApplyBatch(ctx, tx, []eventstore.RecordedEvent{e})
+}
+
+// ApplyBatch implements BatchProjector in at most four statements, however
+// many events: it reads the facts of every sale the events touch (one
+// SELECT) and, when an event needs a business day, the merchant's time zone
+// (once: the Runner starts a new batch at every settings event); it applies
+// the events in memory in order, summing the changes to each day; then it
+// writes the changed facts (one upsert) and adds the sums to the days (one
+// upsert). A bad event fails the whole batch before anything is written.
+//
+// The events must be of one merchant, each once and in stream order; the
+// Runner sees to it (redeliveries included). The days get deltas added: an
+// event applied twice would count twice.
+func (d *DailySales) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	merchant, ids, decoded, err := decodeBatch(ctx, events)
 	if err != nil {
 		return err
 	}
-	merchant, id, err := aggregateOf(e)
+	facts, err := loadFacts(ctx, tx, merchant, distinct(ids))
 	if err != nil {
 		return err
 	}
-	switch ev := ev.(type) {
-	case transaction.TransactionOpened:
-		_, err = tx.Exec(ctx, `INSERT INTO rm_daily_sales_facts (merchant_id, transaction_id, branch_id, currency) VALUES ($1, $2, $3, $4)`,
-			merchant, id, ev.BranchID, string(ev.Currency))
-		return wrap("insert rm_daily_sales_facts", err)
-
-	case transaction.CheckedOut:
-		return execOne(ctx, tx, `UPDATE rm_daily_sales_facts SET currency = $3, subtotal = $4, discount = $5, tax = $6, grand_total = $7
-            WHERE merchant_id = $1 AND transaction_id = $2`,
-			merchant, id, string(ev.Currency), int64(ev.Subtotal), int64(ev.Discount), int64(ev.Tax), int64(ev.GrandTotal))
-
-	case transaction.PaymentAdded:
-		p, err := json.Marshal(map[string]factPayment{ev.PaymentID.String(): {Method: string(ev.Method), Applied: int64(ev.Applied), Status: string(ev.Status)}})
-		if err != nil {
-			return err
-		}
-		return execOne(ctx, tx, `UPDATE rm_daily_sales_facts SET payments = payments || $3::jsonb WHERE merchant_id = $1 AND transaction_id = $2`,
-			merchant, id, p)
-
-	case transaction.PaymentConfirmed:
-		return setPaymentStatus(ctx, tx, merchant, id, ev.PaymentID, transaction.PaymentStatusSettled)
-
-	case transaction.PaymentDeclined:
-		return setPaymentStatus(ctx, tx, merchant, id, ev.PaymentID, transaction.PaymentStatusDeclined)
-
-	case transaction.TransactionPaid:
-		f, err := readFacts(ctx, tx, merchant, id)
-		if err != nil {
-			return err
-		}
-		day, err := d.businessDay(ctx, tx, merchant, ev.At)
-		if err != nil {
-			return err
-		}
-		byMethod := map[string]int64{}
-		for _, p := range f.payments {
-			if p.Status == string(transaction.PaymentStatusSettled) {
-				byMethod[p.Method] += p.Applied
+	var loc *time.Location // read at the first event that needs it
+	businessDay := func(at time.Time) (string, error) {
+		if loc == nil {
+			l, err := d.location(ctx, tx, merchant)
+			if err != nil {
+				return "", err
 			}
+			loc = l
 		}
-		err = addDay(ctx, tx, merchant, f.branch, day, f.currency, e.RecordedAt, delta{
-			count: 1, gross: f.subtotal, discounts: f.discount, tax: f.tax, net: f.grand - f.tax, byMethod: byMethod,
-		})
-		if err != nil {
-			return err
-		}
-		bm, err := json.Marshal(byMethod)
-		if err != nil {
-			return err
-		}
-		return execOne(ctx, tx, `UPDATE rm_daily_sales_facts SET paid_day = $3::date, paid_by_method = $4 WHERE merchant_id = $1 AND transaction_id = $2`,
-			merchant, id, day, bm)
-
-	case transaction.TransactionVoided:
-		if ev.PreviousStatus != transaction.StatusPaid {
-			return nil // never counted
-		}
-		f, err := readFacts(ctx, tx, merchant, id)
-		if err != nil {
-			return err
-		}
-		if f.paidDay == nil {
-			return fmt.Errorf("transaction %s: void of a paid sale that was never counted", id)
-		}
-		neg := make(map[string]int64, len(f.paidByMethod))
-		for m, v := range f.paidByMethod {
-			neg[m] = -v
-		}
-		err = addDay(ctx, tx, merchant, f.branch, f.paidDay.Format(time.DateOnly), f.currency, e.RecordedAt, delta{
-			count: -1, gross: -f.subtotal, discounts: -f.discount, tax: -f.tax, net: -(f.grand - f.tax), byMethod: neg,
-		})
-		if err != nil {
-			return err
-		}
-		return execOne(ctx, tx, `UPDATE rm_daily_sales_facts SET paid_day = NULL, paid_by_method = NULL WHERE merchant_id = $1 AND transaction_id = $2`,
-			merchant, id)
-
-	case transaction.RefundIssued:
-		f, err := readFacts(ctx, tx, merchant, id)
-		if err != nil {
-			return err
-		}
-		day, err := d.businessDay(ctx, tx, merchant, ev.At)
-		if err != nil {
-			return err
-		}
-		return addDay(ctx, tx, merchant, f.branch, day, f.currency, e.RecordedAt, delta{refunds: int64(ev.Amount)})
+		return at.In(loc).Format(time.DateOnly), nil
 	}
-	return nil
+	days := map[dayKey]*delta{}
+	addDay := func(k dayKey, c delta) {
+		sum := days[k]
+		if sum == nil {
+			sum = &delta{byMethod: map[string]int64{}, updatedAt: c.updatedAt}
+			days[k] = sum
+		}
+		sum.count += c.count
+		sum.gross += c.gross
+		sum.discounts += c.discounts
+		sum.tax += c.tax
+		sum.net += c.net
+		sum.refunds += c.refunds
+		for m, v := range c.byMethod {
+			sum.byMethod[m] += v
+		}
+		if c.updatedAt.After(sum.updatedAt) {
+			sum.updatedAt = c.updatedAt
+		}
+	}
+	var changed []*saleFacts // in order of first change
+	for i, ev := range decoded {
+		e, id := events[i], ids[i]
+		f := facts[id]
+		// need returns the sale's facts, or errNoRow.
+		need := func() (*saleFacts, error) {
+			if f == nil {
+				return nil, fmt.Errorf("transaction %s: %w", id, errNoRow)
+			}
+			return f, nil
+		}
+		var err error
+		switch ev := ev.(type) {
+		case transaction.TransactionOpened:
+			if f != nil {
+				err = fmt.Errorf("transaction %s: %w", id, errOpenedTwice)
+				break
+			}
+			f = &saleFacts{id: id, branch: ev.BranchID, currency: string(ev.Currency), payments: map[string]factPayment{}}
+			facts[id] = f
+
+		case transaction.CheckedOut:
+			if f, err = need(); err == nil {
+				f.currency, f.subtotal, f.discount, f.tax, f.grand = string(ev.Currency), int64(ev.Subtotal), int64(ev.Discount), int64(ev.Tax), int64(ev.GrandTotal)
+			}
+
+		case transaction.PaymentAdded:
+			if f, err = need(); err == nil {
+				f.payments[ev.PaymentID.String()] = factPayment{Method: string(ev.Method), Applied: int64(ev.Applied), Status: string(ev.Status)}
+			}
+
+		case transaction.PaymentConfirmed:
+			err = f.setPaymentStatus(ev.PaymentID, transaction.PaymentStatusSettled)
+
+		case transaction.PaymentDeclined:
+			err = f.setPaymentStatus(ev.PaymentID, transaction.PaymentStatusDeclined)
+
+		case transaction.TransactionPaid:
+			// The sale counts on the day it is paid, with the payments
+			// settled by then; the facts remember both for a void.
+			if f, err = need(); err != nil {
+				break
+			}
+			var day string
+			if day, err = businessDay(ev.At); err != nil {
+				break
+			}
+			byMethod := map[string]int64{}
+			for _, p := range f.payments {
+				if p.Status == string(transaction.PaymentStatusSettled) {
+					byMethod[p.Method] += p.Applied
+				}
+			}
+			addDay(dayKey{f.branch, day, f.currency}, delta{
+				count: 1, gross: f.subtotal, discounts: f.discount, tax: f.tax, net: f.grand - f.tax, byMethod: byMethod, updatedAt: e.RecordedAt,
+			})
+			f.paidDay, f.paidByMethod = &day, byMethod
+
+		case transaction.TransactionVoided:
+			if ev.PreviousStatus != transaction.StatusPaid {
+				continue // never counted; the facts stay as they are
+			}
+			if f, err = need(); err != nil {
+				break
+			}
+			if f.paidDay == nil {
+				err = fmt.Errorf("transaction %s: void of a paid sale that was never counted", id)
+				break
+			}
+			neg := make(map[string]int64, len(f.paidByMethod))
+			for m, v := range f.paidByMethod {
+				neg[m] = -v
+			}
+			addDay(dayKey{f.branch, *f.paidDay, f.currency}, delta{
+				count: -1, gross: -f.subtotal, discounts: -f.discount, tax: -f.tax, net: -(f.grand - f.tax), byMethod: neg, updatedAt: e.RecordedAt,
+			})
+			f.paidDay, f.paidByMethod = nil, nil
+
+		case transaction.RefundIssued:
+			if f, err = need(); err != nil {
+				break
+			}
+			var day string
+			if day, err = businessDay(ev.At); err != nil {
+				break
+			}
+			addDay(dayKey{f.branch, day, f.currency}, delta{refunds: int64(ev.Amount), updatedAt: e.RecordedAt})
+			continue // the facts are unchanged
+
+		default:
+			continue // not a figure of the day
+		}
+		if err != nil {
+			return fmt.Errorf("%s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+		}
+		if !f.changed {
+			f.changed = true
+			changed = append(changed, f)
+		}
+	}
+	if err := saveFacts(ctx, tx, merchant, changed); err != nil {
+		return err
+	}
+	return addDays(ctx, tx, merchant, days)
+}
+
+// setPaymentStatus sets the status of one of the sale's payments; a sale
+// without facts or without that payment is errUnknownID.
+func (f *saleFacts) setPaymentStatus(payment uuid.UUID, status transaction.PaymentStatus) error {
+	if f != nil {
+		if p, ok := f.payments[payment.String()]; ok {
+			p.Status = string(status)
+			f.payments[payment.String()] = p
+			return nil
+		}
+	}
+	return fmt.Errorf("payment %s: %w", payment, errUnknownID)
 }
 
 func wrap(what string, err error) error {
@@ -199,87 +298,145 @@ func wrap(what string, err error) error {
 	return nil
 }
 
-// execOne runs an update that must change exactly one row.
-func execOne(ctx context.Context, tx pgx.Tx, sql string, args ...any) error {
-	tag, err := tx.Exec(ctx, sql, args...)
-	if err != nil {
-		return fmt.Errorf("update rm_daily_sales_facts: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("update rm_daily_sales_facts: %w", errNoRow)
-	}
-	return nil
-}
-
-func setPaymentStatus(ctx context.Context, tx pgx.Tx, merchant, id, payment uuid.UUID, status transaction.PaymentStatus) error {
-	tag, err := tx.Exec(ctx, `UPDATE rm_daily_sales_facts SET payments = jsonb_set(payments, ARRAY[$3::text, 'status'], to_jsonb($4::text))
-        WHERE merchant_id = $1 AND transaction_id = $2 AND payments ? $3::text`, merchant, id, payment.String(), string(status))
-	if err != nil {
-		return fmt.Errorf("update rm_daily_sales_facts: %w", err)
-	}
-	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("payment %s: %w", payment, errUnknownID)
-	}
-	return nil
-}
-
-func readFacts(ctx context.Context, tx pgx.Tx, merchant, id uuid.UUID) (*saleFacts, error) {
-	f := &saleFacts{}
-	var payments, paidByMethod []byte
-	err := tx.QueryRow(ctx, `SELECT branch_id, currency, subtotal, discount, tax, grand_total, payments, paid_day, paid_by_method
-        FROM rm_daily_sales_facts WHERE merchant_id = $1 AND transaction_id = $2`, merchant, id).Scan(
-		&f.branch, &f.currency, &f.subtotal, &f.discount, &f.tax, &f.grand, &payments, &f.paidDay, &paidByMethod)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("transaction %s: %w", id, errNoRow)
-	}
+// loadFacts reads the merchant's facts of ids, in one statement; ids without
+// a row have no entry.
+func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*saleFacts, error) {
+	out := make(map[uuid.UUID]*saleFacts, len(ids))
+	rows, err := tx.Query(ctx, `SELECT transaction_id, branch_id, currency, subtotal, discount, tax, grand_total, payments, paid_day, paid_by_method
+        FROM rm_daily_sales_facts WHERE merchant_id = $1 AND transaction_id = ANY($2::uuid[])`, merchant, uuidArg(ids...))
 	if err != nil {
 		return nil, fmt.Errorf("read rm_daily_sales_facts: %w", err)
 	}
-	if err := json.Unmarshal(payments, &f.payments); err != nil {
-		return nil, fmt.Errorf("decode rm_daily_sales_facts payments: %w", err)
-	}
-	if paidByMethod != nil {
-		if err := json.Unmarshal(paidByMethod, &f.paidByMethod); err != nil {
-			return nil, fmt.Errorf("decode rm_daily_sales_facts paid_by_method: %w", err)
+	defer rows.Close()
+	for rows.Next() {
+		f := &saleFacts{}
+		var payments, paidByMethod []byte
+		var paidDay *time.Time
+		if err := rows.Scan((*[16]byte)(&f.id), (*[16]byte)(&f.branch), &f.currency, &f.subtotal, &f.discount, &f.tax, &f.grand, &payments, &paidDay, &paidByMethod); err != nil {
+			return nil, fmt.Errorf("read rm_daily_sales_facts: %w", err)
 		}
+		if err := json.Unmarshal(payments, &f.payments); err != nil {
+			return nil, fmt.Errorf("decode rm_daily_sales_facts payments of %s: %w", f.id, err)
+		}
+		if f.payments == nil { // a JSON null
+			f.payments = map[string]factPayment{}
+		}
+		if paidDay != nil {
+			day := paidDay.Format(time.DateOnly)
+			f.paidDay = &day
+		}
+		if paidByMethod != nil {
+			if err := json.Unmarshal(paidByMethod, &f.paidByMethod); err != nil {
+				return nil, fmt.Errorf("decode rm_daily_sales_facts paid_by_method of %s: %w", f.id, err)
+			}
+		}
+		out[f.id] = f
 	}
-	return f, nil
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read rm_daily_sales_facts: %w", err)
+	}
+	return out, nil
 }
 
-// addDay adds d to one day's row, creating it when needed, in one atomic
-// statement (two sales of one day may be projected concurrently).
-func addDay(ctx context.Context, tx pgx.Tx, merchant, branch uuid.UUID, day, currency string, at time.Time, d delta) error {
-	bm, err := json.Marshal(d.byMethod)
-	if err != nil {
-		return err
+// saveFacts writes facts in one upsert: a sale opened in the batch is
+// inserted, any other updated (its branch never changes). Each row is in it
+// once, as ON CONFLICT requires.
+func saveFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, facts []*saleFacts) error {
+	if len(facts) == 0 {
+		return nil
 	}
-	if d.byMethod == nil {
-		bm = []byte("{}")
+	n := len(facts)
+	var (
+		ids, branches                       = make([][16]byte, n), make([][16]byte, n)
+		currencies, payments                = make([]string, n), make([]string, n)
+		subtotals, discounts, taxes, grands = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		paidDays, paidByMethods             = make([]*string, n), make([]*string, n)
+	)
+	for i, f := range facts {
+		var err error
+		if payments[i], err = encodeJSON(f.payments); err != nil {
+			return fmt.Errorf("encode rm_daily_sales_facts payments of %s: %w", f.id, err)
+		}
+		if f.paidByMethod != nil {
+			bm, err := encodeJSON(f.paidByMethod)
+			if err != nil {
+				return fmt.Errorf("encode rm_daily_sales_facts paid_by_method of %s: %w", f.id, err)
+			}
+			paidByMethods[i] = &bm
+		}
+		ids[i], branches[i], currencies[i] = f.id, f.branch, f.currency
+		subtotals[i], discounts[i], taxes[i], grands[i] = f.subtotal, f.discount, f.tax, f.grand
+		paidDays[i] = f.paidDay
 	}
-	_, err = tx.Exec(ctx, `
+	_, err := tx.Exec(ctx, `
+        INSERT INTO rm_daily_sales_facts AS f (merchant_id, transaction_id, branch_id, currency, subtotal, discount, tax, grand_total,
+            payments, paid_day, paid_by_method)
+        SELECT $1::uuid, v.id, v.branch, v.currency, v.subtotal, v.discount, v.tax, v.grand, v.payments::jsonb, v.paid_day::date, v.paid_by_method::jsonb
+        FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::text[], $10::text[], $11::text[])
+            AS v(id, branch, currency, subtotal, discount, tax, grand, payments, paid_day, paid_by_method)
+        ON CONFLICT (merchant_id, transaction_id) DO UPDATE SET currency = excluded.currency, subtotal = excluded.subtotal,
+            discount = excluded.discount, tax = excluded.tax, grand_total = excluded.grand_total, payments = excluded.payments,
+            paid_day = excluded.paid_day, paid_by_method = excluded.paid_by_method`,
+		merchant, ids, branches, currencies, subtotals, discounts, taxes, grands, payments, paidDays, paidByMethods)
+	return wrap("upsert rm_daily_sales_facts", err)
+}
+
+// addDays adds each delta to its day's row, creating it when needed, in one
+// atomic statement: other transactions may add to the same days
+// concurrently (sales of one day are in many streams). The rows are taken in
+// key order so that two such statements do not wait on each other
+// crosswise; a deadlock still possible is retried by the Runner.
+func addDays(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, days map[dayKey]*delta) error {
+	if len(days) == 0 {
+		return nil
+	}
+	keys := slices.SortedFunc(maps.Keys(days), func(a, b dayKey) int {
+		return cmp.Or(bytes.Compare(a.branch[:], b.branch[:]), strings.Compare(a.day, b.day), strings.Compare(a.currency, b.currency))
+	})
+	n := len(keys)
+	var (
+		branches                                   = make([][16]byte, n)
+		businessDays, currencies, byMethods        = make([]string, n), make([]string, n), make([]string, n)
+		counts, gross, discounts, taxes, net, refs = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		updatedAt                                  = make([]time.Time, n)
+	)
+	for i, k := range keys {
+		d := days[k]
+		// As rm_jsonb_add leaves it: methods summing to 0 dropped. A new row
+		// then needs no call of it, which costs a plan per statement.
+		maps.DeleteFunc(d.byMethod, func(_ string, v int64) bool { return v == 0 })
+		bm, err := encodeJSON(d.byMethod)
+		if err != nil {
+			return fmt.Errorf("encode rm_daily_sales by_method: %w", err)
+		}
+		branches[i], businessDays[i], currencies[i], byMethods[i] = k.branch, k.day, k.currency, bm
+		counts[i], gross[i], discounts[i], taxes[i], net[i], refs[i] = d.count, d.gross, d.discounts, d.tax, d.net, d.refunds
+		updatedAt[i] = d.updatedAt
+	}
+	_, err := tx.Exec(ctx, `
         INSERT INTO rm_daily_sales AS d (merchant_id, branch_id, business_day, currency, count, gross, discounts, tax, net, refunds, by_method, updated_at)
-        VALUES ($1, $2, $3::date, $4, $5, $6, $7, $8, $9, $10, rm_jsonb_add('{}', $11::jsonb), $12)
+        SELECT $1::uuid, v.branch, v.day::date, v.currency, v.count, v.gross, v.discounts, v.tax, v.net, v.refunds,
+            v.by_method::jsonb, v.updated_at
+        FROM unnest($2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+            $11::text[], $12::timestamptz[])
+            AS v(branch, day, currency, count, gross, discounts, tax, net, refunds, by_method, updated_at)
         ON CONFLICT (merchant_id, branch_id, business_day, currency) DO UPDATE SET
             count = d.count + excluded.count, gross = d.gross + excluded.gross, discounts = d.discounts + excluded.discounts,
             tax = d.tax + excluded.tax, net = d.net + excluded.net, refunds = d.refunds + excluded.refunds,
             by_method = rm_jsonb_add(d.by_method, excluded.by_method), updated_at = greatest(d.updated_at, excluded.updated_at)`,
-		merchant, branch, day, currency, d.count, d.gross, d.discounts, d.tax, d.net, d.refunds, bm, at)
+		merchant, branches, businessDays, currencies, counts, gross, discounts, taxes, net, refs, byMethods, updatedAt)
 	return wrap("upsert rm_daily_sales", err)
 }
 
-// businessDay returns the date ("2006-01-02") of at in the merchant's time
-// zone.
-func (d *DailySales) businessDay(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, at time.Time) (string, error) {
+// location returns the merchant's time zone (settings.Defaults' while the
+// merchant has no settings row).
+func (d *DailySales) location(ctx context.Context, tx pgx.Tx, merchant uuid.UUID) (*time.Location, error) {
 	tz := settings.Defaults().Timezone
 	err := tx.QueryRow(ctx, `SELECT timezone FROM rm_merchant_settings WHERE merchant_id = $1`, merchant).Scan(&tz)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("read rm_merchant_settings: %w", err)
+		return nil, fmt.Errorf("read rm_merchant_settings: %w", err)
 	}
-	loc, err := d.zone(tz)
-	if err != nil {
-		return "", err
-	}
-	return at.In(loc).Format(time.DateOnly), nil
+	return d.zone(tz)
 }
 
 func (d *DailySales) zone(name string) (*time.Location, error) {

@@ -66,6 +66,9 @@ func snapshot(t *testing.T, url string) string {
 		`SELECT to_jsonb(t)::text FROM rm_daily_sales t ORDER BY merchant_id, branch_id, business_day, currency`,
 		`SELECT to_jsonb(t)::text FROM rm_daily_sales_facts t ORDER BY merchant_id, transaction_id`,
 		`SELECT to_jsonb(t)::text FROM rm_merchant_settings t ORDER BY merchant_id`,
+		`SELECT to_jsonb(t)::text FROM rm_stock_levels t ORDER BY merchant_id, ledger_id`,
+		`SELECT to_jsonb(t)::text FROM rm_stock_movements t ORDER BY merchant_id, ledger_id, version`,
+		`SELECT to_jsonb(t)::text FROM rm_stock_reservations t ORDER BY merchant_id, ledger_id, transaction_id`,
 		`SELECT concat_ws(' ', projection, stream_name, version) FROM projection_streams ORDER BY projection, stream_name`,
 		`SELECT concat_ws(' ', projection, partition, major, minor) FROM projection_checkpoints ORDER BY projection, partition`,
 	} {

@@ -39,6 +39,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/sync/errgroup"
 
 	"pos/eventstore"
 )
@@ -48,8 +49,10 @@ import (
 const DefaultPartitions = 16
 
 // DefaultBatchSize bounds how many events one transaction applies when
-// Options does not say.
-const DefaultBatchSize = 100
+// Options does not say: large enough that a replay's statements per event
+// vanish (BatchProjector), small enough that a transaction's row locks and
+// memory stay modest.
+const DefaultBatchSize = 1000
 
 // maxTxAttempts bounds the retries of a transaction that lost a deadlock or
 // serialization race.
@@ -74,8 +77,9 @@ var (
 // Projector turns events into one read model.
 //
 // Delivery is at least once, but the Runner makes effects exactly once: it
-// calls Apply once per event and projector, in stream version order, inside
-// the PostgreSQL transaction that also records the projector's progress. A
+// calls Apply once per event and projector (or hands it to ApplyBatch, see
+// BatchProjector), in stream version order, inside the PostgreSQL
+// transaction that also records the projector's progress. A
 // projector is thus written as if every event arrived exactly once, in
 // order within its stream (not across streams: two transactions' events may
 // interleave in any order). Apply must write only through tx; when it fails,
@@ -96,6 +100,22 @@ type Projector interface {
 	Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error
 }
 
+// BatchProjector is optionally implemented by a Projector that applies many
+// events in a few statements (read the rows they touch at once, change them
+// in memory, write them back at once) rather than a few statements per
+// event. The Runner then calls ApplyBatch instead of Apply, once per
+// merchant segment of a transaction. The events it is given are all of one
+// merchant (pos.merchant_id is set to it), of the projector's categories
+// and of types it Handles; each comes exactly once, and in version order
+// within its stream, though streams interleave. A merchant's settings event
+// (SettingsCategory) always starts a new segment, so a projector that reads
+// rm_merchant_settings reads the settings that held for every event of the
+// batch. Apply must behave as ApplyBatch of one event.
+type BatchProjector interface {
+	Projector
+	ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error
+}
+
 // CategoryScoped is optionally implemented by a Projector that reads only
 // streams of some categories (eventstore.StreamName's first part). The Runner
 // then neither calls it for nor keeps stream bookkeeping of other streams;
@@ -112,7 +132,7 @@ type Options struct {
 	// reads or writes the same checkpoints must use the same number:
 	// changing it re-keys every checkpoint.
 	Partitions int
-	// BatchSize bounds how many consecutive events of one merchant one
+	// BatchSize bounds how many consecutive events of one partition one
 	// transaction applies; 0 means DefaultBatchSize.
 	BatchSize int
 
@@ -267,33 +287,43 @@ func (r *Runner) Checkpoints() *Checkpoints { return NewCheckpoints(r.pool, r.pa
 //
 // Events of different partitions are independent (each partition has its
 // own checkpoint), so Handle groups the events by partition, keeping their
-// order within each, and applies each group in as few transactions as the
-// batch size allows: a feed page that interleaves many merchants costs one
-// transaction per partition, not one per merchant switch.
+// order within each, and applies the groups concurrently (at most
+// handleParallel at a time, each in as few transactions as the batch size
+// allows): a feed page that interleaves many merchants costs one
+// transaction per partition, not one per merchant switch, and keeps both
+// this process and PostgreSQL busy. On error, other partitions' groups may
+// be committed; handling the same events again is safe.
 func (r *Runner) Handle(ctx context.Context, events []eventstore.RecordedEvent) error {
-	ds := make([]Delivery, len(events))
-	keys := make(map[uuid.UUID]int, len(events))
-	for i, e := range events {
-		ds[i] = Delivery{Event: e}
+	groups := map[int][]Delivery{}
+	var order []int
+	for _, e := range events {
+		p := -1 // no valid merchant: HandleDeliveries refuses it
 		if m, err := merchantOf(e); err == nil {
-			keys[e.ID] = Partition(m, r.partitions)
+			p = Partition(m, r.partitions)
 		}
+		if _, ok := groups[p]; !ok {
+			order = append(order, p)
+		}
+		groups[p] = append(groups[p], Delivery{Event: e})
 	}
-	// Stable; an event with no valid merchant sorts first (-1), so
-	// HandleDeliveries refuses the page before applying any of it.
-	slices.SortStableFunc(ds, func(a, b Delivery) int {
-		pa, ok := keys[a.Event.ID]
-		if !ok {
-			pa = -1
-		}
-		pb, ok := keys[b.Event.ID]
-		if !ok {
-			pb = -1
-		}
-		return pa - pb
-	})
-	return r.HandleDeliveries(ctx, ds)
+	if bad, ok := groups[-1]; ok {
+		return r.HandleDeliveries(ctx, bad) // before applying any of the page
+	}
+	if len(order) == 1 {
+		return r.HandleDeliveries(ctx, groups[order[0]])
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(handleParallel)
+	for _, p := range order {
+		g.Go(func() error { return r.HandleDeliveries(gctx, groups[p]) })
+	}
+	return g.Wait()
 }
+
+// handleParallel bounds the partitions Handle applies at once: enough to
+// overlap this process's decoding with PostgreSQL's writing, few enough to
+// leave the pool's other users connections.
+const handleParallel = 3
 
 // HandleDeliveries applies deliveries, in the order given, to every
 // projector. Consecutive events of one partition are applied in one
@@ -312,6 +342,7 @@ func (r *Runner) Handle(ctx context.Context, events []eventstore.RecordedEvent) 
 // projection with no checkpoint yet back-fills its partition's history), or
 // answers ErrPositionGap when the feed does not reach it yet.
 func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) error {
+	deliveries = r.dropCommitted(deliveries)
 	for len(deliveries) > 0 {
 		first := deliveries[0].Event
 		merchant, err := merchantOf(first)
@@ -361,6 +392,60 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		deliveries = deliveries[n:]
 	}
 	return nil
+}
+
+// PartitionOf returns the partition of e's merchant, or ErrBadEvent when e
+// names no valid merchant.
+func (r *Runner) PartitionOf(e eventstore.RecordedEvent) (int, error) {
+	m, err := merchantOf(e)
+	if err != nil {
+		return 0, err
+	}
+	return Partition(m, r.partitions), nil
+}
+
+// Follows reports whether d's PrevPosition is covered by what this Runner
+// itself committed in d's partition, so that HandleDeliveries can apply d
+// without reading checkpoints or filling a gap first. A delivery without a
+// PrevPosition, or of no valid merchant, does not follow.
+func (r *Runner) Follows(d Delivery) bool {
+	m, err := merchantOf(d.Event)
+	if err != nil || d.PrevPosition == nil {
+		return false
+	}
+	return !r.committedBefore(Partition(m, r.partitions), *d.PrevPosition)
+}
+
+// dropCommitted leaves out the deliveries at or below what this Runner
+// itself committed in their partition: a run is committed only once every
+// event of its partition before it was applied (PrevPosition checked, or the
+// feed read in order), so such a delivery is a copy and needs no statement.
+// Only deliveries with a PrevPosition (the relay's) are left out, so that a
+// caller feeding Handle events out of feed order still gets each looked at.
+func (r *Runner) dropCommitted(deliveries []Delivery) []Delivery {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var kept []Delivery
+	dropped := false
+	for i, d := range deliveries {
+		drop := false
+		if d.PrevPosition != nil {
+			if m, err := merchantOf(d.Event); err == nil {
+				c, ok := r.committed[Partition(m, r.partitions)]
+				drop = ok && !c.Less(d.Event.Position)
+			}
+		}
+		switch {
+		case drop && !dropped:
+			kept, dropped = slices.Clone(deliveries[:i]), true
+		case !drop && dropped:
+			kept = append(kept, d)
+		}
+	}
+	if !dropped {
+		return deliveries
+	}
+	return kept
 }
 
 // committedBefore reports whether this Runner has not itself committed the
@@ -572,35 +657,86 @@ type run struct {
 	filled  map[string][]eventstore.RecordedEvent
 }
 
+// decodeMemo holds what this package's projectors decoded of the events of
+// one Runner transaction, by event id, so that an event several of them read
+// is decoded once (decoding is most of their CPU time). The Runner puts a
+// fresh one in the context of each transaction; it is used by one goroutine
+// at a time, and holds immutable values only.
+type decodeMemo map[uuid.UUID]any
+
+type decodeMemoKey struct{}
+
 func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, merchants []string, events []eventstore.RecordedEvent, fresh []bool) error {
+	ctx = context.WithValue(ctx, decodeMemoKey{}, decodeMemo{})
 	st := &run{tx: tx, applied: map[streamKey]uint64{}, dirty: map[streamKey]bool{}, filled: map[string][]eventstore.RecordedEvent{}}
+	if err := r.lockStreams(ctx, st, events); err != nil {
+		return err
+	}
+	// First decide, per projector, what to apply: gaps filled from the store,
+	// redeliveries dropped. Each item remembers its segment (see segmentsOf).
+	segs, segOf := segmentsOf(events, merchants)
+	todo := make([][]segEvent, len(r.projectors))
 	var last eventstore.Position
-	current := ""
 	for j, e := range events {
-		// Row-level security sees one merchant at a time: the setting
-		// follows the events (consecutive events are mostly one merchant's).
-		if merchants[j] != current {
-			if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchants[j]); err != nil {
-				return fmt.Errorf("projections: set merchant: %w", err)
-			}
-			current = merchants[j]
-		}
 		category, _, _, _ := eventstore.ParseStreamName(e.Stream)
-		if err := r.lockStream(ctx, st, category, e.Stream); err != nil {
-			return err
-		}
-		for i := range r.projectors {
+		for i, p := range r.projectors {
 			if !r.inScope(i, category) {
 				continue
 			}
-			applied, err := r.applyTo(ctx, st, i, e)
-			if err != nil {
-				return err
+			k := streamKey{i, e.Stream}
+			applied, ok := st.applied[k]
+			if !ok {
+				return fmt.Errorf("projections: %s version of %q read before its row was locked", p.Name(), e.Stream)
 			}
-			fresh[j] = fresh[j] || applied
+			if e.Version <= applied {
+				continue // a redelivery
+			}
+			var pending []eventstore.RecordedEvent
+			if e.Version > applied+1 {
+				missing, err := r.readGap(ctx, st, e.Stream, applied+1, e.Version-1)
+				if err != nil {
+					return err
+				}
+				pending = append(pending, missing...)
+			}
+			pending = append(pending, e)
+			for _, m := range pending {
+				if p.Handles(m.Type) {
+					todo[i] = append(todo[i], segEvent{segOf[j], m})
+				}
+			}
+			st.applied[k], st.dirty[k] = e.Version, true
+			fresh[j] = true
 		}
 		if last.Less(e.Position) {
 			last = e.Position
+		}
+	}
+	// Then apply, segment by segment, every projector in the given order.
+	// Segments interleave in the feed; each projector's items are gathered
+	// by segment, keeping their order within it.
+	for i := range todo {
+		slices.SortStableFunc(todo[i], func(a, b segEvent) int { return a.seg - b.seg })
+	}
+	next := make([]int, len(r.projectors)) // per projector, its first item not yet applied
+	current := ""
+	for s, merchant := range segs {
+		if merchant != current {
+			// Row-level security sees one merchant at a time.
+			if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchant); err != nil {
+				return fmt.Errorf("projections: set merchant: %w", err)
+			}
+			current = merchant
+		}
+		for i, p := range r.projectors {
+			var batch []eventstore.RecordedEvent
+			for rest := todo[i][next[i]:]; len(rest) > 0 && rest[0].seg == s; rest = rest[1:] {
+				batch = append(batch, rest[0].event)
+			}
+			next[i] += len(batch)
+			if err := r.apply(ctx, tx, p, batch); err != nil {
+				return err
+			}
 		}
 	}
 	if len(st.dirty) > 0 {
@@ -627,96 +763,106 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 	return nil
 }
 
+// segEvent is an event to apply and the segment it belongs to.
+type segEvent struct {
+	seg   int
+	event eventstore.RecordedEvent
+}
+
+// segmentsOf splits a run's events into segments applied one after another:
+// a segment holds one merchant's events, in feed order, and ends where that
+// merchant's next settings event starts a new one (so a projector reading
+// the settings reads those of its events' time). It returns each segment's
+// merchant and each event's segment. Merchants' events are independent of
+// one another, so gathering each merchant's scattered events into one
+// segment changes no result but saves statements.
+func segmentsOf(events []eventstore.RecordedEvent, merchants []string) (segs []string, segOf []int) {
+	segOf = make([]int, len(events))
+	open := map[string]int{} // merchant -> its current segment
+	for j, e := range events {
+		s, ok := open[merchants[j]]
+		if category, _, _, _ := eventstore.ParseStreamName(e.Stream); !ok || category == SettingsCategory {
+			s = len(segs)
+			segs = append(segs, merchants[j])
+			open[merchants[j]] = s
+		}
+		segOf[j] = s
+	}
+	return segs, segOf
+}
+
+// apply gives p a segment's events: in one call when p is a BatchProjector,
+// one by one otherwise.
+func (r *Runner) apply(ctx context.Context, tx pgx.Tx, p Projector, events []eventstore.RecordedEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	if b, ok := p.(BatchProjector); ok {
+		if err := b.ApplyBatch(ctx, tx, events); err != nil {
+			first := events[0]
+			return fmt.Errorf("projections: %s: apply %d events from %s %s@%d: %w", p.Name(), len(events), first.Type, first.Stream, first.Version, err)
+		}
+		return nil
+	}
+	for _, e := range events {
+		if err := p.Apply(ctx, tx, e); err != nil {
+			return fmt.Errorf("projections: %s: apply %s %s@%d: %w", p.Name(), e.Type, e.Stream, e.Version, err)
+		}
+	}
+	return nil
+}
+
 func (r *Runner) inScope(i int, category string) bool {
 	return r.scopes[i] == nil || slices.Contains(r.scopes[i], category)
 }
 
-// lockStream reads, and locks for the rest of the transaction, the
-// bookkeeping rows of stream for every projector that reads its category,
-// in one statement, the first time the transaction meets the stream: a
-// concurrent delivery of the stream waits for this transaction, so each
-// event is applied once.
-func (r *Runner) lockStream(ctx context.Context, st *run, category, stream string) error {
-	var names []string
-	for i := range r.projectors {
-		if _, seen := st.applied[streamKey{i, stream}]; !seen && r.inScope(i, category) {
-			names = append(names, r.projectors[i].Name())
+// lockStreams reads, and locks for the rest of the transaction, the
+// bookkeeping rows of every stream of events for every projector that reads
+// its category, in one statement: a concurrent delivery of one of the
+// streams waits for this transaction, so each event is applied once.
+func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.RecordedEvent) error {
+	var names, streams []string
+	seen := map[string]bool{}
+	for _, e := range events {
+		if seen[e.Stream] {
+			continue
+		}
+		seen[e.Stream] = true
+		category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+		for i := range r.projectors {
+			if r.inScope(i, category) {
+				names, streams = append(names, r.names[i]), append(streams, e.Stream)
+			}
 		}
 	}
 	if len(names) == 0 {
 		return nil
 	}
 	// The no-op update locks an existing row and returns it; a new row is
-	// locked by its insert. Rows are taken in name order, so two
-	// transactions never wait on each other's rows crosswise.
-	slices.Sort(names)
+	// locked by its insert. Rows are taken in key order, so two transactions
+	// never wait on each other's rows crosswise (and a deadlock that the
+	// planner's order still allows is retried).
 	rows, err := st.tx.Query(ctx, `
         INSERT INTO projection_streams AS s (projection, stream_name, version)
-        SELECT name, $2, 0 FROM unnest($1::text[]) AS name ORDER BY name
+        SELECT name, stream, 0 FROM unnest($1::text[], $2::text[]) AS v(name, stream) ORDER BY name, stream
         ON CONFLICT (projection, stream_name) DO UPDATE SET version = s.version
-        RETURNING projection, version`, names, stream)
+        RETURNING projection, stream_name, version`, names, streams)
 	if err != nil {
-		return fmt.Errorf("projections: read versions of %q: %w", stream, err)
+		return fmt.Errorf("projections: read stream versions: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var name string
+		var name, stream string
 		var v int64
-		if err := rows.Scan(&name, &v); err != nil {
-			return fmt.Errorf("projections: read versions of %q: %w", stream, err)
+		if err := rows.Scan(&name, &stream, &v); err != nil {
+			return fmt.Errorf("projections: read stream versions: %w", err)
 		}
 		st.applied[streamKey{r.index[name], stream}] = uint64(v)
 	}
 	if err := rows.Err(); err != nil {
-		return fmt.Errorf("projections: read versions of %q: %w", stream, err)
+		return fmt.Errorf("projections: read stream versions: %w", err)
 	}
 	return nil
-}
-
-// applyTo applies e to projector i unless it is a redelivery (then it
-// reports false), after filling any gap before it from the store.
-func (r *Runner) applyTo(ctx context.Context, st *run, i int, e eventstore.RecordedEvent) (bool, error) {
-	applied, err := r.appliedVersion(ctx, st, i, e.Stream)
-	if err != nil {
-		return false, err
-	}
-	if e.Version <= applied {
-		return false, nil // a redelivery
-	}
-	if e.Version > applied+1 {
-		missing, err := r.readGap(ctx, st, e.Stream, applied+1, e.Version-1)
-		if err != nil {
-			return false, err
-		}
-		for _, m := range missing {
-			if err := r.applyOne(ctx, st, i, m); err != nil {
-				return false, err
-			}
-		}
-	}
-	return true, r.applyOne(ctx, st, i, e)
-}
-
-func (r *Runner) applyOne(ctx context.Context, st *run, i int, e eventstore.RecordedEvent) error {
-	p := r.projectors[i]
-	if p.Handles(e.Type) {
-		if err := p.Apply(ctx, st.tx, e); err != nil {
-			return fmt.Errorf("projections: %s: apply %s %s@%d: %w", p.Name(), e.Type, e.Stream, e.Version, err)
-		}
-	}
-	k := streamKey{i, e.Stream}
-	st.applied[k], st.dirty[k] = e.Version, true
-	return nil
-}
-
-// appliedVersion returns the last version of stream projector i applied,
-// as lockStream read it (and applyOne moved it since).
-func (r *Runner) appliedVersion(ctx context.Context, st *run, i int, stream string) (uint64, error) {
-	v, ok := st.applied[streamKey{i, stream}]
-	if !ok {
-		return 0, fmt.Errorf("projections: %s version of %q read before its row was locked", r.projectors[i].Name(), stream)
-	}
-	return v, nil
 }
 
 // readGap returns the events of stream with versions from..to, from the
@@ -753,6 +899,10 @@ read:
 	return out, nil
 }
 
+// catchupPage is how many events Catchup reads at a time: a page spread over
+// the partitions still gives each a batch of a few hundred events.
+const catchupPage = 5000
+
 // Catchup settles the store, then applies its whole feed after from up to
 // its head, and returns the position of the last event applied (from when
 // there was none). It is for rebuilds, back-fills and tests; a live
@@ -765,20 +915,46 @@ func (r *Runner) Catchup(ctx context.Context, from eventstore.Position) (eventst
 	if err := r.store.Settle(ctx); err != nil {
 		return from, err
 	}
+	// The next page is read while this one is applied.
+	type page struct {
+		events []eventstore.RecordedEvent
+		err    error
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan page, 1)
+	go func() {
+		defer close(pages)
+		for pos := from; ; {
+			events, err := r.store.ReadAll(ctx, pos, eventstore.Filter{}, catchupPage)
+			if err != nil {
+				err = fmt.Errorf("projections: catch up after %s: %w", pos, err)
+			}
+			select {
+			case pages <- page{events, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil || len(events) == 0 {
+				return
+			}
+			pos = events[len(events)-1].Position
+		}
+	}()
 	pos := from
-	for {
-		events, err := r.store.ReadAll(ctx, pos, eventstore.Filter{}, 1000)
-		if err != nil {
-			return pos, fmt.Errorf("projections: catch up after %s: %w", pos, err)
+	for p := range pages {
+		if p.err != nil {
+			return pos, p.err
 		}
-		if len(events) == 0 {
-			return pos, nil
+		if len(p.events) == 0 {
+			break
 		}
-		if err := r.Handle(ctx, events); err != nil {
+		if err := r.Handle(ctx, p.events); err != nil {
 			return pos, err
 		}
-		pos = events[len(events)-1].Position
+		pos = p.events[len(p.events)-1].Position
 	}
+	return pos, ctx.Err()
 }
 
 // Follow applies the store's feed after from until ctx ends or a batch

@@ -13,6 +13,7 @@ import (
 
 	"pos/domain/transaction"
 	"pos/eventstore"
+	"pos/eventstore/pgstore"
 	"pos/projections"
 	"pos/projections/projtest"
 )
@@ -259,8 +260,10 @@ func TestPositionGapIsFilledFromTheFeed(t *testing.T) {
 		t.Errorf("sale a at version %d, want 2", row.Version)
 	}
 	t.Run("a previous position the feed does not reach", func(t *testing.T) {
+		a.AddItem("B", 1, 1000, 0, t0)
+		next := feed(t, env)[3]
 		far := eventstore.Position{Major: 1 << 60}
-		err := r.HandleDeliveries(ctx, []projections.Delivery{{Event: events[2], PrevPosition: &far}})
+		err := r.HandleDeliveries(ctx, []projections.Delivery{{Event: next, PrevPosition: &far}})
 		if !errors.Is(err, projections.ErrPositionGap) {
 			t.Fatalf("HandleDeliveries: %v, want ErrPositionGap", err)
 		}
@@ -360,4 +363,39 @@ func TestEventOfAnotherMerchantThanItsStreamIsRefused(t *testing.T) {
 func Example_partition() {
 	fmt.Println(projections.Partition("0193a5c0-0000-7000-8000-000000000001", 16))
 	// Output: 11
+}
+
+// TestCopiesOfCommittedDeliveriesTouchNothing: once a runner committed a
+// partition up to a position (deliveries chained by PrevPosition), a copy of
+// a delivery at or below it is acknowledged without a statement: here the
+// runner's pool is closed by then, and the copies still succeed, while a
+// new event fails.
+func TestCopiesOfCommittedDeliveriesTouchNothing(t *testing.T) {
+	env := projtest.New(t)
+	s := env.OpenSale(t, projtest.NewID(t), projtest.NewID(t), "000-001", t0)
+	s.AddItem("A", 1, 1000, 0, t0)
+	events := feed(t, env)
+	pool, err := pgstore.ConnectSized(context.Background(), env.URL, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := projections.NewRunner(pool, env.Store, projections.Options{}, projections.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	start := eventstore.Start
+	chain := []projections.Delivery{{Event: events[0], PrevPosition: &start}, {Event: events[1], PrevPosition: &events[0].Position}}
+	if err := r.HandleDeliveries(ctx, chain); err != nil {
+		t.Fatalf("HandleDeliveries: %v", err)
+	}
+	pool.Close()
+	if err := r.HandleDeliveries(ctx, chain); err != nil {
+		t.Errorf("copies of committed deliveries: %v, want nil without a statement", err)
+	}
+	s.AddItem("B", 1, 1000, 0, t0)
+	next := feed(t, env)[2]
+	if err := r.HandleDeliveries(ctx, []projections.Delivery{{Event: next, PrevPosition: &events[1].Position}}); err == nil {
+		t.Error("a new delivery on a closed pool succeeded: the test cannot tell copies from work")
+	}
 }

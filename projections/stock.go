@@ -2,7 +2,6 @@ package projections
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -70,88 +69,300 @@ type stockChange struct {
 	at       time.Time
 }
 
-// Apply implements Projector.
-func (Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
-	ev, err := stock.Decode(e.Type, e.Data)
-	if err != nil {
-		return err
-	}
-	merchant, ledger, err := aggregateOf(e)
-	if err != nil {
-		return err
-	}
-	key := ev.LedgerKey()
-	if key.MerchantID != merchant || key.LedgerID != ledger || stock.LedgerID(merchant, key.BranchID, key.SKU) != ledger {
-		return fmt.Errorf("%w: %s of stream %q names ledger %s of merchant %s", ErrBadEvent, e.Type, e.Stream, key.LedgerID, key.MerchantID)
-	}
+// Apply implements Projector as ApplyBatch of one event, so that a replay
+// and a live delivery share one code path.
+func (s Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	return s.ApplyBatch(ctx, tx, []eventstore.RecordedEvent{e})
+}
 
-	var c stockChange
-	var reservedDelta int64
-	switch ev := ev.(type) {
-	case stock.StockReceived:
-		c = stockChange{kind: MovementReceipt, onHand: ev.Qty, avgCost: &ev.AvgCost, unitCost: &ev.UnitCost, source: ev.ReceiptID, at: ev.At}
-	case stock.StockAdjusted:
-		c = stockChange{kind: MovementAdjustment, onHand: ev.Delta, source: ev.AdjustmentID, at: ev.At}
-	case stock.StockReserved:
-		prev, err := openReservation(ctx, tx, key, ev.TransactionID)
+// ApplyBatch implements BatchProjector in at most five statements however
+// many events, since round trips and statements, not rows, bound a replay:
+// it reads the open reservations the events name, applies every event in
+// memory, in order, then writes the levels (one upsert per ledger, deltas
+// added), the movements (one row per event), and the reservations (closed
+// ones deleted, open ones upserted). Every event is checked before any
+// statement, so a bad one fails the batch with nothing written.
+func (Stock) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+	if len(events) == 0 {
+		return nil
+	}
+	decoded := make([]stock.Event, len(events))
+	var merchant uuid.UUID
+	var resKeys []reservationKey
+	seenRes := map[reservationKey]bool{}
+	for i, e := range events {
+		ev, err := stock.Decode(e.Type, e.Data)
+		if err != nil {
+			return fmt.Errorf("%s@%d: %w", e.Stream, e.Version, err)
+		}
+		m, ledger, err := aggregateOf(e)
 		if err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `
-            INSERT INTO rm_stock_reservations (merchant_id, ledger_id, transaction_id, qty, reserved_at) VALUES ($1, $2, $3, $4, $5)
+		key := ev.LedgerKey()
+		if key.MerchantID != m || key.LedgerID != ledger || stock.LedgerID(m, key.BranchID, key.SKU) != ledger {
+			return fmt.Errorf("%w: %s of stream %q names ledger %s of merchant %s", ErrBadEvent, e.Type, e.Stream, key.LedgerID, key.MerchantID)
+		}
+		if i == 0 {
+			merchant = m
+		} else if m != merchant {
+			// Row-level security would hide or refuse the other merchant's rows.
+			return fmt.Errorf("projections: stock batch mixes merchants %s and %s (%s@%d)", merchant, m, e.Stream, e.Version)
+		}
+		if t, ok := reservationOf(ev); ok {
+			k := reservationKey{ledger, t}
+			if !seenRes[k] {
+				seenRes[k] = true
+				resKeys = append(resKeys, k)
+			}
+		}
+		decoded[i] = ev
+	}
+
+	res, err := loadReservations(ctx, tx, merchant, resKeys)
+	if err != nil {
+		return err
+	}
+
+	levels := map[uuid.UUID]*levelChange{}
+	var order []uuid.UUID // ledgers in order of first event, for a stable write order
+	var mv movementRows
+	for i, ev := range decoded {
+		e := events[i]
+		key := ev.LedgerKey()
+		var c stockChange
+		var reservedDelta int64
+		switch ev := ev.(type) {
+		case stock.StockReceived:
+			c = stockChange{kind: MovementReceipt, onHand: ev.Qty, avgCost: &ev.AvgCost, unitCost: &ev.UnitCost, source: ev.ReceiptID, at: ev.At}
+		case stock.StockAdjusted:
+			c = stockChange{kind: MovementAdjustment, onHand: ev.Delta, source: ev.AdjustmentID, at: ev.At}
+		case stock.StockReserved:
+			// A reservation replaces the transaction's open one: reserved
+			// moves by the difference.
+			r := res[reservationKey{key.LedgerID, ev.TransactionID}]
+			reservedDelta = ev.Qty - r.openQty()
+			r.open, r.qty, r.at = true, ev.Qty, ev.At
+			c = stockChange{kind: MovementReserve, source: ev.TransactionID, at: ev.At}
+		case stock.ReservationReleased:
+			reservedDelta = -res[reservationKey{key.LedgerID, ev.TransactionID}].close()
+			c = stockChange{kind: MovementRelease, source: ev.TransactionID, at: ev.At}
+		case stock.StockSold:
+			reservedDelta = -res[reservationKey{key.LedgerID, ev.TransactionID}].close()
+			c = stockChange{kind: MovementSale, onHand: -ev.Qty, unitCost: &ev.UnitCost, source: ev.TransactionID, at: ev.At}
+		case stock.StockReturned:
+			c = stockChange{kind: MovementReturn, onHand: ev.Qty, avgCost: &ev.AvgCost, unitCost: &ev.UnitCost, source: ev.SourceID, at: ev.At}
+		case stock.StockTransferredOut:
+			c = stockChange{kind: MovementTransferOut, onHand: -ev.Qty, unitCost: &ev.UnitCost, source: ev.TransferID, at: ev.At}
+		case stock.StockTransferredIn:
+			c = stockChange{kind: MovementTransferIn, onHand: ev.Qty, avgCost: &ev.AvgCost, unitCost: &ev.UnitCost, source: ev.TransferID, at: ev.At}
+		default:
+			return fmt.Errorf("unexpected event %T", ev)
+		}
+
+		l := levels[key.LedgerID]
+		if l == nil {
+			l = &levelChange{key: key}
+			levels[key.LedgerID] = l
+			order = append(order, key.LedgerID)
+		}
+		l.onHand += c.onHand
+		l.reserved += reservedDelta
+		if c.avgCost != nil {
+			l.avgCost = amountArg(c.avgCost)
+		}
+		l.last = e
+
+		qty := c.onHand
+		if c.kind == MovementReserve || c.kind == MovementRelease {
+			qty = reservedDelta
+		}
+		mv.add(key, int64(e.Version), c.kind, qty, amountArg(c.unitCost), c.source, c.at)
+	}
+
+	if err := writeLevels(ctx, tx, merchant, order, levels); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `
+        INSERT INTO rm_stock_movements (merchant_id, ledger_id, branch_id, sku, version, kind, qty, unit_cost, source_id, at)
+        SELECT $1::uuid, m.* FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::text[], $7::bigint[], $8::bigint[], $9::uuid[], $10::timestamptz[]) AS m`,
+		merchant, mv.ledger, mv.branch, mv.sku, mv.version, mv.kind, mv.qty, mv.unitCost, mv.source, mv.at); err != nil {
+		return fmt.Errorf("insert rm_stock_movements: %w", err)
+	}
+	return writeReservations(ctx, tx, merchant, resKeys, res)
+}
+
+// reservationOf returns the transaction whose reservation ev opens or
+// closes.
+func reservationOf(ev stock.Event) (uuid.UUID, bool) {
+	switch ev := ev.(type) {
+	case stock.StockReserved:
+		return ev.TransactionID, true
+	case stock.ReservationReleased:
+		return ev.TransactionID, true
+	case stock.StockSold:
+		return ev.TransactionID, true
+	}
+	return uuid.Nil, false
+}
+
+// reservationKey names one rm_stock_reservations row of the merchant.
+type reservationKey struct{ ledger, transaction uuid.UUID }
+
+// reservation is one transaction's reservation on a ledger during a batch:
+// whether it was open in the table before the batch (stored) and whether it
+// is open now.
+type reservation struct {
+	stored, open bool
+	qty          int64
+	at           time.Time
+}
+
+func (r *reservation) openQty() int64 {
+	if r.open {
+		return r.qty
+	}
+	return 0
+}
+
+// close closes the reservation and returns the units it held (0 without an
+// open one: a sale without a reservation, or a release of nothing).
+func (r *reservation) close() int64 {
+	q := r.openQty()
+	r.open, r.qty = false, 0
+	return q
+}
+
+// loadReservations reads, in one statement, the open reservations of keys,
+// and returns an entry for every key (open or not).
+func loadReservations(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, keys []reservationKey) (map[reservationKey]*reservation, error) {
+	out := make(map[reservationKey]*reservation, len(keys))
+	if len(keys) == 0 {
+		return out, nil
+	}
+	ledgers, transactions := make([]uuid.UUID, len(keys)), make([]uuid.UUID, len(keys))
+	for i, k := range keys {
+		ledgers[i], transactions[i] = k.ledger, k.transaction
+		out[k] = &reservation{}
+	}
+	rows, err := tx.Query(ctx, `
+        SELECT r.ledger_id, r.transaction_id, r.qty FROM rm_stock_reservations r
+        JOIN unnest($2::uuid[], $3::uuid[]) AS k(ledger_id, transaction_id) ON r.ledger_id = k.ledger_id AND r.transaction_id = k.transaction_id
+        WHERE r.merchant_id = $1`, merchant, ledgers, transactions)
+	if err != nil {
+		return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var k reservationKey
+		var qty int64
+		if err := rows.Scan(&k.ledger, &k.transaction, &qty); err != nil {
+			return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
+		}
+		if r := out[k]; r != nil {
+			*r = reservation{stored: true, open: true, qty: qty}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
+	}
+	return out, nil
+}
+
+// writeReservations deletes the reservations the batch closed and upserts
+// those it left open, one statement each (skipped when there are none).
+// Each key is in one statement at most: a reservation opened and closed
+// within the batch was never stored and needs neither, one closed and
+// opened again is upserted with its last quantity.
+func writeReservations(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, keys []reservationKey, res map[reservationKey]*reservation) error {
+	var delLedgers, delTxs, upLedgers, upTxs []uuid.UUID
+	var upQty []int64
+	var upAt []time.Time
+	for _, k := range keys {
+		switch r := res[k]; {
+		case r.open:
+			// Open at the end means the batch reserved it last.
+			upLedgers, upTxs, upQty, upAt = append(upLedgers, k.ledger), append(upTxs, k.transaction), append(upQty, r.qty), append(upAt, r.at)
+		case r.stored:
+			delLedgers, delTxs = append(delLedgers, k.ledger), append(delTxs, k.transaction)
+		}
+	}
+	if len(delLedgers) > 0 {
+		if _, err := tx.Exec(ctx, `
+            DELETE FROM rm_stock_reservations r USING unnest($2::uuid[], $3::uuid[]) AS k(ledger_id, transaction_id)
+            WHERE r.merchant_id = $1 AND r.ledger_id = k.ledger_id AND r.transaction_id = k.transaction_id`,
+			merchant, delLedgers, delTxs); err != nil {
+			return fmt.Errorf("delete rm_stock_reservations: %w", err)
+		}
+	}
+	if len(upLedgers) > 0 {
+		if _, err := tx.Exec(ctx, `
+            INSERT INTO rm_stock_reservations (merchant_id, ledger_id, transaction_id, qty, reserved_at)
+            SELECT $1::uuid, k.* FROM unnest($2::uuid[], $3::uuid[], $4::bigint[], $5::timestamptz[]) AS k
             ON CONFLICT (merchant_id, ledger_id, transaction_id) DO UPDATE SET qty = excluded.qty, reserved_at = excluded.reserved_at`,
-			merchant, ledger, ev.TransactionID, ev.Qty, ev.At)
-		if err != nil {
+			merchant, upLedgers, upTxs, upQty, upAt); err != nil {
 			return fmt.Errorf("upsert rm_stock_reservations: %w", err)
 		}
-		reservedDelta = ev.Qty - prev
-		c = stockChange{kind: MovementReserve, source: ev.TransactionID, at: ev.At}
-	case stock.ReservationReleased:
-		prev, err := closeReservation(ctx, tx, key, ev.TransactionID)
-		if err != nil {
-			return err
-		}
-		reservedDelta = -prev
-		c = stockChange{kind: MovementRelease, source: ev.TransactionID, at: ev.At}
-	case stock.StockSold:
-		prev, err := closeReservation(ctx, tx, key, ev.TransactionID)
-		if err != nil {
-			return err
-		}
-		reservedDelta = -prev
-		c = stockChange{kind: MovementSale, onHand: -ev.Qty, unitCost: &ev.UnitCost, source: ev.TransactionID, at: ev.At}
-	case stock.StockReturned:
-		c = stockChange{kind: MovementReturn, onHand: ev.Qty, avgCost: &ev.AvgCost, unitCost: &ev.UnitCost, source: ev.SourceID, at: ev.At}
-	case stock.StockTransferredOut:
-		c = stockChange{kind: MovementTransferOut, onHand: -ev.Qty, unitCost: &ev.UnitCost, source: ev.TransferID, at: ev.At}
-	case stock.StockTransferredIn:
-		c = stockChange{kind: MovementTransferIn, onHand: ev.Qty, avgCost: &ev.AvgCost, unitCost: &ev.UnitCost, source: ev.TransferID, at: ev.At}
-	default:
-		return fmt.Errorf("unexpected event %T", ev)
 	}
+	return nil
+}
 
-	_, err = tx.Exec(ctx, `
+// levelChange is what a batch does to one ledger's rm_stock_levels row:
+// deltas, the last average cost set (nil if none), and the ledger's last
+// event of the batch (its version, position and time).
+type levelChange struct {
+	key              stock.Key
+	onHand, reserved int64
+	avgCost          *int64
+	last             eventstore.RecordedEvent
+}
+
+// writeLevels upserts one row per ledger, creating it on the ledger's first
+// event. The current row is joined in for its average cost: excluded cannot
+// carry "no average in this batch" (avg_cost is NOT NULL, and a new row
+// needs 0 then), so the average is resolved before the insert. The Runner's
+// stream lock keeps that read current.
+func writeLevels(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, order []uuid.UUID, levels map[uuid.UUID]*levelChange) error {
+	n := len(order)
+	ledgers, branches, skus := make([]uuid.UUID, n), make([]uuid.UUID, n), make([]string, n)
+	onHand, reserved, avg := make([]int64, n), make([]int64, n), make([]*int64, n)
+	versions, majors, minors, at := make([]int64, n), make([]int64, n), make([]int64, n), make([]time.Time, n)
+	for i, id := range order {
+		l := levels[id]
+		ledgers[i], branches[i], skus[i] = id, l.key.BranchID, l.key.SKU
+		onHand[i], reserved[i], avg[i] = l.onHand, l.reserved, l.avgCost
+		versions[i], majors[i], minors[i], at[i] = int64(l.last.Version), int64(l.last.Position.Major), int64(l.last.Position.Minor), l.last.RecordedAt
+	}
+	_, err := tx.Exec(ctx, `
         INSERT INTO rm_stock_levels AS l (merchant_id, ledger_id, branch_id, sku, on_hand, reserved, avg_cost, version, pos_major, pos_minor, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6, coalesce($7, 0), $8, $9, $10, $11)
+        SELECT $1::uuid, v.ledger_id, v.branch_id, v.sku, v.on_hand, v.reserved, coalesce(v.avg_cost, cur.avg_cost, 0), v.version, v.pos_major, v.pos_minor, v.updated_at
+        FROM unnest($2::uuid[], $3::uuid[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::timestamptz[])
+            AS v(ledger_id, branch_id, sku, on_hand, reserved, avg_cost, version, pos_major, pos_minor, updated_at)
+        LEFT JOIN rm_stock_levels cur ON cur.merchant_id = $1::uuid AND cur.ledger_id = v.ledger_id
         ON CONFLICT (merchant_id, ledger_id) DO UPDATE SET
             on_hand = l.on_hand + excluded.on_hand, reserved = l.reserved + excluded.reserved,
-            avg_cost = coalesce($7, l.avg_cost), version = excluded.version,
+            avg_cost = excluded.avg_cost, version = excluded.version,
             pos_major = excluded.pos_major, pos_minor = excluded.pos_minor, updated_at = excluded.updated_at`,
-		merchant, ledger, key.BranchID, key.SKU, c.onHand, reservedDelta, amountArg(c.avgCost),
-		int64(e.Version), int64(e.Position.Major), int64(e.Position.Minor), e.RecordedAt)
+		merchant, ledgers, branches, skus, onHand, reserved, avg, versions, majors, minors, at)
 	if err != nil {
 		return fmt.Errorf("upsert rm_stock_levels: %w", err)
 	}
+	return nil
+}
 
-	qty := c.onHand
-	if c.kind == MovementReserve || c.kind == MovementRelease {
-		qty = reservedDelta
-	}
-	_, err = tx.Exec(ctx, `
-        INSERT INTO rm_stock_movements (merchant_id, ledger_id, branch_id, sku, version, kind, qty, unit_cost, source_id, at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		merchant, ledger, key.BranchID, key.SKU, int64(e.Version), c.kind, qty, amountArg(c.unitCost), c.source, c.at)
-	return wrap("insert rm_stock_movements", err)
+// movementRows are rm_stock_movements rows as column arrays, for unnest.
+type movementRows struct {
+	ledger, branch, source []uuid.UUID
+	sku, kind              []string
+	version, qty           []int64
+	unitCost               []*int64
+	at                     []time.Time
+}
+
+func (m *movementRows) add(key stock.Key, version int64, kind string, qty int64, unitCost *int64, source uuid.UUID, at time.Time) {
+	m.ledger, m.branch, m.sku = append(m.ledger, key.LedgerID), append(m.branch, key.BranchID), append(m.sku, key.SKU)
+	m.version, m.kind, m.qty = append(m.version, version), append(m.kind, kind), append(m.qty, qty)
+	m.unitCost, m.source, m.at = append(m.unitCost, unitCost), append(m.source, source), append(m.at, at)
 }
 
 // amountArg is a nullable bigint argument.
@@ -161,35 +372,4 @@ func amountArg(a *money.Amount) *int64 {
 	}
 	v := int64(*a)
 	return &v
-}
-
-// openReservation returns the units of transaction's open reservation on
-// the ledger (0 without one).
-func openReservation(ctx context.Context, tx pgx.Tx, key stock.Key, transaction uuid.UUID) (int64, error) {
-	var qty int64
-	err := tx.QueryRow(ctx, `SELECT qty FROM rm_stock_reservations WHERE merchant_id = $1 AND ledger_id = $2 AND transaction_id = $3`,
-		key.MerchantID, key.LedgerID, transaction).Scan(&qty)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read rm_stock_reservations: %w", err)
-	}
-	return qty, nil
-}
-
-// closeReservation deletes transaction's open reservation on the ledger and
-// returns its units (0 without one: a sale without a reservation, or a
-// release of nothing).
-func closeReservation(ctx context.Context, tx pgx.Tx, key stock.Key, transaction uuid.UUID) (int64, error) {
-	var qty int64
-	err := tx.QueryRow(ctx, `DELETE FROM rm_stock_reservations WHERE merchant_id = $1 AND ledger_id = $2 AND transaction_id = $3 RETURNING qty`,
-		key.MerchantID, key.LedgerID, transaction).Scan(&qty)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("delete rm_stock_reservations: %w", err)
-	}
-	return qty, nil
 }

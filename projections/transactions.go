@@ -26,8 +26,9 @@ const TransactionCategory = "transaction"
 // event).
 //
 // Delivery is at least once; the Runner applies each event exactly once, in
-// stream order, and this projector relies on it (it reads the row, applies
-// the event in memory and writes it back).
+// stream order, and this projector relies on it: it reads the rows a batch
+// of events touches, applies the events in memory and writes the rows back
+// (ApplyBatch), so an event applied twice would count twice.
 //
 // Totals: while the sale is a draft, its figures are recomputed on every
 // ItemAdded, ItemRemoved and DiscountApplied with domain/transaction's own
@@ -117,38 +118,106 @@ type txRow struct {
 	payments             []paymentJSON
 	refunds              []refundJSON
 	openedAt             time.Time
+	// last is the last event applied to the row, whose time, version and
+	// position it is saved with; nil while the batch has not changed it.
+	last *eventstore.RecordedEvent
 }
 
-// Apply implements Projector.
-func (Transactions) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
-	ev, err := transaction.Decode(e.Type, e.Data)
+// Apply implements Projector as ApplyBatch of one event, so that a live
+// delivery and a replay share one code path.
+func (p Transactions) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	return p.ApplyBatch(ctx, tx, []eventstore.RecordedEvent{e})
+}
+
+// ApplyBatch implements BatchProjector in two statements, however many
+// events, so that a replay costs per row rather than per event: it reads
+// every row the events touch (one SELECT), applies the events in memory in
+// order, then writes every row it changed (one upsert), each with its last
+// event's time, version and position. A bad event fails the whole batch
+// before anything is written.
+//
+// The events must be of one merchant, each once and in stream order; the
+// Runner sees to it (redeliveries included), and nothing here would notice
+// an event applied twice.
+func (Transactions) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+	merchant, ids, decoded, err := decodeBatch(ctx, events)
+	if err != nil || len(events) == 0 {
+		return err
+	}
+	rows, err := loadTxRows(ctx, tx, merchant, distinct(ids))
 	if err != nil {
 		return err
 	}
-	merchant, id, err := aggregateOf(e)
-	if err != nil {
-		return err
-	}
-	if o, ok := ev.(transaction.TransactionOpened); ok {
-		_, err := tx.Exec(ctx, `
-            INSERT INTO rm_transactions (merchant_id, transaction_id, code, branch_id, status, currency, prices_include_tax,
-                opened_at, updated_at, version, pos_major, pos_minor)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
-			merchant, id, o.Code, o.BranchID, string(transaction.StatusDraft), string(o.Currency), o.PricesIncludeTax,
-			o.OpenedAt, e.RecordedAt, int64(e.Version), int64(e.Position.Major), int64(e.Position.Minor))
-		if err != nil {
-			return fmt.Errorf("insert rm_transactions: %w", err)
+	var changed []*txRow // in order of first change
+	for i, ev := range decoded {
+		e, id := &events[i], ids[i]
+		row := rows[id]
+		if o, ok := ev.(transaction.TransactionOpened); ok {
+			if row != nil {
+				// The insert of the one-statement-per-event projector failed
+				// on the primary key here.
+				return fmt.Errorf("%s %s@%d: transaction %s: %w", e.Type, e.Stream, e.Version, id, errOpenedTwice)
+			}
+			row = &txRow{merchant: merchant, id: id, code: o.Code, branch: o.BranchID, status: transaction.StatusDraft,
+				currency: o.Currency, inclusive: o.PricesIncludeTax, openedAt: o.OpenedAt}
+			rows[id] = row
+		} else {
+			if row == nil {
+				return fmt.Errorf("%s %s@%d: transaction %s: %w", e.Type, e.Stream, e.Version, id, errNoRow)
+			}
+			if err := row.apply(ev); err != nil {
+				return fmt.Errorf("%s %s@%d: %w", e.Type, e.Stream, e.Version, err)
+			}
 		}
-		return nil
+		if row.last == nil {
+			changed = append(changed, row)
+		}
+		row.last = e
 	}
-	row, err := loadTxRow(ctx, tx, merchant, id)
-	if err != nil {
-		return err
+	return saveTxRows(ctx, tx, merchant, changed)
+}
+
+// decodeBatch decodes a batch of transaction events and returns their
+// merchant and each event's transaction id (its stream's). A batch of two
+// merchants is refused: row-level security shows one merchant's rows only.
+// Within one of the Runner's transactions each event is decoded once,
+// however many projectors read it (see decodeMemo).
+func decodeBatch(ctx context.Context, events []eventstore.RecordedEvent) (merchant uuid.UUID, ids []uuid.UUID, decoded []transaction.Event, err error) {
+	memo, _ := ctx.Value(decodeMemoKey{}).(decodeMemo)
+	ids, decoded = make([]uuid.UUID, len(events)), make([]transaction.Event, len(events))
+	for i, e := range events {
+		if ev, ok := memo[e.ID].(transaction.Event); ok {
+			decoded[i] = ev
+		} else if decoded[i], err = transaction.Decode(e.Type, e.Data); err != nil {
+			return uuid.Nil, nil, nil, fmt.Errorf("%s@%d: %w", e.Stream, e.Version, err)
+		} else if memo != nil {
+			memo[e.ID] = decoded[i]
+		}
+		m, id, err := aggregateOf(e)
+		if err != nil {
+			return uuid.Nil, nil, nil, err
+		}
+		if i == 0 {
+			merchant = m
+		} else if m != merchant {
+			return uuid.Nil, nil, nil, fmt.Errorf("projections: batch mixes merchants %s and %s (%s@%d)", merchant, m, e.Stream, e.Version)
+		}
+		ids[i] = id
 	}
-	if err := row.apply(ev); err != nil {
-		return fmt.Errorf("%s: %w", e.Type, err)
+	return merchant, ids, decoded, nil
+}
+
+// distinct returns ids without repetitions, in order of first appearance.
+func distinct(ids []uuid.UUID) []uuid.UUID {
+	seen := make(map[uuid.UUID]bool, len(ids))
+	out := make([]uuid.UUID, 0, len(ids))
+	for _, id := range ids {
+		if !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
 	}
-	return row.save(ctx, tx, e)
+	return out
 }
 
 // aggregateOf returns the merchant and aggregate id of e's stream.
@@ -170,55 +239,122 @@ func aggregateOf(e eventstore.RecordedEvent) (merchant, id uuid.UUID, err error)
 // projected: bookkeeping and read model disagree.
 var errNoRow = errors.New("projections: no read-model row for the transaction (was the read model emptied without its bookkeeping?)")
 
-func loadTxRow(ctx context.Context, tx pgx.Tx, merchant, id uuid.UUID) (*txRow, error) {
-	row := &txRow{merchant: merchant, id: id}
-	var status, currency string
-	var lines, discounts, payments, refunds []byte
-	err := tx.QueryRow(ctx, `
-        SELECT code, branch_id, status, currency, prices_include_tax, subtotal, discount, tax, grand_total,
+// errOpenedTwice reports the opening of a transaction that already has a
+// row: bookkeeping and read model disagree the other way.
+var errOpenedTwice = errors.New("projections: transaction opened again, its read-model row exists (was the bookkeeping emptied without the read model?)")
+
+// loadTxRows reads the merchant's rows of ids, in one statement; ids
+// without a row have no entry.
+func loadTxRows(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*txRow, error) {
+	out := make(map[uuid.UUID]*txRow, len(ids))
+	rows, err := tx.Query(ctx, `
+        SELECT transaction_id, code, branch_id, status, currency, prices_include_tax, subtotal, discount, tax, grand_total,
                paid, refunded, lines, discounts, payments, refunds, opened_at
-        FROM rm_transactions WHERE merchant_id = $1 AND transaction_id = $2`, merchant, id).Scan(
-		&row.code, &row.branch, &status, &currency, &row.inclusive, &row.subtotal, &row.discount, &row.tax, &row.grandTotal,
-		&row.paid, &row.refunded, &lines, &discounts, &payments, &refunds, &row.openedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("transaction %s: %w", id, errNoRow)
-	}
+        FROM rm_transactions WHERE merchant_id = $1 AND transaction_id = ANY($2::uuid[])`, merchant, uuidArg(ids...))
 	if err != nil {
 		return nil, fmt.Errorf("read rm_transactions: %w", err)
 	}
-	row.status, row.currency = transaction.Status(status), money.Currency(currency)
-	for _, c := range []struct {
-		data []byte
-		into any
-	}{{lines, &row.lines}, {discounts, &row.discounts}, {payments, &row.payments}, {refunds, &row.refunds}} {
-		if err := json.Unmarshal(c.data, c.into); err != nil {
-			return nil, fmt.Errorf("decode rm_transactions row %s: %w", id, err)
+	defer rows.Close()
+	for rows.Next() {
+		row := &txRow{merchant: merchant}
+		var status, currency string
+		var lines, discounts, payments, refunds []byte
+		if err := rows.Scan((*[16]byte)(&row.id), &row.code, (*[16]byte)(&row.branch), &status, &currency, &row.inclusive, &row.subtotal, &row.discount,
+			&row.tax, &row.grandTotal, &row.paid, &row.refunded, &lines, &discounts, &payments, &refunds, &row.openedAt); err != nil {
+			return nil, fmt.Errorf("read rm_transactions: %w", err)
 		}
+		row.status, row.currency = transaction.Status(status), money.Currency(currency)
+		for _, c := range []struct {
+			data []byte
+			into any
+		}{{lines, &row.lines}, {discounts, &row.discounts}, {payments, &row.payments}, {refunds, &row.refunds}} {
+			if err := json.Unmarshal(c.data, c.into); err != nil {
+				return nil, fmt.Errorf("decode rm_transactions row %s: %w", row.id, err)
+			}
+		}
+		out[row.id] = row
 	}
-	return row, nil
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("read rm_transactions: %w", err)
+	}
+	return out, nil
 }
 
-func (row *txRow) save(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
-	enc := func(v any) ([]byte, error) { return json.Marshal(v) }
-	lines, err1 := enc(nonNil(row.lines))
-	discounts, err2 := enc(nonNil(row.discounts))
-	payments, err3 := enc(nonNil(row.payments))
-	refunds, err4 := enc(nonNil(row.refunds))
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
-		return fmt.Errorf("encode rm_transactions row: %w", err)
+// saveTxRows writes rows in one upsert: a row opened in the batch is
+// inserted, any other updated (its code, branch, tax mode and opening time
+// never change). Each row is in it once, as ON CONFLICT requires.
+func saveTxRows(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, rows []*txRow) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	n := len(rows)
+	var (
+		ids, branches                               = make([][16]byte, n), make([][16]byte, n)
+		codes, statuses, currencies                 = make([]string, n), make([]string, n), make([]string, n)
+		inclusive                                   = make([]bool, n)
+		subtotals, discounts, taxes, grands         = make([]int64, n), make([]int64, n), make([]int64, n), make([]int64, n)
+		paid, refunded                              = make([]int64, n), make([]int64, n)
+		linesJS, discountsJS, paymentsJS, refundsJS = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		openedAt, updatedAt                         = make([]time.Time, n), make([]time.Time, n)
+		versions, majors, minors                    = make([]int64, n), make([]int64, n), make([]int64, n)
+	)
+	for i, row := range rows {
+		var errs [4]error
+		linesJS[i], errs[0] = encodeJSON(nonNil(row.lines))
+		discountsJS[i], errs[1] = encodeJSON(nonNil(row.discounts))
+		paymentsJS[i], errs[2] = encodeJSON(nonNil(row.payments))
+		refundsJS[i], errs[3] = encodeJSON(nonNil(row.refunds))
+		if err := errors.Join(errs[:]...); err != nil {
+			return fmt.Errorf("encode rm_transactions row %s: %w", row.id, err)
+		}
+		ids[i], branches[i], codes[i] = row.id, row.branch, row.code
+		statuses[i], currencies[i], inclusive[i] = string(row.status), string(row.currency), row.inclusive
+		subtotals[i], discounts[i], taxes[i], grands[i] = int64(row.subtotal), int64(row.discount), int64(row.tax), int64(row.grandTotal)
+		paid[i], refunded[i] = int64(row.paid), int64(row.refunded)
+		openedAt[i], updatedAt[i] = row.openedAt, row.last.RecordedAt
+		versions[i], majors[i], minors[i] = int64(row.last.Version), int64(row.last.Position.Major), int64(row.last.Position.Minor)
 	}
 	_, err := tx.Exec(ctx, `
-        UPDATE rm_transactions SET status = $3, currency = $4, subtotal = $5, discount = $6, tax = $7, grand_total = $8,
-            paid = $9, refunded = $10, lines = $11, discounts = $12, payments = $13, refunds = $14,
-            updated_at = $15, version = $16, pos_major = $17, pos_minor = $18
-        WHERE merchant_id = $1 AND transaction_id = $2`,
-		row.merchant, row.id, string(row.status), string(row.currency), row.subtotal, row.discount, row.tax, row.grandTotal,
-		row.paid, row.refunded, lines, discounts, payments, refunds,
-		e.RecordedAt, int64(e.Version), int64(e.Position.Major), int64(e.Position.Minor))
+        INSERT INTO rm_transactions AS t (merchant_id, transaction_id, code, branch_id, status, currency, prices_include_tax,
+            subtotal, discount, tax, grand_total, paid, refunded, lines, discounts, payments, refunds,
+            opened_at, updated_at, version, pos_major, pos_minor)
+        SELECT $1::uuid, v.id, v.code, v.branch, v.status, v.currency, v.inclusive,
+            v.subtotal, v.discount, v.tax, v.grand, v.paid, v.refunded, v.lines::jsonb, v.discounts::jsonb, v.payments::jsonb, v.refunds::jsonb,
+            v.opened_at, v.updated_at, v.version, v.pos_major, v.pos_minor
+        FROM unnest($2::uuid[], $3::text[], $4::uuid[], $5::text[], $6::text[], $7::boolean[],
+            $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[],
+            $14::text[], $15::text[], $16::text[], $17::text[],
+            $18::timestamptz[], $19::timestamptz[], $20::bigint[], $21::bigint[], $22::bigint[])
+            AS v(id, code, branch, status, currency, inclusive, subtotal, discount, tax, grand, paid, refunded,
+                 lines, discounts, payments, refunds, opened_at, updated_at, version, pos_major, pos_minor)
+        ON CONFLICT (merchant_id, transaction_id) DO UPDATE SET status = excluded.status, currency = excluded.currency,
+            subtotal = excluded.subtotal, discount = excluded.discount, tax = excluded.tax, grand_total = excluded.grand_total,
+            paid = excluded.paid, refunded = excluded.refunded, lines = excluded.lines, discounts = excluded.discounts,
+            payments = excluded.payments, refunds = excluded.refunds,
+            updated_at = excluded.updated_at, version = excluded.version, pos_major = excluded.pos_major, pos_minor = excluded.pos_minor`,
+		merchant, ids, codes, branches, statuses, currencies, inclusive,
+		subtotals, discounts, taxes, grands, paid, refunded,
+		linesJS, discountsJS, paymentsJS, refundsJS,
+		openedAt, updatedAt, versions, majors, minors)
 	if err != nil {
-		return fmt.Errorf("update rm_transactions: %w", err)
+		return fmt.Errorf("upsert rm_transactions: %w", err)
 	}
 	return nil
+}
+
+// uuidArg returns ids as pgx encodes a uuid[] natively (uuid.UUID goes
+// through its driver.Valuer, as text, which costs more).
+func uuidArg(ids ...uuid.UUID) [][16]byte {
+	out := make([][16]byte, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+func encodeJSON(v any) (string, error) {
+	b, err := json.Marshal(v)
+	return string(b), err
 }
 
 func nonNil[T any](s []T) []T {

@@ -1,0 +1,187 @@
+package consume
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	"pos/projections"
+)
+
+// batcher turns the messages of one partition that arrive while a
+// transaction is running into the next transaction (group commit): under
+// load a partition's messages are applied a batch at a time, so the
+// statements per event fall as the rate rises, while a lone message is
+// applied at once.
+//
+// Messages of one partition reach it concurrently (Options.MaxAckPending
+// subscriptions per partition) and so slightly out of order. Before a batch
+// whose first message does not follow what the runner has committed, the
+// leader waits up to reorderWait for the missing ones, which are most likely
+// a few microseconds behind, rather than have the runner fill the gap from
+// the store. The runner is correct either way.
+//
+// A batcher is safe for concurrent use. Every message's handler blocks in
+// submit until the batch holding its message has committed or failed: the
+// router acknowledges a message only after its effect is committed.
+type batcher struct {
+	runner      *projections.Runner
+	reorderWait time.Duration
+	maxBatch    int
+
+	mu    sync.Mutex
+	parts map[int]*partQueue
+}
+
+// partQueue is one partition's messages waiting for a transaction.
+type partQueue struct {
+	pending []*waiter
+	busy    bool          // a leader is applying a batch
+	arrived chan struct{} // signalled (capacity 1) on every submit
+}
+
+type waiter struct {
+	d    projections.Delivery
+	done chan error    // the batch's outcome (capacity 1)
+	lead chan struct{} // this waiter is to apply the next batch (capacity 1)
+}
+
+func newBatcher(runner *projections.Runner, reorderWait time.Duration, maxBatch int) *batcher {
+	return &batcher{runner: runner, reorderWait: reorderWait, maxBatch: maxBatch, parts: map[int]*partQueue{}}
+}
+
+// submit applies d (of partition) in the partition's next batch and returns
+// the batch's outcome. A handler whose message is not yet applied when ctx
+// ends returns ctx's error; the message is then redelivered, which is
+// harmless.
+func (b *batcher) submit(ctx context.Context, partition int, d projections.Delivery) error {
+	w := &waiter{d: d, done: make(chan error, 1), lead: make(chan struct{}, 1)}
+	b.mu.Lock()
+	q := b.parts[partition]
+	if q == nil {
+		q = &partQueue{arrived: make(chan struct{}, 1)}
+		b.parts[partition] = q
+	}
+	q.pending = append(q.pending, w)
+	select {
+	case q.arrived <- struct{}{}:
+	default:
+	}
+	if !q.busy {
+		q.busy = true
+		w.lead <- struct{}{}
+	}
+	b.mu.Unlock()
+	for {
+		select {
+		case err := <-w.done:
+			return err
+		case <-w.lead:
+			b.applyNext(ctx, q)
+		case <-ctx.Done():
+			b.abandon(q, w)
+			return ctx.Err()
+		}
+	}
+}
+
+// applyNext applies the partition's pending messages (at most maxBatch, in
+// feed order) as one batch, tells each its outcome, and hands the lead to
+// the first message still pending, if any.
+func (b *batcher) applyNext(ctx context.Context, q *partQueue) {
+	deadline := time.Now().Add(b.reorderWait)
+	for {
+		b.mu.Lock()
+		ready := b.followsCommitted(q)
+		b.mu.Unlock()
+		wait := time.Until(deadline)
+		if ready || wait <= 0 {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-q.arrived:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if ctx.Err() != nil {
+			break
+		}
+	}
+
+	b.mu.Lock()
+	sortPending(q.pending)
+	n := min(len(q.pending), b.maxBatch)
+	batch := slices.Clone(q.pending[:n])
+	q.pending = slices.Delete(q.pending, 0, n)
+	b.mu.Unlock()
+
+	ds := make([]projections.Delivery, len(batch))
+	for i, w := range batch {
+		ds[i] = w.d
+	}
+	err := b.runner.HandleDeliveries(ctx, ds)
+	for _, w := range batch {
+		w.done <- err
+	}
+
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(q.pending) == 0 {
+		q.busy = false
+		return
+	}
+	q.pending[0].lead <- struct{}{}
+}
+
+// followsCommitted reports whether the earliest pending message continues
+// what the runner committed. Callers hold b.mu.
+func (b *batcher) followsCommitted(q *partQueue) bool {
+	if len(q.pending) == 0 {
+		return true
+	}
+	first := q.pending[0]
+	for _, w := range q.pending[1:] {
+		if w.d.Event.Position.Less(first.d.Event.Position) {
+			first = w
+		}
+	}
+	return b.runner.Follows(first.d)
+}
+
+// abandon takes w out of its partition's queue after its handler gave up. A
+// leader that gives up passes the lead on, so the others are not stranded.
+func (b *batcher) abandon(q *partQueue, w *waiter) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	i := slices.Index(q.pending, w)
+	if i < 0 {
+		return // already taken into a batch, whose outcome nobody reads
+	}
+	q.pending = slices.Delete(q.pending, i, i+1)
+	select {
+	case <-w.lead: // it was to lead: the next one leads instead
+	default:
+		return
+	}
+	if len(q.pending) == 0 {
+		q.busy = false
+		return
+	}
+	q.pending[0].lead <- struct{}{}
+}
+
+// sortPending orders waiters by their event's feed position.
+func sortPending(ws []*waiter) {
+	slices.SortStableFunc(ws, func(a, b *waiter) int {
+		switch {
+		case a.d.Event.Position.Less(b.d.Event.Position):
+			return -1
+		case b.d.Event.Position.Less(a.d.Event.Position):
+			return 1
+		}
+		return 0
+	})
+}
