@@ -78,7 +78,7 @@ func (b *batcher) submit(ctx context.Context, partition int, d projections.Deliv
 		case err := <-w.done:
 			return err
 		case <-w.lead:
-			b.applyNext(ctx, q)
+			b.applyNext(ctx, partition, q)
 		case <-ctx.Done():
 			b.abandon(q, w)
 			return ctx.Err()
@@ -86,17 +86,31 @@ func (b *batcher) submit(ctx context.Context, partition int, d projections.Deliv
 	}
 }
 
-// applyNext applies the partition's pending messages (at most maxBatch, in
-// feed order) as one batch, tells each its outcome, and hands the lead to
-// the first message still pending, if any.
-func (b *batcher) applyNext(ctx context.Context, q *partQueue) {
+// applyNext applies, as one batch, the partition's pending messages that
+// continue what the runner has committed (in feed order, at most maxBatch),
+// tells each its outcome, and hands the lead to the first message still
+// pending, if any. Messages behind a hole stay pending while the hole's
+// message may still be on its way (up to reorderWait); after that they are
+// applied all the same, and the runner fills the hole from the store: the
+// message was lost, or is another worker's.
+func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) {
 	deadline := time.Now().Add(b.reorderWait)
+	var batch []*waiter
 	for {
 		b.mu.Lock()
-		ready := b.followsCommitted(q)
-		b.mu.Unlock()
+		sortPending(q.pending)
+		n := b.followers(partition, q.pending)
 		wait := time.Until(deadline)
-		if ready || wait <= 0 {
+		if n == 0 && (wait <= 0 || ctx.Err() != nil) {
+			n = len(q.pending) // the hole is not filling itself
+		}
+		if n > 0 {
+			n = min(n, b.maxBatch)
+			batch = slices.Clone(q.pending[:n])
+			q.pending = slices.Delete(q.pending, 0, n)
+		}
+		b.mu.Unlock()
+		if n > 0 {
 			break
 		}
 		t := time.NewTimer(wait)
@@ -106,17 +120,7 @@ func (b *batcher) applyNext(ctx context.Context, q *partQueue) {
 		case <-ctx.Done():
 		}
 		t.Stop()
-		if ctx.Err() != nil {
-			break
-		}
 	}
-
-	b.mu.Lock()
-	sortPending(q.pending)
-	n := min(len(q.pending), b.maxBatch)
-	batch := slices.Clone(q.pending[:n])
-	q.pending = slices.Delete(q.pending, 0, n)
-	b.mu.Unlock()
 
 	ds := make([]projections.Delivery, len(batch))
 	for i, w := range batch {
@@ -136,19 +140,25 @@ func (b *batcher) applyNext(ctx context.Context, q *partQueue) {
 	q.pending[0].lead <- struct{}{}
 }
 
-// followsCommitted reports whether the earliest pending message continues
-// what the runner committed. Callers hold b.mu.
-func (b *batcher) followsCommitted(q *partQueue) bool {
-	if len(q.pending) == 0 {
-		return true
+// followers returns how many of the sorted pending messages continue, one
+// after the other, what the runner has committed in the partition: each
+// one's PrevPosition is at or below the last one's position (or the
+// committed position). Callers hold b.mu.
+func (b *batcher) followers(partition int, pending []*waiter) int {
+	at, ok := b.runner.Committed(partition)
+	if !ok {
+		return 0
 	}
-	first := q.pending[0]
-	for _, w := range q.pending[1:] {
-		if w.d.Event.Position.Less(first.d.Event.Position) {
-			first = w
+	for i, w := range pending {
+		if !at.Less(w.d.Event.Position) {
+			continue // a copy of something committed
 		}
+		if w.d.PrevPosition == nil || at.Less(*w.d.PrevPosition) {
+			return i
+		}
+		at = w.d.Event.Position
 	}
-	return b.runner.Follows(first.d)
+	return len(pending)
 }
 
 // abandon takes w out of its partition's queue after its handler gave up. A

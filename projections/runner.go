@@ -15,6 +15,14 @@
 // that carries the previous position of its partition (Delivery.PrevPosition)
 // also lets the Runner fill gaps across streams; see HandleDeliveries.
 //
+// The Runner's transactions commit asynchronously (synchronous_commit off):
+// a PostgreSQL crash may undo the last fraction of a second of applied
+// events after their messages were acknowledged. That is harmless in the
+// same way as a lost message: read models and bookkeeping roll back
+// together, and the partition's next delivery, whose PrevPosition lies
+// beyond the checkpoint, makes the Runner fill them in from the store. In
+// exchange, no projection waits for a WAL flush.
+//
 // Projectors therefore never see an event twice nor out of stream order, and
 // need not be idempotent themselves; they must, however, write only through
 // the transaction they are given, and only rows of the event's merchant (the
@@ -404,16 +412,14 @@ func (r *Runner) PartitionOf(e eventstore.RecordedEvent) (int, error) {
 	return Partition(m, r.partitions), nil
 }
 
-// Follows reports whether d's PrevPosition is covered by what this Runner
-// itself committed in d's partition, so that HandleDeliveries can apply d
-// without reading checkpoints or filling a gap first. A delivery without a
-// PrevPosition, or of no valid merchant, does not follow.
-func (r *Runner) Follows(d Delivery) bool {
-	m, err := merchantOf(d.Event)
-	if err != nil || d.PrevPosition == nil {
-		return false
-	}
-	return !r.committedBefore(Partition(m, r.partitions), *d.PrevPosition)
+// Committed returns the greatest position this Runner itself committed in
+// partition: every event of the partition up to it has been applied. It
+// reports false before the Runner committed anything there.
+func (r *Runner) Committed(partition int) (eventstore.Position, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.committed[partition]
+	return p, ok
 }
 
 // dropCommitted leaves out the deliveries at or below what this Runner
@@ -494,6 +500,7 @@ func (r *Runner) advanceOnly(ctx context.Context, partition int, events []events
 		return nil, false, nil // a new stream's row does not exist yet
 	}
 	var ok bool
+	var async string
 	err = r.pool.QueryRow(ctx, `
         WITH ready AS (
             SELECT count(*) = cardinality($1::text[]) AS ok FROM projection_streams
@@ -507,7 +514,7 @@ func (r *Runner) advanceOnly(ctx context.Context, partition int, events []events
             ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
             WHERE (c.major, c.minor) < (excluded.major, excluded.minor)
         )
-        SELECT ok FROM ready`, names, e.Stream, int64(e.Version), partition, int64(e.Position.Major), int64(e.Position.Minor), r.names).Scan(&ok)
+        SELECT ok, set_config('synchronous_commit', 'off', true) FROM ready`, names, e.Stream, int64(e.Version), partition, int64(e.Position.Major), int64(e.Position.Minor), r.names).Scan(&ok, &async)
 	if err != nil {
 		return nil, false, fmt.Errorf("projections: advance past %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
 	}
@@ -746,9 +753,9 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 			streams = append(streams, k.stream)
 			versions = append(versions, int64(st.applied[k]))
 		}
-		if _, err := tx.Exec(ctx, `UPDATE projection_streams s SET version = v.version
-            FROM unnest($1::text[], $2::text[], $3::bigint[]) AS v(projection, stream_name, version)
-            WHERE s.projection = v.projection AND s.stream_name = v.stream_name`, names, streams, versions); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO projection_streams AS s (projection, stream_name, version)
+            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+            ON CONFLICT (projection, stream_name) DO UPDATE SET version = excluded.version`, names, streams, versions); err != nil {
 			return fmt.Errorf("projections: record stream versions: %w", err)
 		}
 	}
@@ -816,10 +823,19 @@ func (r *Runner) inScope(i int, category string) bool {
 	return r.scopes[i] == nil || slices.Contains(r.scopes[i], category)
 }
 
-// lockStreams reads, and locks for the rest of the transaction, the
-// bookkeeping rows of every stream of events for every projector that reads
-// its category, in one statement: a concurrent delivery of one of the
+// lockStreams locks, for the rest of the transaction, every stream of events
+// for every projector that reads its category, then reads their applied
+// versions (0 for a stream never seen): a concurrent delivery of one of the
 // streams waits for this transaction, so each event is applied once.
+//
+// The locks are transaction-scoped advisory locks (the two-key form, whose
+// first key is streamLockClass, apart from every one-key lock the store
+// takes), not row locks: locking a row would give the transaction an id at
+// once, and an open transaction id holds back the store's feed horizon
+// (pgstore.ReadAll) for as long as the transaction runs, which for the
+// process managers includes their commands. The rows are written once, at
+// the end. Locks are taken in key order, so two transactions never wait on
+// each other crosswise (a deadlock is retried all the same).
 func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.RecordedEvent) error {
 	var names, streams []string
 	seen := map[string]bool{}
@@ -832,21 +848,25 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 		for i := range r.projectors {
 			if r.inScope(i, category) {
 				names, streams = append(names, r.names[i]), append(streams, e.Stream)
+				st.applied[streamKey{i, e.Stream}] = 0
 			}
 		}
 	}
 	if len(names) == 0 {
 		return nil
 	}
-	// The no-op update locks an existing row and returns it; a new row is
-	// locked by its insert. Rows are taken in key order, so two transactions
-	// never wait on each other's rows crosswise (and a deadlock that the
-	// planner's order still allows is retried).
+	// The same statement makes the commit asynchronous (see the package
+	// documentation).
+	if _, err := st.tx.Exec(ctx, `
+        SELECT set_config('synchronous_commit', 'off', true), count(pg_advisory_xact_lock($3, k)) FROM (
+            SELECT DISTINCT hashtext(name || '/' || stream) AS k FROM unnest($1::text[], $2::text[]) AS v(name, stream) ORDER BY 1
+        ) AS keys`, names, streams, streamLockClass); err != nil {
+		return fmt.Errorf("projections: lock streams: %w", err)
+	}
+	// LATERAL: one primary-key lookup per stream, whatever the table's size.
 	rows, err := st.tx.Query(ctx, `
-        INSERT INTO projection_streams AS s (projection, stream_name, version)
-        SELECT name, stream, 0 FROM unnest($1::text[], $2::text[]) AS v(name, stream) ORDER BY name, stream
-        ON CONFLICT (projection, stream_name) DO UPDATE SET version = s.version
-        RETURNING projection, stream_name, version`, names, streams)
+        SELECT v.name, v.stream, s.version FROM unnest($1::text[], $2::text[]) AS v(name, stream)
+        CROSS JOIN LATERAL (SELECT version FROM projection_streams WHERE projection = v.name AND stream_name = v.stream) AS s`, names, streams)
 	if err != nil {
 		return fmt.Errorf("projections: read stream versions: %w", err)
 	}
@@ -864,6 +884,9 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 	}
 	return nil
 }
+
+// streamLockClass is the first key of the projections' stream locks.
+const streamLockClass int32 = 0x70726f6a // "proj"
 
 // readGap returns the events of stream with versions from..to, from the
 // store (once per transaction and stream).

@@ -287,54 +287,65 @@ func TestStockMirrorsTheLedger(t *testing.T) {
 	}
 }
 
-// TestStockRandomHistories decides random commands on a few ledgers of two
-// merchants, delivers the feed to the runner shuffled and with duplicates
-// (gaps are filled from the store, redeliveries skipped), and compares each
-// ledger's rows with its aggregate.
-func TestStockRandomHistories(t *testing.T) {
-	env := projtest.New(t)
-	r := newRunner(t, env)
-	db := admin(t, env.URL)
-	rng := rand.New(rand.NewPCG(7, 11))
+// stockLedgers returns a TEA and a CAKE ledger in each of branches branches
+// of each of merchants merchants, in that order.
+func stockLedgers(t *testing.T, env *projtest.Env, merchants, branches int) []*ledger {
 	var ledgers []*ledger
-	for range 2 {
+	for range merchants {
 		merchant := projtest.NewID(t)
-		branches := []uuid.UUID{projtest.NewID(t), projtest.NewID(t)}
-		for _, b := range branches {
+		for range branches {
+			branch := projtest.NewID(t)
 			for _, sku := range []string{"TEA", "CAKE"} {
-				ledgers = append(ledgers, newLedger(t, env, merchant, b, sku))
+				ledgers = append(ledgers, newLedger(t, env, merchant, branch, sku))
 			}
 		}
 	}
-	sales := make([]uuid.UUID, 6) // live transactions; one is replaced now and then
+	return ledgers
+}
+
+// randomStock decides a random history on ledgers and appends it: every
+// ledger but the last two first receives 20 (the last two start empty, so
+// their first event may be any), then come 700 random commands, a second
+// apart from t0: receipts; adjustments, some allowed below zero;
+// reservations new, replaced (another quantity or attempt), released,
+// reserved again after their release; sales of what a transaction reserved
+// and of what it did not; returns of what was sold; transfers between the
+// branches of a merchant. Refused commands decide nothing. It fails the
+// test unless the history holds at least five events of every stock event
+// type, and returns how many it holds of each.
+func randomStock(t *testing.T, rng *rand.Rand, ledgers []*ledger) map[string]int {
+	t.Helper()
+	for _, l := range ledgers[:max(0, len(ledgers)-2)] {
+		l.receive(20, money.Amount(800+rng.IntN(400)), t0)
+	}
+	sales := make([]uuid.UUID, 5) // live transactions; one is replaced now and then
 	for i := range sales {
 		sales[i] = projtest.NewID(t)
 	}
-	// pick returns a transaction of l for which keep holds, if any, else a
-	// live one.
-	pick := func(l *ledger, keep func(stock.Reservation) bool) uuid.UUID {
-		var kept []uuid.UUID
-		for tx, res := range l.agg.Reservations() {
-			if keep(res) {
-				kept = append(kept, tx)
+	reserve := func(l *ledger, tx uuid.UUID, qty int64, at time.Time) bool {
+		return l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+			return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, Attempt: uint64(rng.IntN(3)), AllowNegative: rng.IntN(4) == 0, At: at})
+		}, true)
+	}
+	// open returns a transaction with an open reservation on l, if any.
+	open := func(l *ledger) (uuid.UUID, bool) {
+		for _, tx := range sales {
+			if r, ok := l.agg.Reservation(tx); ok && r.Reserved > 0 {
+				return tx, true
 			}
 		}
-		if len(kept) == 0 {
-			return sales[rng.IntN(len(sales))]
-		}
-		slices.SortFunc(kept, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-		return kept[rng.IntN(len(kept))]
+		return uuid.Nil, false
 	}
 	at := t0
-	for range 400 {
+	for range 700 {
 		at = at.Add(time.Second)
-		if rng.IntN(8) == 0 {
+		if rng.IntN(10) == 0 {
 			sales[rng.IntN(len(sales))] = projtest.NewID(t)
 		}
 		l := ledgers[rng.IntN(len(ledgers))]
 		tx := sales[rng.IntN(len(sales))]
-		qty := int64(1 + rng.IntN(6))
-		switch rng.IntN(10) {
+		qty := int64(1 + rng.IntN(5))
+		switch rng.IntN(12) {
 		case 0, 1:
 			l.receive(qty, money.Amount(500+rng.IntN(1000)), at)
 		case 2:
@@ -346,43 +357,74 @@ func TestStockRandomHistories(t *testing.T) {
 				return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(t), Delta: delta, Reason: "count", By: "m", AllowNegative: rng.IntN(4) == 0, At: at})
 			}, true)
 		case 3, 4:
-			l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-				return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, AllowNegative: rng.IntN(4) == 0, At: at})
-			}, true)
+			reserve(l, tx, qty, at) // a new reservation, or one replaced
 		case 5:
-			l.release(pick(l, func(r stock.Reservation) bool { return r.Reserved > 0 }), at)
-		case 6:
-			tx = pick(l, func(r stock.Reservation) bool { return r.Reserved > 0 })
-			q := qty
-			if res, ok := l.agg.Reservation(tx); ok && res.Reserved > 0 {
-				q = res.Reserved
-			}
-			l.sell(tx, q, at)
-		case 7, 8:
-			tx = pick(l, func(r stock.Reservation) bool { return r.Sold > r.Returned })
-			l.giveBack(tx, int64(rng.IntN(3)), at)
-		case 9:
-			for _, to := range ledgers {
-				if to != l && to.agg.Key().MerchantID == l.agg.Key().MerchantID && to.agg.Key().SKU == l.agg.Key().SKU {
-					if l.agg.Available() >= qty {
-						l.transfer(to, qty, at)
-					}
-					break
+			if tx, ok := open(l); ok {
+				l.release(tx, at)
+				if rng.IntN(2) == 0 {
+					reserve(l, tx, qty, at) // reserved again after its release
 				}
+			}
+		case 6:
+			if tx, ok := open(l); ok {
+				r, _ := l.agg.Reservation(tx)
+				l.sell(tx, r.Reserved, at)
+			}
+		case 7:
+			if r, ok := l.agg.Reservation(tx); !ok || r.Sold == 0 {
+				l.sell(tx, qty, at) // with whatever it holds, often nothing
+			}
+		case 8, 9:
+			var sold []uuid.UUID
+			for tx, r := range l.agg.Reservations() {
+				if r.Sold > r.Returned {
+					sold = append(sold, tx)
+				}
+			}
+			if len(sold) > 0 {
+				slices.SortFunc(sold, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
+				l.giveBack(sold[rng.IntN(len(sold))], int64(rng.IntN(3)), at)
+			}
+		case 10, 11:
+			var to []*ledger // the SKU in the merchant's other branches
+			for _, o := range ledgers {
+				if o != l && o.agg.Key().MerchantID == l.agg.Key().MerchantID && o.agg.Key().SKU == l.agg.Key().SKU {
+					to = append(to, o)
+				}
+			}
+			if len(to) > 0 && l.agg.Available() >= qty {
+				l.transfer(to[rng.IntN(len(to))], qty, at)
 			}
 		}
 	}
 
-	events := feed(t, env)
 	kinds := map[string]int{}
-	for _, e := range events {
-		kinds[e.Type]++
+	for _, l := range ledgers {
+		for _, e := range l.Events {
+			kinds[e.Type]++
+		}
 	}
 	for _, k := range stock.EventTypes() {
 		if kinds[k] < 5 {
-			t.Fatalf("the random history has %d %s events; the test needs a few of each: %v", kinds[k], k, kinds)
+			t.Fatalf("the random history has %d %s events; the tests need a few of each: %v", kinds[k], k, kinds)
 		}
 	}
+	return kinds
+}
+
+// TestStockRandomHistories decides random commands on a few ledgers of two
+// merchants (randomStock), delivers the feed to the runner shuffled and
+// with duplicates (gaps are filled from the store, redeliveries skipped),
+// and compares each ledger's rows with its aggregate.
+func TestStockRandomHistories(t *testing.T) {
+	env := projtest.New(t)
+	r := newRunner(t, env)
+	db := admin(t, env.URL)
+	rng := rand.New(rand.NewPCG(7, 11))
+	ledgers := stockLedgers(t, env, 2, 2)
+	randomStock(t, rng, ledgers)
+
+	events := feed(t, env)
 	deliveries := make([]eventstore.RecordedEvent, 0, 2*len(events))
 	deliveries = append(deliveries, events...)
 	for range len(events) / 2 {

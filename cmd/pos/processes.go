@@ -106,5 +106,7 @@ func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxp
 	}
 	sweeper := &processes.Sweeper{Pool: pool, Handlers: h, Now: func() time.Time { return time.Now().UTC() }, Log: log}
 	go sweeper.Run(ctx)
-	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}}, nil
+	// One event per transaction: a wide window would only lengthen each
+	// message's wait behind the others' commands, towards AckWait.
+	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 8}, nil
 }
