@@ -9,6 +9,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/google/uuid"
+	"golang.org/x/sync/singleflight"
 
 	"pos/eventstore"
 	"pos/projections"
@@ -118,10 +119,13 @@ func (s *Server) readPosition(ctx context.Context, merchant string, names []stri
 const positionTTL = 20 * time.Millisecond
 
 // positionCache keeps recent checkpoint readings per projection and
-// partition. Safe for concurrent use; the zero value is ready.
+// partition. Safe for concurrent use; the zero value is ready. When a
+// reading expires, the requests that need it meanwhile share one read
+// (singleflight) rather than each query PostgreSQL.
 type positionCache struct {
-	mu   sync.Mutex
-	seen map[positionKey]positionReading
+	mu     sync.Mutex
+	seen   map[positionKey]positionReading
+	flight singleflight.Group
 }
 
 type positionKey struct {
@@ -143,20 +147,23 @@ func (c *positionCache) get(name string, partition int, read func() (eventstore.
 	if ok && time.Since(r.at) < positionTTL {
 		return r.pos, nil
 	}
-	at := time.Now()
-	pos, err := read()
-	if err != nil {
-		return pos, err
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seen == nil {
-		c.seen = map[positionKey]positionReading{}
-	}
-	if cur, ok := c.seen[k]; !ok || cur.pos.Less(pos) || cur.pos == pos {
-		c.seen[k] = positionReading{pos: pos, at: at}
-	}
-	return pos, nil
+	v, err, _ := c.flight.Do(name+"/"+strconv.Itoa(partition), func() (any, error) {
+		at := time.Now()
+		pos, err := read()
+		if err != nil {
+			return pos, err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.seen == nil {
+			c.seen = map[positionKey]positionReading{}
+		}
+		if cur, ok := c.seen[k]; !ok || cur.pos.Less(pos) || cur.pos == pos {
+			c.seen[k] = positionReading{pos: pos, at: at}
+		}
+		return pos, nil
+	})
+	return v.(eventstore.Position), err
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {

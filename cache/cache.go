@@ -52,6 +52,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -295,13 +296,31 @@ type TransactionGetter interface {
 // Reader serves GetTransaction from the cache, filling it from next on a
 // miss, and from next alone whenever Redis fails. It is safe for concurrent
 // use.
+//
+// Decoding an entry's JSON costs more than the Redis round trip, so the
+// Reader also keeps the last decoded transactions in memory (decoded), by
+// key and version. Redis is still asked on every read, since only its entry
+// says which version is current (and that there is one): the memory only
+// spares decoding an entry at a version already decoded, whose content a
+// version fixes. The transactions it returns share their slices with that
+// memory: callers must not modify them.
 type Reader struct {
-	cache *Cache
-	next  TransactionGetter
+	cache   *Cache
+	next    TransactionGetter
+	decoded *lru.Cache[string, queries.Transaction]
 }
 
+// decodedEntries bounds Reader's memory of decoded entries (a few KiB each).
+const decodedEntries = 4096
+
 // NewReader returns a Reader over next.
-func NewReader(c *Cache, next TransactionGetter) *Reader { return &Reader{cache: c, next: next} }
+func NewReader(c *Cache, next TransactionGetter) *Reader {
+	decoded, err := lru.New[string, queries.Transaction](decodedEntries)
+	if err != nil {
+		panic(err) // only for a size below 1
+	}
+	return &Reader{cache: c, next: next, decoded: decoded}
+}
 
 // GetTransaction is queries.Reader.GetTransaction, cached. Errors of next
 // (queries.ErrNotFound…) are returned as they are and never cached.
@@ -315,10 +334,15 @@ func (r *Reader) GetTransaction(ctx context.Context, merchant, id uuid.UUID) (qu
 		return r.next.GetTransaction(ctx, merchant, id)
 	}
 	key := TransactionKey(merchant, id)
-	_, data, ok, err := c.get(ctx, key)
+	version, data, ok, err := c.get(ctx, key)
 	if err == nil && ok {
+		if t, seen := r.decoded.Get(key); seen && t.Version == version {
+			c.hits.Add(ctx, 1, kindTransaction)
+			return t, nil
+		}
 		var t queries.Transaction
-		if err = json.Unmarshal(data, &t); err == nil {
+		if err = json.Unmarshal(data, &t); err == nil && t.Version == version {
+			r.decoded.Add(key, t)
 			c.hits.Add(ctx, 1, kindTransaction)
 			return t, nil
 		}
