@@ -2,6 +2,8 @@ package consume
 
 import (
 	"context"
+	"fmt"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -78,7 +80,15 @@ func (b *batcher) submit(ctx context.Context, partition int, d projections.Deliv
 		case err := <-w.done:
 			return err
 		case <-w.lead:
-			b.applyNext(ctx, partition, q)
+			if ctx.Err() == nil && b.applyNext(ctx, partition, q) {
+				continue
+			}
+			// A handler that gave up holding the lead must not apply the
+			// others' messages with its ended context (they would all fail):
+			// it hands the lead back to itself and on through abandon.
+			w.lead <- struct{}{}
+			b.abandon(q, w)
+			return ctx.Err()
 		case <-ctx.Done():
 			b.abandon(q, w)
 			return ctx.Err()
@@ -92,16 +102,20 @@ func (b *batcher) submit(ctx context.Context, partition int, d projections.Deliv
 // pending, if any. Messages behind a hole stay pending while the hole's
 // message may still be on its way (up to reorderWait); after that they are
 // applied all the same, and the runner fills the hole from the store: the
-// message was lost, or is another worker's.
-func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) {
+// message was lost, or is another worker's. It reports false, having taken
+// nothing and kept the lead, when ctx ends first.
+func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) bool {
 	deadline := time.Now().Add(b.reorderWait)
 	var batch []*waiter
 	for {
+		if ctx.Err() != nil {
+			return false
+		}
 		b.mu.Lock()
 		sortPending(q.pending)
 		n := b.followers(partition, q.pending)
 		wait := time.Until(deadline)
-		if n == 0 && (wait <= 0 || ctx.Err() != nil) {
+		if n == 0 && wait <= 0 {
 			n = len(q.pending) // the hole is not filling itself
 		}
 		if n > 0 {
@@ -126,7 +140,7 @@ func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) {
 	for i, w := range batch {
 		ds[i] = w.d
 	}
-	err := b.runner.HandleDeliveries(ctx, ds)
+	err := b.handle(ctx, ds)
 	for _, w := range batch {
 		w.done <- err
 	}
@@ -135,9 +149,23 @@ func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) {
 	defer b.mu.Unlock()
 	if len(q.pending) == 0 {
 		q.busy = false
-		return
+		return true
 	}
 	q.pending[0].lead <- struct{}{}
+	return true
+}
+
+// handle applies a batch. A panic (a projector's bug) becomes the batch's
+// error: the router would recover it and nack the leader's message alone,
+// leaving the batch's other handlers blocked and the lead lost, and so the
+// partition stalled in this process for good.
+func (b *batcher) handle(ctx context.Context, ds []projections.Delivery) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("consume: panic applying %d messages: %v\n%s", len(ds), p, debug.Stack())
+		}
+	}()
+	return b.runner.HandleDeliveries(ctx, ds)
 }
 
 // followers returns how many of the sorted pending messages continue, one
@@ -145,15 +173,15 @@ func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) {
 // one's PrevPosition is at or below the last one's position (or the
 // committed position). Callers hold b.mu.
 func (b *batcher) followers(partition int, pending []*waiter) int {
-	at, ok := b.runner.Committed(partition)
-	if !ok {
-		return 0
-	}
+	// Before any commit, only the partition's very first event (whose
+	// PrevPosition is Start) is known to continue anything.
+	at, _ := b.runner.Committed(partition)
 	for i, w := range pending {
 		if !at.Less(w.d.Event.Position) {
 			continue // a copy of something committed
 		}
-		if w.d.PrevPosition == nil || at.Less(*w.d.PrevPosition) {
+		// A message without PrevPosition gives no hole to wait for.
+		if w.d.PrevPosition != nil && at.Less(*w.d.PrevPosition) {
 			return i
 		}
 		at = w.d.Event.Position

@@ -61,9 +61,9 @@ const Role = "SYSTEM"
 //
 // Deadlines past due are acted on by Sweep. Stock implements
 // projections.Projector; run it with BatchSize 1: its runner's transaction
-// holds the stream's bookkeeping row (and so a transaction id, which holds
-// back the store's feed horizon) while its commands run, so keep that to
-// one event's commands.
+// holds the stream's lock while its commands run, and a transaction id
+// (which holds back the store's feed horizon) once it has written a
+// deadline, so keep that to one event's commands.
 type Stock struct {
 	// Handlers send the commands (over the plain event store, never a
 	// request's transaction).

@@ -15,13 +15,13 @@
 // that carries the previous position of its partition (Delivery.PrevPosition)
 // also lets the Runner fill gaps across streams; see HandleDeliveries.
 //
-// The Runner's transactions commit asynchronously (synchronous_commit off):
-// a PostgreSQL crash may undo the last fraction of a second of applied
-// events after their messages were acknowledged. That is harmless in the
-// same way as a lost message: read models and bookkeeping roll back
-// together, and the partition's next delivery, whose PrevPosition lies
-// beyond the checkpoint, makes the Runner fill them in from the store. In
-// exchange, no projection waits for a WAL flush.
+// The Runner's transactions commit synchronously, and must: a message is
+// acknowledged once its transaction commits, and the Runner remembers in
+// memory what it committed per partition (Committed), skipping copies and
+// the checkpoint read of every delivery that continues it. An asynchronous
+// commit lost to a PostgreSQL crash would leave that memory ahead of the
+// checkpoints, so that the process, still running, would never fill the
+// lost events in (a restarted one would).
 //
 // Projectors therefore never see an event twice nor out of stream order, and
 // need not be idempotent themselves; they must, however, write only through
@@ -197,8 +197,8 @@ type Delivery struct {
 // (redelivered, lost, late); its effects are exactly once: see the package
 // documentation. It is safe for concurrent use, though one partition is
 // best handled by one worker at a time: concurrent deliveries of one stream
-// queue on its bookkeeping row, and every transaction of a partition updates
-// the partition's checkpoint row.
+// queue on its lock, and every transaction of a partition updates the
+// partition's checkpoint row.
 type Runner struct {
 	pool       *pgxpool.Pool
 	store      eventstore.Store
@@ -500,7 +500,6 @@ func (r *Runner) advanceOnly(ctx context.Context, partition int, events []events
 		return nil, false, nil // a new stream's row does not exist yet
 	}
 	var ok bool
-	var async string
 	err = r.pool.QueryRow(ctx, `
         WITH ready AS (
             SELECT count(*) = cardinality($1::text[]) AS ok FROM projection_streams
@@ -514,7 +513,7 @@ func (r *Runner) advanceOnly(ctx context.Context, partition int, events []events
             ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
             WHERE (c.major, c.minor) < (excluded.major, excluded.minor)
         )
-        SELECT ok, set_config('synchronous_commit', 'off', true) FROM ready`, names, e.Stream, int64(e.Version), partition, int64(e.Position.Major), int64(e.Position.Minor), r.names).Scan(&ok, &async)
+        SELECT ok FROM ready`, names, e.Stream, int64(e.Version), partition, int64(e.Position.Major), int64(e.Position.Minor), r.names).Scan(&ok)
 	if err != nil {
 		return nil, false, fmt.Errorf("projections: advance past %s %s@%d: %w", e.Type, e.Stream, e.Version, err)
 	}
@@ -626,7 +625,9 @@ func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string
 	fresh = make([]bool, len(events))
 	for attempt := range maxTxAttempts {
 		clear(fresh)
-		err = pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		// Read committed: lockStreams reads the versions in a statement
+		// after the locks, which must see what their last holder committed.
+		err = pgx.BeginTxFunc(ctx, r.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
 			return r.applyInTx(ctx, tx, partition, merchants, events, fresh)
 		})
 		if !retryable(err) {
@@ -755,7 +756,7 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO projection_streams AS s (projection, stream_name, version)
             SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-            ON CONFLICT (projection, stream_name) DO UPDATE SET version = excluded.version`, names, streams, versions); err != nil {
+            ON CONFLICT (projection, stream_name) DO UPDATE SET version = greatest(s.version, excluded.version)`, names, streams, versions); err != nil {
 			return fmt.Errorf("projections: record stream versions: %w", err)
 		}
 	}
@@ -855,10 +856,8 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 	if len(names) == 0 {
 		return nil
 	}
-	// The same statement makes the commit asynchronous (see the package
-	// documentation).
 	if _, err := st.tx.Exec(ctx, `
-        SELECT set_config('synchronous_commit', 'off', true), count(pg_advisory_xact_lock($3, k)) FROM (
+        SELECT count(pg_advisory_xact_lock($3, k)) FROM (
             SELECT DISTINCT hashtext(name || '/' || stream) AS k FROM unnest($1::text[], $2::text[]) AS v(name, stream) ORDER BY 1
         ) AS keys`, names, streams, streamLockClass); err != nil {
 		return fmt.Errorf("projections: lock streams: %w", err)
