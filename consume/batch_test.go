@@ -167,17 +167,6 @@ func (e *batchEnv) admin() *pgx.Conn {
 	return c
 }
 
-// readModels lists the read-model tables (partitioned ones by their parent).
-func readModels(ctx context.Context, c *pgx.Conn) ([]string, error) {
-	rows, err := c.Query(ctx, `SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname LIKE 'rm\_%'
-        ORDER BY 1`)
-	if err != nil {
-		return nil, err
-	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
-}
-
 // rows returns every read-model row and bookkeeping row as text, a line
 // each, in a stable order (the checkpoints' updated_at left out).
 func (e *batchEnv) rows() []string {
@@ -185,15 +174,8 @@ func (e *batchEnv) rows() []string {
 	ctx := context.Background()
 	c := e.admin()
 	defer c.Close(ctx)
-	tables, err := readModels(ctx, c)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	if len(tables) < 5 {
-		e.t.Fatalf("read-model tables: %v", tables)
-	}
 	var queries []string
-	for _, tb := range tables {
+	for _, tb := range projtest.ReadModelTables(e.t, c) {
 		queries = append(queries, fmt.Sprintf(`SELECT '%s ' || to_jsonb(t)::text FROM %s t ORDER BY 1`, tb, tb))
 	}
 	queries = append(queries,
@@ -217,17 +199,9 @@ func (e *batchEnv) rows() []string {
 // reset empties the read models, the bookkeeping and the probe.
 func (e *batchEnv) reset() {
 	e.t.Helper()
-	ctx := context.Background()
 	c := e.admin()
-	defer c.Close(ctx)
-	tables, err := readModels(ctx, c)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	tables = append(tables, "projection_streams", "projection_checkpoints", "probe_applied")
-	if _, err := c.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")); err != nil {
-		e.t.Fatal(err)
-	}
+	defer c.Close(context.Background())
+	projtest.ResetReadModels(e.t, c, "probe_applied")
 }
 
 // checkOnce checks the probe applied n events, each once.

@@ -109,7 +109,7 @@ func TestBatchesApplyAsOneEventAtATime(t *testing.T) {
 	}
 
 	for _, batch := range []int{len(events), 7, 50} {
-		resetReadModels(t, c)
+		projtest.ResetReadModels(t, c)
 		r := newOne(batch)
 		if err := r.Handle(context.Background(), events); err != nil {
 			t.Fatalf("batch %d: %v", batch, err)

@@ -89,7 +89,7 @@ func benchmarkReplay(b *testing.B, total, nMerchants int) {
 	var last eventstore.Position
 	for b.Loop() {
 		b.StopTimer()
-		resetReadModels(b, admin)
+		projtest.ResetReadModels(b, admin)
 		b.StartTimer()
 		if last, err = runner.Catchup(ctx, eventstore.Start); err != nil {
 			b.Fatalf("Catchup: %v", err)
@@ -105,34 +105,6 @@ func benchmarkReplay(b *testing.B, total, nMerchants int) {
 	}
 	if rows == 0 || completed == 0 || last == eventstore.Start {
 		b.Fatalf("after the replay: %d transactions, %d completed, last position %s", rows, completed, last)
-	}
-}
-
-// resetReadModels empties every read model (rm_*) and the projections'
-// bookkeeping, as the database's owner.
-func resetReadModels(tb testing.TB, admin *pgx.Conn) {
-	tb.Helper()
-	ctx := context.Background()
-	rows, err := admin.Query(ctx, `
-        SELECT quote_ident(c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-          AND (c.relname LIKE 'rm\_%' OR c.relname IN ('projection_streams', 'projection_checkpoints'))`)
-	if err != nil {
-		tb.Fatalf("list read models: %v", err)
-	}
-	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil || len(tables) < 3 {
-		tb.Fatalf("list read models: %v (%d tables)", err, len(tables))
-	}
-	q := "TRUNCATE "
-	for i, t := range tables {
-		if i > 0 {
-			q += ", "
-		}
-		q += t
-	}
-	if _, err := admin.Exec(ctx, q); err != nil {
-		tb.Fatalf("%s: %v", q, err)
 	}
 }
 

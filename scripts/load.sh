@@ -31,6 +31,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 # shellcheck source=scripts/pgbench-floor.sh
 . scripts/pgbench-floor.sh
+# shellcheck source=scripts/serve-lib.sh
+. scripts/serve-lib.sh # pick_port, wait_ready, stop_server, mint_tokens
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
 LOAD_SECONDS=${LOAD_SECONDS:-15}
@@ -47,12 +49,8 @@ scripts/services.sh
 rm -rf "$OUT"
 mkdir -p "$OUT" bin
 
-server_pid=""
 cleanup() {
-	if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-		kill "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
+	stop_server
 	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -63,20 +61,7 @@ $GO build -o bin/posload ./cmd/posload
 
 floor_psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 
-# A free loopback port, starting from a random one.
-port=""
-for _ in $(seq 1 200); do
-	p=$((20000 + RANDOM % 20000))
-	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		port=$p
-		break
-	fi
-done
-if [ -z "$port" ]; then
-	echo "load: no free port found" >&2
-	exit 1
-fi
-base="http://127.0.0.1:$port"
+pick_port load
 
 echo "load: starting bin/pos serve on $base, database $DB" >&2
 # Its own NATS data directory: the embedded broker's streams and durables
@@ -86,28 +71,9 @@ env -u EVENTSTORE_URL -u POS_JWKS_URL -u NATS_URL \
 	DATABASE_URL="postgres://postgres@$PGHOST_ADDR:5432/$DB?sslmode=disable" POS_ADDR="127.0.0.1:$port" \
 	POS_DATA_DIR="$OUT/data" bin/pos serve >"$OUT/server.log" 2>&1 &
 server_pid=$!
-for _ in $(seq 1 120); do
-	if curl -fsS -m 2 "$base/readyz" >/dev/null 2>&1; then break; fi
-	if ! kill -0 "$server_pid" 2>/dev/null; then
-		cat "$OUT/server.log" >&2
-		echo "load: the server exited" >&2
-		exit 1
-	fi
-	sleep 0.25
-done
-if ! curl -fsS -m 2 "$base/readyz" >/dev/null; then
-	cat "$OUT/server.log" >&2
-	echo "load: the server did not become ready" >&2
-	exit 1
-fi
+wait_ready load "$OUT/server.log"
 
-# One CASHIER token per merchant, minted by `pos token` with the same secret
-# the server uses (the development one unless POS_JWT_SECRET is set).
-: >"$OUT/tokens.txt"
-for i in $(seq 1 "$MERCHANTS"); do
-	env -u POS_JWKS_URL bin/pos token -merchant "$(printf '01900000-0000-7000-8000-%012x' "$i")" \
-		-role CASHIER -sub "cashier-$i" >>"$OUT/tokens.txt"
-done
+mint_tokens bin/pos "$OUT/tokens.txt" "$MERCHANTS"
 
 # The floor, in this session, while the (idle) server is up.
 floor_create "$FLOOR_DB"

@@ -44,6 +44,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 # shellcheck source=scripts/pgbench-floor.sh
 . scripts/pgbench-floor.sh # floor_psql
+# shellcheck source=scripts/serve-lib.sh
+. scripts/serve-lib.sh # pick_port, wait_ready, stop_server, mint_tokens
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
 SALES_RATE=${SALES_RATE:-1000}
@@ -65,14 +67,6 @@ scripts/services.sh
 rm -rf "$OUT"
 mkdir -p "$OUT" bin
 
-server_pid=""
-stop_server() {
-	if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-		kill "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
-	server_pid=""
-}
 cleanup() {
 	stop_server
 	rm -rf "$OUT/data" # the embedded NATS server's streams
@@ -86,20 +80,7 @@ $GO build -o bin/posload ./cmd/posload
 
 floor_psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
 
-# A free loopback port, starting from a random one.
-port=""
-for _ in $(seq 1 200); do
-	p=$((20000 + RANDOM % 20000))
-	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		port=$p
-		break
-	fi
-done
-if [ -z "$port" ]; then
-	echo "readbench: no free port found" >&2
-	exit 1
-fi
-base="http://127.0.0.1:$port"
+pick_port readbench
 
 # start_server NAME [VAR=VALUE...]: bin/pos serve as `make run` does (every
 # default) on $DB and $port, its log in $OUT/server-NAME.log.
@@ -112,18 +93,7 @@ start_server() {
 		DATABASE_URL="postgres://postgres@$PGHOST_ADDR:5432/$DB?sslmode=disable" POS_ADDR="127.0.0.1:$port" \
 		POS_DATA_DIR="$OUT/data" "$@" bin/pos serve >"$OUT/server-$name.log" 2>&1 &
 	server_pid=$!
-	for _ in $(seq 1 120); do
-		if curl -fsS -m 2 "$base/readyz" >/dev/null 2>&1; then return 0; fi
-		if ! kill -0 "$server_pid" 2>/dev/null; then
-			cat "$OUT/server-$name.log" >&2
-			echo "readbench: the server exited" >&2
-			exit 1
-		fi
-		sleep 0.25
-	done
-	cat "$OUT/server-$name.log" >&2
-	echo "readbench: the server did not become ready" >&2
-	exit 1
+	wait_ready readbench "$OUT/server-$name.log"
 }
 
 # metric NAME: the sum of NAME's series on the running server's /metrics.
@@ -147,13 +117,7 @@ posload_run() {
 
 start_server writes
 
-# One CASHIER token per merchant, minted by `pos token` with the same secret
-# the server uses (the development one unless POS_JWT_SECRET is set).
-: >"$OUT/tokens.txt"
-for i in $(seq 1 "$MERCHANTS"); do
-	env -u POS_JWKS_URL bin/pos token -merchant "$(printf '01900000-0000-7000-8000-%012x' "$i")" \
-		-role CASHIER -sub "cashier-$i" >>"$OUT/tokens.txt"
-done
+mint_tokens bin/pos "$OUT/tokens.txt" "$MERCHANTS"
 
 # 1. The sales load, with the projections' lag.
 echo "readbench: sales load, open loop ${SALES_RATE} commands/s, ${SALES_SECONDS}s" >&2

@@ -48,6 +48,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 # shellcheck source=scripts/pgbench-floor.sh
 . scripts/pgbench-floor.sh # floor_psql
+# shellcheck source=scripts/serve-lib.sh
+. scripts/serve-lib.sh # pick_port, wait_ready, stop_server, mint_tokens
 
 PGHOST_ADDR=${PGHOST_ADDR:-127.0.0.1}
 BASE_REF=${BASE_REF:-2adb7ca}
@@ -68,14 +70,6 @@ rm -rf "$OUT"
 mkdir -p "$OUT"
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/stockbench.XXXXXX")
 
-server_pid=""
-stop_server() {
-	if [ -n "$server_pid" ] && kill -0 "$server_pid" 2>/dev/null; then
-		kill "$server_pid" 2>/dev/null || true
-		wait "$server_pid" 2>/dev/null || true
-	fi
-	server_pid=""
-}
 cleanup() {
 	stop_server
 	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
@@ -92,20 +86,7 @@ git archive "$BASE_REF" | tar -x -C "$tmp/base-src"
 $GO build -o "$tmp/pos-current" ./cmd/pos
 $GO build -o "$tmp/posload" ./cmd/posload
 
-# A free loopback port, starting from a random one.
-port=""
-for _ in $(seq 1 200); do
-	p=$((20000 + RANDOM % 20000))
-	if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-		port=$p
-		break
-	fi
-done
-if [ -z "$port" ]; then
-	echo "stockbench: no free port found" >&2
-	exit 1
-fi
-base="http://127.0.0.1:$port"
+pick_port stockbench
 
 # start_server RUN BINARY: BINARY serve on a fresh $DB and $port, its log in
 # $OUT/RUN-server.log.
@@ -118,18 +99,7 @@ start_server() {
 		DATABASE_URL="postgres://postgres@$PGHOST_ADDR:5432/$DB?sslmode=disable" POS_ADDR="127.0.0.1:$port" \
 		POS_READ_SIDE=inprocess POS_DATA_DIR="$tmp/data-$run" "$bin" serve >"$OUT/$run-server.log" 2>&1 &
 	server_pid=$!
-	for _ in $(seq 1 120); do
-		if curl -fsS -m 2 "$base/readyz" >/dev/null 2>&1; then return 0; fi
-		if ! kill -0 "$server_pid" 2>/dev/null; then
-			cat "$OUT/$run-server.log" >&2
-			echo "stockbench: the server exited" >&2
-			exit 1
-		fi
-		sleep 0.25
-	done
-	cat "$OUT/$run-server.log" >&2
-	echo "stockbench: the server did not become ready" >&2
-	exit 1
+	wait_ready stockbench "$OUT/$run-server.log"
 }
 
 # counters FILE: "STOCK TRANSACTION SALES" from a /metrics snapshot: the
@@ -155,11 +125,7 @@ run() {
 	local scenario=$1 build=$2 merchants=$3 branches=$4 run="$1-$2" bin="$tmp/pos-$2"
 	shift 4
 	start_server "$run" "$bin"
-	: >"$OUT/$run-tokens.txt"
-	for i in $(seq 1 "$merchants"); do
-		env -u POS_JWKS_URL "$bin" token -merchant "$(printf '01900000-0000-7000-8000-%012x' $((0x5b00 + i)))" \
-			-role CASHIER -sub "cashier-$i" >>"$OUT/$run-tokens.txt"
-	done
+	mint_tokens "$bin" "$OUT/$run-tokens.txt" "$merchants" $((0x5b00))
 	floor_psql -d postgres -c CHECKPOINT
 	curl -fsS -m 5 "$base/metrics" >"$OUT/$run-metrics-before.txt"
 	echo "stockbench: $run: closed loop, $CLIENTS clients, ${WARMUP_SECONDS}s warm-up + ${LOAD_SECONDS}s" >&2

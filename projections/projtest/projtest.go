@@ -8,10 +8,12 @@ package projtest
 import (
 	"context"
 	"encoding/json"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/domain/money"
@@ -258,4 +260,33 @@ func (s *Sale) RefundLine(line uuid.UUID, qty int64, at time.Time) {
 	s.do(func(x *transaction.Transaction) ([]transaction.Event, error) {
 		return x.Refund(transaction.Refund{RefundID: NewID(s.t), Reason: "returned", Lines: []transaction.RefundLine{{LineID: line, Qty: qty}}, At: at})
 	})
+}
+
+// ReadModelTables lists the read-model tables (rm_*, partitioned ones by
+// their parent), in name order, as c sees them.
+func ReadModelTables(t testing.TB, c *pgx.Conn) []string {
+	t.Helper()
+	rows, err := c.Query(context.Background(), `
+        SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition AND c.relname LIKE 'rm\_%'
+        ORDER BY 1`)
+	if err != nil {
+		t.Fatalf("projtest: list read models: %v", err)
+	}
+	tables, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(tables) < 5 {
+		t.Fatalf("projtest: list read models: %v (%d tables)", err, len(tables))
+	}
+	return tables
+}
+
+// ResetReadModels empties every read model, the projections' bookkeeping
+// and the extra tables named, through c (the database's owner).
+func ResetReadModels(t testing.TB, c *pgx.Conn, extra ...string) {
+	t.Helper()
+	tables := append(ReadModelTables(t, c), "projection_streams", "projection_checkpoints")
+	q := "TRUNCATE " + strings.Join(append(tables, extra...), ", ")
+	if _, err := c.Exec(context.Background(), q); err != nil {
+		t.Fatalf("projtest: %s: %v", q, err)
+	}
 }
