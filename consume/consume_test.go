@@ -77,7 +77,7 @@ func (e *env) logger() *slog.Logger {
 // relay runs a relay until the test ends.
 func (e *env) relay(opts relay.Options) {
 	e.t.Helper()
-	pub, err := relay.NewPublisher(e.url, nil)
+	pub, err := relay.NewPublisher(e.url)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -296,7 +296,7 @@ func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
 	p := projections.Partition(m.String(), partitions)
 	c := e.consumer(consume.Options{})
 
-	pub, err := relay.NewPublisher(natsURL, nil)
+	pub, err := relay.NewPublisher(natsURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -163,9 +163,14 @@ type Options struct {
 	//     up to five minutes. RecordedAt is the store's clock and the commit time
 	//     this process's, so keep clocks in sync; a replay of old events
 	//     (Catchup) records their age.
-	//   - pos.projection.events, a counter of those events.
+	//   - pos.projection.events, a counter of those events;
+	//   - pos.projection.gap_fills, a counter of the gaps filled from the
+	//     store (a delivery whose PrevPosition the partition had not
+	//     reached: a lost message, one still in flight past the consumer's
+	//     reorder wait, or another worker's), and
+	//     pos.projection.gap_fill_reads, of the events those fills read.
 	//
-	// Both carry the attribute projectors, the projectors' names joined by
+	// All carry the attribute projectors, the projectors' names joined by
 	// "+" (as "merchant_settings+transactions"), so that two runners in one
 	// process stay apart (the Prometheus exporter drops the meter's name).
 	Meter metric.Meter
@@ -214,6 +219,8 @@ type Runner struct {
 	// metricAttrs; nil without a Meter.
 	lag         metric.Float64Histogram
 	applied     metric.Int64Counter
+	fills       metric.Int64Counter
+	fillReads   metric.Int64Counter
 	metricAttrs metric.MeasurementOption
 
 	// committed holds, per partition, the greatest position this Runner
@@ -266,6 +273,16 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 			metric.WithDescription("delivered events applied to the read models (redeliveries not counted)"))
 		if err != nil {
 			return nil, fmt.Errorf("projections: events counter: %w", err)
+		}
+		r.fills, err = m.Int64Counter("pos.projection.gap_fills",
+			metric.WithDescription("gaps in a partition's deliveries filled from the event store"))
+		if err != nil {
+			return nil, fmt.Errorf("projections: gap fills counter: %w", err)
+		}
+		r.fillReads, err = m.Int64Counter("pos.projection.gap_fill_reads",
+			metric.WithDescription("events read from the event store to fill gaps (every partition's, before filtering)"))
+		if err != nil {
+			return nil, fmt.Errorf("projections: gap fill reads counter: %w", err)
 		}
 	}
 	return r, nil
@@ -539,6 +556,9 @@ func merchantOf(e eventstore.RecordedEvent) (string, error) {
 
 // fillPartition applies, from the store's feed, the events of partition
 // after the partition's smallest checkpoint up to prev.
+// fillFirstPage is the first page a gap fill reads (see fillPartition).
+const fillFirstPage = 64
+
 func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventstore.Position) error {
 	from, err := r.minCheckpoint(ctx, partition)
 	if err != nil || !from.Less(prev) {
@@ -549,10 +569,20 @@ func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventsto
 	if err := r.store.Settle(ctx); err != nil {
 		return fmt.Errorf("projections: fill partition %d: %w", partition, err)
 	}
-	for from.Less(prev) {
-		events, err := r.store.ReadAll(ctx, from, eventstore.Filter{}, eventstore.MaxReadLimit)
+	if r.fills != nil {
+		r.fills.Add(ctx, 1, r.metricAttrs)
+	}
+	// The feed has no upper bound to read to, and a gap is most often a
+	// message or two still in flight: pages start small and double, so a
+	// short gap costs a short read, not MaxReadLimit events of every
+	// partition decoded and thrown away.
+	for page := fillFirstPage; from.Less(prev); page = min(2*page, eventstore.MaxReadLimit) {
+		events, err := r.store.ReadAll(ctx, from, eventstore.Filter{}, page)
 		if err != nil {
 			return fmt.Errorf("projections: fill partition %d after %s: %w", partition, from, err)
+		}
+		if r.fillReads != nil {
+			r.fillReads.Add(ctx, int64(len(events)), r.metricAttrs)
 		}
 		if len(events) == 0 {
 			return fmt.Errorf("%w: partition %d is at %s, the delivery follows %s", ErrPositionGap, partition, from, prev)

@@ -3,9 +3,8 @@
 // record, the broker only carries it).
 //
 // Delivery is at least once. The relay follows the feed from its checkpoint,
-// publishes each batch, waits for the broker's acknowledgement (watermill-nats
-// publishes to JetStream synchronously) and only then writes the
-// checkpoint. A crash in between republishes the batch: JetStream drops
+// publishes each batch, waits for the broker's acknowledgement of every
+// message (Publisher) and only then writes the checkpoint. A crash in between republishes the batch: JetStream drops
 // copies whose Nats-Msg-Id (the event id) it saw within the stream's
 // duplicate window, and every consumer is idempotent beyond it. The broker
 // itself may lose acknowledged messages (its fsync is periodic), so each
@@ -15,8 +14,8 @@
 // Subjects: one topic per merchant partition, DefaultTopicPrefix plus two
 // digits ("pos_events_p07"), partition = projections.Partition(merchant, N).
 // Topics contain no '.', so each is a single NATS subject token and a valid
-// JetStream stream name. With the publisher of NewPublisher, watermill-nats
-// AutoProvision creates one stream per topic, named like it, with the
+// JetStream stream name. The publisher of NewPublisher creates one stream
+// per topic, named like it, as watermill-nats AutoProvision does, with the
 // server's defaults (file storage, limits retention, 2-minute duplicate
 // window); consumers bind to a partition's stream. Per-partition streams
 // are what AutoProvision can make (it names the stream after the topic and
@@ -45,12 +44,11 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
-	wmnats "github.com/ThreeDotsLabs/watermill-nats/v2/pkg/nats"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"golang.org/x/sync/errgroup"
 
 	"pos/eventstore"
 	"pos/projections"
@@ -169,19 +167,6 @@ func New(pool *pgxpool.Pool, store eventstore.Store, pub message.Publisher, opts
 		opts:    opts,
 		lockKey: int64(h.Sum64()),
 	}, nil
-}
-
-// NewPublisher returns the watermill-nats publisher the relay is meant for:
-// JetStream with AutoProvision (one stream per topic), the NATSMarshaler
-// (message metadata become NATS headers, so "Nats-Msg-Id" reaches
-// JetStream) and TrackMsgId (the message UUID, the event id, as the msg id
-// too). Its Publish returns after JetStream acknowledged every message.
-func NewPublisher(natsURL string, logger watermill.LoggerAdapter) (*wmnats.Publisher, error) {
-	return wmnats.NewPublisher(wmnats.PublisherConfig{
-		URL:       natsURL,
-		Marshaler: &wmnats.NATSMarshaler{},
-		JetStream: wmnats.JetStreamConfig{AutoProvision: true, TrackMsgId: true},
-	}, logger)
 }
 
 // Topic returns the topic (and subject, and stream name) of partition p.
@@ -353,7 +338,8 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 	}
 }
 
-// publish sends one batch, partition by partition in feed order, and then
+// publish sends one batch, each partition's messages in feed order (the
+// partitions at once), and then
 // writes the checkpoint. Only after every Publish returned (acknowledged)
 // does the checkpoint move.
 func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
@@ -385,13 +371,21 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 		}
 		byPartition[p] = append(byPartition[p], msg)
 	}
+	// Partitions are independent streams: publish them at once.
+	g, gctx := errgroup.WithContext(ctx)
 	for _, p := range order {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := l.r.pub.Publish(l.r.Topic(p), byPartition[p]...); err != nil {
-			return fmt.Errorf("relay: publish to %s: %w", l.r.Topic(p), err)
-		}
+		g.Go(func() error {
+			if err := gctx.Err(); err != nil {
+				return err
+			}
+			if err := l.r.pub.Publish(l.r.Topic(p), byPartition[p]...); err != nil {
+				return fmt.Errorf("relay: publish to %s: %w", l.r.Topic(p), err)
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return err
 	}
 	last := events[len(events)-1].Position
 	if err := l.checkpoint(ctx, last, heads); err != nil {

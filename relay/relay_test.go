@@ -71,7 +71,7 @@ func newEnv(t *testing.T, partitions int) *env {
 
 func (e *env) publisher() message.Publisher {
 	e.t.Helper()
-	pub, err := relay.NewPublisher(natsURL, nil)
+	pub, err := relay.NewPublisher(natsURL)
 	if err != nil {
 		e.t.Fatal(err)
 	}

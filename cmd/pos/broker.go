@@ -90,7 +90,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		close(done)
 	}
 	partitions := workers[0].runner.Partitions()
-	pub, err := relay.NewPublisher(url, nil)
+	pub, err := relay.NewPublisher(url)
 	if err != nil {
 		go stop()
 		return fmt.Errorf("relay publisher: %w", err)
