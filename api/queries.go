@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"sync"
@@ -102,8 +103,8 @@ func (s *Server) readPosition(ctx context.Context, merchant string, names []stri
 	partition := projections.Partition(merchant, s.partitions)
 	var low eventstore.Position
 	for i, name := range names {
-		p, err := s.positions.get(name, partition, func() (eventstore.Position, error) {
-			return s.checkpoints.Position(ctx, name, partition)
+		p, err := s.positions.get(name, partition, func() (map[int]eventstore.Position, error) {
+			return s.checkpoints.Positions(ctx, name)
 		})
 		if err != nil {
 			return eventstore.Position{}, err
@@ -118,52 +119,58 @@ func (s *Server) readPosition(ctx context.Context, merchant string, names []stri
 // positionTTL bounds how old a cached checkpoint reading may be.
 const positionTTL = 20 * time.Millisecond
 
-// positionCache keeps recent checkpoint readings per projection and
-// partition. Safe for concurrent use; the zero value is ready. When a
-// reading expires, the requests that need it meanwhile share one read
-// (singleflight) rather than each query PostgreSQL.
+// positionCache keeps, per projection, a recent reading of every
+// partition's checkpoint: one query a TTL for the whole projection, rather
+// than one per partition. Safe for concurrent use; the zero value is ready.
+// When a reading expires, the requests that need it meanwhile share one
+// read (singleflight) rather than each query PostgreSQL.
 type positionCache struct {
 	mu     sync.Mutex
-	seen   map[positionKey]positionReading
+	seen   map[string]positionReading
 	flight singleflight.Group
 }
 
-type positionKey struct {
-	name      string
-	partition int
-}
-
 type positionReading struct {
-	pos eventstore.Position
+	pos map[int]eventstore.Position // by partition; a missing one is Start
 	at  time.Time
 }
 
-// get returns a reading younger than positionTTL, or reads afresh.
-func (c *positionCache) get(name string, partition int, read func() (eventstore.Position, error)) (eventstore.Position, error) {
-	k := positionKey{name, partition}
+// get returns partition's checkpoint of name from a reading younger than
+// positionTTL, or reads every partition afresh.
+func (c *positionCache) get(name string, partition int, read func() (map[int]eventstore.Position, error)) (eventstore.Position, error) {
 	c.mu.Lock()
-	r, ok := c.seen[k]
+	r, ok := c.seen[name]
 	c.mu.Unlock()
 	if ok && time.Since(r.at) < positionTTL {
-		return r.pos, nil
+		return r.pos[partition], nil
 	}
-	v, err, _ := c.flight.Do(name+"/"+strconv.Itoa(partition), func() (any, error) {
+	v, err, _ := c.flight.Do(name, func() (any, error) {
 		at := time.Now()
 		pos, err := read()
 		if err != nil {
-			return pos, err
+			return nil, err
 		}
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.seen == nil {
-			c.seen = map[positionKey]positionReading{}
+			c.seen = map[string]positionReading{}
 		}
-		if cur, ok := c.seen[k]; !ok || cur.pos.Less(pos) || cur.pos == pos {
-			c.seen[k] = positionReading{pos: pos, at: at}
+		// A reading that started earlier but finished later must not move
+		// a partition back.
+		if cur, ok := c.seen[name]; ok {
+			for p, old := range cur.pos {
+				if pos[p].Less(old) {
+					pos[p] = old
+				}
+			}
 		}
+		c.seen[name] = positionReading{pos: pos, at: at}
 		return pos, nil
 	})
-	return v.(eventstore.Position), err
+	if err != nil {
+		return eventstore.Position{}, err
+	}
+	return v.(map[int]eventstore.Position)[partition], nil
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) error {
@@ -375,6 +382,12 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(t.Version, 10)))
+	key := renderedKey{principalOf(r).MerchantID, t.ID, t.Version}
+	if body, ok := s.rendered.Get(key); ok {
+		writeJSONBytes(w, http.StatusOK, body)
+		return
+	}
 	out := transactionView{
 		ID: t.ID.String(), Code: t.Code, BranchID: t.BranchID.String(), Status: t.Status, Version: t.Version,
 		Lines: make([]lineView, 0, len(t.Lines)), Totals: viewTotals(t.Totals), Payments: make([]paymentView, 0, len(t.Payments)),
@@ -386,9 +399,25 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 	for _, p := range t.Payments {
 		out.Payments = append(out.Payments, paymentView{PaymentID: p.PaymentID.String(), Method: p.Method, Amount: p.Amount, Status: p.Status})
 	}
-	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(t.Version, 10)))
-	writeJSON(w, http.StatusOK, out)
+	body, err := json.Marshal(out)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.rendered.Add(key, body)
+	writeJSONBytes(w, http.StatusOK, body)
 }
+
+// renderedKey names a merchant's transaction detail at one version. The
+// merchant is part of it because a client may choose a transaction's id
+// (offline sync): two merchants can hold the same one.
+type renderedKey struct {
+	merchant, id uuid.UUID
+	version      uint64
+}
+
+// renderedTransactions bounds Server.rendered (a body is a few KiB).
+const renderedTransactions = 4096
 
 // DailySalesGetter is where daily sales come from: the read model, or a
 // cache in front of it.

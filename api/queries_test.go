@@ -258,3 +258,30 @@ func TestDailySalesAfterPaidSale(t *testing.T) {
 		}
 	}
 }
+
+// Two merchants may hold a transaction of the same id (clients choose ids
+// for offline sync): each reads its own, at the same version, whatever the
+// server remembers of the other's.
+func TestSameTransactionIDInTwoMerchants(t *testing.T) {
+	e := newReadEnv(t)
+	id := uuid.NewString()
+	var bodies [2]string
+	for i, price := range []int64{10000, 77000} {
+		u := newUser(t, uuid.New(), "CASHIER")
+		must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New(), "transaction_id": id}}), 201)
+		added := must(t, e.do(request{method: "POST", path: "/v1/transactions/" + id + "/items", user: &u,
+			body: map[string]any{"sku": "TEA", "name": "Tea", "qty": 1, "unit_price": price}}), 201)
+		for range 2 { // the second read is the remembered one
+			r := must(t, e.do(request{method: "GET", path: "/v1/transactions/" + id, user: &u,
+				headers: map[string]string{"X-Min-Position": added.header.Get("X-Position")}}), 200)
+			lines := r.json(t)["lines"].([]any)
+			if got := int64(lines[0].(map[string]any)["unit_price"].(float64)); got != price {
+				t.Fatalf("merchant %d reads unit price %d, want its own %d: %s", i, got, price, r.body)
+			}
+			bodies[i] = string(r.body)
+		}
+	}
+	if bodies[0] == bodies[1] {
+		t.Fatal("two merchants' transactions read the same")
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -119,7 +120,11 @@ type Server struct {
 	hotDailySales DailySalesGetter
 	checkpoints   *projections.Checkpoints
 	// positions caches checkpoint reads for X-Position (see readPosition).
-	positions       positionCache
+	positions positionCache
+	// rendered keeps the JSON of recently read transaction details by id
+	// and version, which fixes their content: a hot read then encodes
+	// nothing. Safe for concurrent use.
+	rendered        *lru.Cache[renderedKey, []byte]
 	partitions      int
 	consistencyWait time.Duration
 
@@ -150,6 +155,7 @@ func New(cfg Config) *Server {
 		readyChecks:    maps.Clone(cfg.ReadyChecks),
 		optionalChecks: maps.Clone(cfg.OptionalChecks),
 	}
+	s.rendered, _ = lru.New[renderedKey, []byte](renderedTransactions) // only a size <= 0 fails
 	if s.partitions <= 0 {
 		s.partitions = projections.DefaultPartitions
 	}

@@ -108,7 +108,9 @@ func NewClient(url string, timeout time.Duration) (*redis.Client, error) {
 // Cache is the Redis side: entries, markers and counters. It is safe for
 // concurrent use.
 type Cache struct {
-	rdb       redis.UniversalClient
+	rdb redis.UniversalClient
+	// gets serves get: rdb, or its autopipeliner (see New).
+	gets      redis.Cmdable
 	timeout   time.Duration
 	ttl       time.Duration
 	markerTTL time.Duration
@@ -124,7 +126,21 @@ type Cache struct {
 
 // New returns a cache on rdb.
 func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
-	c := &Cache{rdb: rdb, timeout: opts.Timeout, ttl: opts.TTL, markerTTL: opts.MarkerTTL, log: opts.Log}
+	c := &Cache{rdb: rdb, gets: rdb, timeout: opts.Timeout, ttl: opts.TTL, markerTTL: opts.MarkerTTL, log: opts.Log}
+	// A hot read is one GET, and many run at once: go-redis's autopipeliner
+	// sends the GETs waiting at a moment in one write and reads their
+	// replies in one read, where each GET alone cost a write and a read
+	// system call and a wake-up of Redis (a fifth of a cached read's CPU).
+	// Nothing else changes: every read still asks Redis. The autopipeliner
+	// is marked experimental in go-redis v9.23 (its API may change in a
+	// minor release; go.mod pins the version). Scripts keep the plain client.
+	if cl, ok := rdb.(*redis.Client); ok {
+		ap, err := cl.AutoPipeline()
+		if err != nil {
+			return nil, fmt.Errorf("cache: autopipeliner: %w", err)
+		}
+		c.gets = ap
+	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
 	}
@@ -205,7 +221,7 @@ var kindTransaction = metric.WithAttributes(attribute.String("kind", "transactio
 func (c *Cache) get(ctx context.Context, key string) (version uint64, data []byte, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	raw, err := c.rdb.Get(ctx, key).Bytes()
+	raw, err := c.gets.Get(ctx, key).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil, false, nil
 	}

@@ -1057,6 +1057,24 @@ func (c *Checkpoints) Position(ctx context.Context, projection string, partition
 	return eventstore.Position{Major: uint64(major), Minor: uint64(minor)}, nil
 }
 
+// Positions returns projection's checkpoint in every partition it has one
+// (the others are at Start), in one query.
+func (c *Checkpoints) Positions(ctx context.Context, projection string) (map[int]eventstore.Position, error) {
+	var partitions []int32
+	var majors, minors []int64
+	err := c.db.QueryRow(ctx, `
+        SELECT coalesce(array_agg(partition), '{}'), coalesce(array_agg(major), '{}'), coalesce(array_agg(minor), '{}')
+          FROM projection_checkpoints WHERE projection = $1`, projection).Scan(&partitions, &majors, &minors)
+	if err != nil {
+		return nil, fmt.Errorf("projections: read checkpoints of %s: %w", projection, err)
+	}
+	out := make(map[int]eventstore.Position, len(partitions))
+	for i, p := range partitions {
+		out[int(p)] = eventstore.Position{Major: uint64(majors[i]), Minor: uint64(minors[i])}
+	}
+	return out, nil
+}
+
 // Reached reports whether projection has applied merchant's partition up to
 // pos: a query of that merchant's read model then reflects every event of
 // the merchant at or before pos (given that its stream versions are gapless

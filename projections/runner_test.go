@@ -291,6 +291,10 @@ func TestCheckpointsFollowTheFeed(t *testing.T) {
 		if err != nil || got != last {
 			t.Errorf("%s checkpoint %s (%v), want %s", p.Name(), got, err, last)
 		}
+		all, err := cp.Positions(ctx, p.Name())
+		if err != nil || len(all) != 1 || all[projections.Partition(m1.String(), r.Partitions())] != last {
+			t.Errorf("%s checkpoints of every partition %v (%v), want only m1's at %s", p.Name(), all, err, last)
+		}
 		if ok, err := cp.Reached(ctx, p.Name(), m1.String(), last); !ok || err != nil {
 			t.Errorf("%s Reached(m1, %s) = %v, %v; want true", p.Name(), last, ok, err)
 		}
