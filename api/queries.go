@@ -104,7 +104,11 @@ func (s *Server) readPosition(ctx context.Context, merchant string, names []stri
 	var low eventstore.Position
 	for i, name := range names {
 		p, err := s.positions.get(name, partition, func() (map[int]eventstore.Position, error) {
-			return s.checkpoints.Positions(ctx, name)
+			// Shared by every request waiting on it (singleflight): one
+			// caller's going away must not fail the others.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), positionReadTimeout)
+			defer cancel()
+			return s.checkpoints.Positions(rctx, name)
 		})
 		if err != nil {
 			return eventstore.Position{}, err
@@ -116,8 +120,12 @@ func (s *Server) readPosition(ctx context.Context, merchant string, names []stri
 	return low, nil
 }
 
-// positionTTL bounds how old a cached checkpoint reading may be.
-const positionTTL = 20 * time.Millisecond
+// positionTTL bounds how old a cached checkpoint reading may be;
+// positionReadTimeout bounds a reading.
+const (
+	positionTTL         = 20 * time.Millisecond
+	positionReadTimeout = 2 * time.Second
+)
 
 // positionCache keeps, per projection, a recent reading of every
 // partition's checkpoint: one query a TTL for the whole projection, rather
@@ -404,7 +412,9 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.rendered.Add(key, body)
+	if len(body) <= maxRenderedBody {
+		s.rendered.Add(key, body)
+	}
 	writeJSONBytes(w, http.StatusOK, body)
 }
 
@@ -416,8 +426,14 @@ type renderedKey struct {
 	version      uint64
 }
 
-// renderedTransactions bounds Server.rendered (a body is a few KiB).
-const renderedTransactions = 4096
+// Server.rendered holds at most renderedTransactions bodies of at most
+// maxRenderedBody bytes each (32 MiB in all; a sale of a few lines is about
+// 1 KiB): every version of a transaction is a body of its own, and a body
+// may be large, so both are bounded.
+const (
+	renderedTransactions = 4096
+	maxRenderedBody      = 8 << 10
+)
 
 // DailySalesGetter is where daily sales come from: the read model, or a
 // cache in front of it.

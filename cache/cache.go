@@ -70,6 +70,9 @@ const (
 	DefaultMarkerTTL = time.Hour
 )
 
+// maxQueuedGets bounds the GETs waiting in the autopipeliner (see New).
+const maxQueuedGets = 4096
+
 // Options tune a Cache.
 type Options struct {
 	// Timeout bounds each Redis call; 0 means DefaultTimeout.
@@ -109,8 +112,8 @@ func NewClient(url string, timeout time.Duration) (*redis.Client, error) {
 // concurrent use.
 type Cache struct {
 	rdb redis.UniversalClient
-	// gets serves get: rdb, or its autopipeliner (see New).
-	gets      redis.Cmdable
+	// pipelined, when set, serves get (see New).
+	pipelined *redis.AutoPipeliner
 	timeout   time.Duration
 	ttl       time.Duration
 	markerTTL time.Duration
@@ -126,20 +129,26 @@ type Cache struct {
 
 // New returns a cache on rdb.
 func New(rdb redis.UniversalClient, opts Options) (*Cache, error) {
-	c := &Cache{rdb: rdb, gets: rdb, timeout: opts.Timeout, ttl: opts.TTL, markerTTL: opts.MarkerTTL, log: opts.Log}
+	c := &Cache{rdb: rdb, timeout: opts.Timeout, ttl: opts.TTL, markerTTL: opts.MarkerTTL, log: opts.Log}
 	// A hot read is one GET, and many run at once: go-redis's autopipeliner
 	// sends the GETs waiting at a moment in one write and reads their
 	// replies in one read, where each GET alone cost a write and a read
 	// system call and a wake-up of Redis (a fifth of a cached read's CPU).
-	// Nothing else changes: every read still asks Redis. The autopipeliner
-	// is marked experimental in go-redis v9.23 (its API may change in a
-	// minor release; go.mod pins the version). Scripts keep the plain client.
+	// Nothing else changes: every read still asks Redis. Its deferred face
+	// is used because the pipeliner runs commands on its own context: the
+	// caller's timeout bounds only the wait (WaitContext), and a bounded
+	// queue refuses GETs at once when Redis stalls, so reads fall back to
+	// PostgreSQL as they did with one GET per call. The autopipeliner is
+	// marked experimental in go-redis v9.23 (its API may change in a minor
+	// release; go.mod pins the version). Scripts keep the plain client.
 	if cl, ok := rdb.(*redis.Client); ok {
-		ap, err := cl.AutoPipeline()
+		cfg := redis.DefaultAutoPipelineOptions()
+		cfg.MaxQueuedCommands = maxQueuedGets
+		ap, err := cl.AsyncAutoPipelineWithOptions(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("cache: autopipeliner: %w", err)
 		}
-		c.gets = ap
+		c.pipelined = ap
 	}
 	if c.timeout <= 0 {
 		c.timeout = DefaultTimeout
@@ -221,7 +230,16 @@ var kindTransaction = metric.WithAttributes(attribute.String("kind", "transactio
 func (c *Cache) get(ctx context.Context, key string) (version uint64, data []byte, ok bool, err error) {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
-	raw, err := c.gets.Get(ctx, key).Bytes()
+	var cmd *redis.StringCmd
+	if c.pipelined != nil {
+		cmd = redis.NewStringCmd(ctx, "get", key)
+		if err := c.pipelined.Submit(ctx, cmd).WaitContext(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return 0, nil, false, err
+		}
+	} else {
+		cmd = c.rdb.Get(ctx, key)
+	}
+	raw, err := cmd.Bytes()
 	if errors.Is(err, redis.Nil) {
 		return 0, nil, false, nil
 	}

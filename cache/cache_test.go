@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -333,5 +335,92 @@ func TestHitReturnsWhatPostgresReturned(t *testing.T) {
 	// Another merchant's key is another key: the entry is never shared.
 	if _, err := w.reader.GetTransaction(context.Background(), projtest.NewID(t), w.sale.ID); !errors.Is(err, queries.ErrNotFound) {
 		t.Fatalf("another merchant: %v, want ErrNotFound", err)
+	}
+}
+
+// freezer is a TCP proxy to the real Redis that can stop forwarding while
+// keeping every connection open: a Redis that hangs, not one that is down.
+type freezer struct {
+	ln     net.Listener
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln}
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				_ = in.Close()
+				continue
+			}
+			t.Cleanup(func() { _ = in.Close(); _ = out.Close() })
+			go f.pipe(out, in)
+			go f.pipe(in, out)
+		}
+	}()
+	return f
+}
+
+// pipe copies src to dst until either closes; while frozen, what it reads
+// is held back (and dropped): the other side waits for an answer.
+func (f *freezer) pipe(dst, src net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if err != nil {
+			return
+		}
+		if f.frozen.Load() {
+			continue
+		}
+		if _, err := dst.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// A Redis that stops answering must not hold reads past the cache's
+// timeout: they fall back to PostgreSQL, and are right.
+func TestHungRedisFallsBackWithinTheTimeout(t *testing.T) {
+	direct := redisClient(t) // skips when Redis is not there
+	f := newFreezer(t, direct.Options().Addr)
+	rdb, err := NewClient("redis://"+f.ln.Addr().String()+"/0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	w := newWorld(t, rdb)
+	w.sale.AddItem("TEA", 1, 10_000, 1_100, t0)
+	w.project(t)
+	w.readMany(t, 1, w.version()) // filled through the proxy
+	w.readMany(t, 20, w.version())
+	hits := w.counter(t, "pos.cache.hits")
+	if hits == 0 {
+		t.Fatalf("no hit before the freeze (misses %d, fallbacks %d): the test would prove nothing",
+			w.counter(t, "pos.cache.misses"), w.counter(t, "pos.cache.fallbacks"))
+	}
+
+	f.frozen.Store(true)
+	start := time.Now()
+	w.readMany(t, 50, w.version()) // 50 at once, each must fall back
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("50 reads took %s with Redis hung; each should give up after %s", d, DefaultTimeout)
+	}
+	if n := w.counter(t, "pos.cache.fallbacks"); n < 50 {
+		t.Fatalf("fallback counter %d, want at least 50", n)
+	}
+	if n := w.counter(t, "pos.cache.hits"); n != hits {
+		t.Fatalf("hits went from %d to %d while Redis was hung", hits, n)
 	}
 }

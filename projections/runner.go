@@ -554,11 +554,11 @@ func merchantOf(e eventstore.RecordedEvent) (string, error) {
 	return merchant.String(), nil
 }
 
-// fillPartition applies, from the store's feed, the events of partition
-// after the partition's smallest checkpoint up to prev.
 // fillFirstPage is the first page a gap fill reads (see fillPartition).
 const fillFirstPage = 64
 
+// fillPartition applies, from the store's feed, the events of partition
+// after the partition's smallest checkpoint up to prev.
 func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventstore.Position) error {
 	from, err := r.minCheckpoint(ctx, partition)
 	if err != nil || !from.Less(prev) {
@@ -1063,7 +1063,8 @@ func (c *Checkpoints) Positions(ctx context.Context, projection string) (map[int
 	var partitions []int32
 	var majors, minors []int64
 	err := c.db.QueryRow(ctx, `
-        SELECT coalesce(array_agg(partition), '{}'), coalesce(array_agg(major), '{}'), coalesce(array_agg(minor), '{}')
+        SELECT coalesce(array_agg(partition ORDER BY partition), '{}'), coalesce(array_agg(major ORDER BY partition), '{}'),
+               coalesce(array_agg(minor ORDER BY partition), '{}')
           FROM projection_checkpoints WHERE projection = $1`, projection).Scan(&partitions, &majors, &minors)
 	if err != nil {
 		return nil, fmt.Errorf("projections: read checkpoints of %s: %w", projection, err)

@@ -35,6 +35,9 @@ const maxPendingAcks = 4096
 // the server's defaults, is created on the topic's first use, once per
 // Publisher).
 //
+// A timeout fails every message then waiting for its acknowledgement, this
+// call's and concurrent calls' alike (see Publish).
+//
 // When a Publish fails part-way, some of its messages may be stored and
 // others not, so a partition's messages can reach the stream out of order
 // once the relay publishes the batch again; the copies are dropped, and
@@ -51,9 +54,11 @@ type Publisher struct {
 }
 
 // NewPublisher connects to the NATS server at natsURL and returns the
-// relay's publisher; see Publisher.
+// relay's publisher; see Publisher. The connection reconnects for as long
+// as it takes (the relay retries a failed batch until the broker is back);
+// opts come after that default and may override it.
 func NewPublisher(natsURL string, opts ...nats.Option) (*Publisher, error) {
-	nc, err := nats.Connect(natsURL, opts...)
+	nc, err := nats.Connect(natsURL, append([]nats.Option{nats.MaxReconnects(-1)}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("relay: connect to NATS: %w", err)
 	}
@@ -90,8 +95,15 @@ func (p *Publisher) Publish(topic string, messages ...*message.Message) error {
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
+			if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrNoStreamResponse) {
+				p.forgetStream(topic) // deleted meanwhile: made again on the next call
+			}
 			return fmt.Errorf("relay: publish message %s to %s: %w", messages[i].UUID, topic, err)
 		case <-timeout.C:
+			// nats.go keeps an unacknowledged message pending for good, and
+			// enough of them would stall every later publish: fail them all
+			// (the relay publishes the whole batch again anyway).
+			p.js.CleanupPublisher()
 			return fmt.Errorf("relay: publish to %s: no acknowledgement within %s", topic, p.ackTimeout)
 		}
 	}
@@ -121,6 +133,12 @@ func (p *Publisher) ensureStream(topic string) error {
 	p.streams[topic] = true
 	p.mu.Unlock()
 	return nil
+}
+
+func (p *Publisher) forgetStream(topic string) {
+	p.mu.Lock()
+	delete(p.streams, topic)
+	p.mu.Unlock()
 }
 
 // Close implements message.Publisher: it closes the connection.
