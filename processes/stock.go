@@ -60,10 +60,10 @@ const Role = "SYSTEM"
 //   - StockTransferredOut: the transfer's target half is recorded.
 //
 // Deadlines past due are acted on by Sweep. Stock implements
-// projections.Projector; run it with BatchSize 1: its runner's transaction
-// holds the stream's lock while its commands run, and a transaction id
-// (which holds back the store's feed horizon) once it has written a
-// deadline, so keep that to one event's commands.
+// projections.Projector; run it with MaxHandledPerRun 1 (or BatchSize 1):
+// its runner's transaction holds the streams' locks while its commands
+// run, and a transaction id (which holds back the store's feed horizon)
+// once it has written a deadline, so keep that to one event's commands.
 type Stock struct {
 	// Handlers send the commands (over the plain event store, never a
 	// request's transaction).

@@ -55,7 +55,7 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	f.pm = &processes.Stock{Handlers: f.h, Timeout: 30 * time.Minute, ActiveFrom: active}
-	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{BatchSize: 1}, f.pm)
+	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{MaxHandledPerRun: 1}, f.pm)
 	if err != nil {
 		t.Fatal(err)
 	}

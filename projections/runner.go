@@ -143,6 +143,14 @@ type Options struct {
 	// BatchSize bounds how many consecutive events of one partition one
 	// transaction applies; 0 means DefaultBatchSize.
 	BatchSize int
+	// MaxHandledPerRun, when positive, also bounds how many events that
+	// some projector handles one transaction applies; the events no
+	// projector handles ride along with them (only their bookkeeping is
+	// written). For projectors whose Apply has effects outside the
+	// transaction (a process manager's commands), so that one event's work
+	// is committed before the next one's starts, without paying a
+	// transaction for every event they ignore.
+	MaxHandledPerRun int
 
 	// AfterCommit, when set, is called after each transaction that applied
 	// events has committed, with the events of that transaction (delivered
@@ -213,6 +221,7 @@ type Runner struct {
 	index      map[string]int
 	partitions int
 	batch      int
+	maxHandled int // Options.MaxHandledPerRun
 	// afterCommit is Options.AfterCommit.
 	afterCommit func(context.Context, []eventstore.RecordedEvent)
 	// lag and applied are Options.Meter's instruments, recorded with
@@ -253,7 +262,7 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 		}
 	}
 	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes, names: names, index: index,
-		partitions: opts.Partitions, batch: opts.BatchSize, afterCommit: opts.AfterCommit, committed: map[int]eventstore.Position{}}
+		partitions: opts.Partitions, batch: opts.BatchSize, maxHandled: opts.MaxHandledPerRun, afterCommit: opts.AfterCommit, committed: map[int]eventstore.Position{}}
 	if r.partitions <= 0 {
 		r.partitions = DefaultPartitions
 	}
@@ -377,6 +386,7 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		partition := Partition(merchant, r.partitions)
 		merchants := []string{merchant}
 		n := 1
+		handled := r.countHandled(first)
 		for n < len(deliveries) && n < r.batch {
 			d := deliveries[n]
 			m, err := merchantOf(d.Event)
@@ -387,6 +397,11 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 			// run, so that it is checked against committed checkpoints.
 			if Partition(m, r.partitions) != partition || (d.PrevPosition != nil && *d.PrevPosition != deliveries[n-1].Event.Position) {
 				break
+			}
+			if r.maxHandled > 0 {
+				if handled += r.countHandled(d.Event); handled > r.maxHandled {
+					break
+				}
 			}
 			merchants = append(merchants, m)
 			n++
@@ -417,6 +432,21 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		deliveries = deliveries[n:]
 	}
 	return nil
+}
+
+// countHandled is 1 when some projector in scope handles e, else 0 (only
+// counted when MaxHandledPerRun is set).
+func (r *Runner) countHandled(e eventstore.RecordedEvent) int {
+	if r.maxHandled <= 0 {
+		return 0
+	}
+	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+	for i, p := range r.projectors {
+		if r.inScope(i, category) && p.Handles(e.Type) {
+			return 1
+		}
+	}
+	return 0
 }
 
 // PartitionOf returns the partition of e's merchant, or ErrBadEvent when e

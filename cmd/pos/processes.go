@@ -93,20 +93,21 @@ func processHandlers(store eventstore.Store, deps *commands.Deps) *commands.Hand
 
 // processWorker builds the stock process manager's runner over pool, sending
 // its commands through h, and starts its deadline sweeper until ctx ends.
-// Its runner applies one event per transaction (see processes.Stock).
+// Its runner applies one handled event per transaction, with the events
+// it ignores alongside (see processes.Stock).
 func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxpool.Pool, store eventstore.Store, h *commands.Handlers, meter metric.Meter) (worker, error) {
 	active, err := processes.Activate(ctx, pool, processes.Name)
 	if err != nil {
 		return worker{}, err
 	}
-	opts := projections.Options{BatchSize: 1, Meter: meter}
+	opts := projections.Options{MaxHandledPerRun: 1, Meter: meter}
 	runner, err := projections.NewRunner(pool, store, opts, &processes.Stock{Handlers: h, Timeout: cfg.ReservationTimeout, ActiveFrom: active})
 	if err != nil {
 		return worker{}, err
 	}
 	sweeper := &processes.Sweeper{Pool: pool, Handlers: h, Now: func() time.Time { return time.Now().UTC() }, Log: log}
 	go sweeper.Run(ctx)
-	// One event per transaction: a wide window would only lengthen each
-	// message's wait behind the others' commands, towards AckWait.
+	// One handled event per transaction: a wide window would only lengthen
+	// each message's wait behind the others' commands, towards AckWait.
 	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 8}, nil
 }
