@@ -737,12 +737,18 @@ type decodeMemoKey struct{}
 func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, merchants []string, events []eventstore.RecordedEvent, fresh []bool) error {
 	ctx = context.WithValue(ctx, decodeMemoKey{}, decodeMemo{})
 	st := &run{tx: tx, applied: map[streamKey]uint64{}, dirty: map[streamKey]bool{}, filled: map[string][]eventstore.RecordedEvent{}}
-	if err := r.lockStreams(ctx, st, events); err != nil {
+	if len(events) == 0 {
+		return nil
+	}
+	segs, segOf := segmentsOf(events, merchants)
+	current := "" // the merchant row-level security sees
+	if set, err := r.lockStreams(ctx, st, events, segs[0]); err != nil {
 		return err
+	} else if set {
+		current = segs[0]
 	}
 	// First decide, per projector, what to apply: gaps filled from the store,
 	// redeliveries dropped. Each item remembers its segment (see segmentsOf).
-	segs, segOf := segmentsOf(events, merchants)
 	todo := make([][]segEvent, len(r.projectors))
 	var last eventstore.Position
 	for j, e := range events {
@@ -787,7 +793,6 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 		slices.SortStableFunc(todo[i], func(a, b segEvent) int { return a.seg - b.seg })
 	}
 	next := make([]int, len(r.projectors)) // per projector, its first item not yet applied
-	current := ""
 	for s, merchant := range segs {
 		if merchant != current {
 			// Row-level security sees one merchant at a time.
@@ -807,26 +812,26 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 			}
 		}
 	}
-	if len(st.dirty) > 0 {
-		names, streams, versions := make([]string, 0, len(st.dirty)), make([]string, 0, len(st.dirty)), make([]int64, 0, len(st.dirty))
-		for k := range st.dirty {
-			names = append(names, r.projectors[k.projector].Name())
-			streams = append(streams, k.stream)
-			versions = append(versions, int64(st.applied[k]))
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO projection_streams AS s (projection, stream_name, version)
-            SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-            ON CONFLICT (projection, stream_name) DO UPDATE SET version = greatest(s.version, excluded.version)`, names, streams, versions); err != nil {
-			return fmt.Errorf("projections: record stream versions: %w", err)
-		}
+	names, streams, versions := make([]string, 0, len(st.dirty)), make([]string, 0, len(st.dirty)), make([]int64, 0, len(st.dirty))
+	for k := range st.dirty {
+		names = append(names, r.projectors[k.projector].Name())
+		streams = append(streams, k.stream)
+		versions = append(versions, int64(st.applied[k]))
 	}
+	// The streams' versions and the checkpoint in one statement (one round
+	// trip); a data-modifying WITH runs whether or not it is read.
 	if _, err := tx.Exec(ctx, `
+        WITH streams AS (
+            INSERT INTO projection_streams AS s (projection, stream_name, version)
+            SELECT * FROM unnest($5::text[], $6::text[], $7::bigint[])
+            ON CONFLICT (projection, stream_name) DO UPDATE SET version = greatest(s.version, excluded.version)
+        )
         INSERT INTO projection_checkpoints AS c (projection, partition, major, minor, updated_at)
         SELECT name, $2, $3, $4, now() FROM unnest($1::text[]) AS name
         ON CONFLICT (projection, partition) DO UPDATE SET major = excluded.major, minor = excluded.minor, updated_at = now()
         WHERE (c.major, c.minor) < (excluded.major, excluded.minor)`,
-		r.names, partition, int64(last.Major), int64(last.Minor)); err != nil {
-		return fmt.Errorf("projections: checkpoint partition %d: %w", partition, err)
+		r.names, partition, int64(last.Major), int64(last.Minor), names, streams, versions); err != nil {
+		return fmt.Errorf("projections: record stream versions and checkpoint partition %d: %w", partition, err)
 	}
 	return nil
 }
@@ -897,7 +902,7 @@ func (r *Runner) inScope(i int, category string) bool {
 // process managers includes their commands. The rows are written once, at
 // the end. Locks are taken in key order, so two transactions never wait on
 // each other crosswise (a deadlock is retried all the same).
-func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.RecordedEvent) error {
+func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.RecordedEvent, merchant string) (merchantSet bool, err error) {
 	var names, streams []string
 	seen := map[string]bool{}
 	for _, e := range events {
@@ -914,34 +919,34 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 		}
 	}
 	if len(names) == 0 {
-		return nil
+		return false, nil
 	}
-	if _, err := st.tx.Exec(ctx, `
+	// One round trip: the statements of a batch still run one after the
+	// other, each read committed statement with a snapshot taken when it
+	// starts, so the versions are read after the locks are held.
+	b := &pgx.Batch{}
+	b.Queue(`SELECT set_config('pos.merchant_id', $1, true)`, merchant)
+	b.Queue(`
         SELECT count(pg_advisory_xact_lock($3, k)) FROM (
             SELECT DISTINCT hashtext(name || '/' || stream) AS k FROM unnest($1::text[], $2::text[]) AS v(name, stream) ORDER BY 1
-        ) AS keys`, names, streams, streamLockClass); err != nil {
-		return fmt.Errorf("projections: lock streams: %w", err)
-	}
+        ) AS keys`, names, streams, streamLockClass)
 	// LATERAL: one primary-key lookup per stream, whatever the table's size.
-	rows, err := st.tx.Query(ctx, `
+	b.Queue(`
         SELECT v.name, v.stream, s.version FROM unnest($1::text[], $2::text[]) AS v(name, stream)
-        CROSS JOIN LATERAL (SELECT version FROM projection_streams WHERE projection = v.name AND stream_name = v.stream) AS s`, names, streams)
-	if err != nil {
-		return fmt.Errorf("projections: read stream versions: %w", err)
-	}
-	defer rows.Close()
-	for rows.Next() {
+        CROSS JOIN LATERAL (SELECT version FROM projection_streams WHERE projection = v.name AND stream_name = v.stream) AS s`,
+		names, streams).Query(func(rows pgx.Rows) error {
 		var name, stream string
 		var v int64
-		if err := rows.Scan(&name, &stream, &v); err != nil {
-			return fmt.Errorf("projections: read stream versions: %w", err)
-		}
-		st.applied[streamKey{r.index[name], stream}] = uint64(v)
+		_, err := pgx.ForEachRow(rows, []any{&name, &stream, &v}, func() error {
+			st.applied[streamKey{r.index[name], stream}] = uint64(v)
+			return nil
+		})
+		return err
+	})
+	if err := st.tx.SendBatch(ctx, b).Close(); err != nil {
+		return false, fmt.Errorf("projections: lock streams and read their versions: %w", err)
 	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("projections: read stream versions: %w", err)
-	}
-	return nil
+	return true, nil
 }
 
 // streamLockClass is the first key of the projections' stream locks.
