@@ -39,7 +39,9 @@
 // Runner.HandleDeliveries committed its effect; a handler error is retried
 // in process (Retry middleware, bounded), then negatively acknowledged, and
 // JetStream redelivers it after Options.NakDelay, for as long as it takes
-// (a database outage holds the partition rather than dropping events).
+// (a database outage holds the partition rather than dropping events). A
+// message whose handling a shutdown cut short is nacked at once, without
+// retries or error lines.
 // Redeliveries and copies are harmless: the runner's effects are exactly
 // once. A message that can never be applied (a payload that is not a relay
 // Envelope, an event without a valid merchant) is a poison message: the
@@ -381,6 +383,13 @@ func (c *Consumer) handle(msg *message.Message) error {
 		return err // no valid merchant: permanent, and must not fail a batch
 	}
 	if err := c.batches.submit(msg.Context(), partition, d); err != nil {
+		if ctx := msg.Context(); ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// The consumer is closing (or the message's wait ended): hand
+			// the message back to JetStream for redelivery, without the
+			// retries and error lines of a failure.
+			msg.Nack()
+			return nil
+		}
 		return err
 	}
 	c.handled.Add(1)
