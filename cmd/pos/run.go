@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"errors"
 	"flag"
 	"fmt"
@@ -13,7 +12,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
-	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for goose
+	"github.com/jackc/pgx/v5/stdlib" // database/sql for goose
 	"github.com/schollz/progressbar/v3"
 
 	"pos/audit"
@@ -80,10 +79,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 }
 
 func migrate(ctx context.Context, cfg config) (int64, error) {
-	db, err := sql.Open("pgx", cfg.DatabaseURL)
+	// Parsed as a pool's URL, so that pool settings (pool_max_conns…),
+	// which a plain connection would send to the server as unknown
+	// parameters, are understood and left out.
+	pc, err := pgxpool.ParseConfig(cfg.DatabaseURL)
 	if err != nil {
-		return 0, fmt.Errorf("migrate: %w", err)
+		return 0, fmt.Errorf("migrate: DATABASE_URL: %w", err)
 	}
+	db := stdlib.OpenDB(*pc.ConnConfig)
 	defer db.Close()
 	return migrations.Up(ctx, db)
 }
