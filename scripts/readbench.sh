@@ -23,7 +23,8 @@
 #      sales load's shape (merchants=16); merchants=1 is the best case.
 #
 # The server is restarted (same database, same Redis) before each read
-# phase, so each starts from a fresh process: in particular the cache's
+# phase, and each waits until the projections have nothing left to apply
+# (wait_quiet), so each starts from a fresh, idle process: in particular the cache's
 # "distrust after a failed invalidation" (cache.Reader bypasses Redis for the
 # entry TTL, 5 minutes, after one invalidation timed out) does not carry
 # over from the write phases; the summary reports how many invalidations
@@ -101,6 +102,28 @@ metric() {
 	curl -fsS -m 5 "$base/metrics" | awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%d\n", s }'
 }
 
+# wait_quiet: waits (at most 5 minutes) until the server's projections and
+# process manager have applied nothing for 3 s: the lag phase leaves a
+# backlog (the stock process manager's above all), and reads measured while
+# it drains would measure the draining too.
+wait_quiet() {
+	local last=-1 same=0 n
+	for _ in $(seq 1 300); do
+		# Events delivered and applied, and events read to fill gaps (a
+		# restarted worker first fills its partitions from the store).
+		n=$(($(metric pos_projection_events_total) + $(metric pos_projection_gap_fill_reads_total)))
+		if [ "$n" = "$last" ]; then
+			same=$((same + 1))
+			[ "$same" -ge 3 ] && return 0
+		else
+			same=0
+		fi
+		last=$n
+		sleep 1
+	done
+	echo "readbench: the projections were still applying after 5 minutes; reading anyway" >&2
+}
+
 # posload_run FILE ARGS...: one posload run, its report to $OUT/FILE; fails
 # the whole run when posload does.
 posload_run() {
@@ -135,9 +158,12 @@ write_fallbacks=$(metric pos_cache_fallbacks_total)
 read_flags=(-url "$base" -tokens-file "$OUT/tokens.txt" -ids "$OUT/ids.txt" -connections "$CONNECTIONS"
 	-rate "$READ_RATE" -duration "${READ_SECONDS}s" -warmup "${READ_WARMUP_SECONDS}s" -timeout 10s)
 start_server cache-on
+echo "readbench: waiting for the projections to finish the backlog" >&2
+wait_quiet
 echo "readbench: reads, cache on" >&2
 posload_run reads-cache-on.txt reads "${read_flags[@]}" -label cache-on -json "$OUT/reads-cache-on.json"
 start_server cache-off POS_CACHE=off
+wait_quiet
 echo "readbench: reads, cache off, and the bare handler" >&2
 posload_run reads-cache-off.txt reads "${read_flags[@]}" -label cache-off -bare -json "$OUT/reads-cache-off.json"
 stop_server
