@@ -113,3 +113,42 @@ func TestMaxHandledPerRunSplitsOnlyAtHandledEvents(t *testing.T) {
 		}
 	}
 }
+
+// A projector added to a runner after the others have applied a partition
+// has no checkpoint there: the first gap the runner fills starts from the
+// beginning of the feed, so the newcomer gets the whole history, as a
+// runner that had all projectors from the start would have built it.
+func TestFillStartsWhereTheLeastAdvancedProjectorIs(t *testing.T) {
+	env := projtest.New(t)
+	ringUp(t, env, projtest.NewID(t))
+	events := feed(t, env)
+	last := events[len(events)-1]
+
+	var early []projections.Projector
+	for _, p := range projections.All() {
+		if p.Name() == "merchant_settings" || p.Name() == "transactions" {
+			early = append(early, p)
+		}
+	}
+	if len(early) != 2 {
+		t.Fatalf("found %d of the two early projectors", len(early))
+	}
+	a, err := projections.NewRunner(env.Pool, env.Store, projections.Options{}, early...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	handle(t, a, events[:len(events)-1]...)
+
+	b := newRunner(t, env) // every projector
+	prev := events[len(events)-2].Position
+	if err := b.HandleDeliveries(context.Background(), []projections.Delivery{{Event: last, PrevPosition: &prev}}); err != nil {
+		t.Fatalf("HandleDeliveries: %v", err)
+	}
+	got := textRows(t, env.URL, salesQueries...)
+
+	projtest.ResetReadModels(t, admin(t, env.URL))
+	if _, err := newRunner(t, env).Catchup(context.Background(), eventstore.Start); err != nil {
+		t.Fatalf("Catchup: %v", err)
+	}
+	diffRows(t, "read models", got, textRows(t, env.URL, salesQueries...))
+}

@@ -642,18 +642,21 @@ func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventsto
 }
 
 func (r *Runner) minCheckpoint(ctx context.Context, partition int) (eventstore.Position, error) {
-	c := r.Checkpoints()
-	var low eventstore.Position
-	for i, p := range r.projectors {
-		pos, err := c.Position(ctx, p.Name(), partition)
-		if err != nil {
-			return eventstore.Position{}, err
-		}
-		if i == 0 || pos.Less(low) {
-			low = pos
-		}
+	// One query for every projector: a projector without a checkpoint row
+	// is at Start, and so is the minimum.
+	var rows int
+	var low []int64
+	err := r.pool.QueryRow(ctx, `
+        SELECT count(*), coalesce(min(ARRAY[major, minor]), ARRAY[0, 0]::bigint[])
+          FROM projection_checkpoints WHERE projection = ANY($1::text[]) AND partition = $2`,
+		r.names, partition).Scan(&rows, &low)
+	if err != nil {
+		return eventstore.Position{}, fmt.Errorf("projections: read checkpoints of partition %d: %w", partition, err)
 	}
-	return low, nil
+	if rows < len(r.names) || len(low) != 2 {
+		return eventstore.Start, nil
+	}
+	return eventstore.Position{Major: uint64(low[0]), Minor: uint64(low[1])}, nil
 }
 
 // record feeds Options.Meter's instruments with the events just committed
