@@ -18,9 +18,9 @@ import (
 	"pos/relay"
 )
 
-// pubJS returns a JetStream context on its own connection to the test NATS,
-// for inspecting and deleting the streams a test's Publisher creates.
-func pubJS(t *testing.T) nats.JetStreamContext {
+// jetStream returns a JetStream context on its own connection to the test
+// NATS, for inspecting and deleting the streams a test's relay creates.
+func jetStream(t *testing.T) nats.JetStreamContext {
 	t.Helper()
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
@@ -127,7 +127,7 @@ func checkStream(t *testing.T, js nats.JetStreamContext, topic string, want []pu
 }
 
 func TestPublisherCreatesStreamAndStoresBatchInOrder(t *testing.T) {
-	js := pubJS(t)
+	js := jetStream(t)
 	topic := pubTopic(t, js)
 	pub := newTestPublisher(t)
 
@@ -139,7 +139,7 @@ func TestPublisherCreatesStreamAndStoresBatchInOrder(t *testing.T) {
 }
 
 func TestPublisherDeduplicatesRepublishedBatch(t *testing.T) {
-	js := pubJS(t)
+	js := jetStream(t)
 	topic := pubTopic(t, js)
 	pub := newTestPublisher(t)
 
@@ -165,7 +165,7 @@ func TestPublisherDeduplicatesRepublishedBatch(t *testing.T) {
 
 func TestPublisherConcurrentPublishesToDifferentTopics(t *testing.T) {
 	const goroutines, perCall, calls = 8, 150, 2
-	js := pubJS(t)
+	js := jetStream(t)
 	pub := newTestPublisher(t)
 
 	topics := make([]string, goroutines)
@@ -207,7 +207,7 @@ func TestPublisherConcurrentPublishesToDifferentTopics(t *testing.T) {
 }
 
 func TestPublisherFailsAfterClose(t *testing.T) {
-	js := pubJS(t)
+	js := jetStream(t)
 	known := pubTopic(t, js)
 	fresh := pubTopic(t, js)
 	pub := newTestPublisher(t)

@@ -48,15 +48,7 @@ func newEnv(t *testing.T, partitions int) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(pool.Close)
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatalf("connect to NATS at %s: %v (make test starts it)", natsURL, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := nc.JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
 	e := &env{t: t, url: url, pool: pool, store: pgstore.New(pool), js: js,
