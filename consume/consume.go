@@ -146,6 +146,7 @@ type Consumer struct {
 	opts    Options
 	dead    atomic.Int64
 	handled atomic.Int64
+	closing atomic.Bool // Run's context has ended
 	counter metric.Int64Counter
 	ready   chan struct{}
 	closed  sync.Once
@@ -383,10 +384,11 @@ func (c *Consumer) handle(msg *message.Message) error {
 		return err // no valid merchant: permanent, and must not fail a batch
 	}
 	if err := c.batches.submit(msg.Context(), partition, d); err != nil {
-		if ctx := msg.Context(); ctx.Err() != nil && errors.Is(err, ctx.Err()) {
-			// The consumer is closing (or the message's wait ended): hand
-			// the message back to JetStream for redelivery, without the
-			// retries and error lines of a failure.
+		// The consumer is closing (this message's context, or the batch
+		// leader's, ended with it), or this message's own wait ended: hand
+		// the message back to JetStream for redelivery, without the
+		// retries and error lines of a failure.
+		if ctx := msg.Context(); (ctx.Err() != nil && errors.Is(err, ctx.Err())) || (c.closing.Load() && errors.Is(err, context.Canceled)) {
 			msg.Nack()
 			return nil
 		}
@@ -406,6 +408,7 @@ func (c *Consumer) Handled() int64 { return c.handled.Load() }
 // without Running ever firing, so it is run in a goroutine and watched).
 // Run may be called once.
 func (c *Consumer) Run(ctx context.Context) error {
+	context.AfterFunc(ctx, func() { c.closing.Store(true) })
 	errc := make(chan error, 1)
 	go func() { errc <- c.router.Run(ctx) }()
 	select {
