@@ -40,8 +40,8 @@
 // in process (Retry middleware, bounded), then negatively acknowledged, and
 // JetStream redelivers it after Options.NakDelay, for as long as it takes
 // (a database outage holds the partition rather than dropping events). A
-// message whose handling a shutdown cut short is nacked at once, without
-// retries or error lines.
+// message whose handling a shutdown cut short is left to JetStream without
+// retries or error lines, and redelivered after AckWait at the latest.
 // Redeliveries and copies are harmless: the runner's effects are exactly
 // once. A message that can never be applied (a payload that is not a relay
 // Envelope, an event without a valid merchant) is a poison message: the
@@ -385,10 +385,13 @@ func (c *Consumer) handle(msg *message.Message) error {
 	}
 	if err := c.batches.submit(msg.Context(), partition, d); err != nil {
 		// The consumer is closing (this message's context, or the batch
-		// leader's, ended with it), or this message's own wait ended: hand
-		// the message back to JetStream for redelivery, without the
-		// retries and error lines of a failure.
-		if ctx := msg.Context(); (ctx.Err() != nil && errors.Is(err, ctx.Err())) || (c.closing.Load() && errors.Is(err, context.Canceled)) {
+		// leader's, ended with it): the message is left to JetStream,
+		// without the retries and error lines of a failure. The subscriber
+		// has stopped waiting for its acknowledgement by then, so the nack
+		// may not reach the server: it is redelivered after AckWait at the
+		// latest. Any other failure, this message's own context ended by
+		// its AckWait included, is an error: retried, then logged.
+		if c.closing.Load() && errors.Is(err, context.Canceled) {
 			msg.Nack()
 			return nil
 		}

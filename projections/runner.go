@@ -145,8 +145,9 @@ type Options struct {
 	BatchSize int
 	// MaxHandledPerRun, when positive, also bounds how many events that
 	// some projector handles one transaction applies; the events no
-	// projector handles ride along with them (only their bookkeeping is
-	// written). For projectors whose Apply has effects outside the
+	// projector handles join the run of the handled event before them (or,
+	// leading a batch, of the first one), and only their bookkeeping is
+	// written. For projectors whose Apply has effects outside the
 	// transaction (a process manager's commands), so that one event's work
 	// is committed before the next one's starts, without paying a
 	// transaction for every event they ignore.
@@ -522,7 +523,8 @@ func (r *Runner) noteCommitted(partition int, events []eventstore.RecordedEvent)
 }
 
 // advanceOnly is the fast path of a run of one event that no projector
-// handles (a process manager sees many such): when every in-scope
+// handles (for a runner with MaxHandledPerRun, such events mostly ride
+// along with a handled one instead): when every in-scope
 // projector's stream row is at the version just before the event (no gap,
 // not a redelivery), one statement moves them and the partition's
 // checkpoint, all or nothing, without a transaction of its own. Otherwise

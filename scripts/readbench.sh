@@ -33,12 +33,12 @@
 #
 # Prints a summary with ratios and PASS/FAIL; exits 0 when targets are
 # missed (as load.sh does) and 1 when the run itself fails. Raw outputs go to
-# bench-results/read/. Traffic goes to 127.0.0.1 only; about 5 minutes.
+# bench-results/read/. Traffic goes to 127.0.0.1 only; about 7 minutes.
 #
 # Environment: PGHOST_ADDR (127.0.0.1), SALES_RATE (1000), SALES_SECONDS
 # (30), WARMUP_SECONDS (3), MERCHANTS (16), READ_SALES (2000), READ_SECONDS
 # (10), READ_WARMUP_SECONDS (2), READ_RATE (5000), CONNECTIONS (50),
-# REPLAY_EVENTS (20000).
+# QUIET_SECONDS (35), REPLAY_EVENTS (20000).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -58,6 +58,7 @@ READ_SECONDS=${READ_SECONDS:-10}
 READ_WARMUP_SECONDS=${READ_WARMUP_SECONDS:-2}
 READ_RATE=${READ_RATE:-5000}
 CONNECTIONS=${CONNECTIONS:-50}
+QUIET_SECONDS=${QUIET_SECONDS:-35}
 REPLAY_EVENTS=${REPLAY_EVENTS:-20000}
 GO=${GO:-go}
 DB=pos_readbench
@@ -103,18 +104,21 @@ metric() {
 }
 
 # wait_quiet: waits (at most 5 minutes) until the server's projections and
-# process manager have applied nothing for 3 s: the lag phase leaves a
-# backlog (the stock process manager's above all), and reads measured while
-# it drains would measure the draining too.
+# process manager have applied nothing for QUIET_SECONDS: the lag phase
+# leaves a backlog (the stock process manager's above all), and reads
+# measured while it drains would measure the draining too. The window
+# exceeds the consumers' AckWait (30 s): messages the stopped server held
+# come back only then, and until they do their partitions look quiet.
 wait_quiet() {
 	local last=-1 same=0 n
 	for _ in $(seq 1 300); do
 		# Events delivered and applied, and events read to fill gaps (a
-		# restarted worker first fills its partitions from the store).
-		n=$(($(metric pos_projection_events_total) + $(metric pos_projection_gap_fill_reads_total)))
+		# restarted worker first fills its partitions from the store); a
+		# failed scrape counts as a change.
+		n=$(($(metric pos_projection_events_total || echo -1) + $(metric pos_projection_gap_fill_reads_total || echo -1)))
 		if [ "$n" = "$last" ]; then
 			same=$((same + 1))
-			[ "$same" -ge 3 ] && return 0
+			[ "$same" -ge "$QUIET_SECONDS" ] && return 0
 		else
 			same=0
 		fi
