@@ -798,7 +798,20 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 		slices.SortStableFunc(todo[i], func(a, b segEvent) int { return a.seg - b.seg })
 	}
 	next := make([]int, len(r.projectors)) // per projector, its first item not yet applied
+	batches := make([][]eventstore.RecordedEvent, len(r.projectors))
 	for s, merchant := range segs {
+		work := false
+		for i := range r.projectors {
+			batches[i] = nil // not reused: a projector may keep what it was given
+			for rest := todo[i][next[i]:]; len(rest) > 0 && rest[0].seg == s; rest = rest[1:] {
+				batches[i] = append(batches[i], rest[0].event)
+			}
+			next[i] += len(batches[i])
+			work = work || len(batches[i]) > 0
+		}
+		if !work {
+			continue // a segment of events no projector handles: no round trip
+		}
 		if merchant != current {
 			// Row-level security sees one merchant at a time.
 			if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchant); err != nil {
@@ -807,12 +820,7 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 			current = merchant
 		}
 		for i, p := range r.projectors {
-			var batch []eventstore.RecordedEvent
-			for rest := todo[i][next[i]:]; len(rest) > 0 && rest[0].seg == s; rest = rest[1:] {
-				batch = append(batch, rest[0].event)
-			}
-			next[i] += len(batch)
-			if err := r.apply(ctx, tx, p, batch); err != nil {
+			if err := r.apply(ctx, tx, p, batches[i]); err != nil {
 				return err
 			}
 		}
