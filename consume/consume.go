@@ -321,13 +321,8 @@ func provisionDurables(url string, opts Options) error {
 	}
 	for p := range opts.Partitions {
 		topic := relay.Topic(opts.TopicPrefix, p)
-		if _, err := js.StreamInfo(topic); errors.Is(err, nats.ErrStreamNotFound) {
-			_, err = js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
-			if err != nil && !errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-				return fmt.Errorf("consume: provision stream %s: %w", topic, err)
-			}
-		} else if err != nil {
-			return fmt.Errorf("consume: provision stream %s: %w", topic, err)
+		if err := relay.EnsureStream(js, topic); err != nil {
+			return fmt.Errorf("consume: provision: %w", err)
 		}
 		info, err := js.ConsumerInfo(topic, opts.Durable)
 		switch {

@@ -387,7 +387,10 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		partition := Partition(merchant, r.partitions)
 		merchants := []string{merchant}
 		n := 1
-		handled := r.countHandled(first)
+		handled := 0 // events of the run some projector handles (counted with MaxHandledPerRun)
+		if r.maxHandled > 0 && r.handled(first) {
+			handled = 1
+		}
 		for n < len(deliveries) && n < r.batch {
 			d := deliveries[n]
 			m, err := merchantOf(d.Event)
@@ -399,8 +402,8 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 			if Partition(m, r.partitions) != partition || (d.PrevPosition != nil && *d.PrevPosition != deliveries[n-1].Event.Position) {
 				break
 			}
-			if r.maxHandled > 0 {
-				if handled += r.countHandled(d.Event); handled > r.maxHandled {
+			if r.maxHandled > 0 && r.handled(d.Event) {
+				if handled++; handled > r.maxHandled {
 					break
 				}
 			}
@@ -435,19 +438,15 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 	return nil
 }
 
-// countHandled is 1 when some projector in scope handles e, else 0 (only
-// counted when MaxHandledPerRun is set).
-func (r *Runner) countHandled(e eventstore.RecordedEvent) int {
-	if r.maxHandled <= 0 {
-		return 0
-	}
+// handled reports whether some projector in scope handles e.
+func (r *Runner) handled(e eventstore.RecordedEvent) bool {
 	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
 	for i, p := range r.projectors {
 		if r.inScope(i, category) && p.Handles(e.Type) {
-			return 1
+			return true
 		}
 	}
-	return 0
+	return false
 }
 
 // PartitionOf returns the partition of e's merchant, or ErrBadEvent when e
@@ -534,16 +533,15 @@ func (r *Runner) advanceOnly(ctx context.Context, partition int, events []events
 		return nil, false, nil
 	}
 	e := events[0]
+	if r.handled(e) {
+		return nil, false, nil
+	}
 	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
 	var names []string
-	for i, p := range r.projectors {
-		if !r.inScope(i, category) {
-			continue
+	for i := range r.projectors {
+		if r.inScope(i, category) {
+			names = append(names, r.names[i])
 		}
-		if p.Handles(e.Type) {
-			return nil, false, nil
-		}
-		names = append(names, p.Name())
 	}
 	if len(names) == 0 || e.Version < 2 {
 		return nil, false, nil // a new stream's row does not exist yet

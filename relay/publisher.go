@@ -119,15 +119,8 @@ func (p *Publisher) ensureStream(topic string) error {
 	if known {
 		return nil
 	}
-	_, err := p.js.StreamInfo(topic)
-	if errors.Is(err, nats.ErrStreamNotFound) {
-		_, err = p.js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
-		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
-			err = nil // made meanwhile, by a consumer or another relay
-		}
-	}
-	if err != nil {
-		return fmt.Errorf("relay: stream %s: %w", topic, err)
+	if err := EnsureStream(p.js, topic); err != nil {
+		return err
 	}
 	p.mu.Lock()
 	p.streams[topic] = true
@@ -139,6 +132,24 @@ func (p *Publisher) forgetStream(topic string) {
 	p.mu.Lock()
 	delete(p.streams, topic)
 	p.mu.Unlock()
+}
+
+// EnsureStream creates topic's stream, named like it with the topic as its
+// only subject and the server's defaults (as watermill-nats AutoProvision
+// makes it), unless it exists. The relay and the consumers both call it, so
+// either may start first.
+func EnsureStream(js nats.JetStreamContext, topic string) error {
+	_, err := js.StreamInfo(topic)
+	if errors.Is(err, nats.ErrStreamNotFound) {
+		_, err = js.AddStream(&nats.StreamConfig{Name: topic, Subjects: []string{topic}})
+		if errors.Is(err, nats.ErrStreamNameAlreadyInUse) {
+			err = nil // made meanwhile, by a consumer or another relay
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("relay: stream %s: %w", topic, err)
+	}
+	return nil
 }
 
 // Close implements message.Publisher: it closes the connection.

@@ -4,12 +4,13 @@
 //
 // Delivery is at least once. The relay follows the feed from its checkpoint,
 // publishes each batch, waits for the broker's acknowledgement of every
-// message (Publisher) and only then writes the checkpoint. A crash in between republishes the batch: JetStream drops
-// copies whose Nats-Msg-Id (the event id) it saw within the stream's
-// duplicate window, and every consumer is idempotent beyond it. The broker
-// itself may lose acknowledged messages (its fsync is periodic), so each
-// message carries PrevPosition, the previous event of its merchant
-// partition, for consumers to notice a gap and fill it from the store.
+// message (Publisher) and only then writes the checkpoint. A crash in
+// between republishes the batch: JetStream drops copies whose Nats-Msg-Id
+// (the event id) it saw within the stream's duplicate window, and every
+// consumer is idempotent beyond it. The broker itself may lose
+// acknowledged messages (its fsync is periodic), so each message carries
+// PrevPosition, the previous event of its merchant partition, for
+// consumers to notice a gap and fill it from the store.
 //
 // Subjects: one topic per merchant partition, DefaultTopicPrefix plus two
 // digits ("pos_events_p07"), partition = projections.Partition(merchant, N).
@@ -339,9 +340,8 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 }
 
 // publish sends one batch, each partition's messages in feed order (the
-// partitions at once), and then
-// writes the checkpoint. Only after every Publish returned (acknowledged)
-// does the checkpoint move.
+// partitions at once), and then writes the checkpoint. Only after every
+// Publish returned (acknowledged) does the checkpoint move.
 func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
 	n := l.r.opts.Partitions
 	heads := append([]string(nil), l.heads...)
