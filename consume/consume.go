@@ -139,6 +139,8 @@ type Options struct {
 // documentation.
 type Consumer struct {
 	router  *message.Router
+	nc      *nats.Conn // the subscriber's; drained first on shutdown
+	drained chan struct{}
 	sub     *wmnats.Subscriber
 	dlq     *wmnats.Publisher
 	runner  *projections.Runner
@@ -204,12 +206,12 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	}
 	// Watermill's per-handler info lines (adding, starting, closing) are
 	// debug noise in our logs.
-	logger := watermill.NewSlogLoggerWithLevelMapping(opts.Logger, map[slog.Level]slog.Level{
-		slog.LevelInfo: slog.LevelDebug,
-	})
-
 	c := &Consumer{runner: runner, opts: opts, ready: make(chan struct{}),
+		drained: make(chan struct{}),
 		batches: newBatcher(runner, opts.ReorderWait, opts.MaxAckPending)}
+	logger := drainedLogger{watermill.NewSlogLoggerWithLevelMapping(opts.Logger, map[slog.Level]slog.Level{
+		slog.LevelInfo: slog.LevelDebug,
+	}), c}
 	if opts.Meter != nil {
 		ctr, err := opts.Meter.Int64Counter("pos.projector.dead_letters",
 			metric.WithDescription("Messages the projector workers moved to the dead-letter topic"))
@@ -219,16 +221,29 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 		c.counter = ctr
 	}
 
+	// The subscriber's connection is ours to drain (see Run). The drain is
+	// bounded by the time a handed-over message may take: a callback waits
+	// for its acknowledgement for at most AckWait.
+	nc, err := nats.Connect(url, append(opts.NatsOptions, nats.DrainTimeout(opts.AckWait+10*time.Second))...)
+	if err != nil {
+		return nil, fmt.Errorf("consume: connect: %w", err)
+	}
+	prev := nc.Opts.ClosedCB
+	nc.SetClosedHandler(func(nc *nats.Conn) {
+		close(c.drained)
+		if prev != nil {
+			prev(nc)
+		}
+	})
+	c.nc = nc
 	durable, group := opts.Durable, opts.QueueGroup
-	sub, err := wmnats.NewSubscriber(wmnats.SubscriberConfig{
-		URL:              url,
+	subCfg := wmnats.SubscriberConfig{
 		QueueGroupPrefix: group,
 		SubscribersCount: opts.MaxAckPending,
 		AckWaitTimeout:   opts.AckWait,
 		CloseTimeout:     5 * time.Second,
 		SubscribeTimeout: 10 * time.Second,
 		NakDelay:         wmnats.NewStaticDelay(opts.NakDelay),
-		NatsOptions:      opts.NatsOptions,
 		Unmarshaler:      &wmnats.NATSMarshaler{},
 		JetStream: wmnats.JetStreamConfig{
 			// The streams are the relay's; provisioning them here too lets
@@ -249,8 +264,10 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 				nats.MaxAckPending(opts.MaxAckPending),
 			},
 		},
-	}, logger)
+	}
+	sub, err := wmnats.NewSubscriberWithNatsConn(nc, subCfg.GetSubscriberSubscriptionConfig(), logger)
 	if err != nil {
+		nc.Close()
 		return nil, fmt.Errorf("consume: subscriber: %w", err)
 	}
 	c.sub = sub
@@ -405,34 +422,50 @@ func (c *Consumer) Handled() int64 { return c.handled.Load() }
 // the router fails, subscribing included (router.Run returns that error
 // without Running ever firing, so it is run in a goroutine and watched).
 // Run may be called once.
+//
+// Shutdown drains the subscriber's NATS connection before the router
+// closes: the subscriptions stop taking messages, and the messages already
+// delivered to this worker are handled and acknowledged, not left to
+// redeliver after AckWait. The order also matters for safety: watermill-nats
+// closes a subscription's output channel while a NATS callback may still be
+// sending to it (a data race, and a possible panic), and only a drain waits
+// for the callbacks. So the router runs on a context that ctx does not
+// cancel, and is closed once the drain is done.
 func (c *Consumer) Run(ctx context.Context) error {
-	context.AfterFunc(ctx, func() { c.closing.Store(true) })
 	errc := make(chan error, 1)
-	go func() { errc <- c.router.Run(ctx) }()
+	go func() { errc <- c.router.Run(context.WithoutCancel(ctx)) }()
 	select {
 	case <-c.router.Running():
 		close(c.ready)
 	case err := <-errc:
 		c.closeClients()
 		if err == nil {
-			if ctx.Err() != nil {
-				return nil // stopped before it started: a clean shutdown
-			}
 			err = errors.New("router stopped")
 		}
 		return fmt.Errorf("consume: %w", err)
+	case <-ctx.Done():
+		// Stopped while subscribing: a clean shutdown. Subscriptions made
+		// so far are drained like any others.
+		return c.shutdown(errc)
 	}
 	select {
 	case err := <-errc:
 		c.closeClients()
-		if ctx.Err() != nil {
-			return nil
-		}
 		if err == nil {
 			err = errors.New("router stopped")
 		}
 		return fmt.Errorf("consume: %w", err)
 	case <-ctx.Done():
+	}
+	return c.shutdown(errc)
+}
+
+// shutdown drains the subscriber's connection, then closes the router and
+// the clients; errc is the router's Run result.
+func (c *Consumer) shutdown(errc <-chan error) error {
+	c.closing.Store(true)
+	if err := c.nc.Drain(); err == nil {
+		<-c.drained // bounded by the connection's DrainTimeout
 	}
 	err := c.router.Close()
 	<-errc
@@ -460,7 +493,28 @@ func (c *Consumer) closeClients() {
 	c.closed.Do(func() {
 		_ = c.sub.Close()
 		_ = c.dlq.Close()
+		c.nc.Close()
 	})
+}
+
+// drainedLogger quiets the errors watermill-nats logs when it closes
+// subscriptions of a connection that shutdown has already drained and
+// closed: they are expected then, and mean nothing was lost.
+type drainedLogger struct {
+	watermill.LoggerAdapter
+	c *Consumer
+}
+
+func (l drainedLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if errors.Is(err, nats.ErrConnectionClosed) && l.c.nc.IsClosed() && l.c.closing.Load() {
+		l.LoggerAdapter.Debug(msg+": "+err.Error(), fields)
+		return
+	}
+	l.LoggerAdapter.Error(msg, err, fields)
+}
+
+func (l drainedLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	return drainedLogger{l.LoggerAdapter.With(fields), l.c}
 }
 
 // countingPublisher counts what it publishes successfully (the dead

@@ -63,17 +63,22 @@ type worker struct {
 // to NATS (NATS_URL or an embedded server) and consumers in this process feed
 // each runner from its durable, with any `pos projector` workers sharing the
 // partitions. brokerUp, when set, is told the broker's URL once it is known
-// (readiness checks it).
-func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, brokerUp func(url string) error) error {
+// (readiness checks it). The returned channel is closed once, after ctx
+// ended, every worker has stopped: the pools they use must stay open until
+// then.
+func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, brokerUp func(url string) error) (<-chan struct{}, error) {
 	switch cfg.ReadSide {
 	case readSideInProcess:
+		var wg sync.WaitGroup
 		for _, w := range workers {
-			go followProjections(ctx, log, w)
+			wg.Go(func() { followProjections(ctx, log, w) })
 		}
-		return nil
+		stopped := make(chan struct{})
+		go func() { wg.Wait(); close(stopped) }()
+		return stopped, nil
 	case readSideNATS:
 	default:
-		return fmt.Errorf("POS_READ_SIDE %q: want %q or %q", cfg.ReadSide, readSideNATS, readSideInProcess)
+		return nil, fmt.Errorf("POS_READ_SIDE %q: want %q or %q", cfg.ReadSide, readSideNATS, readSideInProcess)
 	}
 	done := make(chan struct{})
 	url, err := broker(ctx, cfg, log, done)
@@ -82,7 +87,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	}
 	if err != nil {
 		close(done)
-		return err
+		return nil, err
 	}
 	var wg sync.WaitGroup
 	stop := func() {
@@ -93,13 +98,13 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	pub, err := relay.NewPublisher(url)
 	if err != nil {
 		go stop()
-		return fmt.Errorf("relay publisher: %w", err)
+		return nil, fmt.Errorf("relay publisher: %w", err)
 	}
 	rel, err := relay.New(pool, store, pub, relay.Options{Partitions: partitions, Logger: log})
 	if err != nil {
 		_ = pub.Close()
 		go stop()
-		return err
+		return nil, err
 	}
 	consumers := make([]*consume.Consumer, len(workers))
 	for i, w := range workers {
@@ -107,7 +112,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
 			_ = pub.Close()
 			go stop()
-			return err
+			return nil, err
 		}
 	}
 	wg.Go(func() {
@@ -124,7 +129,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		log.Info("workers consuming NATS", "worker", w.name, "durable", w.durable, "url", url, "partitions", partitions)
 	}
 	go stop()
-	return nil
+	return done, nil
 }
 
 // keepConsuming runs c until ctx ends; a consumer that fails (it cannot

@@ -49,25 +49,26 @@ const workerPoolSize = 10
 // Reader, Checkpoints and Partitions, and starts over pool, until ctx ends,
 // a projections runner that keeps the read models up to date and the
 // process managers' runner, which sends its commands through h: through
-// NATS or in process, see startProjections.
-func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, h *commands.Handlers) error {
+// NATS or in process, see startProjections. The returned channel is closed
+// once the workers have stopped, after ctx ended.
+func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, h *commands.Handlers) (workersStopped <-chan struct{}, err error) {
 	key, err := cursorKey(cfg, log)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	qpool, err := queries.Connect(ctx, cfg.DatabaseURL)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	context.AfterFunc(ctx, qpool.Close)
 	addReadyCheck(&apiCfg.ReadyChecks, "read_store", qpool.Ping)
 	reader, err := queries.New(qpool, key)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	hot, err := readCache(ctx, cfg, log, apiCfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	opts := projections.Options{}
 	if apiCfg.Telemetry != nil {
@@ -81,13 +82,21 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	// minutes behind under load.
 	wpool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, workerPoolSize)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	context.AfterFunc(ctx, wpool.Close)
+	// The workers' pool closes after the workers stop, not when ctx ends:
+	// a consumer finishes the messages it holds first (see consume.Run).
+	wdone := make(chan struct{})
+	context.AfterFunc(ctx, func() { <-wdone; wpool.Close() })
+	defer func() {
+		if err != nil {
+			close(wdone)
+		}
+	}()
 	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
 	runner, err := projections.NewRunner(wpool, upcasting, opts, projections.All()...)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// X-Min-Position waits read checkpoints on the API's pool, not the
 	// workers'.
@@ -107,7 +116,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	}
 	procs, err := processWorker(ctx, cfg, log, wpool, upcasting, h, meter)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	brokerUp := func(url string) error {
 		check, err := brokerReadyCheck(ctx, url)
@@ -116,7 +125,12 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		}
 		return err
 	}
-	return startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, brokerUp)
+	stopped, err := startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, brokerUp)
+	if err != nil {
+		return nil, err
+	}
+	go func() { <-stopped; close(wdone) }()
+	return stopped, nil
 }
 
 // hotReads is the cached transaction details and first pages of stock

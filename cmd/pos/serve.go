@@ -35,21 +35,22 @@ func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier
 }
 
 // apiServer wires the API over an opened store and pool; anchors verifies
-// audit anchor signatures.
-func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool, anchors audit.PublicKey) (*api.Server, error) {
+// audit anchor signatures. The returned channel is closed once the read
+// side's workers have stopped, after ctx ended.
+func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool, anchors audit.PublicKey) (*api.Server, <-chan struct{}, error) {
 	reg, err := commands.Registry()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	v, err := verifier(ctx, cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Transaction codes lease blocks on a pool of their own (see
 	// commands.NewCodes); it lives as long as the process.
 	codesPool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, 2)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	context.AfterFunc(ctx, codesPool.Close)
 	var meter metric.Meter
@@ -58,7 +59,7 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 	}
 	ledgers, err := ledgerStore(ctx, cfg, store, reg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	deps := commandDeps(ledgers, commands.NewCodes(codesPool), meter)
 	apiCfg := api.Config{
@@ -73,13 +74,14 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
 		Registry: reg,
 	}
-	if err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers(eventstore.Upcasting{Store: store, Registry: reg}, deps)); err != nil {
-		return nil, err
+	stopped, err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers(eventstore.Upcasting{Store: store, Registry: reg}, deps))
+	if err != nil {
+		return nil, nil, err
 	}
 	if pg, ok := store.(*pgstore.Store); ok {
 		apiCfg.TxStore = func(tx pgx.Tx) eventstore.Store { return pg.InTx(tx) }
 	}
-	return api.New(apiCfg), nil
+	return api.New(apiCfg), stopped, nil
 }
 
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
@@ -107,10 +109,20 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// signal: a request still running must find its pools open.
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
-	srv, err := apiServer(life, cfg, log, tel, store, pool, key.Public())
+	srv, workersStopped, err := apiServer(life, cfg, log, tel, store, pool, key.Public())
 	if err != nil {
 		return err
 	}
+	// The workers finish the messages they hold before the store closes
+	// (deferred above, so it runs after this), within the grace period.
+	defer func() {
+		endLife()
+		select {
+		case <-workersStopped:
+		case <-time.After(cfg.ShutdownGrace):
+			log.Warn("read-side workers still running at the end of the shutdown grace period")
+		}
+	}()
 	go srv.PurgeKeys(life, time.Hour)
 	startAnchorer(life, cfg, log, store, pool, key)
 
