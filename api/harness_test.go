@@ -115,9 +115,10 @@ func newEnvWith(t *testing.T, o options) *env {
 		Retries: o.retries,
 		// As in production (cmd/pos): ledgers in memory, written outside
 		// requests' transactions, one command at a time per ledger.
-		Snapshots: commands.NewSnapshots(0),
-		Ledgers:   ledgers,
-		Locks:     &commands.StreamLocks{},
+		Snapshots:      commands.NewSnapshots(0),
+		Ledgers:        ledgers,
+		Locks:          &commands.StreamLocks{},
+		TrustSnapshots: true,
 	}
 	if o.wrap != nil {
 		deps.Ledgers = o.wrap(ledgers)

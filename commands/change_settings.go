@@ -37,7 +37,7 @@ func (h *Handlers) ChangeSettings(ctx context.Context, meta Meta, cmd settings.C
 // Settings loads the merchant's settings (the defaults when never changed)
 // and the position of their last change.
 func (h *Handlers) Settings(ctx context.Context, meta Meta) (*settings.Settings, Result, error) {
-	s, pos, err := load(ctx, h.store, nil, settingsKind, streamName(settingsCategory, meta.MerchantID, meta.MerchantID), false)
+	s, pos, _, err := load(ctx, h.store, nil, settingsKind, streamName(settingsCategory, meta.MerchantID, meta.MerchantID), false, false)
 	if err != nil {
 		return nil, Result{}, err
 	}

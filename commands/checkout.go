@@ -85,10 +85,18 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 		var short []*stock.ShortageError
 		for _, sku := range skus {
 			var avail int64
-			if err := h.readLedger(ctx, meta, branch, sku, func(l *stock.Ledger, _ Result) {
+			available := func(l *stock.Ledger, _ Result) {
 				r, _ := l.Reservation(tx)
 				avail = l.Available() + r.Reserved
-			}); err != nil {
+			}
+			// A trusted snapshot that has enough is proven by the
+			// reservation's append below; a shortage is answered only
+			// from the store.
+			confirmed, err := h.readLedger(ctx, meta, branch, sku, true, available)
+			if err == nil && !confirmed && avail < units[sku] {
+				_, err = h.readLedger(ctx, meta, branch, sku, false, available)
+			}
+			if err != nil {
 				return err
 			}
 			if avail < units[sku] {

@@ -62,6 +62,15 @@ type Deps struct {
 	// Snapshots, when set, keeps loaded aggregates of the kinds that can be
 	// cloned (stock ledgers) in memory; see Snapshots.
 	Snapshots *Snapshots
+	// TrustSnapshots lets a command decide on a snapshot without first
+	// reading the store to confirm it (see Snapshots): the append's
+	// expected version then proves it current, and any other outcome (a
+	// refusal, nothing to append, a lost race) is decided again on a
+	// confirmed load. Set it only when the snapshotted kinds' store never
+	// runs inside a transaction that may roll back (Ledgers is the
+	// server's pool, not a request's transaction): a snapshot must hold
+	// only committed events.
+	TrustSnapshots bool
 }
 
 // Handlers runs commands against one event store view (the server's, or one
@@ -153,80 +162,102 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		retry.WithFullJitter(retry.NewExponential(2*time.Millisecond))))
 
 	inPlace := owned(h, k)
-	var agg, out A
-	var res Result
+	var out A
+	var res attemptResult
+	// trust is spent by the first load that was not confirmed: whatever
+	// that attempt cannot prove by appending is decided again.
+	trust := h.deps.TrustSnapshots
 	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
 		if k.serialize {
 			defer h.deps.Locks.lock(stream)()
 		}
-		var pos eventstore.Position
-		var err error
-		agg, pos, err = load(ctx, h.store, h.deps.Snapshots, k, stream, inPlace)
-		if err != nil {
-			return err
-		}
-		// What the caller gets: the aggregate itself, or, when it is the
-		// shared snapshot, a copy made while the lock is held.
-		result := func() A {
-			if !inPlace {
-				return agg
+		for {
+			var confirmed bool
+			var err error
+			out, res, confirmed, err = attempt(ctx, h, k, meta, stream, inPlace, trust, decide)
+			if confirmed || err == nil && res.appended {
+				return err
 			}
-			var zero A
-			if k.copyResult {
-				return k.clone(agg)
-			}
-			return zero
+			trust = false
 		}
-		version := k.version(agg)
-		// A missing aggregate has no version to match: decide reports it
-		// missing (404) rather than the precondition failing.
-		if meta.IfMatch != nil && *meta.IfMatch != version && version > 0 {
-			return ErrVersionMismatch
-		}
-		events, err := decide(agg)
-		if err != nil {
-			return err
-		}
-		if len(events) == 0 {
-			res, out = Result{Version: version, Position: pos}, result()
-			return nil
-		}
-		data, err := envelopes(h, k, meta, stream, events)
-		if err != nil {
-			return err
-		}
-		ar, err := h.store.Append(ctx, stream, eventstore.Exact(version), data...)
-		if errors.Is(err, eventstore.ErrStaleTransaction) {
-			if h.deps.OnConflict != nil {
-				h.deps.OnConflict(k.category)
-			}
-			return err // only a new transaction can succeed: the caller's to retry
-		}
-		if errors.Is(err, eventstore.ErrConcurrency) {
-			if h.deps.OnConflict != nil {
-				h.deps.OnConflict(k.category)
-			}
-			if meta.IfMatch != nil {
-				return ErrVersionMismatch
-			}
-			return retry.RetryableError(err)
-		}
-		if err != nil {
-			return err
-		}
-		for _, e := range events {
-			if err := k.apply(agg, e); err != nil {
-				h.deps.Snapshots.remove(stream)
-				return fmt.Errorf("apply new %s event: %w", k.typeOf(e), err)
-			}
-		}
-		if inPlace {
-			h.deps.Snapshots.put(stream, snapshot{agg: agg, version: ar.Version, lastID: data[len(data)-1].ID, pos: ar.Position})
-		}
-		res, out = Result{Version: ar.Version, Position: ar.Position}, result()
-		return nil
 	})
-	return out, res, err
+	return out, res.Result, err
+}
+
+// attemptResult is one attempt's Result, and whether it appended.
+type attemptResult struct {
+	Result
+	appended bool
+}
+
+// attempt is one load–decide–append of execute; see there for agg and out.
+// confirmed reports whether the aggregate was read from the store (or a
+// snapshot it confirmed) rather than trusted from a snapshot.
+func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, stream string, inPlace, trust bool, decide func(A) ([]E, error)) (out A, res attemptResult, confirmed bool, err error) {
+	agg, pos, confirmed, err := load(ctx, h.store, h.deps.Snapshots, k, stream, inPlace, trust)
+	if err != nil {
+		return out, res, true, err
+	}
+	// What the caller gets: the aggregate itself, or, when it is the
+	// shared snapshot, a copy made while the lock is held.
+	result := func() A {
+		if !inPlace {
+			return agg
+		}
+		var zero A
+		if k.copyResult {
+			return k.clone(agg)
+		}
+		return zero
+	}
+	version := k.version(agg)
+	// A missing aggregate has no version to match: decide reports it
+	// missing (404) rather than the precondition failing.
+	if meta.IfMatch != nil && *meta.IfMatch != version && version > 0 {
+		return out, res, confirmed, ErrVersionMismatch
+	}
+	events, err := decide(agg)
+	if err != nil {
+		return out, res, confirmed, err
+	}
+	if len(events) == 0 {
+		res.Result = Result{Version: version, Position: pos}
+		return result(), res, confirmed, nil
+	}
+	data, err := envelopes(h, k, meta, stream, events)
+	if err != nil {
+		return out, res, confirmed, err
+	}
+	ar, err := h.store.Append(ctx, stream, eventstore.Exact(version), data...)
+	if errors.Is(err, eventstore.ErrStaleTransaction) {
+		if h.deps.OnConflict != nil {
+			h.deps.OnConflict(k.category)
+		}
+		return out, res, confirmed, err // only a new transaction can succeed: the caller's to retry
+	}
+	if errors.Is(err, eventstore.ErrConcurrency) {
+		if h.deps.OnConflict != nil {
+			h.deps.OnConflict(k.category)
+		}
+		if meta.IfMatch != nil {
+			return out, res, confirmed, ErrVersionMismatch
+		}
+		return out, res, confirmed, retry.RetryableError(err)
+	}
+	if err != nil {
+		return out, res, confirmed, err
+	}
+	for _, e := range events {
+		if err := k.apply(agg, e); err != nil {
+			h.deps.Snapshots.remove(stream)
+			return out, res, confirmed, fmt.Errorf("apply new %s event: %w", k.typeOf(e), err)
+		}
+	}
+	if inPlace {
+		h.deps.Snapshots.put(stream, snapshot{agg: agg, version: ar.Version, lastID: data[len(data)-1].ID, pos: ar.Position})
+	}
+	res = attemptResult{Result: Result{Version: ar.Version, Position: ar.Position}, appended: true}
+	return result(), res, confirmed, nil
 }
 
 // load rebuilds an aggregate from its stream and returns it with the
@@ -234,8 +265,10 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 // from a snapshot that the store confirms (the snapshot's last event is
 // still there, with the same id) and keeps the result as the new snapshot.
 // inPlace (the caller holds the stream's lock, see kind.serialize) uses and
-// keeps the snapshot's aggregate itself rather than copies.
-func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snapshots, k kind[A, E], stream string, inPlace bool) (A, eventstore.Position, error) {
+// keeps the snapshot's aggregate itself rather than copies. trust uses a
+// snapshot without reading the store at all (see Deps.TrustSnapshots);
+// confirmed is then false.
+func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snapshots, k kind[A, E], stream string, inPlace, trust bool) (agg A, pos eventstore.Position, confirmed bool, err error) {
 	if k.clone == nil {
 		snaps = nil
 	}
@@ -243,24 +276,26 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 	if inPlace {
 		clone = func(a A) A { return a }
 	}
-	agg := k.blank()
-	var pos eventstore.Position
+	agg = k.blank()
 	var lastID uuid.UUID
 	from := uint64(1)
 	if snap, ok := snaps.get(stream); ok {
+		if trust {
+			return clone(snap.agg.(A)), snap.pos, false, nil
+		}
 		batch, err := store.ReadStream(ctx, stream, snap.version, 1000)
 		if err != nil {
-			return agg, pos, fmt.Errorf("load %s: %w", stream, err)
+			return agg, pos, true, fmt.Errorf("load %s: %w", stream, err)
 		}
 		if len(batch) > 0 && batch[0].ID == snap.lastID {
 			agg, pos, lastID = clone(snap.agg.(A)), snap.pos, snap.lastID
 			if err := applyBatch(k, agg, stream, batch[1:], &pos, &lastID); err != nil {
 				snaps.remove(stream) // in place, it may be half applied
-				return agg, pos, err
+				return agg, pos, true, err
 			}
 			if len(batch) < 1000 {
 				snaps.put(stream, snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
-				return agg, pos, nil
+				return agg, pos, true, nil
 			}
 			from = batch[len(batch)-1].Version + 1
 		}
@@ -268,16 +303,16 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 	for {
 		batch, err := store.ReadStream(ctx, stream, from, 1000)
 		if err != nil {
-			return agg, pos, fmt.Errorf("load %s: %w", stream, err)
+			return agg, pos, true, fmt.Errorf("load %s: %w", stream, err)
 		}
 		if err := applyBatch(k, agg, stream, batch, &pos, &lastID); err != nil {
-			return agg, pos, err
+			return agg, pos, true, err
 		}
 		if len(batch) < 1000 {
 			if snaps != nil {
 				snaps.put(stream, snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
 			}
-			return agg, pos, nil
+			return agg, pos, true, nil
 		}
 		from = batch[len(batch)-1].Version + 1
 	}

@@ -24,7 +24,7 @@ import (
 
 // Transaction loads a transaction for reading.
 func (h *Handlers) Transaction(ctx context.Context, meta Meta, id uuid.UUID) (*transaction.Transaction, Result, error) {
-	t, pos, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id), false)
+	t, pos, _, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id), false, false)
 	if err != nil {
 		return nil, Result{}, err
 	}

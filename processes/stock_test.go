@@ -49,6 +49,8 @@ func newFixture(t *testing.T) *fixture {
 		Codes:     commands.NewCodes(env.Pool),
 		Snapshots: commands.NewSnapshots(0),
 		Locks:     &commands.StreamLocks{},
+		// As in production: the store is a pool's, never a transaction's.
+		TrustSnapshots: true,
 	})
 	active, err := processes.Activate(context.Background(), env.Pool, processes.Name)
 	if err != nil {

@@ -37,6 +37,9 @@ func commandDeps(ledgers eventstore.Store, codes *commands.Codes, meter metric.M
 		Snapshots: commands.NewSnapshots(0),
 		Ledgers:   ledgers,
 		Locks:     &commands.StreamLocks{},
+		// Ledgers are never written in a request's transaction (ledgers is
+		// a pool's store), so a snapshot holds only committed events.
+		TrustSnapshots: true,
 	}
 	if meter != nil {
 		if c, err := meter.Int64Counter("pos.command.conflicts",
