@@ -19,11 +19,12 @@ const DefaultSnapshots = 4096
 // long stream (a popular SKU's ledger gains events with every sale) reads
 // only the events appended since, not the whole history.
 //
-// A snapshot is a hint, never trusted alone: it records the id of the last
-// event it includes, and a load re-reads that event and uses the snapshot
-// only when the store still has it at that version. A snapshot taken inside
-// a transaction that later rolled back, or one overtaken in any other way, is
-// thus detected and the stream loaded from the start. Aggregates are cloned
+// A snapshot is a hint: it records the id of the last event it includes,
+// and a load re-reads that event and uses the snapshot only when the store
+// still has it at that version. A snapshot taken inside a transaction that
+// later rolled back, or one overtaken in any other way, is thus detected
+// and the stream loaded from the start. With Deps.TrustSnapshots a command
+// skips that read and lets its append's expected version do the proving. Aggregates are cloned
 // in and out, so callers never share state. Safe for concurrent use.
 type Snapshots struct {
 	cache *lru.Cache[string, snapshot]
