@@ -66,10 +66,10 @@ const ledgerPoolSize = 8
 
 // ledgerStore returns the store stock ledgers are written to (see
 // commands.Deps.Ledgers): with PostgreSQL, one over a pool of its own,
-// closed when ctx ends. Requests holding a connection of the main pool in
+// closed when pools ends. Requests holding a connection of the main pool in
 // their transaction append to ledgers outside it; on the same pool, as
 // many such requests as connections would wait forever for one more.
-func ledgerStore(ctx context.Context, cfg config, store eventstore.Store, reg *eventstore.Registry) (eventstore.Store, error) {
+func ledgerStore(ctx, pools context.Context, cfg config, store eventstore.Store, reg *eventstore.Registry) (eventstore.Store, error) {
 	if _, ok := store.(*pgstore.Store); !ok {
 		return eventstore.Upcasting{Store: store, Registry: reg}, nil
 	}
@@ -77,7 +77,7 @@ func ledgerStore(ctx context.Context, cfg config, store eventstore.Store, reg *e
 	if err != nil {
 		return nil, err
 	}
-	context.AfterFunc(ctx, pool.Close)
+	context.AfterFunc(pools, pool.Close)
 	return eventstore.Upcasting{Store: pgstore.New(pool), Registry: reg}, nil
 }
 

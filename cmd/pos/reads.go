@@ -66,7 +66,18 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if err != nil {
 		return nil, err
 	}
-	hot, err := readCache(ctx, cfg, log, apiCfg)
+	// What the workers use (their pool, and the cache they invalidate after
+	// each commit) closes after they stop, not when ctx ends: a consumer
+	// finishes the messages it holds first (see consume.Run).
+	wdone := make(chan struct{})
+	defer func() {
+		if err != nil {
+			close(wdone)
+		}
+	}()
+	closing, closeWorkers := context.WithCancel(context.WithoutCancel(ctx))
+	context.AfterFunc(ctx, func() { <-wdone; closeWorkers() })
+	hot, err := readCache(closing, cfg, log, apiCfg)
 	if err != nil {
 		return nil, err
 	}
@@ -84,15 +95,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if err != nil {
 		return nil, err
 	}
-	// The workers' pool closes after the workers stop, not when ctx ends:
-	// a consumer finishes the messages it holds first (see consume.Run).
-	wdone := make(chan struct{})
-	context.AfterFunc(ctx, func() { <-wdone; wpool.Close() })
-	defer func() {
-		if err != nil {
-			close(wdone)
-		}
-	}()
+	context.AfterFunc(closing, wpool.Close)
 	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
 	runner, err := projections.NewRunner(wpool, upcasting, opts, projections.All()...)
 	if err != nil {

@@ -36,8 +36,9 @@ func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier
 
 // apiServer wires the API over an opened store and pool; anchors verifies
 // audit anchor signatures. The returned channel is closed once the read
-// side's workers have stopped, after ctx ended.
-func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool, anchors audit.PublicKey) (*api.Server, <-chan struct{}, error) {
+// side's workers have stopped, after ctx ended; the pools they share with
+// the commands (transaction codes, stock ledgers) close when pools ends.
+func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *telemetry.Telemetry, store eventstore.Store, pool *pgxpool.Pool, anchors audit.PublicKey) (*api.Server, <-chan struct{}, error) {
 	reg, err := commands.Registry()
 	if err != nil {
 		return nil, nil, err
@@ -52,12 +53,12 @@ func apiServer(ctx context.Context, cfg config, log *slog.Logger, tel *telemetry
 	if err != nil {
 		return nil, nil, err
 	}
-	context.AfterFunc(ctx, codesPool.Close)
+	context.AfterFunc(pools, codesPool.Close)
 	var meter metric.Meter
 	if tel != nil {
 		meter = tel.Meter("pos/commands")
 	}
-	ledgers, err := ledgerStore(ctx, cfg, store, reg)
+	ledgers, err := ledgerStore(ctx, pools, cfg, store, reg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -109,12 +110,15 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	// signal: a request still running must find its pools open.
 	life, endLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer endLife()
-	srv, workersStopped, err := apiServer(life, cfg, log, tel, store, pool, key.Public())
+	pools, closePools := context.WithCancel(context.WithoutCancel(ctx))
+	defer closePools()
+	srv, workersStopped, err := apiServer(life, pools, cfg, log, tel, store, pool, key.Public())
 	if err != nil {
 		return err
 	}
-	// The workers finish the messages they hold before the store closes
-	// (deferred above, so it runs after this), within the grace period.
+	// The workers finish the messages they hold (their commands included)
+	// before the pools and the store close (deferred above, so they run
+	// after this), within the grace period.
 	defer func() {
 		endLife()
 		select {
