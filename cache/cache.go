@@ -54,6 +54,7 @@ import (
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/redis/go-redis/v9"
+	"github.com/sethvargo/go-retry"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -311,7 +312,10 @@ func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEven
 		}
 	}
 	for _, k := range order {
-		if err := c.InvalidateTransaction(ctx, k.merchant, k.id, latest[k]); err != nil {
+		err := c.retryInvalidation(ctx, func(ctx context.Context) error {
+			return c.InvalidateTransaction(ctx, k.merchant, k.id, latest[k])
+		})
+		if err != nil {
 			c.distrustUntil.Store(time.Now().Add(c.ttl).UnixNano())
 			c.invalidationErrors.Add(ctx, 1, kindTransaction)
 			c.log.Warn("cache invalidation failed; reads here bypass the cache until the entry has expired",
@@ -320,6 +324,22 @@ func (c *Cache) Invalidate(ctx context.Context, events []eventstore.RecordedEven
 	}
 	c.invalidateDailySales(ctx, events)
 	c.invalidateStock(ctx, events)
+}
+
+// retryInvalidation runs invalidate, retried three times over about
+// 175 ms: a failed invalidation makes this process bypass the cache for a
+// whole TTL, so a Redis (or a process) stalled for longer than the timeout
+// by a busy machine is worth waiting out. While the cache is distrusted
+// anyway, one attempt: with Redis down, every invalidation of a batch
+// would otherwise wait out the retries. invalidate must be idempotent.
+func (c *Cache) retryInvalidation(ctx context.Context, invalidate func(context.Context) error) error {
+	if time.Now().UnixNano() < c.distrustUntil.Load() {
+		return invalidate(ctx)
+	}
+	backoff := retry.WithMaxRetries(3, retry.NewExponential(25*time.Millisecond))
+	return retry.Do(ctx, backoff, func(ctx context.Context) error {
+		return retry.RetryableError(invalidate(ctx))
+	})
 }
 
 // TransactionGetter is what Reader caches: queries.Reader's GetTransaction.

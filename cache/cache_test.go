@@ -59,13 +59,19 @@ type world struct {
 
 func newWorld(t *testing.T, rdb *redis.Client) *world {
 	t.Helper()
-	env := projtest.New(t)
-	w := &world{env: env, meter: sdkmetric.NewManualReader()}
-	var err error
 	timeout := 5 * time.Second // generous with Redis up: the race detector and 100 readers are slow
 	if rdb.Options().Addr == "127.0.0.1:1" {
 		timeout = 0 // the default 50 ms, as in production
 	}
+	return newWorldTimeout(t, rdb, timeout)
+}
+
+// newWorldTimeout is newWorld with the cache's timeout (0: the default).
+func newWorldTimeout(t *testing.T, rdb *redis.Client, timeout time.Duration) *world {
+	t.Helper()
+	env := projtest.New(t)
+	w := &world{env: env, meter: sdkmetric.NewManualReader()}
+	var err error
 	w.cache, err = New(rdb, Options{Timeout: timeout, Meter: sdkmetric.NewMeterProvider(sdkmetric.WithReader(w.meter)).Meter("test")})
 	if err != nil {
 		t.Fatal(err)
@@ -422,5 +428,41 @@ func TestHungRedisFallsBackWithinTheTimeout(t *testing.T) {
 	}
 	if n := w.counter(t, "pos.cache.hits"); n != hits {
 		t.Fatalf("hits went from %d to %d while Redis was hung", hits, n)
+	}
+}
+
+// A Redis stalled for longer than the timeout but shorter than the
+// invalidation's retries (a busy machine): the invalidation goes through,
+// and this process goes on serving from the cache rather than bypassing it
+// for a whole TTL.
+func TestBriefRedisStallIsWaitedOutByTheInvalidation(t *testing.T) {
+	direct := redisClient(t) // skips when Redis is not there
+	f := newFreezer(t, direct.Options().Addr)
+	rdb, err := NewClient("redis://"+f.ln.Addr().String()+"/0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	w := newWorldTimeout(t, rdb, 0) // the default 50 ms, as in production
+	w.sale.AddItem("TEA", 1, 10_000, 1_100, t0)
+	w.project(t)
+	w.readMany(t, 1, w.version()) // filled through the proxy
+
+	w.sale.AddItem("COF", 1, 20_000, 1_100, t0)
+	f.frozen.Store(true)
+	thaw := time.AfterFunc(80*time.Millisecond, func() { f.frozen.Store(false) })
+	defer thaw.Stop()
+	w.project(t) // invalidates while Redis is stalled
+	if n := w.counter(t, "pos.cache.invalidation.errors"); n != 0 {
+		t.Fatalf("%d invalidations failed over a stall of 80 ms", n)
+	}
+	if w.cache.distrustUntil.Load() != 0 {
+		t.Fatal("the cache is distrusted after a stall the retries outlasted")
+	}
+	hits := w.counter(t, "pos.cache.hits")
+	w.readMany(t, 1, w.version()) // refills
+	w.readMany(t, 5, w.version())
+	if n := w.counter(t, "pos.cache.hits"); n < hits+5 {
+		t.Fatalf("hits went from %d to %d over 5 reads of a filled entry", hits, n)
 	}
 }

@@ -193,7 +193,8 @@ func dailySalesMerchants(events []eventstore.RecordedEvent) []uuid.UUID {
 // counted, logged and make this process bypass the cache for TTL.
 func (c *Cache) invalidateDailySales(ctx context.Context, events []eventstore.RecordedEvent) {
 	for _, merchant := range dailySalesMerchants(events) {
-		if err := c.InvalidateDailySales(ctx, merchant); err != nil {
+		err := c.retryInvalidation(ctx, func(ctx context.Context) error { return c.InvalidateDailySales(ctx, merchant) })
+		if err != nil {
 			c.distrustUntil.Store(time.Now().Add(c.ttl).UnixNano())
 			c.invalidationErrors.Add(ctx, 1, kindDailySales)
 			c.log.Warn("cache invalidation failed; reads here bypass the cache until the entry has expired",

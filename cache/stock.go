@@ -129,7 +129,8 @@ func stockMerchants(events []eventstore.RecordedEvent) []uuid.UUID {
 // counted, logged and make this process bypass the cache for TTL.
 func (c *Cache) invalidateStock(ctx context.Context, events []eventstore.RecordedEvent) {
 	for _, merchant := range stockMerchants(events) {
-		if err := c.InvalidateStock(ctx, merchant); err != nil {
+		err := c.retryInvalidation(ctx, func(ctx context.Context) error { return c.InvalidateStock(ctx, merchant) })
+		if err != nil {
 			c.distrustUntil.Store(time.Now().Add(c.ttl).UnixNano())
 			c.invalidationErrors.Add(ctx, 1, kindStock)
 			c.log.Warn("cache invalidation failed; reads here bypass the cache until the entry has expired",
