@@ -64,6 +64,7 @@ const Role = "SYSTEM"
 // its runner's transaction holds the streams' locks while its commands
 // run, and a transaction id (which holds back the store's feed horizon)
 // once it has written a deadline, so keep that to one event's commands.
+// Events that only write a deadline share a transaction (ActsOutside).
 type Stock struct {
 	// Handlers send the commands (over the plain event store, never a
 	// request's transaction).
@@ -106,6 +107,13 @@ func (*Stock) Handles(eventType string) bool {
 		return true
 	}
 	return false
+}
+
+// ActsOutside implements projections.ActsOutside: of the events it
+// handles, only the checkout's and a reservation's work is all in the
+// runner's transaction (the sale's deadline); the others send commands.
+func (*Stock) ActsOutside(eventType string) bool {
+	return eventType != "CheckedOut" && eventType != "StockReserved"
 }
 
 func (p *Stock) timeout() time.Duration {

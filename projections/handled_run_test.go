@@ -2,6 +2,7 @@ package projections_test
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -151,4 +152,81 @@ func TestFillStartsWhereTheLeastAdvancedProjectorIs(t *testing.T) {
 		t.Fatalf("Catchup: %v", err)
 	}
 	diffRows(t, "read models", got, textRows(t, env.URL, salesQueries...))
+}
+
+// outsideActor handles ItemAdded by writing in the transaction (it takes a
+// transaction id, as a write does), and DiscountApplied and CheckedOut
+// "outside" it (ActsOutside): for those it records whether the
+// transaction already had an id when Apply began.
+type outsideActor struct {
+	idBefore []bool // per outside event
+}
+
+func (*outsideActor) Name() string { return "outside_actor" }
+func (*outsideActor) Handles(eventType string) bool {
+	return eventType == "ItemAdded" || eventType == "DiscountApplied" || eventType == "CheckedOut"
+}
+func (*outsideActor) ActsOutside(eventType string) bool { return eventType != "ItemAdded" }
+func (p *outsideActor) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	if e.Type == "ItemAdded" {
+		_, err := tx.Exec(ctx, "SELECT pg_current_xact_id()")
+		return err
+	}
+	var assigned bool
+	if err := tx.QueryRow(ctx, "SELECT pg_current_xact_id_if_assigned() IS NOT NULL").Scan(&assigned); err != nil {
+		return err
+	}
+	p.idBefore = append(p.idBefore, assigned)
+	return nil
+}
+
+// With ActsOutside, MaxHandledPerRun 1 counts only the events acted on
+// outside the transaction, and each of them starts its run: the events
+// only written in the transaction share one, and no outside effect runs
+// while the transaction holds an id.
+func TestActsOutsideSplitsOnlyBeforeOutsideEffects(t *testing.T) {
+	env := projtest.New(t)
+	s := env.OpenSale(t, projtest.NewID(t), projtest.NewID(t), "000-001", t0)
+	s.AddItem("A", 1, 1000, 0, t0)
+	s.AddItem("B", 1, 1000, 0, t0)
+	s.DiscountPercent(1000, t0)
+	s.AddItem("C", 1, 1000, 0, t0)
+	s.Checkout(t0)
+	events := feed(t, env)
+	deliveries := make([]projections.Delivery, len(events))
+	prev := eventstore.Start
+	for i, e := range events {
+		p := prev
+		deliveries[i] = projections.Delivery{Event: e, PrevPosition: &p}
+		prev = e.Position
+	}
+	p := &outsideActor{}
+	var runs [][]string
+	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{
+		MaxHandledPerRun: 1,
+		AfterCommit: func(_ context.Context, es []eventstore.RecordedEvent) {
+			var types []string
+			for _, e := range es {
+				types = append(types, e.Type)
+			}
+			runs = append(runs, types)
+		},
+	}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.HandleDeliveries(context.Background(), deliveries); err != nil {
+		t.Fatalf("HandleDeliveries: %v", err)
+	}
+	want := [][]string{
+		{"TransactionOpened", "ItemAdded", "ItemAdded"},
+		{"DiscountApplied", "ItemAdded"},
+		{"CheckedOut"},
+	}
+	if fmt.Sprint(runs) != fmt.Sprint(want) {
+		t.Fatalf("runs %v, want %v", runs, want)
+	}
+	if fmt.Sprint(p.idBefore) != "[false false]" {
+		t.Fatalf("transaction id already taken when the outside effects ran: %v, want [false false]", p.idBefore)
+	}
 }

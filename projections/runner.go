@@ -133,6 +133,19 @@ type CategoryScoped interface {
 	Categories() []string
 }
 
+// ActsOutside is optionally implemented by a Projector whose Apply of some
+// events has effects outside the runner's transaction (a process manager's
+// commands), and of others only writes in it. With
+// Options.MaxHandledPerRun, only the events it acts outside for count
+// towards the bound, and each of them starts a new run unless no event of
+// the run is handled before it: its effects then happen before the
+// transaction has written anything (so it holds no transaction id, which
+// would hold back the store's feed, while they run), and the events that
+// only write in the transaction share it instead of paying one each.
+type ActsOutside interface {
+	ActsOutside(eventType string) bool
+}
+
 // Options tune a Runner.
 type Options struct {
 	// Partitions is the number of merchant partitions checkpoints are kept
@@ -387,9 +400,14 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		partition := Partition(merchant, r.partitions)
 		merchants := []string{merchant}
 		n := 1
-		handled := 0 // events of the run some projector handles (counted with MaxHandledPerRun)
+		// With MaxHandledPerRun: the events of the run counted against it
+		// (see ActsOutside), and whether any event of the run is handled.
+		counted, anyHandled := 0, false
 		if r.maxHandled > 0 && r.handled(first) {
-			handled = 1
+			anyHandled = true
+			if r.actsOutside(first) {
+				counted = 1
+			}
 		}
 		for n < len(deliveries) && n < r.batch {
 			d := deliveries[n]
@@ -403,9 +421,12 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 				break
 			}
 			if r.maxHandled > 0 && r.handled(d.Event) {
-				if handled++; handled > r.maxHandled {
-					break
+				if r.actsOutside(d.Event) {
+					if counted++; counted > r.maxHandled || anyHandled && r.outsideAware(d.Event) {
+						break
+					}
 				}
+				anyHandled = true
 			}
 			merchants = append(merchants, m)
 			n++
@@ -443,6 +464,36 @@ func (r *Runner) handled(e eventstore.RecordedEvent) bool {
 	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
 	for i, p := range r.projectors {
 		if r.inScope(i, category) && p.Handles(e.Type) {
+			return true
+		}
+	}
+	return false
+}
+
+// actsOutside reports whether some in-scope projector handles e with
+// effects outside the transaction: one that says so (ActsOutside), or one
+// that does not tell (every handled event counts, as MaxHandledPerRun
+// says).
+func (r *Runner) actsOutside(e eventstore.RecordedEvent) bool {
+	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+	for i, p := range r.projectors {
+		if !r.inScope(i, category) || !p.Handles(e.Type) {
+			continue
+		}
+		if a, ok := p.(ActsOutside); !ok || a.ActsOutside(e.Type) {
+			return true
+		}
+	}
+	return false
+}
+
+// outsideAware reports whether some in-scope projector acts outside the
+// transaction for e and says so (ActsOutside): such an event must start
+// its run.
+func (r *Runner) outsideAware(e eventstore.RecordedEvent) bool {
+	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+	for i, p := range r.projectors {
+		if a, ok := p.(ActsOutside); ok && r.inScope(i, category) && p.Handles(e.Type) && a.ActsOutside(e.Type) {
 			return true
 		}
 	}
