@@ -85,18 +85,13 @@ func (h *Handlers) reserve(ctx context.Context, meta Meta, branch, tx uuid.UUID,
 		var short []*stock.ShortageError
 		for _, sku := range skus {
 			var avail int64
-			available := func(l *stock.Ledger, _ Result) {
+			// Read from the store, never trusted from a snapshot: a
+			// shortage must be found here, before anything is written,
+			// and name every short SKU.
+			if err := h.readLedger(ctx, meta, branch, sku, func(l *stock.Ledger, _ Result) {
 				r, _ := l.Reservation(tx)
 				avail = l.Available() + r.Reserved
-			}
-			// A trusted snapshot that has enough is proven by the
-			// reservation's append below; a shortage is answered only
-			// from the store.
-			confirmed, err := h.readLedger(ctx, meta, branch, sku, true, available)
-			if err == nil && !confirmed && avail < units[sku] {
-				_, err = h.readLedger(ctx, meta, branch, sku, false, available)
-			}
-			if err != nil {
+			}); err != nil {
 				return err
 			}
 			if avail < units[sku] {

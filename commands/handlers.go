@@ -63,10 +63,12 @@ type Deps struct {
 	// cloned (stock ledgers) in memory; see Snapshots.
 	Snapshots *Snapshots
 	// TrustSnapshots lets a command decide on a snapshot without first
-	// reading the store to confirm it (see Snapshots): the append's
-	// expected version then proves it current, and any other outcome (a
-	// refusal, nothing to append, a lost race) is decided again on a
-	// confirmed load. Set it only when the snapshotted kinds' store never
+	// reading the store to confirm it (see Snapshots): an append that lands
+	// at the expected version then proves it current, and any other
+	// outcome (a refusal, nothing to append, a lost race, an append the
+	// store takes for a retry of an earlier one) is decided again on a
+	// confirmed load. Reads that answer on their own (a checkout's
+	// shortage check, Ledger) never trust a snapshot. Set it only when the snapshotted kinds' store never
 	// runs inside a transaction that may roll back (Ledgers is the
 	// server's pool, not a request's transaction): a snapshot must hold
 	// only committed events.
@@ -151,7 +153,8 @@ func owned[A any, E any](h *Handlers, k kind[A, E]) bool {
 // execute is the load–decide–append cycle shared by every command. decide
 // sees the aggregate as loaded (version 0 when the stream is new) and returns
 // the events to append; none means nothing changes. execute returns the
-// aggregate with the new events applied.
+// aggregate with the new events applied (as loaded, when the store took
+// them for a retry of an earlier append of the same ids).
 func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, id string, decide func(A) ([]E, error)) (A, Result, error) {
 	stream := eventstore.StreamName(k.category, meta.MerchantID.String(), id)
 	retries := h.deps.Retries
@@ -247,6 +250,20 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	if err != nil {
 		return out, res, confirmed, err
 	}
+	if ar.Version != version+uint64(len(events)) {
+		// The store took the append as a retry of an earlier one with the
+		// same event ids (a process manager's redelivered source): those
+		// events are not on top of agg, which they may precede or which
+		// may lag the store. Forget the snapshot; a trusted one is decided
+		// again on a confirmed load, and a confirmed agg is returned as
+		// loaded.
+		h.deps.Snapshots.remove(stream)
+		if !confirmed {
+			return out, res, false, nil
+		}
+		res = attemptResult{Result: Result{Version: ar.Version, Position: ar.Position}, appended: true}
+		return result(), res, true, nil
+	}
 	for _, e := range events {
 		if err := k.apply(agg, e); err != nil {
 			h.deps.Snapshots.remove(stream)
@@ -280,14 +297,14 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 	var lastID uuid.UUID
 	from := uint64(1)
 	if snap, ok := snaps.get(stream); ok {
-		if trust {
+		if trust && k.version(snap.agg.(A)) == snap.version {
 			return clone(snap.agg.(A)), snap.pos, false, nil
 		}
 		batch, err := store.ReadStream(ctx, stream, snap.version, 1000)
 		if err != nil {
 			return agg, pos, true, fmt.Errorf("load %s: %w", stream, err)
 		}
-		if len(batch) > 0 && batch[0].ID == snap.lastID {
+		if len(batch) > 0 && batch[0].ID == snap.lastID && batch[0].Version == snap.version && k.version(snap.agg.(A)) == snap.version {
 			agg, pos, lastID = clone(snap.agg.(A)), snap.pos, snap.lastID
 			if err := applyBatch(k, agg, stream, batch[1:], &pos, &lastID); err != nil {
 				snaps.remove(stream) // in place, it may be half applied

@@ -68,20 +68,18 @@ func (h *Handlers) ledgers() *Handlers {
 func (h *Handlers) Ledger(ctx context.Context, meta Meta, branch uuid.UUID, sku string) (*stock.Ledger, Result, error) {
 	var out *stock.Ledger
 	var res Result
-	_, err := h.readLedger(ctx, meta, branch, sku, false, func(l *stock.Ledger, r Result) {
+	err := h.readLedger(ctx, meta, branch, sku, func(l *stock.Ledger, r Result) {
 		out, res = l.Clone(), r
 	})
 	return out, res, err
 }
 
-// readLedger loads the ledger of sku in branch and lets read look at it
-// while no command of this process changes it; read must not keep it. With
-// trust (and Deps.TrustSnapshots) it may be a snapshot the store did not
-// confirm: confirmed is then false, and a conclusion the caller cannot
-// check later must be read again without trust.
-func (h *Handlers) readLedger(ctx context.Context, meta Meta, branch uuid.UUID, sku string, trust bool, read func(*stock.Ledger, Result)) (confirmed bool, err error) {
+// readLedger loads the ledger of sku in branch, from the store (a snapshot
+// only once the store confirms it), and lets read look at it while no
+// command of this process changes it; read must not keep it.
+func (h *Handlers) readLedger(ctx context.Context, meta Meta, branch uuid.UUID, sku string, read func(*stock.Ledger, Result)) error {
 	if err := stock.CheckSKU(sku); err != nil {
-		return true, err
+		return err
 	}
 	key := stock.NewKey(meta.MerchantID, branch, sku)
 	k := ledgerKind(key)
@@ -91,12 +89,12 @@ func (h *Handlers) readLedger(ctx context.Context, meta Meta, branch uuid.UUID, 
 	if k.serialize {
 		defer lh.deps.Locks.lock(stream)()
 	}
-	l, pos, confirmed, err := load(ctx, lh.store, lh.deps.Snapshots, k, stream, inPlace, trust && lh.deps.TrustSnapshots)
+	l, pos, _, err := load(ctx, lh.store, lh.deps.Snapshots, k, stream, inPlace, false)
 	if err != nil {
-		return true, err
+		return err
 	}
 	read(l, Result{Version: l.Version(), Position: pos})
-	return confirmed, nil
+	return nil
 }
 
 // allowNegativeStock reads the merchant's setting.

@@ -444,9 +444,18 @@ func (c *Consumer) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("consume: %w", err)
 	case <-ctx.Done():
-		// Stopped while subscribing: a clean shutdown. Subscriptions made
-		// so far are drained like any others.
-		return c.shutdown(errc)
+		// Stopped while subscribing: a clean shutdown, once the router
+		// has finished subscribing (a drain now would fail the remaining
+		// subscriptions, which watermill-nats does not unwind, and the
+		// router's close would time out on them).
+		select {
+		case <-c.router.Running():
+			close(c.ready)
+			return c.shutdown(errc)
+		case <-errc:
+			c.closeClients()
+			return nil
+		}
 	}
 	select {
 	case err := <-errc:
@@ -472,6 +481,10 @@ func (c *Consumer) shutdown(errc <-chan error) error {
 	c.closeClients()
 	return err
 }
+
+// Close releases the NATS connections of a consumer that will not Run (or
+// whose Run returned); Run closes them itself.
+func (c *Consumer) Close() { c.closeClients() }
 
 // Ready is closed once every partition's handler is subscribed and running.
 func (c *Consumer) Ready() <-chan struct{} { return c.ready }

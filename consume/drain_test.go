@@ -223,3 +223,26 @@ func TestStoppedWorkerAcknowledgesTheMessagesItHolds(t *testing.T) {
 
 	e.waitApplied(time.Second) // applied already (if at all): checkpoints at the head
 }
+
+// A worker stopped while it is still subscribing (a SIGTERM during
+// startup) stops cleanly: Run returns nil and nothing is logged as an
+// error.
+func TestWorkerStoppedWhileSubscribingStopsCleanly(t *testing.T) {
+	e := newEnv(t, natsURL)
+	logs := &logBuffer{}
+	c, err := consume.New(e.url, e.runner, consume.Options{
+		Partitions: partitions, TopicPrefix: e.prefix,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // before Run: it is stopped while it subscribes
+	if err := c.Run(ctx); err != nil {
+		t.Fatalf("Run stopped while subscribing: %v, want nil", err)
+	}
+	if n := strings.Count(logs.String(), "level=ERROR"); n > 0 {
+		t.Fatalf("%d errors logged stopping a subscribing worker:\n%s", n, logs.String())
+	}
+}

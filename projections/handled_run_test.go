@@ -230,3 +230,63 @@ func TestActsOutsideSplitsOnlyBeforeOutsideEffects(t *testing.T) {
 		t.Fatalf("transaction id already taken when the outside effects ran: %v, want [false false]", p.idBefore)
 	}
 }
+
+// With two merchants in a partition, a run that holds an event acted on
+// outside takes no later handled event of another merchant: the runner
+// applies each merchant's events together (segmentsOf), so that event
+// could be written before the outside effects run.
+func TestActsOutsideRunKeepsToItsMerchant(t *testing.T) {
+	env := projtest.New(t)
+	m1 := projtest.NewID(t)
+	m2 := projtest.NewID(t)
+	for projections.Partition(m2.String(), projections.DefaultPartitions) != projections.Partition(m1.String(), projections.DefaultPartitions) {
+		m2 = projtest.NewID(t)
+	}
+	s2 := env.OpenSale(t, m2, projtest.NewID(t), "000-002", t0)
+	s2.AddItem("A", 1, 1000, 0, t0)
+	s1 := env.OpenSale(t, m1, projtest.NewID(t), "000-001", t0)
+	s2.DiscountPercent(1000, t0)
+	s1.AddItem("B", 1, 1000, 0, t0)
+	events := feed(t, env)
+	if len(events) != 5 {
+		t.Fatalf("%d events in the feed, want 5", len(events))
+	}
+	deliveries := make([]projections.Delivery, len(events))
+	prev := eventstore.Start
+	for i, e := range events {
+		p := prev
+		deliveries[i] = projections.Delivery{Event: e, PrevPosition: &p}
+		prev = e.Position
+	}
+	p := &outsideActor{}
+	var runs [][]string
+	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{
+		MaxHandledPerRun: 1,
+		AfterCommit: func(_ context.Context, es []eventstore.RecordedEvent) {
+			var types []string
+			for _, e := range es {
+				types = append(types, e.Type)
+			}
+			runs = append(runs, types)
+		},
+	}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second call starts its run with m1's opening, before m2's
+	// discount.
+	if err := r.HandleDeliveries(context.Background(), deliveries[:2]); err != nil {
+		t.Fatalf("HandleDeliveries: %v", err)
+	}
+	runs = nil
+	if err := r.HandleDeliveries(context.Background(), deliveries[2:]); err != nil {
+		t.Fatalf("HandleDeliveries: %v", err)
+	}
+	want := [][]string{{"TransactionOpened", "DiscountApplied"}, {"ItemAdded"}}
+	if fmt.Sprint(runs) != fmt.Sprint(want) {
+		t.Fatalf("runs %v, want %v", runs, want)
+	}
+	if fmt.Sprint(p.idBefore) != "[false]" {
+		t.Fatalf("transaction id already taken when the outside effect ran: %v, want [false]", p.idBefore)
+	}
+}

@@ -136,12 +136,15 @@ type CategoryScoped interface {
 // ActsOutside is optionally implemented by a Projector whose Apply of some
 // events has effects outside the runner's transaction (a process manager's
 // commands), and of others only writes in it. With
-// Options.MaxHandledPerRun, only the events it acts outside for count
-// towards the bound, and each of them starts a new run unless no event of
-// the run is handled before it: its effects then happen before the
-// transaction has written anything (so it holds no transaction id, which
-// would hold back the store's feed, while they run), and the events that
-// only write in the transaction share it instead of paying one each.
+// Options.MaxHandledPerRun, only the events acted on outside (by it, or by
+// any projector that does not implement ActsOutside) count towards the
+// bound, and each of them starts a new run unless no event of the run is
+// handled before it; after it, the run takes handled events of its merchant
+// only. Its effects then happen before the transaction has written
+// anything (so it holds no transaction id, which would hold back the
+// store's feed, while they run), and the events that only write in the
+// transaction share it instead of paying one each. Gap fills apply the
+// events they read as they come.
 type ActsOutside interface {
 	ActsOutside(eventType string) bool
 }
@@ -236,6 +239,9 @@ type Runner struct {
 	partitions int
 	batch      int
 	maxHandled int // Options.MaxHandledPerRun
+	// tellsOutside: some projector implements ActsOutside, and each event
+	// acted on outside then starts its run.
+	tellsOutside bool
 	// afterCommit is Options.AfterCommit.
 	afterCommit func(context.Context, []eventstore.RecordedEvent)
 	// lag and applied are Options.Meter's instruments, recorded with
@@ -277,6 +283,11 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 	}
 	r := &Runner{pool: pool, store: store, projectors: slices.Clone(projectors), scopes: scopes, names: names, index: index,
 		partitions: opts.Partitions, batch: opts.BatchSize, maxHandled: opts.MaxHandledPerRun, afterCommit: opts.AfterCommit, committed: map[int]eventstore.Position{}}
+	for _, p := range projectors {
+		if _, ok := p.(ActsOutside); ok {
+			r.tellsOutside = true
+		}
+	}
 	if r.partitions <= 0 {
 		r.partitions = DefaultPartitions
 	}
@@ -401,12 +412,17 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		merchants := []string{merchant}
 		n := 1
 		// With MaxHandledPerRun: the events of the run counted against it
-		// (see ActsOutside), and whether any event of the run is handled.
-		counted, anyHandled := 0, false
+		// (see ActsOutside), whether any event of the run is handled, and
+		// the merchant of the run's event acted on outside (with a
+		// projector that tells).
+		counted, anyHandled, outsideOf := 0, false, ""
 		if r.maxHandled > 0 && r.handled(first) {
 			anyHandled = true
 			if r.actsOutside(first) {
 				counted = 1
+				if r.tellsOutside {
+					outsideOf = merchant
+				}
 			}
 		}
 		for n < len(deliveries) && n < r.batch {
@@ -422,9 +438,17 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 			}
 			if r.maxHandled > 0 && r.handled(d.Event) {
 				if r.actsOutside(d.Event) {
-					if counted++; counted > r.maxHandled || anyHandled && r.outsideAware(d.Event) {
+					if counted++; counted > r.maxHandled || r.tellsOutside && anyHandled {
 						break
 					}
+					if r.tellsOutside {
+						outsideOf = m
+					}
+				} else if outsideOf != "" && m != outsideOf {
+					// Its merchant's segment could be applied before the
+					// outside event's (segmentsOf gathers each merchant's
+					// events), writing before the outside effects run.
+					break
 				}
 				anyHandled = true
 			}
@@ -481,19 +505,6 @@ func (r *Runner) actsOutside(e eventstore.RecordedEvent) bool {
 			continue
 		}
 		if a, ok := p.(ActsOutside); !ok || a.ActsOutside(e.Type) {
-			return true
-		}
-	}
-	return false
-}
-
-// outsideAware reports whether some in-scope projector acts outside the
-// transaction for e and says so (ActsOutside): such an event must start
-// its run.
-func (r *Runner) outsideAware(e eventstore.RecordedEvent) bool {
-	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
-	for i, p := range r.projectors {
-		if a, ok := p.(ActsOutside); ok && r.inScope(i, category) && p.Handles(e.Type) && a.ActsOutside(e.Type) {
 			return true
 		}
 	}

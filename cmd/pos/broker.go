@@ -110,6 +110,9 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	for i, w := range workers {
 		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending}
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
+			for _, c := range consumers[:i] {
+				c.Close()
+			}
 			_ = pub.Close()
 			go stop()
 			return nil, err

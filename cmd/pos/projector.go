@@ -41,8 +41,12 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 		opts.Meter = tel.Meter("pos/projections")
 		procMeter = tel.Meter("pos/processes")
 	}
-	// The workers invalidate the cache of what they apply, as serve's do.
-	hot, err := readCache(ctx, cfg, log, &api.Config{})
+	// The workers invalidate the cache of what they apply, as serve's do;
+	// its client closes after they have stopped (they finish the messages
+	// they hold first, see consume.Run).
+	cacheLife, closeCache := context.WithCancel(context.WithoutCancel(ctx))
+	defer closeCache()
+	hot, err := readCache(cacheLife, cfg, log, &api.Config{})
 	if err != nil {
 		return err
 	}
@@ -66,6 +70,8 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	for _, w := range []worker{projectionWorker(runner), procs} {
 		c, err := consume.New(cfg.NATSURL, w.runner, consume.Options{Partitions: runner.Partitions(), Logger: log, Meter: meter, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending})
 		if err != nil {
+			cancel()
+			_ = g.Wait() // the workers already running stop before the pools close
 			return err
 		}
 		log.Info("workers consuming", "worker", w.name, "url", cfg.NATSURL, "partitions", runner.Partitions())
