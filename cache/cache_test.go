@@ -378,6 +378,21 @@ func newFreezer(t *testing.T, target string) *freezer {
 	return f
 }
 
+// frozenRedis returns a freezer in front of the real Redis (the test is
+// skipped when Redis is not there) and a client through it, with the
+// production defaults.
+func frozenRedis(t *testing.T) (*freezer, *redis.Client) {
+	t.Helper()
+	direct := redisClient(t)
+	f := newFreezer(t, direct.Options().Addr)
+	rdb, err := NewClient("redis://"+f.ln.Addr().String()+"/0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	return f, rdb
+}
+
 // pipe copies src to dst until either closes; while frozen, what it reads
 // is held back (and dropped): the other side waits for an answer.
 func (f *freezer) pipe(dst, src net.Conn) {
@@ -399,13 +414,7 @@ func (f *freezer) pipe(dst, src net.Conn) {
 // A Redis that stops answering must not hold reads past the cache's
 // timeout: they fall back to PostgreSQL, and are right.
 func TestHungRedisFallsBackWithinTheTimeout(t *testing.T) {
-	direct := redisClient(t) // skips when Redis is not there
-	f := newFreezer(t, direct.Options().Addr)
-	rdb, err := NewClient("redis://"+f.ln.Addr().String()+"/0", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
+	f, rdb := frozenRedis(t)
 	w := newWorld(t, rdb)
 	w.sale.AddItem("TEA", 1, 10_000, 1_100, t0)
 	w.project(t)
@@ -436,13 +445,7 @@ func TestHungRedisFallsBackWithinTheTimeout(t *testing.T) {
 // and this process goes on serving from the cache rather than bypassing it
 // for a whole TTL.
 func TestBriefRedisStallIsWaitedOutByTheInvalidation(t *testing.T) {
-	direct := redisClient(t) // skips when Redis is not there
-	f := newFreezer(t, direct.Options().Addr)
-	rdb, err := NewClient("redis://"+f.ln.Addr().String()+"/0", 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
+	f, rdb := frozenRedis(t)
 	w := newWorldTimeout(t, rdb, 0) // the default 50 ms, as in production
 	w.sale.AddItem("TEA", 1, 10_000, 1_100, t0)
 	w.project(t)

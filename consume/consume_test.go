@@ -313,15 +313,7 @@ func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
 	if got := c.DeadLettered(); got != 1 {
 		t.Errorf("DeadLettered = %d, want 1", got)
 	}
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := nc.JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t)
 	dlq := consume.DeadLetterTopic(e.prefix)
 	info, err := js.StreamInfo(dlq)
 	if err != nil {
@@ -363,18 +355,25 @@ func TestTwoWorkersSplitTheWorkAndApplyEachEventOnce(t *testing.T) {
 		t.Errorf("handled %d messages, want %d (each event once)", h1+h2, n)
 	}
 	// Effects: the daily sales count each sale once.
+	e.checkDailySalesOnce(len(sales))
+}
+
+// checkDailySalesOnce checks that the daily sales count each of the n
+// sales (of 30,000 each) once.
+func (e *env) checkDailySalesOnce(n int) {
+	e.t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, e.db.URL)
 	if err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
 	defer conn.Close(ctx)
 	var count, gross int64
 	if err := conn.QueryRow(ctx, "SELECT coalesce(sum(count),0), coalesce(sum(gross),0) FROM rm_daily_sales").Scan(&count, &gross); err != nil {
-		t.Fatal(err)
+		e.t.Fatal(err)
 	}
-	if count != int64(len(sales)) || gross != 30000*int64(len(sales)) {
-		t.Errorf("daily sales count %d gross %d, want %d and %d", count, gross, len(sales), 30000*len(sales))
+	if count != int64(n) || gross != 30000*int64(n) {
+		e.t.Errorf("daily sales count %d gross %d, want %d and %d", count, gross, n, 30000*n)
 	}
 }
 
@@ -617,4 +616,20 @@ func TestThreeWorkersApplyEachEventOnceInOrderAndTakeOverAStoppedOne(t *testing.
 			}
 		}
 	}
+}
+
+// jetStream returns a JetStream context on the machine's NATS, its
+// connection closed when the test ends.
+func jetStream(t *testing.T) nats.JetStreamContext {
+	t.Helper()
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := nc.JetStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
 }

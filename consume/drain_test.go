@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 
 	"pos/consume"
@@ -116,15 +115,7 @@ func TestStoppedWorkerAcknowledgesTheMessagesItHolds(t *testing.T) {
 		t.Fatal("consumer not running after 20s")
 	}
 
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := nc.JetStream()
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := jetStream(t)
 	info := func() *nats.ConsumerInfo {
 		t.Helper()
 		ci, err := js.ConsumerInfo(topic, consume.DefaultDurable)
@@ -207,19 +198,7 @@ func TestStoppedWorkerAcknowledgesTheMessagesItHolds(t *testing.T) {
 		t.Errorf("handled %d messages, want %d", h, n)
 	}
 	e.checkSales(sales)
-	dbctx := context.Background()
-	conn, err := pgx.Connect(dbctx, e.db.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(dbctx)
-	var count, gross int64
-	if err := conn.QueryRow(dbctx, "SELECT coalesce(sum(count),0), coalesce(sum(gross),0) FROM rm_daily_sales").Scan(&count, &gross); err != nil {
-		t.Fatal(err)
-	}
-	if count != int64(len(sales)) || gross != 30000*int64(len(sales)) {
-		t.Errorf("daily sales count %d gross %d, want %d and %d", count, gross, len(sales), 30000*len(sales))
-	}
+	e.checkDailySalesOnce(len(sales))
 
 	e.waitApplied(time.Second) // applied already (if at all): checkpoints at the head
 }

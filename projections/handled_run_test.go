@@ -38,23 +38,11 @@ func (p *txRecorder) Apply(ctx context.Context, tx pgx.Tx, _ eventstore.Recorded
 // each; without it, one transaction applies the whole run.
 func TestMaxHandledPerRunSplitsOnlyAtHandledEvents(t *testing.T) {
 	env := projtest.New(t)
-	s := env.OpenSale(t, projtest.NewID(t), projtest.NewID(t), "000-001", t0)
-	s.AddItem("A", 1, 1000, 0, t0)
-	s.AddItem("B", 1, 1000, 0, t0)
-	s.DiscountPercent(1000, t0)
-	s.AddItem("C", 1, 1000, 0, t0)
-	s.Checkout(t0)
-	events := feed(t, env)
+	s, events := discountedSale(t, env)
 	if len(events) != 6 {
 		t.Fatalf("%d events in the feed, want 6", len(events))
 	}
-	deliveries := make([]projections.Delivery, len(events))
-	prev := eventstore.Start
-	for i, e := range events {
-		p := prev
-		deliveries[i] = projections.Delivery{Event: e, PrevPosition: &p}
-		prev = e.Position
-	}
+	deliveries := chained(events)
 
 	admin := admin(t, env.URL)
 	for _, tc := range []struct {
@@ -72,19 +60,7 @@ func TestMaxHandledPerRunSplitsOnlyAtHandledEvents(t *testing.T) {
 		projtest.ResetReadModels(t, admin)
 		rec := &txRecorder{}
 		var runs [][]string
-		r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{
-			MaxHandledPerRun: tc.maxHandled,
-			AfterCommit: func(_ context.Context, es []eventstore.RecordedEvent) {
-				var types []string
-				for _, e := range es {
-					types = append(types, e.Type)
-				}
-				runs = append(runs, types)
-			},
-		}, rec)
-		if err != nil {
-			t.Fatal(err)
-		}
+		r := runRecorder(t, env, tc.maxHandled, &runs, rec)
 		if err := r.HandleDeliveries(context.Background(), deliveries); err != nil {
 			t.Fatalf("MaxHandledPerRun %d: HandleDeliveries: %v", tc.maxHandled, err)
 		}
@@ -186,35 +162,11 @@ func (p *outsideActor) Apply(ctx context.Context, tx pgx.Tx, e eventstore.Record
 // while the transaction holds an id.
 func TestActsOutsideSplitsOnlyBeforeOutsideEffects(t *testing.T) {
 	env := projtest.New(t)
-	s := env.OpenSale(t, projtest.NewID(t), projtest.NewID(t), "000-001", t0)
-	s.AddItem("A", 1, 1000, 0, t0)
-	s.AddItem("B", 1, 1000, 0, t0)
-	s.DiscountPercent(1000, t0)
-	s.AddItem("C", 1, 1000, 0, t0)
-	s.Checkout(t0)
-	events := feed(t, env)
-	deliveries := make([]projections.Delivery, len(events))
-	prev := eventstore.Start
-	for i, e := range events {
-		p := prev
-		deliveries[i] = projections.Delivery{Event: e, PrevPosition: &p}
-		prev = e.Position
-	}
+	_, events := discountedSale(t, env)
+	deliveries := chained(events)
 	p := &outsideActor{}
 	var runs [][]string
-	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{
-		MaxHandledPerRun: 1,
-		AfterCommit: func(_ context.Context, es []eventstore.RecordedEvent) {
-			var types []string
-			for _, e := range es {
-				types = append(types, e.Type)
-			}
-			runs = append(runs, types)
-		},
-	}, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := runRecorder(t, env, 1, &runs, p)
 	if err := r.HandleDeliveries(context.Background(), deliveries); err != nil {
 		t.Fatalf("HandleDeliveries: %v", err)
 	}
@@ -251,28 +203,10 @@ func TestActsOutsideRunKeepsToItsMerchant(t *testing.T) {
 	if len(events) != 5 {
 		t.Fatalf("%d events in the feed, want 5", len(events))
 	}
-	deliveries := make([]projections.Delivery, len(events))
-	prev := eventstore.Start
-	for i, e := range events {
-		p := prev
-		deliveries[i] = projections.Delivery{Event: e, PrevPosition: &p}
-		prev = e.Position
-	}
+	deliveries := chained(events)
 	p := &outsideActor{}
 	var runs [][]string
-	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{
-		MaxHandledPerRun: 1,
-		AfterCommit: func(_ context.Context, es []eventstore.RecordedEvent) {
-			var types []string
-			for _, e := range es {
-				types = append(types, e.Type)
-			}
-			runs = append(runs, types)
-		},
-	}, p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := runRecorder(t, env, 1, &runs, p)
 	// The second call starts its run with m1's opening, before m2's
 	// discount.
 	if err := r.HandleDeliveries(context.Background(), deliveries[:2]); err != nil {
@@ -289,4 +223,50 @@ func TestActsOutsideRunKeepsToItsMerchant(t *testing.T) {
 	if fmt.Sprint(p.idBefore) != "[false]" {
 		t.Fatalf("transaction id already taken when the outside effect ran: %v, want [false]", p.idBefore)
 	}
+}
+
+// chained makes deliveries of events, each naming the one before it as
+// its PrevPosition (the first, Start).
+func chained(events []eventstore.RecordedEvent) []projections.Delivery {
+	deliveries := make([]projections.Delivery, len(events))
+	prev := eventstore.Start
+	for i, e := range events {
+		p := prev
+		deliveries[i] = projections.Delivery{Event: e, PrevPosition: &p}
+		prev = e.Position
+	}
+	return deliveries
+}
+
+// runRecorder returns a runner of p with MaxHandledPerRun maxHandled that
+// appends to runs the event types of each transaction it commits.
+func runRecorder(t *testing.T, env *projtest.Env, maxHandled int, runs *[][]string, p projections.Projector) *projections.Runner {
+	t.Helper()
+	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{
+		MaxHandledPerRun: maxHandled,
+		AfterCommit: func(_ context.Context, es []eventstore.RecordedEvent) {
+			var types []string
+			for _, e := range es {
+				types = append(types, e.Type)
+			}
+			*runs = append(*runs, types)
+		},
+	}, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// discountedSale rings up one sale (opened, two items, a discount, a third
+// item, checked out) and returns it with the feed's six events.
+func discountedSale(t *testing.T, env *projtest.Env) (*projtest.Sale, []eventstore.RecordedEvent) {
+	t.Helper()
+	s := env.OpenSale(t, projtest.NewID(t), projtest.NewID(t), "000-001", t0)
+	s.AddItem("A", 1, 1000, 0, t0)
+	s.AddItem("B", 1, 1000, 0, t0)
+	s.DiscountPercent(1000, t0)
+	s.AddItem("C", 1, 1000, 0, t0)
+	s.Checkout(t0)
+	return s, feed(t, env)
 }
