@@ -473,6 +473,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 // the clients; errc is the router's Run result.
 func (c *Consumer) shutdown(errc <-chan error) error {
 	c.closing.Store(true)
+	// A connection that cannot drain (NATS unreachable: it is
+	// reconnecting) has no delivery in progress to wait for.
 	if err := c.nc.Drain(); err == nil {
 		<-c.drained // bounded by the connection's DrainTimeout
 	}
