@@ -474,7 +474,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 func (c *Consumer) shutdown(errc <-chan error) error {
 	c.closing.Store(true)
 	// A connection that cannot drain (NATS unreachable: it is
-	// reconnecting) has no delivery in progress to wait for.
+	// reconnecting) is not waited for; a callback still running then
+	// meets the router's close as it did before drains (rare: it needs a
+	// broker outage during the shutdown).
 	if err := c.nc.Drain(); err == nil {
 		<-c.drained // bounded by the connection's DrainTimeout
 	}
