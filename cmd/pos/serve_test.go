@@ -1,0 +1,167 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"pos/internal/pgtest"
+)
+
+// syncBuffer is a log sink many goroutines write to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// `serve` stopped in the middle of a sales load (the signal comes while
+// requests run and the read side's workers hold messages, the process
+// manager's stock commands among them) shuts down cleanly: it returns nil
+// and logs no error. The workers finish what they hold before the pools,
+// the cache and the embedded NATS server they use are closed.
+func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
+	url := pgtest.NewEmptyDatabase(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	vars := map[string]string{
+		"DATABASE_URL": url,
+		"POS_ADDR":     addr,
+		"POS_DATA_DIR": t.TempDir(), // embedded NATS, this test's own
+		"REDIS_URL":    "redis://127.0.0.1:6379/0",
+	}
+	merchant, branch := uuid.New(), uuid.New()
+	token := func(role string) string {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"token", "-merchant", merchant.String(), "-role", role, "-sub", "test"}, env(vars), &out, &out); err != nil {
+			t.Fatalf("token: %v: %s", err, out.String())
+		}
+		return strings.TrimSpace(out.String())
+	}
+	manager, cashier := token("MANAGER"), token("CASHIER")
+
+	logs := &syncBuffer{}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- run(ctx, []string{"serve"}, env(vars), logs, logs) }()
+	base := "http://" + addr
+	client := &http.Client{Timeout: 10 * time.Second}
+	post := func(tok, path, body string) (int, error) {
+		req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+		if err != nil {
+			return 0, err
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", uuid.NewString())
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode, nil
+	}
+	ready := false
+	for range 200 {
+		if resp, err := client.Get(base + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				ready = true
+				break
+			}
+		}
+		select {
+		case err := <-served:
+			t.Fatalf("serve returned before it was ready: %v\n%s", err, logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if !ready {
+		t.Fatalf("serve not ready after 20s\n%s", logs.String())
+	}
+	if code, err := post(manager, "/v1/stock/receipts", fmt.Sprintf(`{"branch_id":%q,"sku":"TEA","qty":1000000,"unit_cost":6000}`, branch)); err != nil || code != http.StatusCreated && code != http.StatusOK {
+		t.Fatalf("receive stock: %d, %v", code, err)
+	}
+
+	// Cashiers ring up complete sales until the signal; what they see
+	// after it (refused connections) is not this test's concern.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	completed := 0
+	for range 4 {
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				tx := uuid.New()
+				steps := []struct{ path, body string }{
+					{"/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, branch, tx)},
+					{"/v1/transactions/" + tx.String() + "/items", fmt.Sprintf(`{"line_id":%q,"sku":"TEA","name":"Tea","qty":1,"unit_price":15000,"tax_rate_bps":0}`, uuid.New())},
+					{"/v1/transactions/" + tx.String() + "/checkout", `{}`},
+					{"/v1/transactions/" + tx.String() + "/payments", `{"method":"CASH","amount":15000}`},
+					{"/v1/transactions/" + tx.String() + "/complete", `{}`},
+				}
+				for _, s := range steps {
+					if code, err := post(cashier, s.path, s.body); err != nil || code >= 300 {
+						if ctx.Err() == nil {
+							t.Errorf("POST %s: %d, %v", s.path, code, err)
+						}
+						return
+					}
+				}
+				mu.Lock()
+				completed++
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(3 * time.Second)
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("serve returned %v after the signal", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("serve still running 60s after the signal\n%s", logs.String())
+	}
+	wg.Wait()
+	mu.Lock()
+	n := completed
+	mu.Unlock()
+	if n == 0 {
+		t.Fatalf("no sale completed before the signal: the test proves nothing\n%s", logs.String())
+	}
+	var errs []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, `"level":"ERROR"`) {
+			errs = append(errs, line)
+		}
+	}
+	if len(errs) > 0 {
+		t.Fatalf("%d errors logged (%d sales completed); the first:\n%s", len(errs), n, strings.Join(errs[:min(3, len(errs))], "\n"))
+	}
+}
