@@ -68,10 +68,10 @@ type Deps struct {
 	// outcome (a refusal, nothing to append, a lost race, an append the
 	// store takes for a retry of an earlier one) is decided again on a
 	// confirmed load. Reads that answer on their own (a checkout's
-	// shortage check, Ledger) never trust a snapshot. Set it only when the snapshotted kinds' store never
-	// runs inside a transaction that may roll back (Ledgers is the
-	// server's pool, not a request's transaction): a snapshot must hold
-	// only committed events.
+	// shortage check, Ledger) never trust a snapshot. Set it only when
+	// the snapshotted kinds' store never runs inside a transaction that
+	// may roll back (Ledgers is the server's pool, not a request's
+	// transaction): a snapshot must hold only committed events.
 	TrustSnapshots bool
 }
 
@@ -193,7 +193,7 @@ type attemptResult struct {
 	appended bool
 }
 
-// attempt is one load–decide–append of execute; see there for agg and out.
+// attempt is one load–decide–append of execute; out is what execute returns.
 // confirmed reports whether the aggregate was read from the store (or a
 // snapshot it confirmed) rather than trusted from a snapshot.
 func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, stream string, inPlace, trust bool, decide func(A) ([]E, error)) (out A, res attemptResult, confirmed bool, err error) {
