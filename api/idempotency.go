@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/eventstore"
@@ -98,20 +99,28 @@ func (k keyStore) lookup(ctx context.Context, merchant uuid.UUID, key string) (s
 	return r, true, nil
 }
 
-// insertKey records a response in tx; inserted is false when another request stored
-// the key first (after waiting for its transaction to end).
-func insertKey(ctx context.Context, q pgx.Tx, merchant uuid.UUID, key string, r storedResponse) (bool, error) {
+// commitWithKey records a response with its key in tx and commits tx, in
+// one round trip: one simple-protocol query of two statements. A key that
+// another request stored first (its transaction waited for, then a unique
+// violation) stops the query before its COMMIT: inserted is false, and tx
+// is left to roll back. After a nil error tx is committed: the caller
+// must neither commit nor roll it back (pgx's Tx does not know).
+func commitWithKey(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, key string, r storedResponse) (inserted bool, err error) {
 	headers, err := json.Marshal(r.headers)
 	if err != nil {
 		return false, err
 	}
-	tag, err := q.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
-        VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (merchant_id, key) DO NOTHING`,
-		merchant, key, r.hash, r.status, headers, r.body)
-	if err != nil {
-		return false, fmt.Errorf("idempotency: store key: %w", err)
+	_, err = tx.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        VALUES ($1, $2, $3, $4, $5, $6); COMMIT`, pgx.QueryExecModeSimpleProtocol,
+		merchant.String(), key, r.hash, r.status, string(headers), r.body)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
+		return false, nil
 	}
-	return tag.RowsAffected() == 1, nil
+	if err != nil {
+		return false, fmt.Errorf("idempotency: store key and commit: %w", err)
+	}
+	return true, nil
 }
 
 // purge deletes keys older than keyTTL, a batch at a time, and returns how
@@ -252,13 +261,26 @@ func (s *Server) idempotentTx(w http.ResponseWriter, r *http.Request, next http.
 // key stored by another request meanwhile (then rec is nil).
 func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) (rec *recorder, again bool, err error) {
 	ctx := r.Context()
-	tx, err := s.keys.pool.Begin(ctx)
+	// A connection of our own rather than pool.Begin's: commitWithKey
+	// commits behind the Tx's back, and the connection then goes back to
+	// the pool idle.
+	conn, err := s.keys.pool.Acquire(ctx)
 	if err != nil {
 		return nil, false, err
 	}
-	// Every path ends the transaction, a panic included: an abandoned one
-	// would hold back every feed reader (see pgstore).
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer conn.Release()
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	// Every other path ends the transaction, a panic included: an
+	// abandoned one would hold back every feed reader (see pgstore).
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+		}
+	}()
 
 	rec = newRecorder()
 	rq := r.WithContext(withStore(ctx, s.txStore(tx)))
@@ -270,17 +292,14 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	if !rec.storable() {
 		return rec, false, nil
 	}
-	inserted, err := insertKey(ctx, tx, merchant, key, rec.stored(hash))
+	inserted, err := commitWithKey(ctx, tx, merchant, key, rec.stored(hash))
 	if err != nil {
 		return nil, false, err
 	}
 	if !inserted {
 		return nil, true, nil // another request stored the key first: replay it
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return nil, false, fmt.Errorf("idempotency: commit: %w", err)
-	}
-	rec.committed = true
+	committed, rec.committed = true, true
 	return rec, false, nil
 }
 
