@@ -29,9 +29,9 @@ import (
 //
 // With the PostgreSQL event store the key record commits in the same
 // transaction as the command's events: the handler runs against a store bound
-// to that transaction, and the key row is inserted last. Either both commit or
-// neither does, so a failed or crashed attempt leaves the key free and a retry
-// is never applied twice.
+// to that transaction, and the key row is inserted last, in the same query as
+// the COMMIT (commitWithKey). Either both commit or neither does, so a failed
+// or crashed attempt leaves the key free and a retry is never applied twice.
 //
 // A duplicate arriving while the first request is still running waits for it:
 // its own key insert blocks on the first transaction's uncommitted row until
