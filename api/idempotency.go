@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/eventstore"
+	"pos/internal/pgtx"
 )
 
 // Idempotency keys.
@@ -261,18 +262,16 @@ func (s *Server) idempotentTx(w http.ResponseWriter, r *http.Request, next http.
 // key stored by another request meanwhile (then rec is nil).
 func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) (rec *recorder, again bool, err error) {
 	ctx := r.Context()
-	// A connection of our own rather than pool.Begin's: commitWithKey
-	// commits behind the Tx's back, and the connection then goes back to
-	// the pool idle.
+	// A connection of our own rather than pool.Begin's: the transaction
+	// sends its BEGIN with its first statement (pgtx.Lazy), and
+	// commitWithKey commits inside its own query; the connection then
+	// goes back to the pool idle.
 	conn, err := s.keys.pool.Acquire(ctx)
 	if err != nil {
 		return nil, false, err
 	}
 	defer conn.Release()
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return nil, false, err
-	}
+	tx := pgtx.Begin(conn.Conn())
 	// Every other path ends the transaction, a panic included: an
 	// abandoned one would hold back every feed reader (see pgstore).
 	committed := false
@@ -299,6 +298,7 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	if !inserted {
 		return nil, true, nil // another request stored the key first: replay it
 	}
+	tx.Committed()
 	committed, rec.committed = true, true
 	return rec, false, nil
 }

@@ -1,0 +1,277 @@
+// Package pgtx holds a pgx.Tx that saves the round trip of its BEGIN.
+package pgtx
+
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Lazy is a pgx.Tx on one connection whose BEGIN goes out with its first
+// statement, in one round trip, instead of on its own: pgx's Batch.BeginTx
+// pipelines it, and the transaction that batch begins serves every later
+// call. A transaction that runs no statement sends nothing at all.
+//
+// A caller may commit the transaction inside its own statement (a
+// simple-protocol "…; COMMIT"); it then calls Committed, after which Commit
+// and Rollback send nothing. Not safe for concurrent use, as no pgx.Tx is.
+type Lazy struct {
+	conn   *pgx.Conn
+	tx     pgx.Tx // nil until begun
+	closed bool   // ended before it began, or Committed
+}
+
+// Begin returns a transaction on conn that has sent nothing yet. conn must
+// be idle (in no transaction) and used by nothing else until it ends.
+func Begin(conn *pgx.Conn) *Lazy { return &Lazy{conn: conn} }
+
+var _ pgx.Tx = (*Lazy)(nil)
+
+// begun returns the transaction, sending BEGIN alone first if need be (for
+// the calls that cannot carry it).
+func (t *Lazy) begun(ctx context.Context) (pgx.Tx, error) {
+	if t.closed {
+		return nil, pgx.ErrTxClosed
+	}
+	if t.tx == nil {
+		tx, err := t.conn.Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		t.tx = tx
+	}
+	return t.tx, nil
+}
+
+// open reports whether the transaction began and has not ended here.
+func (t *Lazy) open() bool { return !t.closed && t.tx != nil }
+
+// withBegin sends sql after BEGIN in one batch and returns the batch with
+// BEGIN's result read: the next result is sql's.
+func (t *Lazy) withBegin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
+	b := &pgx.Batch{}
+	b.BeginTx(pgx.TxOptions{})
+	b.Queue(sql, args...)
+	return t.send(ctx, b)
+}
+
+func (t *Lazy) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
+	br := t.conn.SendBatch(ctx, b)
+	t.tx = br.Tx()
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close() // closes the transaction too, which never began
+		t.tx = nil
+		return nil, err
+	}
+	return br, nil
+}
+
+// simple reports whether args ask for the simple protocol, in which sql may
+// be several statements (and so cannot be batched).
+func simple(args []any) bool {
+	if len(args) == 0 {
+		return false
+	}
+	m, ok := args[0].(pgx.QueryExecMode)
+	return ok && m == pgx.QueryExecModeSimpleProtocol
+}
+
+// Exec implements pgx.Tx.
+func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.closed {
+		return pgconn.CommandTag{}, pgx.ErrTxClosed
+	}
+	if t.tx != nil {
+		return t.tx.Exec(ctx, sql, args...)
+	}
+	if simple(args) {
+		// One query of its own with BEGIN in front; it began no pgx
+		// transaction, so a failure is rolled back here.
+		tag, err := t.conn.Exec(ctx, "begin; "+sql, args...)
+		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
+			_, _ = t.conn.Exec(context.WithoutCancel(ctx), "rollback")
+			t.closed = true
+		}
+		return tag, err
+	}
+	br, err := t.withBegin(ctx, sql, args)
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	tag, err := br.Exec()
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return tag, err
+}
+
+// Query implements pgx.Tx.
+func (t *Lazy) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if t.closed {
+		return nil, pgx.ErrTxClosed
+	}
+	if t.tx != nil || simple(args) {
+		tx, err := t.begun(ctx)
+		if err != nil {
+			return nil, err
+		}
+		return tx.Query(ctx, sql, args...)
+	}
+	br, err := t.withBegin(ctx, sql, args)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &batchRows{Rows: rows, br: br}, nil
+}
+
+// batchRows are a query's rows that end the batch which carried them once
+// read or closed (the connection is busy until then).
+type batchRows struct {
+	pgx.Rows
+	br  pgx.BatchResults
+	err error
+}
+
+func (r *batchRows) Close() {
+	if r.br == nil {
+		return
+	}
+	r.Rows.Close()
+	r.err = r.br.Close()
+	r.br = nil
+}
+
+func (r *batchRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *batchRows) Err() error {
+	if err := r.Rows.Err(); err != nil {
+		return err
+	}
+	return r.err
+}
+
+// QueryRow implements pgx.Tx.
+func (t *Lazy) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
+	if t.open() {
+		return t.tx.QueryRow(ctx, sql, args...)
+	}
+	rows, err := t.Query(ctx, sql, args...)
+	return &row{rows: rows, err: err}
+}
+
+// row is the first row of rows, as pgx's QueryRow gives it.
+type row struct {
+	rows pgx.Rows
+	err  error
+}
+
+func (r *row) Scan(dest ...any) error {
+	if r.err != nil {
+		return r.err
+	}
+	defer r.rows.Close()
+	if !r.rows.Next() {
+		if err := r.rows.Err(); err != nil {
+			return err
+		}
+		return pgx.ErrNoRows
+	}
+	if err := r.rows.Scan(dest...); err != nil {
+		return err
+	}
+	r.rows.Close()
+	return r.rows.Err()
+}
+
+// SendBatch implements pgx.Tx: BEGIN goes first in b's round trip.
+func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	if t.closed {
+		return pgx.FailedBatchResults(b, pgx.ErrTxClosed)
+	}
+	if t.tx != nil {
+		return t.tx.SendBatch(ctx, b)
+	}
+	nb := &pgx.Batch{}
+	nb.BeginTx(pgx.TxOptions{})
+	nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
+	br, err := t.send(ctx, nb)
+	if err != nil {
+		return pgx.FailedBatchResults(b, err)
+	}
+	return br
+}
+
+// Committed records that the caller's last statement committed the
+// transaction.
+func (t *Lazy) Committed() { t.closed = true }
+
+// Commit implements pgx.Tx.
+func (t *Lazy) Commit(ctx context.Context) error {
+	if t.closed {
+		return pgx.ErrTxClosed
+	}
+	if t.tx == nil {
+		t.closed = true
+		return nil
+	}
+	return t.tx.Commit(ctx)
+}
+
+// Rollback implements pgx.Tx.
+func (t *Lazy) Rollback(ctx context.Context) error {
+	if t.closed {
+		return pgx.ErrTxClosed
+	}
+	if t.tx == nil {
+		t.closed = true
+		return nil
+	}
+	return t.tx.Rollback(ctx)
+}
+
+// Begin implements pgx.Tx: a savepoint of the transaction (begun first).
+func (t *Lazy) Begin(ctx context.Context) (pgx.Tx, error) {
+	tx, err := t.begun(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return tx.Begin(ctx)
+}
+
+// CopyFrom implements pgx.Tx.
+func (t *Lazy) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	tx, err := t.begun(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return tx.CopyFrom(ctx, table, columns, src)
+}
+
+// LargeObjects implements pgx.Tx. It needs the transaction begun (by any
+// statement) first.
+func (t *Lazy) LargeObjects() pgx.LargeObjects {
+	if t.tx == nil {
+		panic("pgtx: LargeObjects before the transaction began")
+	}
+	return t.tx.LargeObjects()
+}
+
+// Prepare implements pgx.Tx.
+func (t *Lazy) Prepare(ctx context.Context, name, sql string) (*pgconn.StatementDescription, error) {
+	return t.conn.Prepare(ctx, name, sql)
+}
+
+// Conn implements pgx.Tx.
+func (t *Lazy) Conn() *pgx.Conn { return t.conn }

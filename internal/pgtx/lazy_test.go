@@ -1,0 +1,192 @@
+package pgtx_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"pos/internal/pgtest"
+	"pos/internal/pgtx"
+)
+
+// conns returns two connections to a fresh database with a table t (id
+// primary key): one for the transaction under test, one to look from
+// outside it.
+func conns(t *testing.T) (*pgx.Conn, *pgx.Conn) {
+	t.Helper()
+	url := pgtest.NewEmptyDatabase(t)
+	ctx := context.Background()
+	open := func() *pgx.Conn {
+		c, err := pgx.Connect(ctx, url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close(ctx) })
+		return c
+	}
+	in, out := open(), open()
+	if _, err := out.Exec(ctx, "CREATE TABLE t (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	return in, out
+}
+
+func count(t *testing.T, c *pgx.Conn) int {
+	t.Helper()
+	var n int
+	if err := c.QueryRow(context.Background(), "SELECT count(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// Whatever the first call, it runs inside the transaction: its write is
+// invisible outside until Commit, and gone after Rollback; the connection
+// is idle once the transaction ended.
+func TestLazyFirstStatementIsInTheTransaction(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		first func(*pgx.Conn, *pgtx.Lazy) error
+	}{
+		{"Exec", func(_ *pgx.Conn, tx *pgtx.Lazy) error {
+			_, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 1)
+			return err
+		}},
+		{"Query", func(_ *pgx.Conn, tx *pgtx.Lazy) error {
+			rows, err := tx.Query(ctx, "INSERT INTO t VALUES ($1) RETURNING id", 1)
+			if err != nil {
+				return err
+			}
+			ids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+			if err == nil && (len(ids) != 1 || ids[0] != 1) {
+				err = errors.New("wrong rows")
+			}
+			return err
+		}},
+		{"QueryRow", func(_ *pgx.Conn, tx *pgtx.Lazy) error {
+			var id int
+			return tx.QueryRow(ctx, "INSERT INTO t VALUES ($1) RETURNING id", 1).Scan(&id)
+		}},
+		{"SendBatch", func(_ *pgx.Conn, tx *pgtx.Lazy) error {
+			b := &pgx.Batch{}
+			b.Queue("INSERT INTO t VALUES ($1)", 1)
+			b.Queue("SELECT 1")
+			return tx.SendBatch(ctx, b).Close()
+		}},
+	} {
+		for _, commit := range []bool{true, false} {
+			in, out := conns(t)
+			tx := pgtx.Begin(in)
+			if err := tc.first(in, tx); err != nil {
+				t.Fatalf("%s: %v", tc.name, err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 2); err != nil {
+				t.Fatalf("%s: second statement: %v", tc.name, err)
+			}
+			if n := count(t, out); n != 0 {
+				t.Fatalf("%s: %d rows visible outside before the end: the first statement ran outside a transaction", tc.name, n)
+			}
+			end, want := tx.Rollback, 0
+			if commit {
+				end, want = tx.Commit, 2
+			}
+			if err := end(ctx); err != nil {
+				t.Fatalf("%s: end: %v", tc.name, err)
+			}
+			if n := count(t, out); n != want {
+				t.Fatalf("%s (commit %v): %d rows after the end, want %d", tc.name, commit, n, want)
+			}
+			if s := in.PgConn().TxStatus(); s != 'I' {
+				t.Fatalf("%s: connection status %c after the end, want idle", tc.name, s)
+			}
+		}
+	}
+}
+
+// A simple-protocol statement that commits the transaction itself: done in
+// one query when it is the first, rolled back when it fails; after
+// Committed, Commit and Rollback send nothing.
+func TestLazyCommitInsideTheStatement(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	if _, err := out.Exec(ctx, "INSERT INTO t VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	commitWith := func(tx *pgtx.Lazy, id int) error {
+		_, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1); COMMIT", pgx.QueryExecModeSimpleProtocol, id)
+		return err
+	}
+
+	// First statement, a conflict: nothing stays, the connection is idle.
+	tx := pgtx.Begin(in)
+	var pgErr *pgconn.PgError
+	if err := commitWith(tx, 7); !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		t.Fatalf("conflicting insert: %v, want a unique violation", err)
+	}
+	if s := in.PgConn().TxStatus(); s != 'I' {
+		t.Fatalf("connection status %c after a failed first statement, want idle", s)
+	}
+	_ = tx.Rollback(ctx)
+
+	// After an earlier statement, and as the first one: both commit.
+	for _, ids := range [][]int{{1, 2}, {3}} {
+		tx := pgtx.Begin(in)
+		for _, id := range ids[:len(ids)-1] {
+			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", id); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := commitWith(tx, ids[len(ids)-1]); err != nil {
+			t.Fatalf("insert and commit %v: %v", ids, err)
+		}
+		tx.Committed()
+		if err := tx.Rollback(ctx); !errors.Is(err, pgx.ErrTxClosed) {
+			t.Fatalf("Rollback after Committed: %v, want ErrTxClosed", err)
+		}
+		if s := in.PgConn().TxStatus(); s != 'I' {
+			t.Fatalf("connection status %c after the commit, want idle", s)
+		}
+	}
+	if n := count(t, out); n != 4 {
+		t.Fatalf("%d rows, want 4 (7, 1, 2, 3)", n)
+	}
+}
+
+// A savepoint rolled back keeps the transaction's earlier work; a
+// transaction that ran nothing ends without a statement.
+func TestLazySavepointAndEmptyTransaction(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	tx := pgtx.Begin(in)
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	sp, err := tx.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sp.Exec(ctx, "INSERT INTO t VALUES (1)"); err == nil {
+		t.Fatal("duplicate insert in the savepoint succeeded")
+	}
+	if err := sp.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, out); n != 1 {
+		t.Fatalf("%d rows, want the 1 from before the savepoint", n)
+	}
+
+	empty := pgtx.Begin(in)
+	if err := empty.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := empty.Commit(ctx); !errors.Is(err, pgx.ErrTxClosed) {
+		t.Fatalf("second Commit: %v, want ErrTxClosed", err)
+	}
+}
