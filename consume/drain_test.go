@@ -1,7 +1,6 @@
 package consume_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -15,28 +14,11 @@ import (
 
 	"pos/consume"
 	"pos/eventstore"
+	"pos/internal/testlog"
 	"pos/projections"
 	"pos/projections/projtest"
 	"pos/relay"
 )
-
-// logBuffer is an io.Writer for a logger that many goroutines write to.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // A worker stopped while it holds messages finishes them: each is applied
 // once and acknowledged before Run returns (none is left to come back after
@@ -77,7 +59,7 @@ func TestStoppedWorkerAcknowledgesTheMessagesItHolds(t *testing.T) {
 	e.runner = runner
 
 	const ackWait = 30 * time.Second // the default: far longer than the test
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	c, err := consume.New(e.url, runner, consume.Options{
 		Partitions: partitions, TopicPrefix: e.prefix, AckWait: ackWait,
 		RetryInterval: 10 * time.Millisecond, NakDelay: 100 * time.Millisecond,
@@ -208,7 +190,7 @@ func TestStoppedWorkerAcknowledgesTheMessagesItHolds(t *testing.T) {
 // error.
 func TestWorkerStoppedWhileSubscribingStopsCleanly(t *testing.T) {
 	e := newEnv(t, natsURL)
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	c, err := consume.New(e.url, e.runner, consume.Options{
 		Partitions: partitions, TopicPrefix: e.prefix,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),

@@ -14,25 +14,8 @@ import (
 	"github.com/google/uuid"
 
 	"pos/internal/pgtest"
+	"pos/internal/testlog"
 )
-
-// syncBuffer is a log sink many goroutines write to.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // `serve` stopped in the middle of a sales load (the signal comes while
 // requests run and the read side's workers hold messages, the process
@@ -64,7 +47,7 @@ func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
 	}
 	manager, cashier := token("MANAGER"), token("CASHIER")
 
-	logs := &syncBuffer{}
+	logs := &testlog.Buffer{}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served := make(chan error, 1)
