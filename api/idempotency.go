@@ -101,19 +101,21 @@ func (k keyStore) lookup(ctx context.Context, merchant uuid.UUID, key string) (s
 }
 
 // commitWithKey records a response with its key in tx and commits tx, in
-// one round trip: one simple-protocol query of two statements. A key that
-// another request stored first (its transaction waited for, then a unique
-// violation) stops the query before its COMMIT: inserted is false, and tx
-// is left to roll back. After a nil error tx is committed: the caller
-// must neither commit nor roll it back (pgx's Tx does not know).
-func commitWithKey(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, key string, r storedResponse) (inserted bool, err error) {
+// one round trip (pgtx.Lazy.ExecCommit). A key that another request stored
+// first (its transaction waited for, then a unique violation) stops the
+// query before its COMMIT: inserted is false, and the work is rolled back
+// (by tx.Rollback, or already when the insert was its first statement).
+func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key string, r storedResponse) (inserted bool, err error) {
 	headers, err := json.Marshal(r.headers)
 	if err != nil {
 		return false, err
 	}
-	_, err = tx.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
-        VALUES ($1, $2, $3, $4, $5, $6); COMMIT`, pgx.QueryExecModeSimpleProtocol,
-		merchant.String(), key, r.hash, r.status, string(headers), r.body)
+	body := r.body
+	if body == nil {
+		body = []byte{} // nil would be NULL
+	}
+	_, err = tx.ExecCommit(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        VALUES ($1, $2, $3, $4, $5, $6)`, merchant.String(), key, r.hash, r.status, string(headers), body)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
 		return false, nil
@@ -263,23 +265,18 @@ func (s *Server) idempotentTx(w http.ResponseWriter, r *http.Request, next http.
 func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUID, key string, hash, body []byte) (rec *recorder, again bool, err error) {
 	ctx := r.Context()
 	// A connection of our own rather than pool.Begin's: the transaction
-	// sends its BEGIN with its first statement (pgtx.Lazy), and
-	// commitWithKey commits inside its own query; the connection then
-	// goes back to the pool idle.
+	// sends its BEGIN with its first statement and commits with its last
+	// (pgtx.Lazy); the connection then goes back to the pool idle.
 	conn, err := s.keys.pool.Acquire(ctx)
 	if err != nil {
 		return nil, false, err
 	}
 	defer conn.Release()
 	tx := pgtx.Begin(conn.Conn())
-	// Every other path ends the transaction, a panic included: an
-	// abandoned one would hold back every feed reader (see pgstore).
-	committed := false
-	defer func() {
-		if !committed {
-			_ = tx.Rollback(context.WithoutCancel(ctx))
-		}
-	}()
+	// Every path ends the transaction, a panic included: an abandoned one
+	// would hold back every feed reader (see pgstore). After ExecCommit,
+	// Rollback sends nothing.
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 
 	rec = newRecorder()
 	rq := r.WithContext(withStore(ctx, s.txStore(tx)))
@@ -298,8 +295,7 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	if !inserted {
 		return nil, true, nil // another request stored the key first: replay it
 	}
-	tx.Committed()
-	committed, rec.committed = true, true
+	rec.committed = true
 	return rec, false, nil
 }
 

@@ -13,13 +13,16 @@ import (
 // pipelines it, and the transaction that batch begins serves every later
 // call. A transaction that runs no statement sends nothing at all.
 //
-// A caller may commit the transaction inside its own statement (a
-// simple-protocol "…; COMMIT"); it then calls Committed, after which Commit
-// and Rollback send nothing. Not safe for concurrent use, as no pgx.Tx is.
+// ExecCommit runs a last statement and the COMMIT in one query. A first
+// statement that fails before BEGIN reached the server (it could not be
+// prepared or encoded) fails the transaction, as a failed statement fails
+// a pgx one: later calls return that error and Commit rolls back. Not
+// safe for concurrent use, as no pgx.Tx is.
 type Lazy struct {
 	conn   *pgx.Conn
 	tx     pgx.Tx // nil until begun
-	closed bool   // ended before it began, or Committed
+	closed bool   // ended before it began, or by ExecCommit
+	failed error  // the first statement's, when BEGIN never ran
 }
 
 // Begin returns a transaction on conn that has sent nothing yet. conn must
@@ -34,6 +37,9 @@ func (t *Lazy) begun(ctx context.Context) (pgx.Tx, error) {
 	if t.closed {
 		return nil, pgx.ErrTxClosed
 	}
+	if t.failed != nil {
+		return nil, t.failed
+	}
 	if t.tx == nil {
 		tx, err := t.conn.Begin(ctx)
 		if err != nil {
@@ -42,6 +48,14 @@ func (t *Lazy) begun(ctx context.Context) (pgx.Tx, error) {
 		t.tx = tx
 	}
 	return t.tx, nil
+}
+
+// usable returns why no statement may run, if one may not.
+func (t *Lazy) usable() error {
+	if t.closed {
+		return pgx.ErrTxClosed
+	}
+	return t.failed
 }
 
 // open reports whether the transaction began and has not ended here.
@@ -60,40 +74,43 @@ func (t *Lazy) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error)
 	br := t.conn.SendBatch(ctx, b)
 	t.tx = br.Tx()
 	if _, err := br.Exec(); err != nil {
-		_ = br.Close() // closes the transaction too, which never began
-		t.tx = nil
+		_ = br.Close()
+		if t.conn.PgConn().TxStatus() == 'I' {
+			// BEGIN never ran (Close closed the transaction too): the
+			// statement fails the transaction, as it would a begun one.
+			t.tx, t.failed = nil, err
+		}
 		return nil, err
 	}
 	return br, nil
 }
 
-// simple reports whether args ask for the simple protocol, in which sql may
-// be several statements (and so cannot be batched).
-func simple(args []any) bool {
+// batchable reports whether a statement with args can be queued in a batch
+// as pgx would run it alone: it has arguments and none of pgx's options
+// (with no arguments pgx's Exec uses the simple protocol, in which sql may
+// be several statements; an option is not an argument).
+func batchable(args []any) bool {
 	if len(args) == 0 {
 		return false
 	}
-	m, ok := args[0].(pgx.QueryExecMode)
-	return ok && m == pgx.QueryExecModeSimpleProtocol
+	switch args[0].(type) {
+	case pgx.QueryExecMode, pgx.QueryResultFormats, pgx.QueryResultFormatsByOID, pgx.QueryRewriter:
+		return false
+	}
+	return true
 }
 
 // Exec implements pgx.Tx.
 func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
-	if t.closed {
-		return pgconn.CommandTag{}, pgx.ErrTxClosed
-	}
-	if t.tx != nil {
-		return t.tx.Exec(ctx, sql, args...)
-	}
-	if simple(args) {
-		// One query of its own with BEGIN in front; it began no pgx
-		// transaction, so a failure is rolled back here.
-		tag, err := t.conn.Exec(ctx, "begin; "+sql, args...)
-		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
-			_, _ = t.conn.Exec(context.WithoutCancel(ctx), "rollback")
-			t.closed = true
+	if t.tx != nil || !batchable(args) {
+		tx, err := t.begun(ctx)
+		if err != nil {
+			return pgconn.CommandTag{}, err
 		}
-		return tag, err
+		return tx.Exec(ctx, sql, args...)
+	}
+	if err := t.usable(); err != nil {
+		return pgconn.CommandTag{}, err
 	}
 	br, err := t.withBegin(ctx, sql, args)
 	if err != nil {
@@ -108,15 +125,15 @@ func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 
 // Query implements pgx.Tx.
 func (t *Lazy) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if t.closed {
-		return nil, pgx.ErrTxClosed
-	}
-	if t.tx != nil || simple(args) {
+	if t.tx != nil || !batchable(args) {
 		tx, err := t.begun(ctx)
 		if err != nil {
 			return nil, err
 		}
 		return tx.Query(ctx, sql, args...)
+	}
+	if err := t.usable(); err != nil {
+		return nil, err
 	}
 	br, err := t.withBegin(ctx, sql, args)
 	if err != nil {
@@ -197,8 +214,8 @@ func (r *row) Scan(dest ...any) error {
 
 // SendBatch implements pgx.Tx: BEGIN goes first in b's round trip.
 func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	if t.closed {
-		return pgx.FailedBatchResults(b, pgx.ErrTxClosed)
+	if err := t.usable(); err != nil {
+		return pgx.FailedBatchResults(b, err)
 	}
 	if t.tx != nil {
 		return t.tx.SendBatch(ctx, b)
@@ -213,17 +230,45 @@ func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	return br
 }
 
-// Committed records that the caller's last statement committed the
-// transaction.
-func (t *Lazy) Committed() { t.closed = true }
+// ExecCommit runs sql (with args) and COMMIT as one simple-protocol query,
+// in one round trip (with BEGIN in front when nothing ran yet): the
+// transaction's last statement and its end. When sql fails, the COMMIT
+// does not run and the transaction is left to Rollback (or, when sql was
+// its first statement, already rolled back). After it succeeds, Commit and
+// Rollback return pgx.ErrTxClosed and send nothing.
+func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if err := t.usable(); err != nil {
+		return pgconn.CommandTag{}, err
+	}
+	args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
+	if t.tx == nil {
+		tag, err := t.conn.Exec(ctx, "begin; "+sql+"; commit", args...)
+		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
+			// It began no pgx transaction to roll back later.
+			_, _ = t.conn.Exec(context.WithoutCancel(ctx), "rollback")
+		}
+		t.closed = true
+		return tag, err
+	}
+	tag, err := t.tx.Exec(ctx, sql+"; commit", args...)
+	if err == nil {
+		t.closed = true
+	}
+	return tag, err
+}
 
-// Commit implements pgx.Tx.
+// Commit implements pgx.Tx. After a first statement that failed before
+// BEGIN ran, it reports pgx.ErrTxCommitRollback, as pgx does for a failed
+// transaction.
 func (t *Lazy) Commit(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
 	if t.tx == nil {
 		t.closed = true
+		if t.failed != nil {
+			return pgx.ErrTxCommitRollback
+		}
 		return nil
 	}
 	return t.tx.Commit(ctx)

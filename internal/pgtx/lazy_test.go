@@ -107,9 +107,9 @@ func TestLazyFirstStatementIsInTheTransaction(t *testing.T) {
 	}
 }
 
-// A simple-protocol statement that commits the transaction itself: done in
-// one query when it is the first, rolled back when it fails; after
-// Committed, Commit and Rollback send nothing.
+// ExecCommit ends the transaction with its statement: in one query when it
+// is the first, rolled back when it fails; after it, Commit and Rollback
+// send nothing.
 func TestLazyCommitInsideTheStatement(t *testing.T) {
 	ctx := context.Background()
 	in, out := conns(t)
@@ -117,7 +117,7 @@ func TestLazyCommitInsideTheStatement(t *testing.T) {
 		t.Fatal(err)
 	}
 	commitWith := func(tx *pgtx.Lazy, id int) error {
-		_, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1); COMMIT", pgx.QueryExecModeSimpleProtocol, id)
+		_, err := tx.ExecCommit(ctx, "INSERT INTO t VALUES ($1)", id)
 		return err
 	}
 
@@ -143,9 +143,8 @@ func TestLazyCommitInsideTheStatement(t *testing.T) {
 		if err := commitWith(tx, ids[len(ids)-1]); err != nil {
 			t.Fatalf("insert and commit %v: %v", ids, err)
 		}
-		tx.Committed()
 		if err := tx.Rollback(ctx); !errors.Is(err, pgx.ErrTxClosed) {
-			t.Fatalf("Rollback after Committed: %v, want ErrTxClosed", err)
+			t.Fatalf("Rollback after ExecCommit: %v, want ErrTxClosed", err)
 		}
 		if s := in.PgConn().TxStatus(); s != 'I' {
 			t.Fatalf("connection status %c after the commit, want idle", s)
@@ -188,5 +187,41 @@ func TestLazySavepointAndEmptyTransaction(t *testing.T) {
 	}
 	if err := empty.Commit(ctx); !errors.Is(err, pgx.ErrTxClosed) {
 		t.Fatalf("second Commit: %v, want ErrTxClosed", err)
+	}
+}
+
+// A first statement that fails before BEGIN reaches the server fails the
+// transaction, as it would a begun one: later statements are refused and
+// Commit reports a rollback. A first statement without arguments may be
+// several, as pgx's Exec allows.
+func TestLazyFailedFirstStatementAndStatementsWithoutArguments(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	tx := pgtx.Begin(in)
+	if _, err := tx.Query(ctx, "SELEC $1", 1); err == nil {
+		t.Fatal("a malformed first statement succeeded")
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 1); err == nil {
+		t.Fatal("a statement after the failed first one succeeded")
+	}
+	if err := tx.Commit(ctx); !errors.Is(err, pgx.ErrTxCommitRollback) {
+		t.Fatalf("Commit after a failed first statement: %v, want ErrTxCommitRollback", err)
+	}
+	if n := count(t, out); n != 0 {
+		t.Fatalf("%d rows after a failed transaction, want 0", n)
+	}
+
+	tx = pgtx.Begin(in)
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1); INSERT INTO t VALUES (2)"); err != nil {
+		t.Fatalf("two statements without arguments: %v", err)
+	}
+	if n := count(t, out); n != 0 {
+		t.Fatalf("%d rows visible outside before the end, want 0", n)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(t, out); n != 2 {
+		t.Fatalf("%d rows after the commit, want 2", n)
 	}
 }
