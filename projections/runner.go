@@ -416,9 +416,9 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		// the merchant of the run's event acted on outside (with a
 		// projector that tells).
 		counted, anyHandled, outsideOf := 0, false, ""
-		if r.maxHandled > 0 && r.handled(first) {
+		if handled, outside := r.handling(first); r.maxHandled > 0 && handled {
 			anyHandled = true
-			if r.actsOutside(first) {
+			if outside {
 				counted = 1
 				if r.tellsOutside {
 					outsideOf = merchant
@@ -436,8 +436,8 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 			if Partition(m, r.partitions) != partition || (d.PrevPosition != nil && *d.PrevPosition != deliveries[n-1].Event.Position) {
 				break
 			}
-			if r.maxHandled > 0 && r.handled(d.Event) {
-				if r.actsOutside(d.Event) {
+			if handled, outside := r.handling(d.Event); r.maxHandled > 0 && handled {
+				if outside {
 					if counted++; counted > r.maxHandled || r.tellsOutside && anyHandled {
 						break
 					}
@@ -483,32 +483,22 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 	return nil
 }
 
-// handled reports whether some projector in scope handles e.
-func (r *Runner) handled(e eventstore.RecordedEvent) bool {
-	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
-	for i, p := range r.projectors {
-		if r.inScope(i, category) && p.Handles(e.Type) {
-			return true
-		}
-	}
-	return false
-}
-
-// actsOutside reports whether some in-scope projector handles e with
-// effects outside the transaction: one that says so (ActsOutside), or one
-// that does not tell (every handled event counts, as MaxHandledPerRun
-// says).
-func (r *Runner) actsOutside(e eventstore.RecordedEvent) bool {
+// handling reports whether some projector in scope handles e, and
+// whether one of them does so with effects outside the transaction: one
+// that says so (ActsOutside), or one that does not tell (every handled
+// event counts, as MaxHandledPerRun says).
+func (r *Runner) handling(e eventstore.RecordedEvent) (handled, outside bool) {
 	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
 	for i, p := range r.projectors {
 		if !r.inScope(i, category) || !p.Handles(e.Type) {
 			continue
 		}
+		handled = true
 		if a, ok := p.(ActsOutside); !ok || a.ActsOutside(e.Type) {
-			return true
+			return true, true
 		}
 	}
-	return false
+	return handled, false
 }
 
 // PartitionOf returns the partition of e's merchant, or ErrBadEvent when e
@@ -595,7 +585,7 @@ func (r *Runner) advanceOnly(ctx context.Context, partition int, events []events
 		return nil, false, nil
 	}
 	e := events[0]
-	if r.handled(e) {
+	if handled, _ := r.handling(e); handled {
 		return nil, false, nil
 	}
 	category, _, _, _ := eventstore.ParseStreamName(e.Stream)
