@@ -82,7 +82,7 @@ const (
 	DefaultMaxAckPending = 64
 	// DefaultReorderWait bounds how long a batch waits for a partition's
 	// messages that arrived out of order (see batcher).
-	DefaultReorderWait   = 2 * time.Millisecond
+	DefaultReorderWait   = 20 * time.Millisecond
 	DefaultMaxRetries    = 3
 	DefaultRetryInterval = 100 * time.Millisecond
 	DefaultNakDelay      = time.Second
@@ -112,7 +112,11 @@ type Options struct {
 	MaxAckPending int
 	// ReorderWait bounds how long a batch waits for a partition's earlier
 	// messages still in flight before the runner fills the gap from the
-	// store instead. Default 2ms.
+	// store instead. Default 20ms: a message can wait that long behind
+	// another in its subscription (watermill-nats hands a subscription's
+	// next message over only after the last one's acknowledgement), and
+	// under load 2ms made every other batch a fill (a whole page of the
+	// partition's feed read for an event a few milliseconds away).
 	ReorderWait time.Duration
 	// MaxRetries and RetryInterval bound the in-process retries of a
 	// failing handler before the message is nacked. Defaults 3 and 100ms

@@ -110,7 +110,11 @@ func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxp
 	}
 	sweeper := &processes.Sweeper{Pool: pool, Handlers: h, Now: func() time.Time { return time.Now().UTC() }, Log: log}
 	go sweeper.Run(ctx)
-	// One handled event per transaction: a wide window would only lengthen
-	// each message's wait behind the others' commands, towards AckWait.
-	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 8}, nil
+	// The consumer's default window: the runner gives each event that sends
+	// commands a transaction of its own anyway (MaxHandledPerRun, with
+	// ActsOutside), and the events that only write deadlines, most of them,
+	// share one. A window of 8 left the process manager seconds behind at
+	// 350 commands/s (lag p50 0.16–0.5 s, p99 5 s; with 64: 0.06–0.08 s and
+	// 1–2 s, two same-hour pairs).
+	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}}, nil
 }
