@@ -240,6 +240,14 @@ func (r *Relay) lead(ctx context.Context) error {
 		}
 	}
 
+	// The checkpoint needs no flush to disk before the next batch: one
+	// lost in a database crash only republishes what followed the last
+	// one that reached the disk, which the broker drops as duplicates
+	// (Nats-Msg-Id) and every consumer applies once anyway. The session
+	// ends with the leadership, so the setting goes no further.
+	if _, err := conn.Exec(ctx, "SET synchronous_commit = off"); err != nil {
+		return fmt.Errorf("relay: set up lock connection: %w", err)
+	}
 	l := &leader{r: r, conn: conn.Conn()}
 	if err := l.load(ctx); err != nil {
 		return err
