@@ -50,6 +50,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"pos/eventstore"
+	"pos/internal/pgtx"
 )
 
 // DefaultPartitions is the number of merchant partitions when Options does
@@ -753,9 +754,7 @@ func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string
 	fresh = make([]bool, len(events))
 	for attempt := range maxTxAttempts {
 		clear(fresh)
-		// Read committed: lockStreams reads the versions in a statement
-		// after the locks, which must see what their last holder committed.
-		err = pgx.BeginTxFunc(ctx, r.pool, pgx.TxOptions{IsoLevel: pgx.ReadCommitted}, func(tx pgx.Tx) error {
+		err = r.inTx(ctx, func(tx *pgtx.Lazy) error {
 			return r.applyInTx(ctx, tx, partition, merchants, events, fresh)
 		})
 		if !retryable(err) {
@@ -769,6 +768,30 @@ func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string
 		}
 	}
 	return fresh, err
+}
+
+// inTx runs fn in a transaction on a connection of the pool. The BEGIN goes
+// out with fn's first statement, and fn ends the transaction with its last
+// (pgtx.Lazy.ExecCommit): two round trips fewer than pgx.BeginTxFunc. When
+// fn fails, the transaction is rolled back. Read committed: lockStreams
+// reads the versions in a statement after the locks, which must see what
+// their last holder committed.
+func (r *Runner) inTx(ctx context.Context, fn func(tx *pgtx.Lazy) error) error {
+	conn, err := r.pool.Acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Release()
+	tx := pgtx.BeginTx(conn.Conn(), pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	if err := fn(tx); err != nil {
+		// Not with ctx: a cancelled context would leave the connection
+		// in the transaction (the pool then closes it).
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = tx.Rollback(rctx)
+		return err
+	}
+	return nil
 }
 
 // retryable reports a deadlock or serialization failure: the transaction
@@ -802,7 +825,7 @@ type decodeMemo map[uuid.UUID]any
 
 type decodeMemoKey struct{}
 
-func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, merchants []string, events []eventstore.RecordedEvent, fresh []bool) error {
+func (r *Runner) applyInTx(ctx context.Context, tx *pgtx.Lazy, partition int, merchants []string, events []eventstore.RecordedEvent, fresh []bool) error {
 	ctx = context.WithValue(ctx, decodeMemoKey{}, decodeMemo{})
 	st := &run{tx: tx, applied: map[streamKey]uint64{}, dirty: map[streamKey]bool{}, filled: map[string][]eventstore.RecordedEvent{}}
 	if len(events) == 0 {
@@ -894,9 +917,10 @@ func (r *Runner) applyInTx(ctx context.Context, tx pgx.Tx, partition int, mercha
 		streams = append(streams, k.stream)
 		versions = append(versions, int64(st.applied[k]))
 	}
-	// The streams' versions and the checkpoint in one statement (one round
-	// trip); a data-modifying WITH runs whether or not it is read.
-	if _, err := tx.Exec(ctx, `
+	// The streams' versions and the checkpoint in one statement, and the
+	// COMMIT, in one round trip; a data-modifying WITH runs whether or not
+	// it is read.
+	if _, err := tx.ExecCommit(ctx, `
         WITH streams AS (
             INSERT INTO projection_streams AS s (projection, stream_name, version)
             SELECT * FROM unnest($5::text[], $6::text[], $7::bigint[])

@@ -20,6 +20,7 @@ import (
 // safe for concurrent use, as no pgx.Tx is.
 type Lazy struct {
 	conn   *pgx.Conn
+	opts   pgx.TxOptions
 	tx     pgx.Tx // nil until begun
 	closed bool   // ended before it began, or by ExecCommit
 	failed error  // the first statement's, when BEGIN never ran
@@ -28,6 +29,9 @@ type Lazy struct {
 // Begin returns a transaction on conn that has sent nothing yet. conn must
 // be idle (in no transaction) and used by nothing else until it ends.
 func Begin(conn *pgx.Conn) *Lazy { return &Lazy{conn: conn} }
+
+// BeginTx is Begin with the transaction's options (its BEGIN says them).
+func BeginTx(conn *pgx.Conn, opts pgx.TxOptions) *Lazy { return &Lazy{conn: conn, opts: opts} }
 
 var _ pgx.Tx = (*Lazy)(nil)
 
@@ -41,7 +45,7 @@ func (t *Lazy) begun(ctx context.Context) (pgx.Tx, error) {
 		return nil, t.failed
 	}
 	if t.tx == nil {
-		tx, err := t.conn.Begin(ctx)
+		tx, err := t.conn.BeginTx(ctx, t.opts)
 		if err != nil {
 			return nil, err
 		}
@@ -65,7 +69,7 @@ func (t *Lazy) open() bool { return !t.closed && t.tx != nil }
 // BEGIN's result read: the next result is sql's.
 func (t *Lazy) withBegin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
 	b := &pgx.Batch{}
-	b.BeginTx(pgx.TxOptions{})
+	b.BeginTx(t.opts)
 	b.Queue(sql, args...)
 	return t.send(ctx, b)
 }
@@ -221,7 +225,7 @@ func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 		return t.tx.SendBatch(ctx, b)
 	}
 	nb := &pgx.Batch{}
-	nb.BeginTx(pgx.TxOptions{})
+	nb.BeginTx(t.opts)
 	nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
 	br, err := t.send(ctx, nb)
 	if err != nil {
@@ -230,9 +234,10 @@ func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	return br
 }
 
-// ExecCommit runs sql (with args) and COMMIT as one simple-protocol query,
-// in one round trip (with BEGIN in front when nothing ran yet): the
-// transaction's last statement and its end. When sql fails, the COMMIT
+// ExecCommit runs sql (with args) and COMMIT in one round trip: the
+// transaction's last statement and its end. After an earlier statement
+// they go as one pipeline (sql keeps its prepared statement); as the first,
+// with BEGIN in front, as one simple-protocol query. When sql fails, the COMMIT
 // does not run and the transaction is left to Rollback (or, when sql was
 // its first statement, already rolled back). After it succeeds, Commit and
 // Rollback return pgx.ErrTxClosed and send nothing.
@@ -240,8 +245,8 @@ func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
 	if t.tx == nil {
+		args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
 		tag, err := t.conn.Exec(ctx, "begin; "+sql+"; commit", args...)
 		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
 			// It began no pgx transaction to roll back later.
@@ -250,7 +255,19 @@ func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.
 		t.closed = true
 		return tag, err
 	}
-	tag, err := t.tx.Exec(ctx, sql+"; commit", args...)
+	// A failed statement makes the server skip the rest of the pipeline:
+	// the COMMIT never runs, and the transaction waits for Rollback.
+	b := &pgx.Batch{}
+	b.Queue(sql, args...)
+	b.Queue("commit")
+	br := t.tx.SendBatch(ctx, b)
+	tag, err := br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
 	if err == nil {
 		t.closed = true
 	}

@@ -132,6 +132,22 @@ func TestLazyCommitInsideTheStatement(t *testing.T) {
 	}
 	_ = tx.Rollback(ctx)
 
+	// After an earlier statement, a conflict: the COMMIT in its pipeline
+	// does not run, and Rollback undoes the earlier statement too.
+	tx = pgtx.Begin(in)
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := commitWith(tx, 7); !errors.As(err, &pgErr) || pgErr.Code != "23505" {
+		t.Fatalf("conflicting insert after another: %v, want a unique violation", err)
+	}
+	if s := in.PgConn().TxStatus(); s != 'E' {
+		t.Fatalf("connection status %c after a failed last statement, want in a failed transaction", s)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatalf("Rollback: %v", err)
+	}
+
 	// After an earlier statement, and as the first one: both commit.
 	for _, ids := range [][]int{{1, 2}, {3}} {
 		tx := pgtx.Begin(in)
