@@ -276,7 +276,7 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	// Every path ends the transaction, a panic included: an abandoned one
 	// would hold back every feed reader (see pgstore). After ExecCommit,
 	// Rollback sends nothing.
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	defer func() { _ = tx.Abort(ctx) }()
 
 	rec = newRecorder()
 	rq := r.WithContext(withStore(ctx, s.txStore(tx)))

@@ -22,7 +22,11 @@ import (
 // whose first message does not follow what the runner has committed, the
 // leader waits up to reorderWait for the missing ones, which are most likely
 // a few microseconds behind, rather than have the runner fill the gap from
-// the store. The runner is correct either way.
+// the store. The runner is correct either way. A hole that outlasts the
+// wait is most likely another worker's message (workers sharing a
+// partition each see part of it) or a lost one: the partition's next
+// batches then go without waiting for reorderHoldoff, so that sharing does
+// not add reorderWait to every batch, and the wait is tried again after.
 //
 // A batcher is safe for concurrent use. Every message's handler blocks in
 // submit until the batch holding its message has committed or failed: the
@@ -41,7 +45,15 @@ type partQueue struct {
 	pending []*waiter
 	busy    bool          // a leader is applying a batch
 	arrived chan struct{} // signalled (capacity 1) on every submit
+	// noWaitUntil: until then holes are filled at once (see batcher).
+	noWaitUntil time.Time
+	// timeouts counts the reorder waits that ran out (for tests).
+	timeouts int
 }
+
+// reorderHoldoff is how long a partition goes without reorder waits after
+// one ran out.
+const reorderHoldoff = time.Second
 
 type waiter struct {
 	d    projections.Delivery
@@ -105,7 +117,14 @@ func (b *batcher) submit(ctx context.Context, partition int, d projections.Deliv
 // message was lost, or is another worker's. It reports false, having taken
 // nothing and kept the lead, when ctx ends first.
 func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) bool {
-	deadline := time.Now().Add(b.reorderWait)
+	now := time.Now()
+	deadline := now.Add(b.reorderWait)
+	b.mu.Lock()
+	waits := now.After(q.noWaitUntil)
+	b.mu.Unlock()
+	if !waits {
+		deadline = now
+	}
 	var batch []*waiter
 	for {
 		if ctx.Err() != nil {
@@ -117,6 +136,10 @@ func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) bo
 		wait := time.Until(deadline)
 		if n == 0 && wait <= 0 {
 			n = len(q.pending) // the hole is not filling itself
+			if waits {
+				q.timeouts++
+				q.noWaitUntil = time.Now().Add(reorderHoldoff)
+			}
 		}
 		if n > 0 {
 			n = min(n, b.maxBatch)

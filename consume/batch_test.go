@@ -392,6 +392,37 @@ func TestBatcherFillsAHoleThatNeverArrives(t *testing.T) {
 	e.checkApplied(r)
 }
 
+// A hole that outlasts the reorder wait makes the partition's next batches
+// go without waiting (workers sharing a partition leave holes that never
+// fill here): the second hole is filled at once.
+func TestBatcherStopsWaitingForHolesThatDoNotFill(t *testing.T) {
+	e := newBatchEnv(t, 4)
+	r, _ := e.runner()
+	b := newBatcher(r, 200*time.Millisecond, DefaultMaxAckPending)
+	ctx := context.Background()
+	if err := r.HandleDeliveries(ctx, e.ds[:1]); err != nil {
+		t.Fatal(err)
+	}
+	// ds[1] and ds[3] are another worker's: they never come here.
+	for _, i := range []int{2, 4} {
+		if err := b.submit(ctx, 0, e.ds[i]); err != nil {
+			t.Fatalf("submit ds[%d]: %v", i, err)
+		}
+	}
+	b.mu.Lock()
+	timeouts := b.parts[0].timeouts
+	b.mu.Unlock()
+	if timeouts != 1 {
+		t.Errorf("%d reorder waits ran out, want 1 (the second hole filled at once)", timeouts)
+	}
+	for _, s := range submitAll(t, b, e.ds[5:], 20*time.Second) {
+		if s.err != nil {
+			t.Errorf("submit %s: %v", s.d.Event.Position, s.err)
+		}
+	}
+	e.checkApplied(r)
+}
+
 func TestBatcherWaiterWhoseContextEndsDoesNotStrandTheOthers(t *testing.T) {
 	e := newBatchEnv(t, 12)
 	r, _ := e.runner()

@@ -116,7 +116,9 @@ type Options struct {
 	// another in its subscription (watermill-nats hands a subscription's
 	// next message over only after the last one's acknowledgement), and
 	// under load 2ms made every other batch a fill (a whole page of the
-	// partition's feed read for an event a few milliseconds away).
+	// partition's feed read for an event a few milliseconds away). A hole
+	// that outlasts it (another worker's message, or a lost one) turns the
+	// wait off for the partition for a second.
 	ReorderWait time.Duration
 	// MaxRetries and RetryInterval bound the in-process retries of a
 	// failing handler before the message is nacked. Defaults 3 and 100ms

@@ -195,9 +195,10 @@ type Options struct {
 	//     reached: a lost message, one still in flight past the consumer's
 	//     reorder wait, or another worker's), and
 	//     pos.projection.gap_fill_reads, of the events those fills read;
-	//   - pos.projection.run_events, a histogram of the delivered events
-	//     each transaction took (copies of committed ones not counted):
-	//     how well deliveries are batched.
+	//   - pos.projection.run_events, a histogram of the events each
+	//     transaction of HandleDeliveries took (deliveries, and the gap
+	//     fills and catch-ups that go through it; copies of what this
+	//     Runner committed are left out before): how well events batch.
 	//
 	// All carry the attribute projectors, the projectors' names joined by
 	// "+" (as "merchant_settings+transactions"), so that two runners in one
@@ -784,11 +785,7 @@ func (r *Runner) inTx(ctx context.Context, fn func(tx *pgtx.Lazy) error) error {
 	defer conn.Release()
 	tx := pgtx.BeginTx(conn.Conn(), pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
 	if err := fn(tx); err != nil {
-		// Not with ctx: a cancelled context would leave the connection
-		// in the transaction (the pool then closes it).
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		_ = tx.Rollback(rctx)
+		_ = tx.Abort(ctx)
 		return err
 	}
 	return nil

@@ -3,6 +3,7 @@ package pgtx
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -245,6 +246,12 @@ func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
 	}
+	if t.tx == nil && t.opts != (pgx.TxOptions{}) {
+		// The one-query form below cannot say the options: BEGIN first.
+		if _, err := t.begun(ctx); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+	}
 	if t.tx == nil {
 		args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
 		tag, err := t.conn.Exec(ctx, "begin; "+sql+"; commit", args...)
@@ -302,6 +309,18 @@ func (t *Lazy) Rollback(ctx context.Context) error {
 	}
 	return t.tx.Rollback(ctx)
 }
+
+// Abort rolls the transaction back on a context that ctx's end does not
+// cancel (a cancelled ROLLBACK would leave the connection inside the
+// transaction), bounded by rollbackTimeout so that a stalled server cannot
+// hold the caller. For deferred cleanup on every path.
+func (t *Lazy) Abort(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	return t.Rollback(ctx)
+}
+
+const rollbackTimeout = 5 * time.Second
 
 // Begin implements pgx.Tx: a savepoint of the transaction (begun first).
 func (t *Lazy) Begin(ctx context.Context) (pgx.Tx, error) {

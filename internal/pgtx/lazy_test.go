@@ -241,3 +241,25 @@ func TestLazyFailedFirstStatementAndStatementsWithoutArguments(t *testing.T) {
 		t.Fatalf("%d rows after the commit, want 2", n)
 	}
 }
+
+// ExecCommit as the first statement keeps the transaction's options: in a
+// read-only transaction its insert is refused (a plain "begin; …; commit"
+// would have written the row).
+func TestLazyExecCommitFirstKeepsTheOptions(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	tx := pgtx.BeginTx(in, pgx.TxOptions{AccessMode: pgx.ReadOnly})
+	var pgErr *pgconn.PgError
+	if _, err := tx.ExecCommit(ctx, "INSERT INTO t VALUES ($1)", 9); !errors.As(err, &pgErr) || pgErr.Code != "25006" {
+		t.Fatalf("insert in a read-only transaction: %v, want read_only_sql_transaction", err)
+	}
+	if err := tx.Abort(ctx); err != nil {
+		t.Fatalf("Abort: %v", err)
+	}
+	if s := in.PgConn().TxStatus(); s != 'I' {
+		t.Fatalf("connection status %c after Abort, want idle", s)
+	}
+	if n := count(t, out); n != 0 {
+		t.Fatalf("%d rows, want none", n)
+	}
+}
