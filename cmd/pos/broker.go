@@ -52,6 +52,9 @@ type worker struct {
 	durable string
 	// names are its projectors' names, for lowestCheckpoint.
 	names []string
+	// maxAckPending is its consumers' window per partition; 0 means
+	// consume's default.
+	maxAckPending int
 }
 
 // startProjections keeps the workers' runners fed until ctx ends, as
@@ -105,7 +108,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	}
 	consumers := make([]*consume.Consumer, len(workers))
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable}
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending}
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
 			for _, c := range consumers[:i] {
 				c.Close()
@@ -122,7 +125,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		}
 	})
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable}
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending}
 		wg.Go(func() {
 			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
 		})
