@@ -325,7 +325,7 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 			return nil, fmt.Errorf("projections: gap fill reads counter: %w", err)
 		}
 		r.runSize, err = m.Int64Histogram("pos.projection.run_events",
-			metric.WithDescription("delivered events applied per transaction"),
+			metric.WithDescription("events a runner transaction applied (deliveries, gap fills, catch-ups)"),
 			metric.WithExplicitBucketBoundaries(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 		if err != nil {
 			return nil, fmt.Errorf("projections: run size histogram: %w", err)
