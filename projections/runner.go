@@ -780,7 +780,7 @@ func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string
 func (r *Runner) inTx(ctx context.Context, fn func(tx *pgtx.Lazy) error) error {
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("projections: acquire a connection: %w", err)
 	}
 	defer conn.Release()
 	tx := pgtx.BeginTx(conn.Conn(), pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
@@ -1048,8 +1048,8 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 // plan assumes ten pairs, and while projection_streams has a few thousand
 // rows (a new deployment's first minutes, every benchmark) it prefers a
 // hash join over a sequential scan of the whole table, and each connection
-// keeps that plan while the table stays small; under load the scan took two thirds of the
-// statements' execution time (pg_stat_statements).
+// keeps that plan while the table stays small; under load the scan took two
+// thirds of the statements' execution time (pg_stat_statements).
 const appliedVersionsSQL = `
         SELECT v.name, v.stream, s.version FROM unnest($1::text[], $2::text[]) AS v(name, stream)
         CROSS JOIN LATERAL (

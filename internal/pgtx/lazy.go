@@ -14,7 +14,7 @@ import (
 // pipelines it, and the transaction that batch begins serves every later
 // call. A transaction that runs no statement sends nothing at all.
 //
-// ExecCommit runs a last statement and the COMMIT in one query. A first
+// ExecCommit runs a last statement and the COMMIT in one round trip. A first
 // statement that fails before BEGIN reached the server (it could not be
 // prepared or encoded) fails the transaction, as a failed statement fails
 // a pgx one: later calls return that error and Commit rolls back. Not
@@ -237,11 +237,12 @@ func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 
 // ExecCommit runs sql (with args) and COMMIT in one round trip: the
 // transaction's last statement and its end. After an earlier statement
-// they go as one pipeline (sql keeps its prepared statement); as the first,
-// with BEGIN in front, as one simple-protocol query. When sql fails, the COMMIT
-// does not run and the transaction is left to Rollback (or, when sql was
-// its first statement, already rolled back). After it succeeds, Commit and
-// Rollback return pgx.ErrTxClosed and send nothing.
+// they go as one pipeline (sql keeps its prepared statement); as the
+// first, with BEGIN in front, as one simple-protocol query (or after a
+// BEGIN of its own, when the transaction has options). When sql fails,
+// the COMMIT does not run and the transaction is left to Rollback (or,
+// when sql was its first statement, already rolled back). After it
+// succeeds, Commit and Rollback return pgx.ErrTxClosed and send nothing.
 func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
