@@ -35,12 +35,12 @@
 #
 # Prints a summary with ratios and PASS/FAIL; exits 0 when targets are
 # missed (as load.sh does) and 1 when the run itself fails. Raw outputs go to
-# bench-results/read/. Traffic goes to 127.0.0.1 only; about 7 minutes.
+# bench-results/read/. Traffic goes to 127.0.0.1 only; about 8 minutes.
 #
 # Environment: PGHOST_ADDR (127.0.0.1), SALES_RATE (1000), SUSTAINED_RATE
-# (350; 0 skips it), SALES_SECONDS (30), WARMUP_SECONDS (3), MERCHANTS (16), READ_SALES (2000), READ_SECONDS
-# (10), READ_WARMUP_SECONDS (2), READ_RATE (5000), CONNECTIONS (50),
-# QUIET_SECONDS (35), REPLAY_EVENTS (20000).
+# (350; 0 skips it), SALES_SECONDS (30), WARMUP_SECONDS (3), MERCHANTS (16),
+# READ_SALES (2000), READ_SECONDS (10), READ_WARMUP_SECONDS (2), READ_RATE
+# (5000), CONNECTIONS (50), QUIET_SECONDS (35), REPLAY_EVENTS (20000).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
