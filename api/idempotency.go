@@ -279,7 +279,8 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	defer func() { _ = tx.Abort(ctx) }()
 
 	rec = newRecorder()
-	rq := r.WithContext(withStore(ctx, s.txStore(tx)))
+	view := s.txStore(tx)
+	rq := r.WithContext(withStore(ctx, view))
 	rq.Body = readerOf(body)
 	next.ServeHTTP(rec, rq)
 	if rec.retryable() {
@@ -294,6 +295,9 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	}
 	if !inserted {
 		return nil, true, nil // another request stored the key first: replay it
+	}
+	if v, ok := view.(eventstore.TxBound); ok {
+		v.Committed() // caches may now hold what it appended
 	}
 	rec.committed = true
 	return rec, false, nil

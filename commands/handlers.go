@@ -68,10 +68,12 @@ type Deps struct {
 	// outcome (a refusal, nothing to append, a lost race, an append the
 	// store takes for a retry of an earlier one) is decided again on a
 	// confirmed load. Reads that answer on their own (a checkout's
-	// shortage check, Ledger) never trust a snapshot. Set it only when
-	// the snapshotted kinds' store never runs inside a transaction that
-	// may roll back (Ledgers is the server's pool, not a request's
-	// transaction): a snapshot must hold only committed events.
+	// shortage check, Ledger) never trust a snapshot. A snapshot must hold
+	// only committed events: the state after an append is kept through
+	// eventstore.AfterCommit, so a store bound to a request's transaction
+	// must be an eventstore.TxBound whose owner calls Committed; kinds
+	// used in place (stock ledgers) must be on a store whose appends
+	// commit on their own (Ledgers is the server's pool).
 	TrustSnapshots bool
 }
 
@@ -236,7 +238,10 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		if h.deps.OnConflict != nil {
 			h.deps.OnConflict(k.category)
 		}
-		return out, res, confirmed, err // only a new transaction can succeed: the caller's to retry
+		// Only a new transaction can succeed: the caller's to retry, on a
+		// confirmed load (this transaction can read no more).
+		h.deps.Snapshots.remove(stream)
+		return out, res, true, err
 	}
 	if errors.Is(err, eventstore.ErrConcurrency) {
 		if h.deps.OnConflict != nil {
@@ -270,8 +275,13 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 			return out, res, confirmed, fmt.Errorf("apply new %s event: %w", k.typeOf(e), err)
 		}
 	}
+	snap := snapshot{agg: agg, version: ar.Version, lastID: data[len(data)-1].ID, pos: ar.Position}
 	if inPlace {
-		h.deps.Snapshots.put(stream, snapshot{agg: agg, version: ar.Version, lastID: data[len(data)-1].ID, pos: ar.Position})
+		h.deps.Snapshots.put(stream, snap)
+	} else if k.clone != nil && h.deps.Snapshots != nil {
+		// The next command starts from here, once it is committed.
+		snap.agg = k.clone(agg)
+		eventstore.AfterCommit(h.store, func() { h.deps.Snapshots.put(stream, snap) })
 	}
 	res = attemptResult{Result: Result{Version: ar.Version, Position: ar.Position}, appended: true}
 	return result(), res, confirmed, nil

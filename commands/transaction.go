@@ -24,6 +24,10 @@ var transactionKind = kind[*transaction.Transaction, transaction.Event]{
 	version:  (*transaction.Transaction).Version,
 	decode:   transaction.Decode,
 	typeOf:   transaction.TypeName,
+	// A sale's commands come one after another from one till: each decides
+	// on the aggregate its predecessor left in memory (see
+	// Deps.TrustSnapshots) instead of reading the stream again.
+	clone: (*transaction.Transaction).Clone,
 }
 
 // TransactionStream is the stream of one transaction of a merchant.

@@ -318,6 +318,35 @@ type Store interface {
 	Settle(ctx context.Context) error
 }
 
+// TxBound is a Store view bound to a caller's transaction that has not
+// committed yet (pgstore.TxStore): what it appends becomes true only when
+// the owner of the transaction commits it. The owner calls Committed once
+// the COMMIT has succeeded, and never otherwise (a rolled-back view is
+// dropped). Like its transaction, a TxBound is not safe for concurrent use.
+type TxBound interface {
+	Store
+	// AfterCommit runs fn when Committed is called (never if the
+	// transaction does not commit).
+	AfterCommit(fn func())
+	// Committed runs the AfterCommit functions, in order.
+	Committed()
+}
+
+// AfterCommit runs fn once what s has appended so far is committed: at once
+// for a store whose appends commit on their own, at the commit for a
+// TxBound one (also when wrapped in Upcasting). Caches of aggregate state
+// use it so that they never hold events that may yet roll back.
+func AfterCommit(s Store, fn func()) {
+	switch v := s.(type) {
+	case TxBound:
+		v.AfterCommit(fn)
+	case Upcasting:
+		AfterCommit(v.Store, fn)
+	default:
+		fn()
+	}
+}
+
 // StreamName builds the stream name of one aggregate instance of one merchant:
 // "<category>-<merchant>.<id>", for example
 // "transaction-0193a5c0-…-….0193a5c1-…". Append accepts only names of this

@@ -3,6 +3,7 @@ package transaction
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -91,6 +92,18 @@ func (t *Transaction) Status() Status { return t.status }
 // does not exist, 1 after opening. It is the stream version to expect when
 // appending the next command's events.
 func (t *Transaction) Version() uint64 { return t.version }
+
+// Clone returns a deep copy of t: applying events to either leaves the
+// other as it was.
+func (t *Transaction) Clone() *Transaction {
+	c := *t
+	c.lines = slices.Clone(t.lines)
+	c.discounts = slices.Clone(t.discounts)
+	c.payments = slices.Clone(t.payments)
+	c.refunds = slices.Clone(t.refunds)
+	c.ids = maps.Clone(t.ids)
+	return &c
+}
 
 // Exists reports whether the transaction has been opened.
 func (t *Transaction) Exists() bool { return t.version > 0 }

@@ -167,50 +167,58 @@ func (s *Store) appendAnyLocked(ctx context.Context, p eventstore.Prepared) (eve
 // append: an event must never take a global position before the event it
 // follows in its stream. AppendTx detects that case and reports ErrConcurrency.
 func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	res, _, err := s.appendTx(ctx, tx, stream, expected, events)
+	return res, err
+}
+
+// appendTx is AppendTx; it also returns the stream's new head when it
+// inserted the events (nil when they were there already).
+func (s *Store) appendTx(ctx context.Context, tx pgx.Tx, stream string, expected eventstore.ExpectedVersion, events []eventstore.EventData) (eventstore.AppendResult, *head, error) {
 	p, err := eventstore.Prepare(stream, expected, events)
 	if err != nil {
-		return eventstore.AppendResult{}, err
+		return eventstore.AppendResult{}, nil, err
 	}
 	cur, newer, err := readHead(ctx, tx, stream, true)
 	if err != nil {
-		return eventstore.AppendResult{}, err
+		return eventstore.AppendResult{}, nil, err
 	}
 	if newer {
-		return eventstore.AppendResult{}, fmt.Errorf("%w: stream %q moved on in a newer transaction", eventstore.ErrStaleTransaction, stream)
+		return eventstore.AppendResult{}, nil, fmt.Errorf("%w: stream %q moved on in a newer transaction", eventstore.ErrStaleTransaction, stream)
 	}
 	if want, exact := p.Expected.Version(); exact && cur.version != want {
-		return s.notAtExpected(ctx, tx, p, cur.version)
+		res, err := s.notAtExpected(ctx, tx, p, cur.version)
+		return res, nil, err
 	}
 	if p.Expected.IsAny() {
 		if res, found, err := findRetried(ctx, tx, p); found || err != nil {
-			return res, err
+			return res, nil, err
 		}
 	}
 	// A savepoint keeps the caller's transaction usable when the insert
 	// loses a race, so the caller can reload and decide again within it.
 	sp, err := tx.Begin(ctx)
 	if err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("pgstore: savepoint: %w", err)
+		return eventstore.AppendResult{}, nil, fmt.Errorf("pgstore: savepoint: %w", err)
 	}
-	res, _, err := insert(ctx, sp, p, cur)
+	res, last, err := insert(ctx, sp, p, cur)
 	if err != nil {
 		if rerr := sp.Rollback(ctx); rerr != nil {
-			return eventstore.AppendResult{}, fmt.Errorf("pgstore: roll back savepoint: %w", rerr)
+			return eventstore.AppendResult{}, nil, fmt.Errorf("pgstore: roll back savepoint: %w", rerr)
 		}
 		if !isUniqueViolation(err) {
-			return eventstore.AppendResult{}, err
+			return eventstore.AppendResult{}, nil, err
 		}
 		// An event id already stored (a retry, or a reuse) rather than a
 		// version taken by another writer.
 		if res, found, ferr := findRetried(ctx, tx, p); found || ferr != nil {
-			return res, ferr
+			return res, nil, ferr
 		}
-		return eventstore.AppendResult{}, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
+		return eventstore.AppendResult{}, nil, &eventstore.ConcurrencyError{Stream: stream, Expected: expected, Actual: cur.version}
 	}
 	if err := sp.Commit(ctx); err != nil {
-		return eventstore.AppendResult{}, fmt.Errorf("pgstore: release savepoint: %w", err)
+		return eventstore.AppendResult{}, nil, fmt.Errorf("pgstore: release savepoint: %w", err)
 	}
-	return res, nil
+	return res, &last, nil
 }
 
 // InTx returns a view of the store bound to tx: its appends are AppendTx in
@@ -220,10 +228,17 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected
 // transaction would wait for that very transaction).
 //
 // The view is built for the load–decide–append cycle as the transaction's
-// first write: when it has just read a stream to its end, an append expecting
-// that version is one INSERT, without re-reading the head or a savepoint. If
-// that INSERT loses a race, the transaction is aborted and Append reports
-// eventstore.ErrStaleTransaction: retry the unit of work in a new transaction.
+// first write: when it has just read a stream to its end, or the store knows
+// the stream's head from an earlier committed append (a command that decided
+// on an aggregate cached in memory reads nothing), an append expecting that
+// version is one INSERT, without re-reading the head or a savepoint. If that
+// INSERT loses a race, the transaction is aborted and Append reports
+// eventstore.ErrStaleTransaction: retry the unit of work in a new
+// transaction.
+//
+// The view is an eventstore.TxBound: call Committed after the transaction
+// commits, which also lets the store remember the heads the transaction
+// read and wrote.
 //
 // A TxStore is bound to one transaction and, like it, is not safe for
 // concurrent use.
@@ -236,22 +251,37 @@ type TxStore struct {
 	*Store
 	tx pgx.Tx
 	// read holds the heads of streams read to their end in this
-	// transaction, while it has written nothing (so it holds no xid older
-	// than those heads).
-	read  map[string]head
-	wrote bool
+	// transaction while it had written nothing (so it holds no xid older
+	// than those heads), and of the streams it appended to.
+	read        map[string]head
+	wrote       bool
+	afterCommit []func()
 }
+
+var _ eventstore.TxBound = (*TxStore)(nil)
 
 // Append implements eventstore.Store in the transaction.
 func (t *TxStore) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
-	if h, ok := t.read[stream]; ok && !t.wrote {
-		if want, exact := expected.Version(); exact && want == h.version {
-			p, err := eventstore.Prepare(stream, expected, events)
-			if err != nil {
-				return eventstore.AppendResult{}, err
-			}
+	if !t.wrote {
+		p, err := eventstore.Prepare(stream, expected, events)
+		if err != nil {
+			return eventstore.AppendResult{}, err
+		}
+		h, ok := t.read[stream]
+		if want, exact := expected.Version(); ok && (!exact || want != h.version) {
+			ok = false
+		} else if !ok {
+			// A head the store learnt from a committed append: committed
+			// before this transaction writes, so its xid is older than ours.
+			// (Not for a new stream: the INSERT would tell a retry of an
+			// earlier append of the same events from a conflict no more.)
+			h, ok = t.knownHead(p)
+			ok = ok && exact && want > 0
+		}
+		if ok {
 			res, last, err := insert(ctx, t.tx, p, h)
 			if isUniqueViolation(err) {
+				t.heads.Remove(stream)
 				return eventstore.AppendResult{}, fmt.Errorf("%w: stream %q was appended to meanwhile", eventstore.ErrStaleTransaction, stream)
 			}
 			if err != nil {
@@ -262,11 +292,34 @@ func (t *TxStore) Append(ctx context.Context, stream string, expected eventstore
 			return res, nil
 		}
 	}
-	res, err := t.AppendTx(ctx, t.tx, stream, expected, events...)
+	res, last, err := t.appendTx(ctx, t.tx, stream, expected, events)
 	if err == nil {
 		t.wrote = true
+		if last != nil {
+			t.read[stream] = *last
+		}
 	}
 	return res, err
+}
+
+// AfterCommit implements eventstore.TxBound.
+func (t *TxStore) AfterCommit(fn func()) { t.afterCommit = append(t.afterCommit, fn) }
+
+// Committed implements eventstore.TxBound: the heads the transaction read
+// and wrote become the store's (facts now: version v of the stream has hash
+// h), then the AfterCommit functions run. Call it once, after the COMMIT
+// succeeded.
+func (t *TxStore) Committed() {
+	for stream, h := range t.read {
+		if h.version > 0 { // "no stream yet" is no lasting fact
+			t.heads.Add(stream, h)
+		}
+	}
+	fns := t.afterCommit
+	t.afterCommit = nil
+	for _, fn := range fns {
+		fn()
+	}
 }
 
 // ReadStream implements eventstore.Store inside the transaction.

@@ -313,6 +313,84 @@ func TestTxStoreCommitsWithTheTransactionAndSurvivesConflicts(t *testing.T) {
 	}
 }
 
+// A TxStore appends onto heads the store learnt from committed transactions
+// without reading them (a command deciding on an aggregate in memory), and
+// only once their owner said they committed; a head another process has
+// moved past costs the transaction (ErrStaleTransaction) and is forgotten.
+func TestTxStoreAppendsOntoHeadsOfCommittedTransactions(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool := appPool(t, url)
+	store, other := pgstore.New(pool), pgstore.New(pool) // other: another process
+	m := storetest.NewMerchant()
+	stream := storetest.NewStream(m, "transaction")
+	if _, err := other.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "A", 1)); err != nil {
+		t.Fatal(err)
+	}
+	// inTx appends e at expected in a new transaction, without reading the
+	// stream first, and commits (telling the view) unless the append fails
+	// or commit is false.
+	inTx := func(expected uint64, e eventstore.EventData, commit bool) (ran bool, err error) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		view := store.InTx(tx)
+		view.AfterCommit(func() { ran = true })
+		if _, err := view.Append(ctx, stream, eventstore.Exact(expected), e); err != nil || !commit {
+			return ran, err
+		}
+		if ran {
+			t.Fatal("AfterCommit ran before the commit")
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		view.Committed()
+		return ran, nil
+	}
+
+	// The store knows no head: the view reads it, in the transaction.
+	if ran, err := inTx(1, storetest.Event(m, "B", 2), true); err != nil || !ran {
+		t.Fatalf("append onto an unknown head: %v (AfterCommit ran: %v)", err, ran)
+	}
+	// Rolled back: nothing learnt, nothing run.
+	if ran, err := inTx(2, storetest.Event(m, "X", 3), false); err != nil || ran {
+		t.Fatalf("rolled-back append: %v (AfterCommit ran: %v)", err, ran)
+	}
+	if _, err := other.Append(ctx, stream, eventstore.Exact(2), storetest.Event(m, "C", 3)); err != nil {
+		t.Fatal(err)
+	}
+	// The store remembers version 2 from the commit: it inserts version 3
+	// straight away, which the other process has taken.
+	if _, err := inTx(2, storetest.Event(m, "D", 4), true); !errors.Is(err, eventstore.ErrStaleTransaction) {
+		t.Fatalf("append onto a head another process moved past: %v, want %v", err, eventstore.ErrStaleTransaction)
+	}
+	// Forgotten: the next transaction reads the head and keeps going.
+	if _, err := inTx(2, storetest.Event(m, "D", 4), true); !errors.Is(err, eventstore.ErrConcurrency) || errors.Is(err, eventstore.ErrStaleTransaction) {
+		t.Fatalf("append at a stale version after the head was forgotten: %v, want a plain conflict", err)
+	}
+	if _, err := inTx(3, storetest.Event(m, "D", 4), true); err != nil {
+		t.Fatal(err)
+	}
+	got, err := store.ReadStream(ctx, stream, 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for i, e := range got {
+		types = append(types, e.Type)
+		if i > 0 && string(e.PrevHash) != string(got[i-1].Hash) {
+			t.Fatalf("event %d does not chain onto event %d", e.Version, got[i-1].Version)
+		}
+	}
+	if strings.Join(types, "") != "ABCD" {
+		t.Fatalf("stream holds %v, want A B C D", types)
+	}
+}
+
 func TestVerifyReadsPastTheReadLimit(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
