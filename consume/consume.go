@@ -52,6 +52,16 @@
 // message of the partition goes on. If the message was a real event the
 // runner later fills it from the store, noticing the gap by the next
 // message's PrevPosition.
+//
+// An event of the store that a projector cannot apply (its payload does not
+// decode, or a projector refuses it as ErrBadEvent) is not a poison message:
+// every batch and every gap fill holding it would fail the same way, so
+// dead-lettering would only send the partition's next messages after it,
+// and skipping it would leave the read models silently wrong. Its partition
+// holds instead: the message is retried and redelivered, each failure
+// logged, and the partition's lag grows (pos_projection_lag_seconds;
+// X-Min-Position reads answer 503) until a release that applies it is
+// deployed. The other partitions go on.
 package consume
 
 import (
@@ -412,6 +422,11 @@ func (c *Consumer) handle(msg *message.Message) error {
 		if c.closing.Load() && errors.Is(err, context.Canceled) {
 			msg.Nack()
 			return nil
+		}
+		if Permanent(err) {
+			// A projector refused an event of the store: not a poison
+			// message (see the package doc), so not one to dead-letter.
+			return fmt.Errorf("consume: partition %d holds: %v", partition, err)
 		}
 		return err
 	}

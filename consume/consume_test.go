@@ -10,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -328,6 +329,69 @@ func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
 	}
 	if string(msg.Data) != "not an envelope" || msg.Header.Get("reason_poisoned") == "" {
 		t.Errorf("dead letter %q, headers %v", msg.Data, msg.Header)
+	}
+}
+
+// refuser is a projector that refuses one event as ErrBadEvent while
+// broken, as a projector meeting a stored event it cannot apply would.
+type refuser struct {
+	event    atomic.Value // uuid.UUID: the event refused
+	broken   atomic.Bool
+	refusals atomic.Int64
+}
+
+func (*refuser) Name() string          { return "refuser" }
+func (*refuser) Handles(_ string) bool { return true }
+func (r *refuser) Apply(_ context.Context, _ pgx.Tx, ev eventstore.RecordedEvent) error {
+	if r.broken.Load() && r.event.Load() == ev.ID {
+		r.refusals.Add(1)
+		return fmt.Errorf("%w: refused %s", projections.ErrBadEvent, ev.ID)
+	}
+	return nil
+}
+
+// A stored event a projector refuses holds its partition: dead-lettering
+// it would not help (the next message's gap fill reads it again) and would
+// send every later message of the partition to the dead letters too. Once
+// the projector applies it, the partition catches up, nothing lost.
+func TestEventAProjectorRefusesHoldsItsPartition(t *testing.T) {
+	e := newEnv(t, natsURL)
+	r := &refuser{}
+	runner, err := projections.NewRunner(e.db.Pool, e.db.Store, projections.Options{Partitions: partitions}, append(projections.All(), r)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.runner = runner
+	m := projtest.NewID(t)
+	a := e.sale(m, "000-001")
+	r.event.Store(a.Events[1].ID) // a's first item
+	r.broken.Store(true)
+	c := e.consumer(consume.Options{})
+	e.relay(relay.Options{})
+	b := e.sale(m, "000-002") // the same partition, after the refused event
+
+	deadline := time.Now().Add(20 * time.Second)
+	for r.refusals.Load() < 10 && c.DeadLettered() == 0 { // retried, nacked and redelivered
+		if time.Now().After(deadline) {
+			t.Fatalf("the event was refused %d times in 20s", r.refusals.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := c.DeadLettered(); got != 0 {
+		t.Fatalf("DeadLettered = %d while the partition holds, want 0", got)
+	}
+	rows := e.rows()
+	if r, ok := rows[a.ID]; ok && r.version >= 2 {
+		t.Fatalf("sale a at version %d while its version 2 is refused", r.version)
+	}
+	if r, ok := rows[b.ID]; ok {
+		t.Fatalf("sale b, after the refused event in its partition, applied: %+v", r)
+	}
+	r.broken.Store(false) // the release that applies it
+	e.waitApplied(20 * time.Second)
+	e.checkSales([]*projtest.Sale{a, b})
+	if got := c.DeadLettered(); got != 0 {
+		t.Errorf("DeadLettered = %d, want 0", got)
 	}
 }
 
