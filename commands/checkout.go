@@ -38,7 +38,8 @@ func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*tran
 	}
 	var branch uuid.UUID
 	reserved := map[string]int64{} // every SKU any attempt reserved
-	t, res, err := h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
+	// Reserving is an effect of deciding: decide on the sale as stored.
+	t, res, err := h.confirming().onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		// Refuse what the checkout itself would refuse before reserving.
 		events, err := t.Checkout(cmd)
 		if err != nil {

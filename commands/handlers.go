@@ -60,7 +60,7 @@ type Deps struct {
 	// process (see StreamLocks).
 	Locks *StreamLocks
 	// Snapshots, when set, keeps loaded aggregates of the kinds that can be
-	// cloned (stock ledgers) in memory; see Snapshots.
+	// cloned (stock ledgers, transactions) in memory; see Snapshots.
 	Snapshots *Snapshots
 	// TrustSnapshots lets a command decide on a snapshot without first
 	// reading the store to confirm it (see Snapshots): an append that lands
@@ -75,6 +75,20 @@ type Deps struct {
 	// used in place (stock ledgers) must be on a store whose appends
 	// commit on their own (Ledgers is the server's pool).
 	TrustSnapshots bool
+}
+
+// confirming returns handlers like h that decide only on aggregates read
+// from the store, for a command whose decide has effects that an attempt
+// decided again would leave behind (Checkout reserves stock as it
+// decides): decided on a stale snapshot, they would act on a sale that no
+// longer is.
+func (h *Handlers) confirming() *Handlers {
+	if !h.deps.TrustSnapshots {
+		return h
+	}
+	d := *h.deps
+	d.TrustSnapshots = false
+	return &Handlers{store: h.store, deps: &d}
 }
 
 // Handlers runs commands against one event store view (the server's, or one
@@ -304,6 +318,11 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 		clone = func(a A) A { return a }
 	}
 	agg = k.blank()
+	// A read inside a caller's transaction may see its own uncommitted
+	// events: what it loaded is kept once the transaction commits.
+	keep := func(snap snapshot) {
+		eventstore.AfterCommit(store, func() { snaps.put(stream, snap) })
+	}
 	var lastID uuid.UUID
 	from := uint64(1)
 	if snap, ok := snaps.get(stream); ok {
@@ -321,7 +340,7 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 				return agg, pos, true, err
 			}
 			if len(batch) < 1000 {
-				snaps.put(stream, snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
+				keep(snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
 				return agg, pos, true, nil
 			}
 			from = batch[len(batch)-1].Version + 1
@@ -337,7 +356,7 @@ func load[A any, E any](ctx context.Context, store eventstore.Store, snaps *Snap
 		}
 		if len(batch) < 1000 {
 			if snaps != nil {
-				snaps.put(stream, snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
+				keep(snapshot{agg: clone(agg), version: k.version(agg), lastID: lastID, pos: pos})
 			}
 			return agg, pos, true, nil
 		}

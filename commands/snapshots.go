@@ -2,6 +2,7 @@ package commands
 
 import (
 	"hash/fnv"
+	"strings"
 	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
@@ -11,25 +12,29 @@ import (
 	"pos/eventstore"
 )
 
-// DefaultSnapshots is the number of aggregates a Snapshots keeps when
-// NewSnapshots is given 0: the stock ledgers in use and the sales of the
-// last minute or so at 1,000 commands/s.
+// DefaultSnapshots is the number of aggregates of each stream category a
+// Snapshots keeps when NewSnapshots is given 0: the stock ledgers in use,
+// and the sales of the last minute or so at 1,000 commands/s.
 const DefaultSnapshots = 16384
 
 // Snapshots keeps recently used aggregates in memory, so that loading a long
 // stream (a popular SKU's ledger gains events with every sale) reads only
 // the events appended since, not the whole history, and, with
-// Deps.TrustSnapshots, a sale's next command reads nothing at all.
+// Deps.TrustSnapshots, a sale's next command reads nothing at all. Each
+// stream category has its own least-recently-used set, so that a busy hour
+// of sales never evicts the ledgers, which are long to rebuild.
 //
-// A snapshot is a hint: it records the id of the last event it includes,
-// and a load re-reads that event and uses the snapshot only when the store
-// still has it at that version. A snapshot taken inside a transaction that
-// later rolled back, or one overtaken in any other way, is thus detected
-// and the stream loaded from the start. With Deps.TrustSnapshots a command
-// skips that read and lets its append's expected version do the proving. Aggregates are cloned
-// in and out, so callers never share state. Safe for concurrent use.
+// A snapshot holds only committed events: the executor keeps what it loaded
+// or appended through eventstore.AfterCommit. Loaded without trust, a
+// snapshot is a hint: it records the id of the last event it includes, and
+// a load re-reads that event and uses the snapshot only when the store
+// still has it at that version. With Deps.TrustSnapshots a command skips
+// that read and lets its append's expected version do the proving.
+// Aggregates are cloned in and out (but for kinds used in place, see
+// kind.serialize), so callers never share state. Safe for concurrent use.
 type Snapshots struct {
-	cache *lru.Cache[string, snapshot]
+	size   int
+	caches sync.Map // stream category -> *lru.Cache[string, snapshot]
 }
 
 type snapshot struct {
@@ -39,29 +44,39 @@ type snapshot struct {
 	pos     eventstore.Position
 }
 
-// NewSnapshots returns a cache of up to size aggregates (0 means
-// DefaultSnapshots).
+// NewSnapshots returns a cache of up to size aggregates per stream category
+// (0 means DefaultSnapshots).
 func NewSnapshots(size int) *Snapshots {
 	if size <= 0 {
 		size = DefaultSnapshots
 	}
-	c, err := lru.New[string, snapshot](size)
-	if err != nil {
-		panic(err) // only for a size ≤ 0, excluded above
+	return &Snapshots{size: size}
+}
+
+// cache returns the set of stream's category.
+func (s *Snapshots) cache(stream string) *lru.Cache[string, snapshot] {
+	category, _, _ := strings.Cut(stream, "-")
+	if c, ok := s.caches.Load(category); ok {
+		return c.(*lru.Cache[string, snapshot])
 	}
-	return &Snapshots{cache: c}
+	c, err := lru.New[string, snapshot](s.size)
+	if err != nil {
+		panic(err) // only for a size <= 0, excluded by NewSnapshots
+	}
+	actual, _ := s.caches.LoadOrStore(category, c)
+	return actual.(*lru.Cache[string, snapshot])
 }
 
 func (s *Snapshots) get(stream string) (snapshot, bool) {
 	if s == nil {
 		return snapshot{}, false
 	}
-	return s.cache.Get(stream)
+	return s.cache(stream).Get(stream)
 }
 
 func (s *Snapshots) remove(stream string) {
 	if s != nil {
-		s.cache.Remove(stream)
+		s.cache(stream).Remove(stream)
 	}
 }
 
@@ -69,10 +84,11 @@ func (s *Snapshots) put(stream string, snap snapshot) {
 	if s == nil || snap.version == 0 {
 		return
 	}
-	if cur, ok := s.cache.Peek(stream); ok && cur.version > snap.version && cur.agg != snap.agg {
+	c := s.cache(stream)
+	if cur, ok := c.Peek(stream); ok && cur.version > snap.version && cur.agg != snap.agg {
 		return // keep the newer one
 	}
-	s.cache.Add(stream, snap)
+	c.Add(stream, snap)
 }
 
 // StreamLocks serialize, within one process, the load–decide–append cycles

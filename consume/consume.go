@@ -54,7 +54,9 @@
 // message's PrevPosition.
 //
 // An event of the store that a projector cannot apply (its payload does not
-// decode, or a projector refuses it as ErrBadEvent) is not a poison message:
+// decode, or a projector refuses it as ErrBadEvent) is not a poison message
+// (a refused message whose event the store does not hold is, and is
+// dead-lettered):
 // every batch and every gap fill holding it would fail the same way, so
 // dead-lettering would only send the partition's next messages after it,
 // and skipping it would leave the read models silently wrong. Its partition
@@ -424,8 +426,13 @@ func (c *Consumer) handle(msg *message.Message) error {
 			return nil
 		}
 		if Permanent(err) {
-			// A projector refused an event of the store: not a poison
-			// message (see the package doc), so not one to dead-letter.
+			// A projector refused an event of its batch. An event of the
+			// store is no poison message (see the package doc): it holds
+			// its partition. A message that is not (another environment's,
+			// one from before a restore) is.
+			if stored, serr := c.runner.Stored(msg.Context(), d.Event); serr == nil && !stored {
+				return err
+			}
 			return fmt.Errorf("consume: partition %d holds: %v", partition, err)
 		}
 		return err

@@ -363,12 +363,17 @@ func TestEventAProjectorRefusesHoldsItsPartition(t *testing.T) {
 	}
 	e.runner = runner
 	m := projtest.NewID(t)
+	other := projtest.NewID(t) // a merchant of another partition
+	for projections.Partition(other.String(), partitions) == projections.Partition(m.String(), partitions) {
+		other = projtest.NewID(t)
+	}
 	a := e.sale(m, "000-001")
 	r.event.Store(a.Events[1].ID) // a's first item
 	r.broken.Store(true)
 	c := e.consumer(consume.Options{})
 	e.relay(relay.Options{})
 	b := e.sale(m, "000-002") // the same partition, after the refused event
+	o := e.sale(other, "000-003")
 
 	deadline := time.Now().Add(20 * time.Second)
 	for r.refusals.Load() < 10 && c.DeadLettered() == 0 { // retried, nacked and redelivered
@@ -380,6 +385,12 @@ func TestEventAProjectorRefusesHoldsItsPartition(t *testing.T) {
 	if got := c.DeadLettered(); got != 0 {
 		t.Fatalf("DeadLettered = %d while the partition holds, want 0", got)
 	}
+	for e.rows()[o.ID].version != o.Aggregate().Version() { // the other partition goes on
+		if time.Now().After(deadline) {
+			t.Fatalf("the other partition's sale not applied while the first holds: %+v", e.rows()[o.ID])
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	rows := e.rows()
 	if r, ok := rows[a.ID]; ok && r.version >= 2 {
 		t.Fatalf("sale a at version %d while its version 2 is refused", r.version)
@@ -389,9 +400,48 @@ func TestEventAProjectorRefusesHoldsItsPartition(t *testing.T) {
 	}
 	r.broken.Store(false) // the release that applies it
 	e.waitApplied(20 * time.Second)
-	e.checkSales([]*projtest.Sale{a, b})
+	e.checkSales([]*projtest.Sale{a, b, o})
 	if got := c.DeadLettered(); got != 0 {
 		t.Errorf("DeadLettered = %d, want 0", got)
+	}
+}
+
+// A refused message whose event the store does not hold (another
+// environment's, one from before a restore) is poison: no release could
+// ever apply it, so it goes to the dead letters and its partition goes on.
+func TestRefusedMessageNotInTheStoreIsDeadLettered(t *testing.T) {
+	e := newEnv(t, natsURL)
+	r := &refuser{}
+	runner, err := projections.NewRunner(e.db.Pool, e.db.Store, projections.Options{Partitions: partitions}, append(projections.All(), r)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.runner = runner
+	m := projtest.NewID(t)
+	stray := eventstore.RecordedEvent{ID: projtest.NewID(t), Stream: eventstore.StreamName("gadget", m.String(), projtest.NewID(t).String()),
+		Version: 1, Position: eventstore.Position{Major: 1 << 40}, Type: "GadgetMade", SchemaVersion: 1, Data: []byte(`{}`),
+		Metadata: eventstore.Metadata{MerchantID: m.String()}, RecordedAt: t0}
+	r.event.Store(stray.ID)
+	r.broken.Store(true)
+	c := e.consumer(consume.Options{})
+	msg, err := relay.Encode(stray, nil, projections.Partition(m.String(), partitions))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := relay.NewPublisher(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(relay.Topic(e.prefix, projections.Partition(m.String(), partitions)), msg); err != nil {
+		t.Fatal(err)
+	}
+	e.relay(relay.Options{})
+	s := e.sale(m, "000-001")
+	e.waitApplied(20 * time.Second)
+	e.checkSales([]*projtest.Sale{s})
+	if got := c.DeadLettered(); got != 1 {
+		t.Errorf("DeadLettered = %d, want 1 (the stray)", got)
 	}
 }
 

@@ -332,18 +332,29 @@ type TxBound interface {
 	Committed()
 }
 
-// AfterCommit runs fn once what s has appended so far is committed: at once
-// for a store whose appends commit on their own, at the commit for a
-// TxBound one (also when wrapped in Upcasting). Caches of aggregate state
-// use it so that they never hold events that may yet roll back.
+// SelfCommitting is implemented by a store that can say whether its
+// appends commit on their own (pgstore.Store and esdbstore.Store do;
+// pgstore.TxStore, bound to a caller's transaction, does not).
+type SelfCommitting interface {
+	AppendsCommit() bool
+}
+
+// AfterCommit runs fn once what s has read and appended so far is
+// committed: at once for a store whose appends commit on their own
+// (SelfCommitting), at the commit for a TxBound one, also when wrapped in
+// Upcasting. For any other store it never runs fn: caches of aggregate
+// state use it to never hold events that may yet roll back, and a cache
+// that misses is slower, not wrong.
 func AfterCommit(s Store, fn func()) {
 	switch v := s.(type) {
 	case TxBound:
 		v.AfterCommit(fn)
 	case Upcasting:
 		AfterCommit(v.Store, fn)
-	default:
-		fn()
+	case SelfCommitting:
+		if v.AppendsCommit() {
+			fn()
+		}
 	}
 }
 

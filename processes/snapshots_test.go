@@ -124,3 +124,29 @@ func TestTrustedSnapshotAndAnAppendTheStoreTakesForARetry(t *testing.T) {
 		t.Fatalf("reserving 15 of 20 in the other process: %v", err)
 	}
 }
+
+// A checkout reserves stock as it decides, so it must never decide on a
+// sale another process has moved on: this process remembers a draft of 1
+// unit while the other has made it 3 and checked it out. The late checkout
+// fails, and the 3 units stay reserved for the pending sale.
+func TestCheckoutOnAnOvertakenDraftReservesNothing(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	other := otherProcess(f)
+	f.receive("TEA", 10, 100)
+	d := openDraft(t, f, map[string]int64{"TEA": 1}) // this process's snapshot: 1 unit
+	if _, _, err := other.AddItem(ctx, f.meta, d.ID(), transaction.AddItem{SKU: "TEA", Name: "TEA", Qty: 2, UnitPrice: 10}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := other.Checkout(ctx, f.meta, d.ID()); err != nil {
+		t.Fatal(err)
+	}
+	f.want("TEA", 10, 3)
+	if _, _, err := f.h.Checkout(ctx, f.meta, d.ID()); err == nil {
+		t.Fatal("a second checkout of a sale pending payment succeeded")
+	}
+	f.want("TEA", 10, 3)
+	if got := f.status(d.ID()); got != transaction.StatusPendingPayment {
+		t.Errorf("status %s, want %s", got, transaction.StatusPendingPayment)
+	}
+}

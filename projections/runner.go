@@ -526,6 +526,17 @@ func (r *Runner) PartitionOf(e eventstore.RecordedEvent) (int, error) {
 	return Partition(m, r.partitions), nil
 }
 
+// Stored reports whether e is an event of the Runner's store (the same id at
+// its stream and version), not a message from elsewhere that only looks
+// like one.
+func (r *Runner) Stored(ctx context.Context, e eventstore.RecordedEvent) (bool, error) {
+	got, err := r.store.ReadStream(ctx, e.Stream, e.Version, 1)
+	if err != nil {
+		return false, fmt.Errorf("projections: look up event %s: %w", e.ID, err)
+	}
+	return len(got) == 1 && got[0].ID == e.ID && got[0].Version == e.Version, nil
+}
+
 // Committed returns the greatest position this Runner itself committed in
 // partition: every event of the partition up to it has been applied. It
 // reports false before the Runner committed anything there.

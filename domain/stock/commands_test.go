@@ -297,6 +297,20 @@ func TestReserve(t *testing.T) {
 			want:  state{10, 10, 0, 100},
 		},
 		{
+			// A checkout of a draft version that a newer checkout overtook.
+			name:  "an older attempt than the open reservation's decides nothing",
+			given: hist(histStocked, stock.StockReserved{Key: key, TransactionID: tx1, Qty: 3, Attempt: 5, At: at(2)}),
+			when:  with(func(c *stock.Reserve) { c.Qty, c.Attempt = 1, 4 }),
+			want:  state{10, 3, 7, 100},
+		},
+		{
+			name:  "a newer attempt replaces the reservation",
+			given: hist(histStocked, stock.StockReserved{Key: key, TransactionID: tx1, Qty: 3, Attempt: 5, At: at(2)}),
+			when:  with(func(c *stock.Reserve) { c.Qty, c.Attempt = 1, 6 }),
+			then:  hist(stock.StockReserved{Key: key, TransactionID: tx1, Qty: 1, Attempt: 6, At: at(2)}),
+			want:  state{10, 1, 9, 100},
+		},
+		{
 			name:  "a reservation again after a release",
 			given: hist(histReserved, released(tx1, 3)),
 			when:  res(tx1, 3, false),

@@ -390,8 +390,11 @@ type Reserve struct {
 }
 
 // Reserve decides a reservation. The same quantity already reserved for the
-// transaction by the same attempt decides nothing; another quantity or
-// attempt replaces it. A transaction already sold is ErrInvalidState.
+// transaction by the same attempt decides nothing, and so does an older
+// attempt than the open reservation's (a checkout of a draft version that
+// a newer checkout has overtaken: its own commit will fail); another
+// quantity or a newer attempt replaces it. A transaction already sold is
+// ErrInvalidState.
 func (l *Ledger) Reserve(cmd Reserve) ([]Event, error) {
 	if err := l.check(cmd.TransactionID, "transaction_id", cmd.At); err != nil {
 		return nil, err
@@ -403,7 +406,7 @@ func (l *Ledger) Reserve(cmd Reserve) ([]Event, error) {
 	if r.Sold > 0 {
 		return nil, fmt.Errorf("%w: transaction %s already sold %s", ErrInvalidState, cmd.TransactionID, l.key.SKU)
 	}
-	if r.Reserved == cmd.Qty && r.Attempt == cmd.Attempt {
+	if r.Reserved == cmd.Qty && r.Attempt == cmd.Attempt || r.Reserved > 0 && r.Attempt > cmd.Attempt {
 		return nil, nil
 	}
 	if err := l.fits(l.onHand, l.reserved-r.Reserved+cmd.Qty, cmd.Qty, cmd.AllowNegative); err != nil {

@@ -109,6 +109,10 @@ type Store struct {
 
 var _ eventstore.Store = (*Store)(nil)
 
+// AppendsCommit implements eventstore.SelfCommitting: EventStoreDB commits
+// each append as it acknowledges it.
+func (*Store) AppendsCommit() bool { return true }
+
 // Open connects to the server named by a connection string such as
 // "esdb://127.0.0.1:2113?tls=false" or "kurrentdb://admin:changeit@host:2113",
 // parsed by the client's own parser (kurrentdb.ParseConnectionString, so every

@@ -82,6 +82,10 @@ func New(pool *pgxpool.Pool) *Store {
 
 var _ eventstore.Store = (*Store)(nil)
 
+// AppendsCommit implements eventstore.SelfCommitting: each append is its own
+// transaction.
+func (*Store) AppendsCommit() bool { return true }
+
 // Append implements eventstore.Store. Each call is its own transaction (one
 // INSERT statement); with Any it retries internally when another writer
 // appends to the same stream first.
@@ -103,7 +107,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	}
 	res, last, err := insert(ctx, s.pool, p, h)
 	if err == nil {
-		s.heads.Add(stream, last)
+		s.learn(stream, last)
 		return res, nil
 	}
 	if !isUniqueViolation(err) {
@@ -144,7 +148,7 @@ func (s *Store) appendAnyLocked(ctx context.Context, p eventstore.Prepared) (eve
 			return err
 		})
 		if err == nil {
-			s.heads.Add(p.Stream, last)
+			s.learn(p.Stream, last)
 			return res, nil
 		}
 		if !isUniqueViolation(err) {
@@ -251,9 +255,13 @@ type TxStore struct {
 	*Store
 	tx pgx.Tx
 	// read holds the heads of streams read to their end in this
-	// transaction while it had written nothing (so it holds no xid older
-	// than those heads), and of the streams it appended to.
-	read        map[string]head
+	// transaction, and of the streams it appended to: facts once it
+	// commits (see Committed).
+	read map[string]head
+	// wrote is set once the transaction may hold an xid (it appended, or
+	// tried to through appendTx): the fast paths then no longer apply, as
+	// an xid taken before a head was committed would give the next event
+	// an older position than the one it follows.
 	wrote       bool
 	afterCommit []func()
 }
@@ -292,15 +300,21 @@ func (t *TxStore) Append(ctx context.Context, stream string, expected eventstore
 			return res, nil
 		}
 	}
+	// Whatever its outcome, appendTx may give the transaction an xid (its
+	// head read asks for pg_current_xact_id, a failed INSERT takes one):
+	// from now on every append must check for newer heads, so no fast path.
+	t.wrote = true
 	res, last, err := t.appendTx(ctx, t.tx, stream, expected, events)
 	if err == nil {
-		t.wrote = true
 		if last != nil {
 			t.read[stream] = *last
 		}
 	}
 	return res, err
 }
+
+// AppendsCommit implements eventstore.SelfCommitting: the caller commits.
+func (*TxStore) AppendsCommit() bool { return false }
 
 // AfterCommit implements eventstore.TxBound.
 func (t *TxStore) AfterCommit(fn func()) { t.afterCommit = append(t.afterCommit, fn) }
@@ -312,7 +326,7 @@ func (t *TxStore) AfterCommit(fn func()) { t.afterCommit = append(t.afterCommit,
 func (t *TxStore) Committed() {
 	for stream, h := range t.read {
 		if h.version > 0 { // "no stream yet" is no lasting fact
-			t.heads.Add(stream, h)
+			t.learn(stream, h)
 		}
 	}
 	fns := t.afterCommit
@@ -341,6 +355,16 @@ func (t *TxStore) ReadStream(ctx context.Context, stream string, from uint64, li
 // ReadStreamBackward implements eventstore.Store inside the transaction.
 func (t *TxStore) ReadStreamBackward(ctx context.Context, stream string, from uint64, limit int) ([]eventstore.RecordedEvent, error) {
 	return readStreamBackward(ctx, t.tx, stream, from, limit)
+}
+
+// learn remembers h as stream's head unless a later one is known: requests
+// commit in any order, and an older head would only cost the next append
+// a wasted INSERT.
+func (s *Store) learn(stream string, h head) {
+	if cur, ok := s.heads.Peek(stream); ok && cur.version > h.version {
+		return
+	}
+	s.heads.Add(stream, h)
 }
 
 // knownHead returns the head to chain onto without a query, when the
@@ -493,7 +517,7 @@ func (s *Store) ReadStream(ctx context.Context, stream string, from uint64, limi
 	events, err := readStream(ctx, s.pool, stream, from, limit)
 	if err == nil && len(events) > 0 && len(events) < clampLimit(limit) {
 		last := events[len(events)-1]
-		s.heads.Add(stream, head{version: last.Version, hash: last.Hash})
+		s.learn(stream, head{version: last.Version, hash: last.Hash})
 	}
 	return events, err
 }

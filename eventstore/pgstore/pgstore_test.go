@@ -391,6 +391,45 @@ func TestTxStoreAppendsOntoHeadsOfCommittedTransactions(t *testing.T) {
 	}
 }
 
+// A transaction that tried an append (and so may hold a transaction id)
+// must not append onto a head committed after that id was taken: the
+// event would get an older position than the one it follows, and the feed
+// would return the stream out of order. The view then reports a stale
+// transaction rather than take its fast path.
+func TestTxStoreNeverAppendsOntoAHeadNewerThanItsXID(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool := appPool(t, url)
+	store, other := pgstore.New(pool), pgstore.New(pool)
+	m := storetest.NewMerchant()
+	stream := storetest.NewStream(m, "transaction")
+	if _, err := other.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "A", 1)); err != nil {
+		t.Fatal(err)
+	}
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	in := store.InTx(tx)
+	// A command deciding on a stale version: the append reads the head
+	// (taking an xid) and fails, leaving the transaction usable.
+	if _, err := in.Append(ctx, stream, eventstore.Exact(5), storetest.Event(m, "X", 2)); !errors.Is(err, eventstore.ErrConcurrency) {
+		t.Fatalf("append at a stale version: %v", err)
+	}
+	// Another transaction, newer, commits version 2 meanwhile.
+	if _, err := other.Append(ctx, stream, eventstore.Exact(1), storetest.Event(m, "B", 2)); err != nil {
+		t.Fatal(err)
+	}
+	// Decided again on a fresh read, in the same transaction.
+	if got, err := in.ReadStream(ctx, stream, 1, 0); err != nil || len(got) != 2 {
+		t.Fatalf("read: %d events, %v", len(got), err)
+	}
+	if _, err := in.Append(ctx, stream, eventstore.Exact(2), storetest.Event(m, "C", 3)); !errors.Is(err, eventstore.ErrStaleTransaction) {
+		t.Fatalf("append onto a head newer than the transaction: %v, want %v", err, eventstore.ErrStaleTransaction)
+	}
+}
+
 func TestVerifyReadsPastTheReadLimit(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
