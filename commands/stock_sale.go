@@ -22,9 +22,10 @@ import (
 // from the source event, never the clock, so a redelivery decides exactly the
 // same events.
 
-// Transaction loads a transaction for reading.
+// Transaction loads a transaction for reading, as stored: from a snapshot
+// only once the store confirms it, reading just the events after it.
 func (h *Handlers) Transaction(ctx context.Context, meta Meta, id uuid.UUID) (*transaction.Transaction, Result, error) {
-	t, pos, _, err := load(ctx, h.store, nil, transactionKind, TransactionStream(meta.MerchantID, id), false, false)
+	t, pos, _, err := load(ctx, h.store, h.deps.Snapshots, transactionKind, TransactionStream(meta.MerchantID, id), false, false)
 	if err != nil {
 		return nil, Result{}, err
 	}
