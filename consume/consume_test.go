@@ -297,23 +297,8 @@ func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
 	p := projections.Partition(m.String(), partitions)
 	c := e.consumer(consume.Options{})
 
-	pub, err := relay.NewPublisher(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	garbage := message.NewMessage(uuid.NewString(), []byte("not an envelope"))
-	if err := pub.Publish(relay.Topic(e.prefix, p), garbage); err != nil {
-		t.Fatal(err)
-	}
-	e.relay(relay.Options{})
-	s := e.sale(m, "000-001")
-	e.waitApplied(20 * time.Second)
-	e.checkSales([]*projtest.Sale{s})
-
-	if got := c.DeadLettered(); got != 1 {
-		t.Errorf("DeadLettered = %d, want 1", got)
-	}
+	e.publish(p, message.NewMessage(uuid.NewString(), []byte("not an envelope")))
+	e.saleAfterOneDeadLetter(c, m)
 	js := jetStream(t)
 	dlq := consume.DeadLetterTopic(e.prefix)
 	info, err := js.StreamInfo(dlq)
@@ -350,18 +335,51 @@ func (r *refuser) Apply(_ context.Context, _ pgx.Tx, ev eventstore.RecordedEvent
 	return nil
 }
 
+// publish publishes msg on partition's topic, as if the relay had.
+func (e *env) publish(partition int, msg *message.Message) {
+	e.t.Helper()
+	pub, err := relay.NewPublisher(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(relay.Topic(e.prefix, partition), msg); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// saleAfterOneDeadLetter starts the relay, rings up a sale for merchant,
+// and checks it reaches the read model while c dead-lettered one message.
+func (e *env) saleAfterOneDeadLetter(c *consume.Consumer, merchant uuid.UUID) {
+	e.t.Helper()
+	e.relay(relay.Options{})
+	s := e.sale(merchant, "000-001")
+	e.waitApplied(20 * time.Second)
+	e.checkSales([]*projtest.Sale{s})
+	if got := c.DeadLettered(); got != 1 {
+		e.t.Errorf("DeadLettered = %d, want 1", got)
+	}
+}
+
+// withRefuser gives e's runner a refuser beside every projection.
+func (e *env) withRefuser() *refuser {
+	e.t.Helper()
+	r := &refuser{}
+	runner, err := projections.NewRunner(e.db.Pool, e.db.Store, projections.Options{Partitions: partitions}, append(projections.All(), r)...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.runner = runner
+	return r
+}
+
 // A stored event a projector refuses holds its partition: dead-lettering
 // it would not help (the next message's gap fill reads it again) and would
 // send every later message of the partition to the dead letters too. Once
 // the projector applies it, the partition catches up, nothing lost.
 func TestEventAProjectorRefusesHoldsItsPartition(t *testing.T) {
 	e := newEnv(t, natsURL)
-	r := &refuser{}
-	runner, err := projections.NewRunner(e.db.Pool, e.db.Store, projections.Options{Partitions: partitions}, append(projections.All(), r)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.runner = runner
+	r := e.withRefuser()
 	m := projtest.NewID(t)
 	other := projtest.NewID(t) // a merchant of another partition
 	for projections.Partition(other.String(), partitions) == projections.Partition(m.String(), partitions) {
@@ -411,12 +429,7 @@ func TestEventAProjectorRefusesHoldsItsPartition(t *testing.T) {
 // ever apply it, so it goes to the dead letters and its partition goes on.
 func TestRefusedMessageNotInTheStoreIsDeadLettered(t *testing.T) {
 	e := newEnv(t, natsURL)
-	r := &refuser{}
-	runner, err := projections.NewRunner(e.db.Pool, e.db.Store, projections.Options{Partitions: partitions}, append(projections.All(), r)...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.runner = runner
+	r := e.withRefuser()
 	m := projtest.NewID(t)
 	stray := eventstore.RecordedEvent{ID: projtest.NewID(t), Stream: eventstore.StreamName("gadget", m.String(), projtest.NewID(t).String()),
 		Version: 1, Position: eventstore.Position{Major: 1 << 40}, Type: "GadgetMade", SchemaVersion: 1, Data: []byte(`{}`),
@@ -428,21 +441,8 @@ func TestRefusedMessageNotInTheStoreIsDeadLettered(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pub, err := relay.NewPublisher(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	if err := pub.Publish(relay.Topic(e.prefix, projections.Partition(m.String(), partitions)), msg); err != nil {
-		t.Fatal(err)
-	}
-	e.relay(relay.Options{})
-	s := e.sale(m, "000-001")
-	e.waitApplied(20 * time.Second)
-	e.checkSales([]*projtest.Sale{s})
-	if got := c.DeadLettered(); got != 1 {
-		t.Errorf("DeadLettered = %d, want 1 (the stray)", got)
-	}
+	e.publish(projections.Partition(m.String(), partitions), msg)
+	e.saleAfterOneDeadLetter(c, m)
 }
 
 func TestTwoWorkersSplitTheWorkAndApplyEachEventOnce(t *testing.T) {
