@@ -784,10 +784,13 @@ func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string
 
 // inTx runs fn in a transaction on a connection of the pool. The BEGIN goes
 // out with fn's first statement, and fn ends the transaction with its last
-// (pgtx.Lazy.ExecCommit): two round trips fewer than pgx.BeginTxFunc. When
-// fn fails, the transaction is rolled back. Read committed: lockStreams
-// reads the versions in a statement after the locks, which must see what
-// their last holder committed.
+// (pgtx.Lazy.ExecCommit): two round trips fewer than pgx.BeginTxFunc. The
+// projectors' writes are held back to travel with their next read or the
+// COMMIT (pgtx.Lazy.HoldWrites): none of them looks at a write's result,
+// and each round trip costs both processes a wakeup. When fn fails, the
+// transaction is rolled back. Read committed: lockStreams reads the
+// versions in a statement after the locks, which must see what their last
+// holder committed.
 func (r *Runner) inTx(ctx context.Context, fn func(tx *pgtx.Lazy) error) error {
 	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
@@ -795,6 +798,7 @@ func (r *Runner) inTx(ctx context.Context, fn func(tx *pgtx.Lazy) error) error {
 	}
 	defer conn.Release()
 	tx := pgtx.BeginTx(conn.Conn(), pgx.TxOptions{IsoLevel: pgx.ReadCommitted})
+	tx.HoldWrites()
 	if err := fn(tx); err != nil {
 		_ = tx.Abort(ctx)
 		return err

@@ -3,6 +3,8 @@ package pgtx
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +27,80 @@ type Lazy struct {
 	tx     pgx.Tx // nil until begun
 	closed bool   // ended before it began, or by ExecCommit
 	failed error  // the first statement's, when BEGIN never ran
+	// hold and held: see HoldWrites.
+	hold bool
+	held []stmt
+}
+
+// stmt is a statement and its arguments.
+type stmt struct {
+	sql  string
+	args []any
+}
+
+// HoldWrites makes Exec hold its statement back, to go out in the round
+// trip of the next statement that returns rows (Query, QueryRow), of the
+// next batch or savepoint, or of ExecCommit: a transaction that reads,
+// writes, reads, writes and commits costs a round trip per read and one
+// for the rest. Statements run in the order they were called. A held
+// Exec returns an empty CommandTag and no error; a held statement's error
+// is returned by the call that sends it, with the statement named, and
+// fails the transaction as it would have. For writers that never look at
+// an Exec's result (the projection runner's transactions). Statements
+// without arguments, which pgx runs in the simple protocol, are not held.
+func (t *Lazy) HoldWrites() { t.hold = true }
+
+// sendHeld sends the held statements and then extra in one round trip
+// (after BEGIN, if the transaction has not begun), and returns the batch
+// with the held statements' results read: the next result is extra's
+// first. The held statements are gone whatever the outcome.
+func (t *Lazy) sendHeld(ctx context.Context, extra ...stmt) (pgx.BatchResults, error) {
+	held := t.held
+	t.held = nil
+	b := &pgx.Batch{}
+	for _, st := range append(held, extra...) {
+		b.Queue(st.sql, st.args...)
+	}
+	var br pgx.BatchResults
+	if t.tx == nil {
+		nb := &pgx.Batch{}
+		nb.BeginTx(t.opts)
+		nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
+		var err error
+		if br, err = t.send(ctx, nb); err != nil {
+			return nil, err
+		}
+	} else {
+		br = t.tx.SendBatch(ctx, b)
+	}
+	for _, st := range held {
+		if _, err := br.Exec(); err != nil {
+			_ = br.Close()
+			return nil, fmt.Errorf("pgtx: held statement %q: %w", label(st.sql), err)
+		}
+	}
+	return br, nil
+}
+
+// flushHeld sends the held statements, if any, on their own.
+func (t *Lazy) flushHeld(ctx context.Context) error {
+	if len(t.held) == 0 {
+		return nil
+	}
+	br, err := t.sendHeld(ctx)
+	if err != nil {
+		return err
+	}
+	return br.Close()
+}
+
+// label is the start of sql, on one line, to name it in an error.
+func label(sql string) string {
+	s := strings.Join(strings.Fields(sql), " ")
+	if len(s) > 60 {
+		s = s[:60] + "…"
+	}
+	return s
 }
 
 // Begin returns a transaction on conn that has sent nothing yet. conn must
@@ -105,8 +181,18 @@ func batchable(args []any) bool {
 	return true
 }
 
-// Exec implements pgx.Tx.
+// Exec implements pgx.Tx (see HoldWrites).
 func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
+	if t.hold && batchable(args) {
+		if err := t.usable(); err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		t.held = append(t.held, stmt{sql, args})
+		return pgconn.CommandTag{}, nil
+	}
+	if err := t.flushHeld(ctx); err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	if t.tx != nil || !batchable(args) {
 		tx, err := t.begun(ctx)
 		if err != nil {
@@ -128,8 +214,26 @@ func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 	return tag, err
 }
 
-// Query implements pgx.Tx.
+// Query implements pgx.Tx; held statements go first, in its round trip.
 func (t *Lazy) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	if len(t.held) > 0 && batchable(args) {
+		if err := t.usable(); err != nil {
+			return nil, err
+		}
+		br, err := t.sendHeld(ctx, stmt{sql, args})
+		if err != nil {
+			return nil, err
+		}
+		rows, err := br.Query()
+		if err != nil {
+			_ = br.Close()
+			return nil, err
+		}
+		return &batchRows{Rows: rows, br: br}, nil
+	}
+	if err := t.flushHeld(ctx); err != nil {
+		return nil, err
+	}
 	if t.tx != nil || !batchable(args) {
 		tx, err := t.begun(ctx)
 		if err != nil {
@@ -186,7 +290,7 @@ func (r *batchRows) Err() error {
 
 // QueryRow implements pgx.Tx.
 func (t *Lazy) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
-	if t.open() {
+	if t.open() && len(t.held) == 0 {
 		return t.tx.QueryRow(ctx, sql, args...)
 	}
 	rows, err := t.Query(ctx, sql, args...)
@@ -222,6 +326,9 @@ func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 	if err := t.usable(); err != nil {
 		return pgx.FailedBatchResults(b, err)
 	}
+	if err := t.flushHeld(ctx); err != nil {
+		return pgx.FailedBatchResults(b, err)
+	}
 	if t.tx != nil {
 		return t.tx.SendBatch(ctx, b)
 	}
@@ -246,6 +353,24 @@ func (t *Lazy) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
 func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
+	}
+	if len(t.held) > 0 {
+		// The held statements, sql and COMMIT: one pipeline.
+		br, err := t.sendHeld(ctx, stmt{sql, args}, stmt{"commit", nil})
+		if err != nil {
+			return pgconn.CommandTag{}, err
+		}
+		tag, err := br.Exec()
+		if err == nil {
+			_, err = br.Exec()
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			t.closed = true
+		}
+		return tag, err
 	}
 	if t.tx == nil && t.opts != (pgx.TxOptions{}) {
 		// The one-query form below cannot say the options: BEGIN first.
@@ -289,6 +414,10 @@ func (t *Lazy) Commit(ctx context.Context) error {
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
+	if err := t.flushHeld(ctx); err != nil {
+		_ = t.Rollback(ctx)
+		return err
+	}
 	if t.tx == nil {
 		t.closed = true
 		if t.failed != nil {
@@ -301,6 +430,7 @@ func (t *Lazy) Commit(ctx context.Context) error {
 
 // Rollback implements pgx.Tx.
 func (t *Lazy) Rollback(ctx context.Context) error {
+	t.held = nil
 	if t.closed {
 		return pgx.ErrTxClosed
 	}
@@ -325,6 +455,9 @@ const rollbackTimeout = 5 * time.Second
 
 // Begin implements pgx.Tx: a savepoint of the transaction (begun first).
 func (t *Lazy) Begin(ctx context.Context) (pgx.Tx, error) {
+	if err := t.flushHeld(ctx); err != nil {
+		return nil, err
+	}
 	tx, err := t.begun(ctx)
 	if err != nil {
 		return nil, err
@@ -334,6 +467,9 @@ func (t *Lazy) Begin(ctx context.Context) (pgx.Tx, error) {
 
 // CopyFrom implements pgx.Tx.
 func (t *Lazy) CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error) {
+	if err := t.flushHeld(ctx); err != nil {
+		return 0, err
+	}
 	tx, err := t.begun(ctx)
 	if err != nil {
 		return 0, err

@@ -3,6 +3,7 @@ package pgtx_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -261,5 +262,105 @@ func TestLazyExecCommitFirstKeepsTheOptions(t *testing.T) {
 	}
 	if n := count(t, out); n != 0 {
 		t.Fatalf("%d rows, want none", n)
+	}
+}
+
+// Held writes go out, in order, with the next statement that reads (whose
+// snapshot sees them) or with the COMMIT; outside, nothing shows before the
+// commit. Held before a transaction began, they go after its BEGIN.
+func TestLazyHeldWritesTravelWithTheNextRead(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	tx := pgtx.Begin(in)
+	tx.HoldWrites()
+	defer func() { _ = tx.Rollback(ctx) }()
+	for _, id := range []int{1, 2} {
+		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s := in.PgConn().TxStatus(); s != 'I' {
+		t.Fatalf("connection status %c with only held writes, want idle (nothing sent)", s)
+	}
+	var n int
+	if err := tx.QueryRow(ctx, "SELECT count(*) FROM t WHERE id <= $1", 10).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("read after two held inserts: %d rows, %v; want 2", n, err)
+	}
+	if got := count(t, out); got != 0 {
+		t.Fatalf("%d rows outside before the commit, want 0", got)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 3); err != nil {
+		t.Fatal(err)
+	}
+	// A batch goes after the held write too.
+	var after int
+	b := &pgx.Batch{}
+	b.Queue("SELECT count(*) FROM t WHERE id <= $1", 10).QueryRow(func(r pgx.Row) error { return r.Scan(&after) })
+	if err := tx.SendBatch(ctx, b).Close(); err != nil || after != 3 {
+		t.Fatalf("batch after a held insert: %d rows, %v; want 3", after, err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecCommit(ctx, "INSERT INTO t VALUES ($1)", 5); err != nil {
+		t.Fatalf("held insert, insert and commit: %v", err)
+	}
+	if got := count(t, out); got != 5 {
+		t.Fatalf("%d rows after the commit, want 5", got)
+	}
+}
+
+// A held write that fails fails the call that carries it, naming it, and
+// the transaction with it: Rollback leaves nothing. A rollback with writes
+// still held sends nothing.
+func TestLazyHeldWriteFailures(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	if _, err := out.Exec(ctx, "INSERT INTO t VALUES (7)"); err != nil {
+		t.Fatal(err)
+	}
+	carriers := map[string]func(*pgtx.Lazy) error{
+		"Query": func(tx *pgtx.Lazy) error {
+			var n int
+			return tx.QueryRow(ctx, "SELECT count(*) FROM t WHERE id > $1", 0).Scan(&n)
+		},
+		"ExecCommit": func(tx *pgtx.Lazy) error {
+			_, err := tx.ExecCommit(ctx, "INSERT INTO t VALUES ($1)", 9)
+			return err
+		},
+	}
+	for name, carry := range carriers {
+		t.Run(name, func(t *testing.T) {
+			tx := pgtx.Begin(in)
+			tx.HoldWrites()
+			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 8); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 7); err != nil { // a conflict, held
+				t.Fatal(err)
+			}
+			err := carry(tx)
+			var pgErr *pgconn.PgError
+			if !errors.As(err, &pgErr) || pgErr.Code != "23505" || !strings.Contains(err.Error(), "INSERT INTO t VALUES") {
+				t.Fatalf("the call carrying a conflicting held insert: %v, want a unique violation naming the insert", err)
+			}
+			if err := tx.Rollback(ctx); err != nil {
+				t.Fatalf("Rollback: %v", err)
+			}
+			if got := count(t, out); got != 1 {
+				t.Fatalf("%d rows, want 1 (only the 7 from before)", got)
+			}
+		})
+	}
+	tx := pgtx.Begin(in)
+	tx.HoldWrites()
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 8); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if s, got := in.PgConn().TxStatus(), count(t, out); s != 'I' || got != 1 {
+		t.Fatalf("after rolling back held writes: status %c, %d rows; want idle and 1", s, got)
 	}
 }
