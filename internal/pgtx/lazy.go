@@ -39,15 +39,19 @@ type stmt struct {
 }
 
 // HoldWrites makes Exec hold its statement back, to go out in the round
-// trip of the next statement that returns rows (Query, QueryRow), of the
-// next batch or savepoint, or of ExecCommit: a transaction that reads,
-// writes, reads, writes and commits costs a round trip per read and one
-// for the rest. Statements run in the order they were called. A held
-// Exec returns an empty CommandTag and no error; a held statement's error
-// is returned by the call that sends it, with the statement named, and
-// fails the transaction as it would have. For writers that never look at
-// an Exec's result (the projection runner's transactions). Statements
-// without arguments, which pgx runs in the simple protocol, are not held.
+// trip of the next statement that returns rows (Query, QueryRow) or of
+// ExecCommit: a transaction that reads, writes, reads, writes and commits
+// costs a round trip per read and one for the rest. SendBatch, Begin,
+// CopyFrom and Commit send the held statements first, in a round trip of
+// their own. Statements run in the order they were called. A held Exec
+// returns an empty CommandTag and no error; a failure to send or run the
+// held statements is returned by the call that carries them, naming the
+// first one that failed, and fails the transaction: every later call
+// returns it and Commit rolls back. For writers that never look at an
+// Exec's result (the projection runner's transactions). The arguments are
+// kept, not copied, until they are sent: do not change them meanwhile.
+// Statements without arguments, which pgx runs in the simple protocol, are
+// not held.
 func (t *Lazy) HoldWrites() { t.hold = true }
 
 // sendHeld sends the held statements and then extra in one round trip
@@ -68,7 +72,10 @@ func (t *Lazy) sendHeld(ctx context.Context, extra ...stmt) (pgx.BatchResults, e
 		nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
 		var err error
 		if br, err = t.send(ctx, nb); err != nil {
-			return nil, err
+			if t.failed == nil {
+				t.failed = fmt.Errorf("pgtx: held statements from %q: %w", label(held[0].sql), err)
+			}
+			return nil, t.failed
 		}
 	} else {
 		br = t.tx.SendBatch(ctx, b)
@@ -76,7 +83,10 @@ func (t *Lazy) sendHeld(ctx context.Context, extra ...stmt) (pgx.BatchResults, e
 	for _, st := range held {
 		if _, err := br.Exec(); err != nil {
 			_ = br.Close()
-			return nil, fmt.Errorf("pgtx: held statement %q: %w", label(st.sql), err)
+			// Sent or not, the held statements are lost to the
+			// transaction: nothing may commit without them.
+			t.failed = fmt.Errorf("pgtx: held statement %q (or its round trip): %w", label(st.sql), err)
+			return nil, t.failed
 		}
 	}
 	return br, nil
@@ -96,11 +106,11 @@ func (t *Lazy) flushHeld(ctx context.Context) error {
 
 // label is the start of sql, on one line, to name it in an error.
 func label(sql string) string {
-	s := strings.Join(strings.Fields(sql), " ")
-	if len(s) > 60 {
-		s = s[:60] + "…"
+	r := []rune(strings.Join(strings.Fields(sql), " "))
+	if len(r) > 60 {
+		return string(r[:60]) + "…"
 	}
-	return s
+	return string(r)
 }
 
 // Begin returns a transaction on conn that has sent nothing yet. conn must
@@ -417,6 +427,12 @@ func (t *Lazy) Commit(ctx context.Context) error {
 	if err := t.flushHeld(ctx); err != nil {
 		_ = t.Rollback(ctx)
 		return err
+	}
+	if t.failed != nil && t.tx != nil {
+		// Held statements failed: what committed would lack them.
+		_ = t.Rollback(ctx)
+		t.closed = true
+		return pgx.ErrTxCommitRollback
 	}
 	if t.tx == nil {
 		t.closed = true

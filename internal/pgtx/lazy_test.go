@@ -364,3 +364,68 @@ func TestLazyHeldWriteFailures(t *testing.T) {
 		t.Fatalf("after rolling back held writes: status %c, %d rows; want idle and 1", s, got)
 	}
 }
+
+// In a transaction already begun, held writes travel with the next read
+// (QueryRow included), the failing one among them is named, and a call
+// that carries them but fails before they ran (its context ended) loses
+// them: the transaction then commits nothing.
+func TestLazyHeldWritesAfterBegin(t *testing.T) {
+	ctx := context.Background()
+	in, out := conns(t)
+	if _, err := out.Exec(ctx, "CREATE TABLE u (id int PRIMARY KEY)"); err != nil {
+		t.Fatal(err)
+	}
+	begun := func() *pgtx.Lazy {
+		t.Helper()
+		tx := pgtx.Begin(in)
+		if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 1); err != nil { // begins it
+			t.Fatal(err)
+		}
+		tx.HoldWrites()
+		return tx
+	}
+	read := func(tx *pgtx.Lazy, c context.Context) (int, error) {
+		var n int
+		err := tx.QueryRow(c, "SELECT (SELECT count(*) FROM t) + (SELECT count(*) FROM u) WHERE $1", true).Scan(&n)
+		return n, err
+	}
+
+	tx := begun()
+	if _, err := tx.Exec(ctx, "INSERT INTO u VALUES ($1)", 1); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := read(tx, ctx); err != nil || n != 2 {
+		t.Fatalf("read after a held insert in a begun transaction: %d rows, %v; want 2", n, err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO u VALUES ($1)", 2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 1); err != nil { // a conflict, held
+		t.Fatal(err)
+	}
+	if _, err := read(tx, ctx); err == nil || !strings.Contains(err.Error(), "INSERT INTO t VALUES") {
+		t.Fatalf("read carrying a conflicting held insert into t: %v, want the insert into t named", err)
+	}
+	_ = tx.Rollback(ctx)
+
+	tx = begun()
+	if _, err := tx.Exec(ctx, "INSERT INTO u VALUES ($1)", 3); err != nil {
+		t.Fatal(err)
+	}
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := read(tx, ended); !errors.Is(err, context.Canceled) {
+		t.Fatalf("read on an ended context: %v, want context.Canceled", err)
+	}
+	if _, err := tx.ExecCommit(ctx, "INSERT INTO u VALUES ($1)", 4); err == nil {
+		t.Fatal("ExecCommit after the held insert was lost succeeded")
+	}
+	_ = tx.Rollback(ctx)
+	if got := count(t, out); got != 0 {
+		t.Fatalf("%d rows in t, want 0", got)
+	}
+	var inU int
+	if err := out.QueryRow(ctx, "SELECT count(*) FROM u").Scan(&inU); err != nil || inU != 0 {
+		t.Fatalf("%d rows in u (%v), want 0", inU, err)
+	}
+}
