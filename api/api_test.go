@@ -296,7 +296,7 @@ func TestConcurrentItemAdds(t *testing.T) {
 	t.Run("without If-Match all apply once", func(t *testing.T) {
 		e := e.sub(t)
 		s := e.open(&u, uuid.New())
-		statuses := addConcurrently(e, &u, s, 50, "")
+		statuses := addConcurrently(e, &u, s, 50, "", "")
 		if statuses[201] != 50 {
 			t.Fatalf("statuses %v, want 50 × 201", statuses)
 		}
@@ -305,17 +305,49 @@ func TestConcurrentItemAdds(t *testing.T) {
 			t.Fatalf("%d events, want 51", len(events))
 		}
 	})
+	t.Run("with a key each all apply once, in the feed in version order", func(t *testing.T) {
+		// Keyed commands run each in a transaction of its own, on the sale
+		// kept in memory: a lost race costs a new transaction, a few times
+		// at most, then 409 concurrency_conflict, which a client retries
+		// with the same key. Whatever the interleaving, no append may land
+		// onto a head committed after its transaction took an id.
+		e := e.sub(t)
+		s := e.open(&u, uuid.New())
+		statuses := addConcurrently(e, &u, s, 50, "", "add-")
+		if statuses[201]+statuses[409] != 50 {
+			t.Fatalf("statuses %v, want 201 or 409 only", statuses)
+		}
+		for i := 0; i < 50; i++ { // the clients' retries: each applied now, or replayed
+			r := e.do(request{method: "POST", path: s.path("/items"), user: &u,
+				body:    map[string]any{"sku": fmt.Sprintf("SKU-%d", i), "name": "x", "qty": 1, "unit_price": 100},
+				headers: map[string]string{"If-Match": "", "Idempotency-Key": fmt.Sprint("add-", i)}})
+			must(t, r, 201)
+		}
+		events, _ := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(s.id)), 1, 0)
+		if len(events) != 51 {
+			t.Fatalf("%d events, want 51", len(events))
+		}
+		for i := 1; i < len(events); i++ {
+			prev, cur := events[i-1], events[i]
+			if !prev.Position.Less(cur.Position) || !bytes.Equal(cur.PrevHash, prev.Hash) {
+				t.Fatalf("version %d at %s after version %d at %s (chained: %v)", cur.Version, cur.Position, prev.Version, prev.Position, bytes.Equal(cur.PrevHash, prev.Hash))
+			}
+		}
+	})
 	t.Run("with one If-Match exactly one wins", func(t *testing.T) {
 		e := e.sub(t)
 		s := e.open(&u, uuid.New())
-		statuses := addConcurrently(e, &u, s, 50, `"1"`)
+		statuses := addConcurrently(e, &u, s, 50, `"1"`, "")
 		if statuses[201] != 1 || statuses[412] != 49 {
 			t.Fatalf("statuses %v, want 1 × 201 and 49 × 412", statuses)
 		}
 	})
 }
 
-func addConcurrently(e *env, u *user, s *sale, n int, ifMatch string) map[int]int {
+// addConcurrently adds n items to s at once, with If-Match ifMatch (when
+// not empty) and, when keyPrefix is not empty, each with its own
+// Idempotency-Key.
+func addConcurrently(e *env, u *user, s *sale, n int, ifMatch, keyPrefix string) map[int]int {
 	var mu sync.Mutex
 	statuses := map[int]int{}
 	var wg sync.WaitGroup
@@ -325,8 +357,12 @@ func addConcurrently(e *env, u *user, s *sale, n int, ifMatch string) map[int]in
 		go func() {
 			defer wg.Done()
 			<-start
+			headers := map[string]string{"If-Match": ifMatch}
+			if keyPrefix != "" {
+				headers["Idempotency-Key"] = fmt.Sprint(keyPrefix, i)
+			}
 			r := e.do(request{method: "POST", path: s.path("/items"), user: u,
-				body: map[string]any{"sku": fmt.Sprintf("SKU-%d", i), "name": "x", "qty": 1, "unit_price": 100}, headers: map[string]string{"If-Match": ifMatch}})
+				body: map[string]any{"sku": fmt.Sprintf("SKU-%d", i), "name": "x", "qty": 1, "unit_price": 100}, headers: headers})
 			mu.Lock()
 			statuses[r.status]++
 			mu.Unlock()
@@ -484,7 +520,7 @@ func TestConcurrencyConflictAfterRetries(t *testing.T) {
 	e := newEnvWith(t, options{retries: 1})
 	u := newUser(t, uuid.New(), "CASHIER")
 	s := e.open(&u, uuid.New())
-	statuses := addConcurrently(e, &u, s, 30, "")
+	statuses := addConcurrently(e, &u, s, 30, "", "")
 	if statuses[409] == 0 || statuses[201]+statuses[409] != 30 {
 		t.Fatalf("statuses %v: want some 409 concurrency_conflict with one retry, and nothing else", statuses)
 	}
