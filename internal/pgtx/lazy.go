@@ -72,10 +72,11 @@ func (t *Lazy) sendHeld(ctx context.Context, extra ...stmt) (pgx.BatchResults, e
 		nb.QueuedQueries = append(nb.QueuedQueries, b.QueuedQueries...)
 		var err error
 		if br, err = t.send(ctx, nb); err != nil {
-			if t.failed == nil {
+			if len(held) > 0 {
 				t.failed = fmt.Errorf("pgtx: held statements from %q: %w", label(held[0].sql), err)
+				return nil, t.failed
 			}
-			return nil, t.failed
+			return nil, err
 		}
 	} else {
 		br = t.tx.SendBatch(ctx, b)
@@ -152,15 +153,9 @@ func (t *Lazy) usable() error {
 // open reports whether the transaction began and has not ended here.
 func (t *Lazy) open() bool { return !t.closed && t.tx != nil }
 
-// withBegin sends sql after BEGIN in one batch and returns the batch with
-// BEGIN's result read: the next result is sql's.
-func (t *Lazy) withBegin(ctx context.Context, sql string, args []any) (pgx.BatchResults, error) {
-	b := &pgx.Batch{}
-	b.BeginTx(t.opts)
-	b.Queue(sql, args...)
-	return t.send(ctx, b)
-}
-
+// send sends b, which begins with BEGIN (pgx's Batch.BeginTx), and returns
+// it with BEGIN's result read: the transaction it begins serves every later
+// call.
 func (t *Lazy) send(ctx context.Context, b *pgx.Batch) (pgx.BatchResults, error) {
 	br := t.conn.SendBatch(ctx, b)
 	t.tx = br.Tx()
@@ -213,7 +208,7 @@ func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	br, err := t.withBegin(ctx, sql, args)
+	br, err := t.sendHeld(ctx, stmt{sql, args}) // nothing is held here: BEGIN and sql
 	if err != nil {
 		return pgconn.CommandTag{}, err
 	}
@@ -224,27 +219,13 @@ func (t *Lazy) Exec(ctx context.Context, sql string, args ...any) (pgconn.Comman
 	return tag, err
 }
 
-// Query implements pgx.Tx; held statements go first, in its round trip.
+// Query implements pgx.Tx; held statements go first, in its round trip, and
+// so does BEGIN when the transaction has not begun.
 func (t *Lazy) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
-	if len(t.held) > 0 && batchable(args) {
-		if err := t.usable(); err != nil {
+	if t.tx != nil && len(t.held) == 0 || !batchable(args) {
+		if err := t.flushHeld(ctx); err != nil {
 			return nil, err
 		}
-		br, err := t.sendHeld(ctx, stmt{sql, args})
-		if err != nil {
-			return nil, err
-		}
-		rows, err := br.Query()
-		if err != nil {
-			_ = br.Close()
-			return nil, err
-		}
-		return &batchRows{Rows: rows, br: br}, nil
-	}
-	if err := t.flushHeld(ctx); err != nil {
-		return nil, err
-	}
-	if t.tx != nil || !batchable(args) {
 		tx, err := t.begun(ctx)
 		if err != nil {
 			return nil, err
@@ -254,7 +235,7 @@ func (t *Lazy) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, er
 	if err := t.usable(); err != nil {
 		return nil, err
 	}
-	br, err := t.withBegin(ctx, sql, args)
+	br, err := t.sendHeld(ctx, stmt{sql, args})
 	if err != nil {
 		return nil, err
 	}
@@ -364,31 +345,13 @@ func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.
 	if err := t.usable(); err != nil {
 		return pgconn.CommandTag{}, err
 	}
-	if len(t.held) > 0 {
-		// The held statements, sql and COMMIT: one pipeline.
-		br, err := t.sendHeld(ctx, stmt{sql, args}, stmt{"commit", nil})
-		if err != nil {
-			return pgconn.CommandTag{}, err
-		}
-		tag, err := br.Exec()
-		if err == nil {
-			_, err = br.Exec()
-		}
-		if cerr := br.Close(); err == nil {
-			err = cerr
-		}
-		if err == nil {
-			t.closed = true
-		}
-		return tag, err
-	}
-	if t.tx == nil && t.opts != (pgx.TxOptions{}) {
+	if len(t.held) == 0 && t.tx == nil && t.opts != (pgx.TxOptions{}) {
 		// The one-query form below cannot say the options: BEGIN first.
 		if _, err := t.begun(ctx); err != nil {
 			return pgconn.CommandTag{}, err
 		}
 	}
-	if t.tx == nil {
+	if len(t.held) == 0 && t.tx == nil {
 		args = append([]any{pgx.QueryExecModeSimpleProtocol}, args...)
 		tag, err := t.conn.Exec(ctx, "begin; "+sql+"; commit", args...)
 		if err != nil && t.conn.PgConn().TxStatus() != 'I' {
@@ -398,12 +361,13 @@ func (t *Lazy) ExecCommit(ctx context.Context, sql string, args ...any) (pgconn.
 		t.closed = true
 		return tag, err
 	}
-	// A failed statement makes the server skip the rest of the pipeline:
-	// the COMMIT never runs, and the transaction waits for Rollback.
-	b := &pgx.Batch{}
-	b.Queue(sql, args...)
-	b.Queue("commit")
-	br := t.tx.SendBatch(ctx, b)
+	// One pipeline: the held statements, sql and COMMIT. A failed statement
+	// makes the server skip the rest of it: the COMMIT never runs, and the
+	// transaction waits for Rollback.
+	br, err := t.sendHeld(ctx, stmt{sql, args}, stmt{"commit", nil})
+	if err != nil {
+		return pgconn.CommandTag{}, err
+	}
 	tag, err := br.Exec()
 	if err == nil {
 		_, err = br.Exec()
