@@ -38,8 +38,10 @@
 // Delivery is at least once. A message is acknowledged only after
 // Runner.HandleDeliveries committed its effect; a handler error is retried
 // in process (Retry middleware, bounded), then negatively acknowledged, and
-// JetStream redelivers it after Options.NakDelay, for as long as it takes
-// (a database outage holds the partition rather than dropping events). A
+// JetStream redelivers it after Options.NakDelay, doubling with each
+// delivery up to Options.MaxNakDelay, for as long as it takes (a database
+// outage holds the partition rather than dropping events; a failure that
+// lasts does not flood the log). A
 // message whose handling a shutdown cut short is left to JetStream without
 // retries or error lines, and redelivered after AckWait at the latest.
 // Redeliveries and copies are harmless: the runner's effects are exactly
@@ -98,6 +100,7 @@ const (
 	DefaultMaxRetries    = 3
 	DefaultRetryInterval = 100 * time.Millisecond
 	DefaultNakDelay      = time.Second
+	DefaultMaxNakDelay   = 30 * time.Second
 	// DeadLetterSuffix follows the topic prefix in the dead-letter topic.
 	DeadLetterSuffix = "dead_letter"
 )
@@ -138,8 +141,10 @@ type Options struct {
 	MaxRetries    int
 	RetryInterval time.Duration
 	// NakDelay is how long JetStream waits before redelivering a nacked
-	// message. Default 1s.
-	NakDelay time.Duration
+	// message the first time; it doubles with each delivery, up to
+	// MaxNakDelay. Defaults 1s and 30s.
+	NakDelay    time.Duration
+	MaxNakDelay time.Duration
 	// Upcast, when set, brings each delivered event to its type's current
 	// schema (eventstore.Registry.Upcast), as the runner's store does for
 	// the events it fills gaps with. The relay publishes events as stored.
@@ -219,6 +224,10 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	if opts.NakDelay <= 0 {
 		opts.NakDelay = DefaultNakDelay
 	}
+	if opts.MaxNakDelay <= 0 {
+		opts.MaxNakDelay = DefaultMaxNakDelay
+	}
+	opts.MaxNakDelay = max(opts.MaxNakDelay, opts.NakDelay)
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -261,7 +270,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 		AckWaitTimeout:   opts.AckWait,
 		CloseTimeout:     5 * time.Second,
 		SubscribeTimeout: 10 * time.Second,
-		NakDelay:         wmnats.NewStaticDelay(opts.NakDelay),
+		NakDelay:         doublingDelay{first: opts.NakDelay, most: opts.MaxNakDelay},
 		Unmarshaler:      &wmnats.NATSMarshaler{},
 		JetStream: wmnats.JetStreamConfig{
 			// The streams are the relay's; provisioning them here too lets
@@ -389,6 +398,22 @@ func provisionDurables(url string, opts Options) error {
 		}
 	}
 	return nil
+}
+
+// doublingDelay is the wait before a nacked message's redelivery: first
+// after its first delivery, doubling with each one after, at most most.
+type doublingDelay struct{ first, most time.Duration }
+
+var _ wmnats.Delay = doublingDelay{}
+
+// WaitTime implements wmnats.Delay; delivered is the message's deliveries
+// so far (1 for the first).
+func (d doublingDelay) WaitTime(delivered uint64) time.Duration {
+	wait := d.first
+	for n := uint64(1); n < delivered && wait < d.most; n++ {
+		wait *= 2
+	}
+	return min(wait, d.most)
 }
 
 // Permanent reports whether err means the message can never be applied:

@@ -105,7 +105,7 @@ func (e *env) relay(opts relay.Options) {
 func (e *env) consumer(opts consume.Options) *consume.Consumer {
 	e.t.Helper()
 	opts.Partitions, opts.TopicPrefix = partitions, e.prefix
-	opts.RetryInterval, opts.NakDelay = 10*time.Millisecond, 100*time.Millisecond
+	opts.RetryInterval, opts.NakDelay, opts.MaxNakDelay = 10*time.Millisecond, 100*time.Millisecond, time.Second
 	opts.Logger = e.logger()
 	c, err := consume.New(e.url, e.runner, opts)
 	if err != nil {
