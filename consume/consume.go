@@ -56,16 +56,16 @@
 // message's PrevPosition.
 //
 // An event of the store that a projector cannot apply (its payload does not
-// decode, or a projector refuses it as ErrBadEvent) is not a poison message
-// (a refused message whose event the store does not hold is, and is
-// dead-lettered):
+// decode, or a projector refuses it as ErrBadEvent) is not a poison message:
 // every batch and every gap fill holding it would fail the same way, so
 // dead-lettering would only send the partition's next messages after it,
 // and skipping it would leave the read models silently wrong. Its partition
 // holds instead: the message is retried and redelivered, each failure
 // logged, and the partition's lag grows (pos_projection_lag_seconds;
 // X-Min-Position reads answer 503) until a release that applies it is
-// deployed. The other partitions go on.
+// deployed. The other partitions go on. A refused message whose event the
+// store does not hold (another environment's, one from before a restore)
+// is poison, and is dead-lettered.
 package consume
 
 import (

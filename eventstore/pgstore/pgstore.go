@@ -275,18 +275,16 @@ func (t *TxStore) Append(ctx context.Context, stream string, expected eventstore
 		if err != nil {
 			return eventstore.AppendResult{}, err
 		}
+		want, exact := expected.Version()
 		h, ok := t.read[stream]
-		if want, exact := expected.Version(); ok && (!exact || want != h.version) {
-			ok = false
-		} else if !ok {
+		if !ok && exact && want > 0 {
 			// A head the store learnt from a committed append: committed
 			// before this transaction writes, so its xid is older than ours.
 			// (Not for a new stream: the INSERT would tell a retry of an
 			// earlier append of the same events from a conflict no more.)
 			h, ok = t.knownHead(p)
-			ok = ok && exact && want > 0
 		}
-		if ok {
+		if ok && exact && h.version == want {
 			res, last, err := insert(ctx, t.tx, p, h)
 			if isUniqueViolation(err) {
 				t.heads.Remove(stream)

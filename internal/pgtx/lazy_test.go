@@ -35,6 +35,14 @@ func conns(t *testing.T) (*pgx.Conn, *pgx.Conn) {
 	return in, out
 }
 
+// wantRows fails the test unless t holds n rows, as seen from c (when).
+func wantRows(t *testing.T, c *pgx.Conn, n int, when string) {
+	t.Helper()
+	if got := count(t, c); got != n {
+		t.Fatalf("%d rows %s, want %d", got, when, n)
+	}
+}
+
 func count(t *testing.T, c *pgx.Conn) int {
 	t.Helper()
 	var n int
@@ -286,9 +294,7 @@ func TestLazyHeldWritesTravelWithTheNextRead(t *testing.T) {
 	if err := tx.QueryRow(ctx, "SELECT count(*) FROM t WHERE id <= $1", 10).Scan(&n); err != nil || n != 2 {
 		t.Fatalf("read after two held inserts: %d rows, %v; want 2", n, err)
 	}
-	if got := count(t, out); got != 0 {
-		t.Fatalf("%d rows outside before the commit, want 0", got)
-	}
+	wantRows(t, out, 0, "outside before the commit")
 	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES ($1)", 3); err != nil {
 		t.Fatal(err)
 	}
@@ -305,9 +311,7 @@ func TestLazyHeldWritesTravelWithTheNextRead(t *testing.T) {
 	if _, err := tx.ExecCommit(ctx, "INSERT INTO t VALUES ($1)", 5); err != nil {
 		t.Fatalf("held insert, insert and commit: %v", err)
 	}
-	if got := count(t, out); got != 5 {
-		t.Fatalf("%d rows after the commit, want 5", got)
-	}
+	wantRows(t, out, 5, "after the commit")
 }
 
 // A held write that fails fails the call that carries it, naming it, and
@@ -347,9 +351,7 @@ func TestLazyHeldWriteFailures(t *testing.T) {
 			if err := tx.Rollback(ctx); err != nil {
 				t.Fatalf("Rollback: %v", err)
 			}
-			if got := count(t, out); got != 1 {
-				t.Fatalf("%d rows, want 1 (only the 7 from before)", got)
-			}
+			wantRows(t, out, 1, "after the rollback (only the 7 from before)")
 		})
 	}
 	tx := pgtx.Begin(in)
@@ -421,9 +423,7 @@ func TestLazyHeldWritesAfterBegin(t *testing.T) {
 		t.Fatal("ExecCommit after the held insert was lost succeeded")
 	}
 	_ = tx.Rollback(ctx)
-	if got := count(t, out); got != 0 {
-		t.Fatalf("%d rows in t, want 0", got)
-	}
+	wantRows(t, out, 0, "in t")
 	var inU int
 	if err := out.QueryRow(ctx, "SELECT count(*) FROM u").Scan(&inU); err != nil || inU != 0 {
 		t.Fatalf("%d rows in u (%v), want 0", inU, err)
