@@ -72,6 +72,7 @@ func TestErrorCodes(t *testing.T) {
 	cashier := newUser(t, merchant, "CASHIER")
 	manager := newUser(t, merchant, "MANAGER")
 	admin := newUser(t, merchant, "ADMIN")
+	elsewhere := newUser(t, merchant, "CASHIER", uuid.New())
 
 	draft := e.open(&cashier, branch)
 	draft.addItem(1, 10000)
@@ -115,6 +116,12 @@ func TestErrorCodes(t *testing.T) {
 		{"complete a draft", request{method: "POST", path: draft.path("/complete"), user: &cashier, body: `{}`}, 409, "invalid_state"},
 		{"reopen an existing id", request{method: "POST", path: "/v1/transactions", user: &cashier, body: map[string]any{"branch_id": branch, "transaction_id": existing}}, 409, "already_exists"},
 		{"stale If-Match", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{}`, headers: map[string]string{"If-Match": `"1"`}}, 412, "version_mismatch"},
+		{"stale If-Match on an unknown line", request{method: "DELETE", path: draft.path("/items/" + uuid.NewString()), user: &cashier, headers: map[string]string{"If-Match": `"1"`}}, 412, "version_mismatch"},
+		{"stale If-Match on another branch's sale", request{method: "POST", path: draft.path("/checkout"), user: &elsewhere, body: `{}`, headers: map[string]string{"If-Match": `"1"`}}, 403, "forbidden"},
+		// Settings and a stock ledger exist before their first event, at
+		// version 0: a client that expects another version is stale.
+		{"stale If-Match on settings never changed", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}, headers: map[string]string{"If-Match": `"7"`}}, 412, "version_mismatch"},
+		{"stale If-Match on a ledger never received", request{method: "POST", path: "/v1/stock/receipts", user: &admin, body: map[string]any{"branch_id": branch, "sku": "NEW", "qty": 1, "unit_cost": 1}, headers: map[string]string{"If-Match": `"3"`}}, 412, "version_mismatch"},
 		{"body over 1 MiB", request{method: "POST", path: draft.path("/items"), user: &cashier, body: big}, 413, "payload_too_large"},
 		{"not JSON", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{}`, headers: map[string]string{"Content-Type": "text/plain"}}, 415, "unsupported_media_type"},
 		// The branch received one TEA for each of the two sales checked

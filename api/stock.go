@@ -17,7 +17,7 @@ type receiptRequest struct {
 	BranchID  string  `json:"branch_id"`
 	SKU       string  `json:"sku"`
 	Qty       int64   `json:"qty"`
-	UnitCost  int64   `json:"unit_cost"`
+	UnitCost  *int64  `json:"unit_cost"` // required: a missing cost would pull the average down
 	ReceiptID *string `json:"receipt_id"`
 }
 
@@ -79,8 +79,11 @@ func (s *Server) receiveStock(w http.ResponseWriter, r *http.Request) {
 		if cmd.BranchID, err = requiredID("branch_id", req.BranchID); err != nil {
 			return err
 		}
+		if req.UnitCost == nil {
+			return invalid("unit_cost is required", FieldError{Field: "unit_cost", Code: "required"})
+		}
 		cmd.ReceiptID, err = parseID("receipt_id", req.ReceiptID)
-		cmd.SKU, cmd.Qty, cmd.UnitCost = req.SKU, req.Qty, money.Amount(req.UnitCost)
+		cmd.SKU, cmd.Qty, cmd.UnitCost = req.SKU, req.Qty, money.Amount(*req.UnitCost)
 		return err
 	})
 	if err != nil {

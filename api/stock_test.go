@@ -114,6 +114,7 @@ func TestStockCommands(t *testing.T) {
 		{"negative cost", &manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 1, "unit_cost": -1}, 400, "invalid_request"},
 		{"no sku", &manager, "receipts", map[string]any{"branch_id": b1, "qty": 1, "unit_cost": 1}, 400, "invalid_request"},
 		{"no branch", &manager, "receipts", map[string]any{"sku": "MILK", "qty": 1, "unit_cost": 1}, 400, "invalid_request"},
+		{"no unit cost", &manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 1}, 400, "invalid_request"},
 		{"zero delta", &manager, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": 0, "reason": "x"}, 400, "invalid_request"},
 		{"no reason", &manager, "adjustments", map[string]any{"branch_id": b1, "sku": "MILK", "delta": 1}, 400, "invalid_request"},
 		{"unknown field", &manager, "receipts", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 1, "unit_cost": 1, "colour": "red"}, 400, "invalid_request"},

@@ -24,6 +24,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/sethvargo/go-retry"
 
+	"pos/domain"
 	"pos/eventstore"
 )
 
@@ -203,6 +204,13 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	return out, res.Result, err
 }
 
+// hidden reports a refusal that says the caller may not see the aggregate:
+// one not on its branches, or one that does not exist (a missing entity
+// inside an existing aggregate, such as an unknown line, is not).
+func hidden(err error, version uint64) bool {
+	return errors.Is(err, ErrForbidden) || version == 0 && errors.Is(err, domain.ErrNotFound)
+}
+
 // attemptResult is one attempt's Result, and whether it appended.
 type attemptResult struct {
 	Result
@@ -230,12 +238,15 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		return zero
 	}
 	version := k.version(agg)
-	// A missing aggregate has no version to match: decide reports it
-	// missing (404) rather than the precondition failing.
-	if meta.IfMatch != nil && *meta.IfMatch != version && version > 0 {
+	events, err := decide(agg)
+	// A stale If-Match answers 412 rather than what the command decided,
+	// unless the caller may not see the aggregate at all (RFC 9110 checks
+	// preconditions after authorization): a missing transaction is 404,
+	// another branch's 403. Settings and stock ledgers exist before their
+	// first event, so version 0 is a version to match too.
+	if meta.IfMatch != nil && *meta.IfMatch != version && !hidden(err, version) {
 		return out, res, confirmed, ErrVersionMismatch
 	}
-	events, err := decide(agg)
 	if err != nil {
 		return out, res, confirmed, err
 	}
