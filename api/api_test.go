@@ -557,6 +557,38 @@ func TestConcurrencyConflictAfterRetries(t *testing.T) {
 	t.Fatal("no concurrency_conflict answer seen")
 }
 
+// Keys are per merchant: a stored answer must not reach a caller who may
+// not send the command (a role checked by the route, in both key modes; a
+// branch checked by the command, on PostgreSQL).
+func TestKeyIsNotReplayedToACallerRefused(t *testing.T) {
+	for _, noTx := range []bool{false, true} {
+		t.Run(fmt.Sprint("claim mode ", noTx), func(t *testing.T) {
+			e := newEnvWith(t, options{noTx: noTx})
+			merchant, branch := uuid.New(), uuid.New()
+			manager := newUser(t, merchant, "MANAGER")
+			cashier := newUser(t, merchant, "CASHIER")
+			s := e.open(&cashier, branch)
+			void := request{method: "POST", path: s.path("/void"), user: &manager, body: map[string]any{"reason": "x"}, headers: map[string]string{"Idempotency-Key": "void-1"}}
+			must(t, e.do(void), 200)
+			void.user = &cashier
+			if r := e.do(void); r.status != 403 || r.code(t) != "forbidden" {
+				t.Fatalf("a cashier sending a manager's void key: %d %s, want 403 forbidden", r.status, r.body)
+			}
+			if noTx {
+				return // see api/idempotency.go: a branch is checked only by the command
+			}
+			other := e.open(&cashier, branch)
+			add := request{method: "POST", path: other.path("/items"), user: &cashier, body: map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 700}, headers: map[string]string{"Idempotency-Key": "add-1"}}
+			must(t, e.do(add), 201)
+			elsewhere := newUser(t, merchant, "CASHIER", uuid.New())
+			add.user = &elsewhere
+			if r := e.do(add); r.status != 403 || r.code(t) != "forbidden" {
+				t.Fatalf("a cashier of another branch sending the same key: %d %s, want 403 forbidden", r.status, r.body)
+			}
+		})
+	}
+}
+
 func TestIdempotencyKeyWithoutTransactionalStore(t *testing.T) {
 	e := newEnvWith(t, options{noTx: true})
 	merchant := uuid.New()

@@ -48,6 +48,15 @@ import (
 // keyWait) for the claim to resolve, then answers 409. A crash between the
 // command and storing its response leaves the claim, and once it is older
 // than claimLease a retry runs again: that window is the price of two stores.
+//
+// Keys are per merchant, not per user, so who may have a stored answer
+// replayed is checked first. Roles are checked by the routes, before this
+// middleware. A branch (a sale's, a ledger's) is known only to the command:
+// on PostgreSQL a caller the command refuses for its branch gets its 403,
+// never the answer stored for someone else. With EventStoreDB a stored
+// answer is replayed before the command runs, so a caller limited to
+// another branch who sends the same key and request gets that answer (the
+// aggregate's id, version and position; the command is not run again).
 
 const (
 	keyTTL      = 25 * time.Hour // keys are kept at least 24 h
@@ -234,8 +243,10 @@ func (s *Server) idempotentTx(w http.ResponseWriter, r *http.Request, next http.
 		}
 		if !again {
 			// An answer that was not stored may stand for a key stored
-			// long ago: that answer wins.
-			if !rec.committed && attempt == 1 && s.replayed(w, r, merchant, key, hash) {
+			// long ago: that answer wins, unless this caller may not send
+			// the command (another branch's sale): it gets its 403, not
+			// the answer someone else was given.
+			if !rec.committed && attempt == 1 && !rec.aboutCaller() && s.replayed(w, r, merchant, key, hash) {
 				return
 			}
 			rec.flush(w)
@@ -431,8 +442,12 @@ func (rec *recorder) retryable() bool { return rec.status >= 500 || rec.isConfli
 // storable responses are final for their key. A 403 is not: it says who
 // asked, not what the command did, and the same key may come back from
 // someone allowed to send it.
-func (rec *recorder) storable() bool {
-	return !rec.retryable() && rec.status != http.StatusForbidden && rec.status != http.StatusUnauthorized
+func (rec *recorder) storable() bool { return !rec.retryable() && !rec.aboutCaller() }
+
+// aboutCaller reports a refusal of the caller (401, 403) rather than an
+// outcome of the command.
+func (rec *recorder) aboutCaller() bool {
+	return rec.status == http.StatusForbidden || rec.status == http.StatusUnauthorized
 }
 
 func (rec *recorder) stored(hash []byte) storedResponse {

@@ -200,22 +200,33 @@ func (s *Server) Handler() http.Handler {
 		cmds.NotFound(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errNotFound) })
 		cmds.MethodNotAllowed(func(w http.ResponseWriter, r *http.Request) { writeProblem(w, errMethodNotAllow) })
 		cmds.Route("/v1", func(r chi.Router) {
-			r.Use(s.measure, commandsOnly, s.idempotent)
-			r.Post("/transactions", s.openTransaction)
-			r.Post("/transactions/{id}/items", s.addItem)
-			r.Delete("/transactions/{id}/items/{line_id}", s.removeItem)
-			r.Post("/transactions/{id}/discounts", s.applyDiscount)
-			r.Post("/transactions/{id}/checkout", s.checkout)
-			r.Post("/transactions/{id}/payments", s.addPayment)
-			r.Post("/transactions/{id}/payments/{payment_id}/confirm", s.confirmPayment)
-			r.Post("/transactions/{id}/payments/{payment_id}/decline", s.declinePayment)
-			r.Post("/transactions/{id}/complete", s.complete)
-			r.Post("/transactions/{id}/void", s.void)
-			r.Post("/transactions/{id}/refunds", s.refund)
-			r.Put("/settings", s.changeSettings)
-			r.Post("/stock/receipts", s.receiveStock)
-			r.Post("/stock/adjustments", s.adjustStock)
-			r.Post("/stock/transfers", s.transferStock)
+			r.Use(s.measure, commandsOnly)
+			// Roles are checked before the idempotency key is, so that a
+			// key another role stored is never replayed to this caller.
+			r.Group(func(r chi.Router) {
+				r.Use(s.idempotent)
+				r.Post("/transactions", s.openTransaction)
+				r.Post("/transactions/{id}/items", s.addItem)
+				r.Delete("/transactions/{id}/items/{line_id}", s.removeItem)
+				r.Post("/transactions/{id}/discounts", s.applyDiscount)
+				r.Post("/transactions/{id}/checkout", s.checkout)
+				r.Post("/transactions/{id}/payments", s.addPayment)
+				r.Post("/transactions/{id}/payments/{payment_id}/confirm", s.confirmPayment)
+				r.Post("/transactions/{id}/payments/{payment_id}/decline", s.declinePayment)
+				r.Post("/transactions/{id}/complete", s.complete)
+				r.Post("/stock/receipts", s.receiveStock)
+			})
+			r.Group(func(r chi.Router) {
+				r.Use(onlyRoles(auth.RoleManager, auth.RoleAdmin), s.idempotent)
+				r.Post("/transactions/{id}/void", s.void)
+				r.Post("/transactions/{id}/refunds", s.refund)
+				r.Post("/stock/adjustments", s.adjustStock)
+				r.Post("/stock/transfers", s.transferStock)
+			})
+			r.Group(func(r chi.Router) {
+				r.Use(onlyRoles(auth.RoleAdmin), s.idempotent)
+				r.Put("/settings", s.changeSettings)
+			})
 		})
 		r.Group(func(r chi.Router) {
 			r.Use(commandsOnly)
@@ -287,6 +298,20 @@ func (s *Server) recoverer(next http.Handler) http.Handler {
 func routeAfresh(h http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())))
+	}
+}
+
+// onlyRoles refuses a route to every role but roles (void, refund, stock
+// adjustments and transfers need MANAGER or ADMIN; settings ADMIN).
+func onlyRoles(roles ...auth.Role) func(http.Handler) http.Handler {
+	return func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if !principalOf(r).HasRole(roles...) {
+				writeProblem(w, errForbidden)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
 	}
 }
 
