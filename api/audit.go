@@ -56,8 +56,38 @@ func (s *Server) auditRoutes(r chi.Router) {
 	r.Use(auditorsOnly)
 	r.Get("/audit/streams/{aggregate}/{id}/events", s.auditStreamEvents)
 	r.Get("/audit/{aggregate}/{id}/state", s.auditState)
-	r.Get("/audit/events", s.auditFeed)
-	r.Get("/audit/verify", s.auditVerify)
+	r.With(wholeMerchant).Get("/audit/events", s.auditFeed)
+	r.With(wholeMerchant).Get("/audit/verify", s.auditVerify)
+}
+
+// wholeMerchant refuses the merchant-wide audit endpoints (the feed, its
+// export, verify) to a token limited to branches: they span every branch.
+func wholeMerchant(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(principalOf(r).BranchIDs) > 0 {
+			writeProblem(w, errForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// mayAudit checks that a token limited to branches may read the stream
+// whose first event is first: the aggregate's branch is the branch_id of
+// its first event (a sale's TransactionOpened; every stock event carries
+// its ledger's). Without one the stream is refused to such a token.
+func mayAudit(r *http.Request, first eventstore.RecordedEvent) error {
+	p := principalOf(r)
+	if len(p.BranchIDs) == 0 {
+		return nil
+	}
+	var b struct {
+		BranchID uuid.UUID `json:"branch_id"`
+	}
+	if err := json.Unmarshal(first.Data, &b); err != nil || !p.CanActOnBranch(b.BranchID) {
+		return errForbidden
+	}
+	return nil
 }
 
 // auditorsOnly lets only AUDITOR and ADMIN read audit endpoints.
@@ -140,6 +170,10 @@ func (s *Server) auditStreamEvents(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, errNotFound)
 		return
 	}
+	if err := mayAudit(r, events[0]); err != nil {
+		s.fail(w, r, err)
+		return
+	}
 	views := make([]auditEventView, len(events))
 	for i, e := range events {
 		views[i] = viewEvent(e)
@@ -167,6 +201,10 @@ func (s *Server) auditState(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(events) == 0 {
 		s.fail(w, r, errNotFound) // no such aggregate, or none yet at that point
+		return
+	}
+	if err := mayAudit(r, events[0]); err != nil {
+		s.fail(w, r, err)
 		return
 	}
 	if version != 0 && events[len(events)-1].Version != version {

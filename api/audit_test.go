@@ -375,6 +375,40 @@ func TestAuditIsForAuditorsAndAdminsOfTheirOwnMerchant(t *testing.T) {
 	}
 }
 
+// A token limited to branches audits only their aggregates, and none of the
+// merchant-wide endpoints, whatever its role.
+func TestAuditHonoursBranchLimits(t *testing.T) {
+	e := newAuditEnv(t)
+	merchant := uuid.New()
+	cashier := newUser(t, merchant, "CASHIER")
+	auditor := newUser(t, merchant, "AUDITOR")
+	tx, ledger := e.completedSaleAndLedger(&cashier)
+	branch := uuid.MustParse(decodeAs[stateView](t, must(t, e.get(&auditor, "/v1/audit/transactions/"+tx+"/state"), 200)).BranchID)
+	streams := []string{
+		"/v1/audit/streams/transactions/" + tx + "/events",
+		"/v1/audit/transactions/" + tx + "/state",
+		"/v1/audit/transactions/" + tx + "/state?as_of_version=1",
+		"/v1/audit/streams/stock/" + ledger + "/events",
+		"/v1/audit/stock/" + ledger + "/state",
+	}
+	wide := []string{"/v1/audit/events", "/v1/audit/verify"}
+	for _, role := range []string{"AUDITOR", "ADMIN"} {
+		here := newUser(t, merchant, role, branch)
+		there := newUser(t, merchant, role, uuid.New())
+		for _, p := range streams {
+			must(t, e.get(&here, p), 200)
+			if r := e.get(&there, p); r.status != 403 || r.code(t) != "forbidden" {
+				t.Errorf("%s of another branch GET %s: %d %s", role, p, r.status, r.body)
+			}
+		}
+		for _, p := range wide {
+			if r := e.get(&here, p); r.status != 403 || r.code(t) != "forbidden" {
+				t.Errorf("%s limited to a branch GET %s: %d %s", role, p, r.status, r.body)
+			}
+		}
+	}
+}
+
 // stateView is GET /v1/audit/transactions/{id}/state as the test reads it,
 // and what it expects from transaction.Load: filled from the aggregate's
 // getters, not from the API's view code.
