@@ -15,6 +15,10 @@ import (
 	"fmt"
 )
 
+// MaxActorLen is the longest actor id (a token's sub) an aggregate records;
+// the API refuses a token with a longer sub (401), so no command meets one.
+const MaxActorLen = 200
+
 // Sentinel errors that callers branch on with errors.Is.
 var (
 	// ErrInvalid reports malformed command input: a missing id, a quantity

@@ -25,11 +25,14 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
+
+	"pos/domain"
 )
 
 // ErrUnauthorized is wrapped by every error of Verify and Middleware: the
@@ -233,7 +236,8 @@ func usableRSAKeys(keys []jwt.VerificationKey) []jwt.VerificationKey {
 // Verify checks token (the bare JWT, without "Bearer ") and returns its
 // Principal. It checks, in order: size, structure, the pinned algorithm, the
 // signature, exp (required), nbf and iat (each with Leeway), no "crit" header,
-// then the claims: sub a non-blank string; merchant_id a canonical, non-nil
+// then the claims: sub a non-blank string of at most domain.MaxActorLen
+// characters (the actor every command records); merchant_id a canonical, non-nil
 // UUID string; role one of the four roles; branch_ids, when present, a
 // non-empty array of canonical, non-nil UUID strings.
 //
@@ -312,7 +316,7 @@ func reason(err error) string {
 // claims.
 func principalFromClaims(c jwt.MapClaims) (Principal, error) {
 	sub, ok := c["sub"].(string)
-	if !ok || strings.TrimSpace(sub) == "" {
+	if !ok || strings.TrimSpace(sub) == "" || utf8.RuneCountInString(sub) > domain.MaxActorLen {
 		return Principal{}, unauthorized("missing or invalid sub claim")
 	}
 	merchantRaw, _ := c["merchant_id"].(string)

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 
 	"pos/api/auth"
+	"pos/domain"
 )
 
 // authCase is one row of a verification table. token goes to Verify and, as
@@ -82,6 +83,7 @@ func TestVerifyHS256(t *testing.T) {
 		{name: "empty sub", token: hs(map[string]any{"sub": ""})},
 		{name: "blank sub", token: hs(map[string]any{"sub": "  "})},
 		{name: "sub not a string", token: hs(map[string]any{"sub": 42})},
+		{name: "sub longer than any aggregate records", token: hs(map[string]any{"sub": strings.Repeat("u", domain.MaxActorLen+1)})},
 		{name: "missing merchant_id", token: hs(map[string]any{"merchant_id": nil})},
 		{name: "merchant_id not a uuid", token: hs(map[string]any{"merchant_id": "not-a-uuid"})},
 		{name: "merchant_id nil uuid", token: hs(map[string]any{"merchant_id": uuid.Nil.String()})},

@@ -48,7 +48,7 @@ func Defaults() Values {
 const MaxTimezoneLen = 64
 
 // MaxActorLen is the longest accepted actor id (the token's sub).
-const MaxActorLen = 200
+const MaxActorLen = domain.MaxActorLen
 
 // Errors. ErrInvalid and ValidationError are the shared domain ones, so the
 // API maps them once for every aggregate.

@@ -97,8 +97,8 @@ const (
 	MaxSKULen = 64
 	// MaxReasonLen is the longest adjustment or release reason.
 	MaxReasonLen = 500
-	// MaxActorLen is the longest actor id.
-	MaxActorLen = 200
+	// MaxActorLen is the longest actor id (the token's sub).
+	MaxActorLen = domain.MaxActorLen
 	// maxUnits bounds on hand and reserved, like money amounts, so every
 	// JSON client reads them exactly.
 	maxUnits = 1<<53 - 1

@@ -3,6 +3,7 @@ package transaction
 import (
 	"github.com/google/uuid"
 
+	"pos/domain"
 	"pos/domain/money"
 )
 
@@ -86,7 +87,7 @@ const (
 	// MaxGatewayRefLen is the longest gateway reference.
 	MaxGatewayRefLen = 200
 	// MaxActorLen is the longest actor id (the token's sub).
-	MaxActorLen = 200
+	MaxActorLen = domain.MaxActorLen
 	// MaxRateBps is the highest tax rate and percent discount: 100 %.
 	MaxRateBps = money.BpsDenominator
 )
