@@ -100,7 +100,11 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		go stop()
 		return nil, fmt.Errorf("relay publisher: %w", err)
 	}
-	rel, err := relay.New(pool, store, pub, relay.Options{Partitions: partitions, Logger: log})
+	ropts := relay.Options{Partitions: partitions, Logger: log}
+	if n, ok := store.(interface{ Appended() <-chan struct{} }); ok {
+		ropts.Wake = n.Appended() // this process's appends are published at once
+	}
+	rel, err := relay.New(pool, store, pub, ropts)
 	if err != nil {
 		_ = pub.Close()
 		go stop()

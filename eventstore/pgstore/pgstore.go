@@ -57,6 +57,9 @@ type Store struct {
 	// when an append expects exactly v, and the unique key catches a stream
 	// that has moved on since.
 	heads *lru.Cache[string, head]
+	// appended is signalled, never blocking, after an append made through
+	// this Store commits (see Appended).
+	appended chan struct{}
 }
 
 type head struct {
@@ -77,7 +80,24 @@ func New(pool *pgxpool.Pool) *Store {
 	if err != nil {
 		panic(err) // only for a non-positive size
 	}
-	return &Store{pool: pool, heads: heads}
+	return &Store{pool: pool, heads: heads, appended: make(chan struct{}, 1)}
+}
+
+// Appended returns a channel that receives after appends made through this
+// Store commit: each Append, and each TxStore whose Committed is called. It
+// is a hint for one follower of the feed in this process (the relay) to read
+// now rather than at its next poll. Signals coalesce, and appends of other
+// processes send none, so a follower must still poll; and a committed event
+// may not be readable yet (the feed waits for older transactions still
+// running), so one read after a signal may find nothing new.
+func (s *Store) Appended() <-chan struct{} { return s.appended }
+
+// signalAppended tells Appended's follower that an append committed.
+func (s *Store) signalAppended() {
+	select {
+	case s.appended <- struct{}{}:
+	default: // one signal pending is enough
+	}
 }
 
 var _ eventstore.Store = (*Store)(nil)
@@ -108,6 +128,7 @@ func (s *Store) Append(ctx context.Context, stream string, expected eventstore.E
 	res, last, err := insert(ctx, s.pool, p, h)
 	if err == nil {
 		s.learn(stream, last)
+		s.signalAppended()
 		return res, nil
 	}
 	if !isUniqueViolation(err) {
@@ -149,6 +170,7 @@ func (s *Store) appendAnyLocked(ctx context.Context, p eventstore.Prepared) (eve
 		})
 		if err == nil {
 			s.learn(p.Stream, last)
+			s.signalAppended()
 			return res, nil
 		}
 		if !isUniqueViolation(err) {
@@ -319,9 +341,12 @@ func (t *TxStore) AfterCommit(fn func()) { t.afterCommit = append(t.afterCommit,
 
 // Committed implements eventstore.TxBound: the heads the transaction read
 // and wrote become the store's (facts now: version v of the stream has hash
-// h), then the AfterCommit functions run. Call it once, after the COMMIT
-// succeeded.
+// h), then the AfterCommit functions run, and Appended is signalled if the
+// transaction appended. Call it once, after the COMMIT succeeded.
 func (t *TxStore) Committed() {
+	if t.wrote {
+		t.signalAppended()
+	}
 	for stream, h := range t.read {
 		if h.version > 0 { // "no stream yet" is no lasting fact
 			t.learn(stream, h)

@@ -317,6 +317,69 @@ func TestTxStoreCommitsWithTheTransactionAndSurvivesConflicts(t *testing.T) {
 // without reading them (a command deciding on an aggregate in memory), and
 // only once their owner said they committed; a head another process has
 // moved past costs the transaction (ErrStaleTransaction) and is forgotten.
+// Appended tells the relay of this process's commits: once per Append, and
+// per transaction told Committed that appended; never for a read-only one.
+func TestAppendedSignalsCommittedAppends(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	pool := appPool(t, url)
+	store := pgstore.New(pool)
+	m := storetest.NewMerchant()
+	stream := storetest.NewStream(m, "transaction")
+	signalled := func() bool {
+		select {
+		case <-store.Appended():
+			return true
+		default:
+			return false
+		}
+	}
+	if signalled() {
+		t.Fatal("a signal before any append")
+	}
+	if _, err := store.Append(ctx, stream, eventstore.NoStream, storetest.Event(m, "A", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if !signalled() {
+		t.Fatal("no signal after an Append")
+	}
+	if signalled() {
+		t.Fatal("one append signalled twice")
+	}
+	inTx := func(appendToo bool) {
+		t.Helper()
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		view := store.InTx(tx)
+		if _, err := view.ReadStream(ctx, stream, 1, 0); err != nil {
+			t.Fatal(err)
+		}
+		if appendToo {
+			if _, err := view.Append(ctx, stream, eventstore.Exact(1), storetest.Event(m, "B", 2)); err != nil {
+				t.Fatal(err)
+			}
+			if signalled() {
+				t.Fatal("a signal before the commit")
+			}
+		}
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		view.Committed()
+	}
+	inTx(false)
+	if signalled() {
+		t.Fatal("a signal for a transaction that only read")
+	}
+	inTx(true)
+	if !signalled() {
+		t.Fatal("no signal after a transaction that appended committed")
+	}
+}
+
 func TestTxStoreAppendsOntoHeadsOfCommittedTransactions(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	ctx := context.Background()
