@@ -275,6 +275,82 @@ func TestUnpaidSaleTimesOut(t *testing.T) {
 	}
 }
 
+// payFirst is a store whose first append to the sale pays it first through
+// other handlers (another process): the sweeper's void then meets a sale
+// that was paid after the sweeper loaded it.
+type payFirst struct {
+	eventstore.Store
+	sale string
+	pay  func()
+	once sync.Once
+}
+
+func (p *payFirst) Append(ctx context.Context, stream string, expected eventstore.ExpectedVersion, events ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if stream == p.sale {
+		p.once.Do(p.pay)
+	}
+	return p.Store.Append(ctx, stream, expected, events...)
+}
+
+// A payment landing while the sweeper voids the sale wins: the sale stays
+// paid, its units sold, and nobody voided it.
+func TestPaymentRacingTheTimeoutWins(t *testing.T) {
+	f := newFixture(t)
+	f.receive("TEA", 5, 100)
+	id, err := f.sale(map[string]int64{"TEA": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.process()
+	f.advance(31 * time.Minute)
+	sw := f.sweeper()
+	sw.Handlers = commands.New(&payFirst{Store: f.env.Store, sale: commands.TransactionStream(f.meta.MerchantID, id), pay: func() { f.pay(id) }},
+		&commands.Deps{Now: f.clock, NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) }, Snapshots: commands.NewSnapshots(0), TrustSnapshots: true})
+	if n, err := sw.Sweep(context.Background()); err != nil || n != 1 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	if s := f.status(id); s != transaction.StatusPaid {
+		t.Fatalf("status %s after a payment raced the timeout, want paid", s)
+	}
+	f.process()
+	f.want("TEA", 3, 0)
+}
+
+// A sale past its deadline that holds money (a card awaiting its gateway)
+// is not voided: a confirmation must still find it. It keeps its units and
+// is looked at again later.
+func TestSaleHoldingAPaymentOutlivesTheTimeout(t *testing.T) {
+	f := newFixture(t)
+	f.receive("TEA", 5, 100)
+	id, err := f.sale(map[string]int64{"TEA": 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	card := uuid.New()
+	if _, _, err := f.h.AddPayment(ctx, f.meta, id, transaction.AddPayment{PaymentID: card, Method: transaction.MethodCard, Amount: 2000}); err != nil {
+		t.Fatal(err)
+	}
+	f.process()
+	f.advance(31 * time.Minute)
+	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep: %d, %v", n, err)
+	}
+	if s := f.status(id); s != transaction.StatusPendingPayment {
+		t.Fatalf("status %s, want pending_payment", s)
+	}
+	f.want("TEA", 5, 2)
+	if _, _, err := f.h.ConfirmPayment(ctx, f.meta, id, transaction.ConfirmPayment{PaymentID: card, GatewayRef: "gw-1"}); err != nil {
+		t.Fatalf("confirm after the deadline: %v", err)
+	}
+	f.advance(6 * time.Minute) // past the recheck
+	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep after the recheck: %d, %v", n, err)
+	}
+	f.process()
+	f.want("TEA", 3, 0)
+}
+
 // A checkout that reserved and then died (here: the reservation is made
 // directly, and CheckedOut never appended) leaves a draft holding units;
 // the deadline releases them.

@@ -26,11 +26,22 @@ const (
 	claimLease = time.Minute
 	// maxBackoff caps the wait before a failed deadline is tried again.
 	maxBackoff = 5 * time.Minute
+	// recheckPaying is when a sale past its deadline that holds a payment
+	// (see errHoldsPayment) is looked at again.
+	recheckPaying = 5 * time.Minute
 )
 
+// errHoldsPayment reports a sale pending payment past its deadline that
+// holds money: a settled part payment, or one awaiting its gateway. Voiding
+// it would lose that money (a confirmation would then be refused), so it
+// keeps its stock until it is paid, declined or voided by a person.
+var errHoldsPayment = errors.New("the sale holds a payment")
+
 // Sweeper acts on the stock process manager's deadlines past due: a sale
-// still pending payment is voided (its units then come back through the
-// process manager, and directly here as well), a draft left holding units by
+// still pending payment with no payment taken or awaited is voided (its
+// units then come back through the process manager, and directly here as
+// well), exactly as the sweeper saw it (If-Match: a payment landing meanwhile
+// wins); one holding a payment is looked at again every recheckPaying; a draft left holding units by
 // a checkout that failed half way releases them, and a sale that moved on
 // meanwhile gets what the process manager would have done (idempotently).
 //
@@ -108,7 +119,17 @@ func (s *Sweeper) Sweep(ctx context.Context) (int, error) {
 	done := 0
 	var errs []error
 	for _, d := range due {
-		if err := s.act(ctx, d); err != nil {
+		err := s.act(ctx, d)
+		if errors.Is(err, errHoldsPayment) {
+			s.Log.Info("stock deadline: the sale holds a payment; looking again later", "merchant", d.merchant, "transaction", d.id, "in", recheckPaying.String())
+			if _, err := s.Pool.Exec(ctx, `UPDATE process_deadlines SET due_at = $4, attempts = 0, last_error = NULL
+                WHERE merchant_id = $1 AND transaction_id = $2 AND revision = $3`,
+				d.merchant, d.id, d.revision, s.Now().UTC().Add(recheckPaying)); err != nil {
+				errs = append(errs, fmt.Errorf("sale %s: defer deadline: %w", d.id, err))
+			}
+			continue
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("sale %s: %w", d.id, err))
 			s.fail(ctx, d, err)
 			continue
@@ -141,13 +162,24 @@ func (s *Sweeper) act(ctx context.Context, d deadline) error {
 		// A checkout that reserved and then failed or died.
 		return h.AbandonCheckout(ctx, meta, d.id, d.branch, d.skus, "checkout abandoned")
 	case transaction.StatusPendingPayment:
-		_, _, err := h.VoidTransaction(ctx, meta, d.id, transaction.Void{Reason: "payment timeout: reservation released"})
-		if err != nil && !errors.Is(err, domain.ErrInvalidState) {
+		if t.Paid() > 0 || t.Pending() > 0 {
+			return errHoldsPayment
+		}
+		// Void the sale as loaded: a payment that lands meanwhile changes
+		// its version, and wins.
+		seen := t.Version()
+		voiding := meta
+		voiding.IfMatch = &seen
+		_, _, err := h.VoidTransaction(ctx, voiding, d.id, transaction.Void{Reason: "payment timeout: reservation released"})
+		if err != nil && !errors.Is(err, commands.ErrVersionMismatch) && !errors.Is(err, domain.ErrInvalidState) {
 			return err
 		}
-		// Voided now, or paid meanwhile: reload and settle what it is.
+		// Voided now, or changed meanwhile: reload and settle what it is.
 		if t, _, err = h.Transaction(ctx, meta, d.id); err != nil {
 			return err
+		}
+		if t.Status() == transaction.StatusPendingPayment {
+			return errHoldsPayment // a payment came in meanwhile
 		}
 	}
 	if t.Status() == transaction.StatusVoided {
