@@ -134,7 +134,7 @@ func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 		return nil // history from before stock was tracked
 	}
 	err := p.apply(ctx, tx, e)
-	if errors.Is(err, domain.ErrInvalid) {
+	if permanent(err) {
 		log := p.Log
 		if log == nil {
 			log = slog.Default()
@@ -144,6 +144,38 @@ func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 		return nil
 	}
 	return err
+}
+
+// permanent reports an error every part of which is domain.ErrInvalid. The
+// ledgers of a sale's SKUs fail one by one (their errors joined): one
+// invalid SKU beside a transient failure of another must be retried, or the
+// other SKU's units would be lost with the skipped event.
+func permanent(err error) bool {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		if _, ok := e.(*domain.ValidationError); e == domain.ErrInvalid || ok {
+			return true
+		}
+		if is, ok := e.(interface{ Is(error) bool }); ok && is.Is(domain.ErrInvalid) {
+			return true
+		}
+		if j, ok := e.(interface{ Unwrap() []error }); ok {
+			parts := j.Unwrap()
+			for _, part := range parts {
+				if !permanent(part) {
+					return false
+				}
+			}
+			return len(parts) > 0
+		}
+	}
+	return false
+}
+
+// releaseReason is why a void releases a sale's units, within what a ledger
+// takes (a void's reason may already be as long as that).
+func releaseReason(void string) string {
+	r := []rune("voided: " + void)
+	return string(r[:min(len(r), stock.MaxReasonLen)])
 }
 
 func (p *Stock) apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
@@ -197,7 +229,7 @@ func (p *Stock) apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 			return err
 		}
 		all := slices.Compact(slices.Sorted(slices.Values(append(reserved, skusOf(t)...))))
-		if err := p.Handlers.ReleaseReservations(ctx, op(meta, "release"), t.BranchID(), id, all, "voided: "+ev.Reason, 0, ev.At); err != nil {
+		if err := p.Handlers.ReleaseReservations(ctx, op(meta, "release"), t.BranchID(), id, all, releaseReason(ev.Reason), 0, ev.At); err != nil {
 			return err
 		}
 		if ev.PreviousStatus == transaction.StatusPaid {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -216,6 +217,27 @@ func TestVoidReleasesOrReturns(t *testing.T) {
 		if _, _, err := f.h.VoidTransaction(ctx, f.meta, id, transaction.Void{Reason: "customer left"}); err != nil {
 			t.Fatalf("void: %v", err)
 		}
+	}
+	f.process()
+	f.want("TEA", 10, 0)
+}
+
+// A void's reason may be as long as a ledger's reason may be: the release
+// the process manager derives from it must still fit, or the units of a
+// paid sale would never come back.
+func TestVoidWithTheLongestReasonReturnsUnits(t *testing.T) {
+	f := newFixture(t)
+	f.receive("TEA", 10, 100)
+	id, err := f.sale(map[string]int64{"TEA": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.pay(id)
+	f.process()
+	f.want("TEA", 7, 0)
+	reason := strings.Repeat("é", transaction.MaxReasonLen)
+	if _, _, err := f.h.VoidTransaction(context.Background(), f.meta, id, transaction.Void{Reason: reason}); err != nil {
+		t.Fatalf("void: %v", err)
 	}
 	f.process()
 	f.want("TEA", 10, 0)
