@@ -49,6 +49,14 @@ import (
 // command and storing its response leaves the claim, and once it is older
 // than claimLease a retry runs again: that window is the price of two stores.
 //
+// Every attempt of a keyed request names what it creates alike (idSeed,
+// commands.Meta.IDSeed): a sale, line, payment, refund or stock movement
+// the client left unnamed gets an id derived from the merchant, key and
+// request. Effects that outlive a failed attempt (a stock ledger, written
+// outside the request's transaction; anything on EventStoreDB) are then
+// recognised by a retry instead of repeated: a stock movement already made
+// changes nothing, a payment already made answers 409 already_exists.
+//
 // Keys are per merchant, not per user, so who may have a stored answer
 // replayed is checked first. Roles are checked by the routes, before this
 // middleware. A branch (a sale's, a ledger's) is known only to the command:
@@ -179,6 +187,22 @@ func (s *Server) PurgeKeys(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// idSeedKey is the context key of a keyed request's id seed.
+type idSeedKey struct{}
+
+// idSeedSpace is the UUID namespace of id seeds.
+var idSeedSpace = uuid.MustParse("0193a5c4-5eed-7000-8000-1de000000001")
+
+// idSeed is the commands.Meta.IDSeed of a request with an Idempotency-Key:
+// every attempt of the same request (merchant, key, method, path, body)
+// names the entities it creates alike, and another request under the same
+// key (refused with 422 while the key is kept) never meets them.
+func idSeed(merchant uuid.UUID, key string, hash []byte) uuid.UUID {
+	name := make([]byte, 0, len(merchant)+len(key)+1+len(hash))
+	name = append(append(append(append(name, merchant[:]...), key...), 0), hash...)
+	return uuid.NewSHA1(idSeedSpace, name)
+}
+
 // requestHash identifies a request for its key: method, path and body.
 func requestHash(r *http.Request, body []byte) []byte {
 	h := sha256.New()
@@ -219,6 +243,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		merchant := principalOf(r).MerchantID
 		hash := requestHash(r, body)
+		r = r.WithContext(context.WithValue(r.Context(), idSeedKey{}, idSeed(merchant, key, hash)))
 		if s.txStore != nil {
 			s.idempotentTx(w, r, next, merchant, key, hash, body)
 		} else {

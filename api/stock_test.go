@@ -1,12 +1,17 @@
 package api_test
 
 import (
+	"bytes"
+	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sync"
 	"testing"
 
 	"github.com/google/uuid"
+
+	"pos/commands"
 )
 
 // Fifty cashiers check out fifty sales of the last unit at once: exactly one
@@ -66,6 +71,58 @@ func TestLastUnitSellsOnce(t *testing.T) {
 	r := e.receiveStock(merchant, branch, "LAST", 1)
 	if on, res, av := r.num(t, "on_hand"), r.num(t, "reserved"), r.num(t, "available"); on != 2 || res != 1 || av != 1 {
 		t.Errorf("after the race and one more receipt: on hand %d reserved %d available %d, want 2, 1, 1", on, res, av)
+	}
+}
+
+// A ledger is written outside the request's transaction: concurrent copies
+// of one keyed stock command, naming no movement id, must still move the
+// stock once (the id comes from the key), in both key modes.
+func TestKeyedStockCommandsApplyOnce(t *testing.T) {
+	for _, noTx := range []bool{false, true} {
+		t.Run(fmt.Sprint("claim mode ", noTx), func(t *testing.T) {
+			e := newEnvWith(t, options{noTx: noTx})
+			merchant, b1, b2 := uuid.New(), uuid.New(), uuid.New()
+			manager := newUser(t, merchant, "MANAGER")
+			send := func(path, key string, body any) []resp {
+				const n = 8
+				out := make([]resp, n)
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				for i := range out {
+					wg.Go(func() {
+						<-start
+						out[i] = e.do(request{method: "POST", path: "/v1/stock/" + path, user: &manager, body: body, headers: map[string]string{"Idempotency-Key": key}})
+					})
+				}
+				close(start)
+				wg.Wait()
+				for i, r := range out {
+					if r.status != 201 || !bytes.Equal(r.body, out[0].body) {
+						t.Fatalf("%s copy %d: %d %s; first %d %s", path, i, r.status, r.body, out[0].status, out[0].body)
+					}
+				}
+				return out
+			}
+			send("receipts", "receive-1", map[string]any{"branch_id": b1, "sku": "MILK", "qty": 10, "unit_cost": 100})
+			send("adjustments", "adjust-1", map[string]any{"branch_id": b1, "sku": "MILK", "delta": -1, "reason": "broken"})
+			send("transfers", "transfer-1", map[string]any{"from_branch_id": b1, "to_branch_id": b2, "sku": "MILK", "qty": 4})
+			for _, c := range []struct {
+				branch uuid.UUID
+				want   []string
+			}{{b1, []string{"StockReceived", "StockAdjusted", "StockTransferredOut"}}, {b2, []string{"StockTransferredIn"}}} {
+				events, err := e.store.ReadStream(context.Background(), commands.StockStream(merchant, c.branch, "MILK"), 1, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var got []string
+				for _, ev := range events {
+					got = append(got, ev.Type)
+				}
+				if !slices.Equal(got, c.want) {
+					t.Errorf("branch %s ledger after each command sent 8 times with one key: %v, want %v", c.branch, got, c.want)
+				}
+			}
+		})
 	}
 }
 

@@ -19,6 +19,12 @@ import (
 
 // meta turns the authenticated caller and request headers into command
 // metadata. The merchant comes from the token only.
+// seedOf is the id seed the idempotency middleware gave r, if any.
+func seedOf(r *http.Request) uuid.UUID {
+	seed, _ := r.Context().Value(idSeedKey{}).(uuid.UUID)
+	return seed
+}
+
 func (s *Server) meta(r *http.Request) (commands.Meta, error) {
 	p := principalOf(r)
 	im, err := ifMatch(r)
@@ -42,6 +48,7 @@ func (s *Server) meta(r *http.Request) (commands.Meta, error) {
 		Role:          string(p.Role),
 		CorrelationID: correlation,
 		CausationID:   r.Header.Get("Idempotency-Key"),
+		IDSeed:        seedOf(r),
 		TraceParent:   traceparent,
 		TraceState:    tracestate,
 		BranchIDs:     p.BranchIDs,

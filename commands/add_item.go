@@ -11,7 +11,7 @@ import (
 // AddItem adds a line to a draft; a zero LineID is generated.
 func (h *Handlers) AddItem(ctx context.Context, meta Meta, id uuid.UUID, cmd transaction.AddItem) (*transaction.Transaction, Result, error) {
 	if cmd.LineID == uuid.Nil {
-		cmd.LineID = h.deps.NewID()
+		cmd.LineID = h.newID(meta, "line")
 	}
 	cmd.At = h.deps.Now()
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {

@@ -31,7 +31,7 @@ func (h *Handlers) AdjustStock(ctx context.Context, meta Meta, cmd AdjustStock) 
 		return nil, Result{}, err
 	}
 	if cmd.AdjustmentID == uuid.Nil {
-		cmd.AdjustmentID = h.deps.NewID()
+		cmd.AdjustmentID = h.newID(meta, "adjustment")
 	}
 	adjust := stock.Adjust{AdjustmentID: cmd.AdjustmentID, Delta: cmd.Delta, Reason: cmd.Reason, By: meta.Actor,
 		AllowNegative: negative, At: h.deps.Now()}

@@ -126,6 +126,23 @@ type Meta struct {
 	// redelivered source that decides the same events again appends
 	// nothing: the event store recognises the ids.
 	DeriveIDsFrom uuid.UUID
+	// IDSeed, when set, makes the ids a command generates for what the
+	// client left unnamed (a sale, line, payment, refund, receipt…)
+	// name-based UUIDs of it and the id's kind, instead of fresh ones. The
+	// API sets it from a request's Idempotency-Key and content, so a retry
+	// of that request names the same entities: a first attempt whose effects
+	// outlived its failure (a stock ledger appends outside the request's
+	// transaction; EventStoreDB has none) is then recognised, not repeated.
+	IDSeed uuid.UUID
+}
+
+// newID is the id a command gives an entity of kind the client did not
+// name (see Meta.IDSeed).
+func (h *Handlers) newID(meta Meta, kind string) uuid.UUID {
+	if meta.IDSeed != uuid.Nil {
+		return uuid.NewSHA1(meta.IDSeed, []byte(kind))
+	}
+	return h.deps.NewID()
 }
 
 // Result is where a command's events landed.

@@ -12,7 +12,7 @@ import (
 // RefundID is generated. The caller checks the role (MANAGER or ADMIN).
 func (h *Handlers) IssueRefund(ctx context.Context, meta Meta, id uuid.UUID, cmd transaction.Refund) (*transaction.Transaction, Result, error) {
 	if cmd.RefundID == uuid.Nil {
-		cmd.RefundID = h.deps.NewID()
+		cmd.RefundID = h.newID(meta, "refund")
 	}
 	cmd.At = h.deps.Now()
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {

@@ -31,7 +31,7 @@ func (h *Handlers) OpenTransaction(ctx context.Context, meta Meta, cmd OpenTrans
 		return nil, Result{}, err
 	}
 	if cmd.TransactionID == uuid.Nil {
-		cmd.TransactionID = h.deps.NewID()
+		cmd.TransactionID = h.newID(meta, "transaction")
 	}
 	currency := settings.Values().Currency
 	if cmd.Currency != "" {

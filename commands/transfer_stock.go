@@ -52,7 +52,7 @@ func (h *Handlers) TransferStock(ctx context.Context, meta Meta, cmd TransferSto
 		return Transfer{}, err
 	}
 	if cmd.TransferID == uuid.Nil {
-		cmd.TransferID = h.deps.NewID()
+		cmd.TransferID = h.newID(meta, "transfer")
 	}
 	out := stock.TransferOut{TransferID: cmd.TransferID, ToBranchID: cmd.ToBranchID, Qty: cmd.Qty,
 		AllowNegative: negative, By: meta.Actor, At: h.deps.Now()}
