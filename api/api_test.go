@@ -494,6 +494,67 @@ func TestPosSync(t *testing.T) {
 	}
 }
 
+// A sale rung up offline keeps the time it happened (occurred_at): its
+// events carry it, the store records when they arrived. A time in the
+// future or beyond the offline bound fails that command alone.
+func TestPosSyncKeepsWhenItHappened(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	id, branch := uuid.NewString(), uuid.New()
+	tx := "/v1/transactions/" + id
+	e.receiveStock(merchant, branch, "A", 1)
+	then := time.Now().UTC().Add(-26 * time.Hour).Truncate(time.Second)
+	batch := map[string]any{"commands": []map[string]any{
+		{"idempotency_key": "o1", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": branch, "transaction_id": id}, "occurred_at": then},
+		{"idempotency_key": "o2", "method": "POST", "path": tx + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 500}, "occurred_at": then.Add(time.Minute)},
+		{"idempotency_key": "o3", "method": "POST", "path": tx + "/checkout", "occurred_at": then.Add(2 * time.Minute)},
+		{"idempotency_key": "o4", "method": "POST", "path": tx + "/payments", "body": map[string]any{"method": "CASH", "amount": 500}, "occurred_at": then.Add(3 * time.Minute)},
+		{"idempotency_key": "o5", "method": "POST", "path": tx + "/complete", "occurred_at": time.Now().Add(time.Hour)},
+		{"idempotency_key": "o6", "method": "POST", "path": tx + "/complete", "occurred_at": time.Now().Add(-31 * 24 * time.Hour)},
+		{"idempotency_key": "o7", "method": "POST", "path": tx + "/complete"},
+	}}
+	r := must(t, e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: batch}), 200)
+	var got struct {
+		Results []struct {
+			Status int            `json:"status"`
+			Body   map[string]any `json:"body"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []int{201, 201, 200, 201, 400, 400, 200} {
+		if got.Results[i].Status != want {
+			t.Errorf("result %d: %d %v, want %d", i, got.Results[i].Status, got.Results[i].Body, want)
+		}
+	}
+	events, err := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(id)), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range events {
+		var at struct {
+			OpenedAt time.Time `json:"opened_at"`
+			At       time.Time `json:"at"`
+		}
+		if err := json.Unmarshal(ev.Data, &at); err != nil {
+			t.Fatal(err)
+		}
+		when := at.At
+		if ev.Type == "TransactionOpened" {
+			when = at.OpenedAt
+		}
+		offline := ev.Type != "TransactionCompleted"
+		if offline && (when.Before(then) || when.After(then.Add(3*time.Minute))) || !offline && when.Before(time.Now().Add(-time.Hour)) {
+			t.Errorf("%s at %s (offline from %s)", ev.Type, when, then)
+		}
+		if time.Since(ev.RecordedAt) > time.Hour {
+			t.Errorf("%s recorded at %s: the store records when it arrived", ev.Type, ev.RecordedAt)
+		}
+	}
+}
+
 func TestTelemetry(t *testing.T) {
 	tel, err := telemetry.New()
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 )
@@ -23,6 +24,26 @@ type syncCommand struct {
 	Method         string          `json:"method"`
 	Path           string          `json:"path"`
 	Body           json.RawMessage `json:"body,omitempty"`
+	// OccurredAt is when the terminal ran the command offline (RFC 3339);
+	// absent, the command happens now.
+	OccurredAt *time.Time `json:"occurred_at,omitempty"`
+}
+
+// Bounds of a sync command's occurred_at: a terminal's clock may run a
+// little ahead, and a terminal offline longer than maxOffline is more
+// likely a wrong clock than a sale.
+const (
+	maxClockSkew = 5 * time.Minute
+	maxOffline   = 30 * 24 * time.Hour
+)
+
+// occurredAtKey is the context key of a sync command's occurred_at.
+type occurredAtKey struct{}
+
+// occurredAt is the time a sync command ran offline, or zero.
+func occurredAt(r *http.Request) time.Time {
+	at, _ := r.Context().Value(occurredAtKey{}).(time.Time)
+	return at
 }
 
 type syncResult struct {
@@ -49,7 +70,7 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 		}
 		results := make([]syncResult, len(req.Commands))
 		for i, c := range req.Commands {
-			if p := checkSyncCommand(i, c); p != nil {
+			if p := checkSyncCommand(i, c, time.Now()); p != nil {
 				results[i] = s.syncFailure(c, p) // this one only: the rest still run
 				continue
 			}
@@ -69,8 +90,12 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 					sub.Header.Set(h, v)
 				}
 			}
+			ctx := context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())
+			if c.OccurredAt != nil {
+				ctx = context.WithValue(ctx, occurredAtKey{}, c.OccurredAt.UTC())
+			}
 			rec := newRecorder()
-			commands.ServeHTTP(rec, sub.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())))
+			commands.ServeHTTP(rec, sub.WithContext(ctx))
 			out := rec.body.Bytes()
 			if !json.Valid(out) {
 				out, _ = json.Marshal(string(out))
@@ -82,7 +107,7 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 }
 
 // checkSyncCommand refuses a command that is not one sync may replay.
-func checkSyncCommand(i int, c syncCommand) *Problem {
+func checkSyncCommand(i int, c syncCommand, now time.Time) *Problem {
 	field := func(name string) FieldError {
 		return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"}
 	}
@@ -93,6 +118,8 @@ func checkSyncCommand(i int, c syncCommand) *Problem {
 		return invalid("method must be POST, PUT or DELETE", field("method"))
 	case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
 		return invalid("path must be a /v1 command path", field("path"))
+	case c.OccurredAt != nil && (c.OccurredAt.After(now.Add(maxClockSkew)) || c.OccurredAt.Before(now.Add(-maxOffline))):
+		return invalid("occurred_at must be within the last 30 days and not in the future", FieldError{Field: fmt.Sprintf("commands[%d].occurred_at", i), Code: "out_of_range"})
 	}
 	return nil
 }

@@ -49,6 +49,7 @@ func (s *Server) meta(r *http.Request) (commands.Meta, error) {
 		CorrelationID: correlation,
 		CausationID:   r.Header.Get("Idempotency-Key"),
 		IDSeed:        seedOf(r),
+		At:            occurredAt(r),
 		TraceParent:   traceparent,
 		TraceState:    tracestate,
 		BranchIDs:     p.BranchIDs,

@@ -27,7 +27,7 @@ var errNotDraft = errors.New("commands: the sale is no longer a draft")
 // sale that is not a draft is not an error: there is nothing to do.
 func (h *Handlers) AbandonCheckout(ctx context.Context, meta Meta, id, branch uuid.UUID, skus []string, reason string) error {
 	meta = ledgerMeta(meta)
-	at := h.deps.Now()
+	at := h.now(meta)
 	_, res, err := h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		if t.Status() != transaction.StatusDraft {
 			return nil, errNotDraft

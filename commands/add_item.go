@@ -13,7 +13,7 @@ func (h *Handlers) AddItem(ctx context.Context, meta Meta, id uuid.UUID, cmd tra
 	if cmd.LineID == uuid.Nil {
 		cmd.LineID = h.newID(meta, "line")
 	}
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.AddItem(cmd)
 	})

@@ -13,7 +13,7 @@ func (h *Handlers) AddPayment(ctx context.Context, meta Meta, id uuid.UUID, cmd 
 	if cmd.PaymentID == uuid.Nil {
 		cmd.PaymentID = h.newID(meta, "payment")
 	}
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.AddPayment(cmd)
 	})

@@ -34,7 +34,7 @@ func (h *Handlers) AdjustStock(ctx context.Context, meta Meta, cmd AdjustStock) 
 		cmd.AdjustmentID = h.newID(meta, "adjustment")
 	}
 	adjust := stock.Adjust{AdjustmentID: cmd.AdjustmentID, Delta: cmd.Delta, Reason: cmd.Reason, By: meta.Actor,
-		AllowNegative: negative, At: h.deps.Now()}
+		AllowNegative: negative, At: h.now(meta)}
 	l, res, err := h.onLedger(ctx, meta, cmd.BranchID, cmd.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.Adjust(adjust)
 	})

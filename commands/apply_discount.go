@@ -13,7 +13,7 @@ func (h *Handlers) ApplyDiscount(ctx context.Context, meta Meta, id uuid.UUID, c
 	if cmd.DiscountID == uuid.Nil {
 		cmd.DiscountID = h.newID(meta, "discount")
 	}
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.ApplyDiscount(cmd)
 	})

@@ -27,7 +27,7 @@ var settingsKind = kind[*settings.Settings, settings.Event]{
 // the role and that the time zone exists). An identical change writes
 // nothing and answers the current version.
 func (h *Handlers) ChangeSettings(ctx context.Context, meta Meta, cmd settings.Change) (*settings.Settings, Result, error) {
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	cmd.By = meta.Actor
 	return execute(ctx, h, settingsKind, meta, meta.MerchantID.String(), func(s *settings.Settings) ([]settings.Event, error) {
 		return s.Change(cmd)

@@ -31,7 +31,7 @@ import (
 // crash in between leaves them held by a draft until the stock process
 // manager's reservation timeout releases them the same way.
 func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*transaction.Transaction, Result, error) {
-	cmd := transaction.Checkout{At: h.deps.Now()}
+	cmd := transaction.Checkout{At: h.now(meta)}
 	negative, err := h.allowNegativeStock(ctx, meta)
 	if err != nil {
 		return nil, Result{}, err

@@ -10,7 +10,7 @@ import (
 
 // CompleteTransaction closes a paid sale.
 func (h *Handlers) CompleteTransaction(ctx context.Context, meta Meta, id uuid.UUID) (*transaction.Transaction, Result, error) {
-	cmd := transaction.Complete{At: h.deps.Now()}
+	cmd := transaction.Complete{At: h.now(meta)}
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.Complete(cmd)
 	})

@@ -10,7 +10,7 @@ import (
 
 // ConfirmPayment records a gateway's confirmation of a pending payment.
 func (h *Handlers) ConfirmPayment(ctx context.Context, meta Meta, id uuid.UUID, cmd transaction.ConfirmPayment) (*transaction.Transaction, Result, error) {
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.ConfirmPayment(cmd)
 	})

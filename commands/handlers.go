@@ -134,6 +134,18 @@ type Meta struct {
 	// outlived its failure (a stock ledger appends outside the request's
 	// transaction; EventStoreDB has none) is then recognised, not repeated.
 	IDSeed uuid.UUID
+	// At, when set, is when the command happened, if not now: an offline
+	// terminal's time, carried by /v1/pos/sync, so a sale rung up offline
+	// falls on the business day it happened. Zero means Deps.Now.
+	At time.Time
+}
+
+// now is the command's time (see Meta.At).
+func (h *Handlers) now(meta Meta) time.Time {
+	if !meta.At.IsZero() {
+		return meta.At
+	}
+	return h.deps.Now()
 }
 
 // newID is the id a command gives an entity of kind the client did not

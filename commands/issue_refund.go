@@ -14,7 +14,7 @@ func (h *Handlers) IssueRefund(ctx context.Context, meta Meta, id uuid.UUID, cmd
 	if cmd.RefundID == uuid.Nil {
 		cmd.RefundID = h.newID(meta, "refund")
 	}
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.Refund(cmd)
 	})

@@ -49,7 +49,7 @@ func (h *Handlers) OpenTransaction(ctx context.Context, meta Meta, cmd OpenTrans
 		Currency:         currency,
 		PricesIncludeTax: settings.Values().PricesIncludeTax,
 		By:               meta.Actor,
-		At:               h.deps.Now(),
+		At:               h.now(meta),
 	}
 	return execute(ctx, h, transactionKind, meta, cmd.TransactionID.String(), func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.Open(open)

@@ -28,7 +28,7 @@ func (h *Handlers) ReceiveStock(ctx context.Context, meta Meta, cmd ReceiveStock
 	if cmd.ReceiptID == uuid.Nil {
 		cmd.ReceiptID = h.newID(meta, "receipt")
 	}
-	receive := stock.Receive{ReceiptID: cmd.ReceiptID, Qty: cmd.Qty, UnitCost: cmd.UnitCost, By: meta.Actor, At: h.deps.Now()}
+	receive := stock.Receive{ReceiptID: cmd.ReceiptID, Qty: cmd.Qty, UnitCost: cmd.UnitCost, By: meta.Actor, At: h.now(meta)}
 	return h.onLedger(ctx, meta, cmd.BranchID, cmd.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.Receive(receive)
 	})

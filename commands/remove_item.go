@@ -10,7 +10,7 @@ import (
 
 // RemoveItem removes a line from a draft.
 func (h *Handlers) RemoveItem(ctx context.Context, meta Meta, id uuid.UUID, cmd transaction.RemoveItem) (*transaction.Transaction, Result, error) {
-	cmd.At = h.deps.Now()
+	cmd.At = h.now(meta)
 	return h.onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
 		return t.RemoveItem(cmd)
 	})

@@ -55,7 +55,7 @@ func (h *Handlers) TransferStock(ctx context.Context, meta Meta, cmd TransferSto
 		cmd.TransferID = h.newID(meta, "transfer")
 	}
 	out := stock.TransferOut{TransferID: cmd.TransferID, ToBranchID: cmd.ToBranchID, Qty: cmd.Qty,
-		AllowNegative: negative, By: meta.Actor, At: h.deps.Now()}
+		AllowNegative: negative, By: meta.Actor, At: h.now(meta)}
 	from, res, err := h.onLedger(ctx, meta, cmd.FromBranchID, cmd.SKU, true, func(l *stock.Ledger) ([]stock.Event, error) {
 		return l.TransferOut(out)
 	})

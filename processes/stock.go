@@ -77,6 +77,10 @@ type Stock struct {
 	ActiveFrom time.Time
 	// Log receives the events it cannot act on; default slog.Default.
 	Log *slog.Logger
+	// Now is the clock a checkout's timeout counts from when the checkout
+	// itself is older (rung up offline, or applied late); default time.Now.
+	// It must be the Sweeper's clock.
+	Now func() time.Time
 }
 
 // Activate records, the first time it is called for name, that the process
@@ -171,6 +175,20 @@ func permanent(err error) bool {
 	return false
 }
 
+func (p *Stock) now() time.Time {
+	if p.Now == nil {
+		return time.Now()
+	}
+	return p.Now()
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // releaseReason is why a void releases a sale's units, within what a ledger
 // takes (a void's reason may already be as long as that).
 func releaseReason(void string) string {
@@ -206,7 +224,9 @@ func (p *Stock) apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 	}
 	switch ev := ev.(type) {
 	case transaction.CheckedOut:
-		return setDeadline(ctx, tx, merchant, id, t.BranchID(), skusOf(t), ev.At.Add(p.timeout()))
+		// The timeout counts from now when the checkout is older: one rung
+		// up offline (its At hours old) still gets the whole of it.
+		return setDeadline(ctx, tx, merchant, id, t.BranchID(), skusOf(t), later(ev.At, p.now()).Add(p.timeout()))
 	case transaction.TransactionPaid:
 		if err := p.Handlers.SellPaid(ctx, meta, t, ev.At); err != nil {
 			return err

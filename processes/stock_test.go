@@ -57,7 +57,7 @@ func newFixture(t *testing.T) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.pm = &processes.Stock{Handlers: f.h, Timeout: 30 * time.Minute, ActiveFrom: active}
+	f.pm = &processes.Stock{Handlers: f.h, Timeout: 30 * time.Minute, ActiveFrom: active, Now: f.clock}
 	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{MaxHandledPerRun: 1}, f.pm)
 	if err != nil {
 		t.Fatal(err)
@@ -294,6 +294,38 @@ func TestUnpaidSaleTimesOut(t *testing.T) {
 	f.want("TEA", 5, 0)
 	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 0 {
 		t.Fatalf("sweep again: %d, %v", n, err)
+	}
+}
+
+// A sale rung up offline hours ago and synced now gets the whole timeout
+// from now: its payment, synced right after, must not find it voided.
+func TestOfflineCheckoutGetsTheWholeTimeout(t *testing.T) {
+	f := newFixture(t)
+	f.receive("TEA", 5, 100)
+	ctx := context.Background()
+	offline := f.meta
+	offline.At = f.clock().Add(-3 * time.Hour)
+	sale, _, err := f.h.OpenTransaction(ctx, offline, commands.OpenTransaction{BranchID: f.branch})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.h.AddItem(ctx, offline, sale.ID(), transaction.AddItem{SKU: "TEA", Name: "TEA", Qty: 2, UnitPrice: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.h.Checkout(ctx, offline, sale.ID()); err != nil {
+		t.Fatal(err)
+	}
+	f.process()
+	f.advance(time.Minute)
+	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep a minute after the sync: %d, %v", n, err)
+	}
+	if s := f.status(sale.ID()); s != transaction.StatusPendingPayment {
+		t.Fatalf("status %s a minute after an offline checkout was synced, want pending_payment", s)
+	}
+	f.advance(30 * time.Minute)
+	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 1 {
+		t.Fatalf("sweep after the timeout: %d, %v", n, err)
 	}
 }
 
