@@ -156,6 +156,16 @@ type Options struct {
 	// NatsOptions are added to the subscriber's and dead-letter
 	// publisher's connections.
 	NatsOptions []nats.Option
+	// Heads, when set, reads the relay's published head of every partition
+	// (relay.PublishedHeads) for the tail check: every TailCheck, a
+	// partition whose checkpoint is behind its published head and has not
+	// moved since the last check is filled from the store up to the head.
+	// Without it a message the broker lost (JetStream syncs its disk only
+	// every few minutes, so a crash loses acknowledged messages) would be
+	// noticed only through the partition's next message, which a quiet
+	// merchant may not send for hours. TailCheck defaults to 10s.
+	Heads     func(context.Context) ([]eventstore.Position, error)
+	TailCheck time.Duration
 }
 
 // Consumer is a set of projector workers in one process; see the package
@@ -510,6 +520,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+	tctx, stopTails := context.WithCancel(ctx)
+	tails := make(chan struct{})
+	go func() { defer close(tails); c.checkTails(tctx) }()
+	defer func() { stopTails(); <-tails }()
 	select {
 	case err := <-errc:
 		c.closeClients()
@@ -520,6 +534,55 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	return c.shutdown(errc)
+}
+
+// checkTails runs the tail check (Options.Heads) every TailCheck until ctx
+// ends. Its failures are logged and the next check tries again.
+func (c *Consumer) checkTails(ctx context.Context) {
+	if c.opts.Heads == nil {
+		return
+	}
+	every := c.opts.TailCheck
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	stalled := map[int]eventstore.Position{} // behind at the last check, at this checkpoint
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		heads, err := c.opts.Heads(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.opts.Logger.Warn("projector tail check: reading the relay's heads failed; next check retries", "err", err)
+			}
+			continue
+		}
+		for p, head := range heads {
+			if p >= c.opts.Partitions {
+				break
+			}
+			cp, err := c.runner.Checkpoint(ctx, p)
+			if err != nil || !cp.Less(head) {
+				delete(stalled, p)
+				continue
+			}
+			if was, ok := stalled[p]; !ok || was != cp {
+				stalled[p] = cp // behind, but maybe its messages are on their way
+				continue
+			}
+			c.opts.Logger.Warn("projector tail check: partition behind the relay and not moving; filling it from the store",
+				"partition", p, "checkpoint", cp.String(), "published", head.String())
+			if err := c.runner.FillPartition(ctx, p, head); err != nil && ctx.Err() == nil {
+				c.opts.Logger.Error("projector tail check: fill failed; next check retries", "partition", p, "err", err)
+			}
+			delete(stalled, p)
+		}
+	}
 }
 
 // shutdown drains the subscriber's connection, then closes the router and

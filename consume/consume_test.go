@@ -291,6 +291,36 @@ func TestSkippedEventIsFilledFromTheStore(t *testing.T) {
 	e.checkSales([]*projtest.Sale{a, b})
 }
 
+// The last message of a partition, lost by the broker, is revealed by no
+// later message: the tail check finds the partition behind the relay's
+// published head and fills it from the store.
+func TestLostTailMessageIsFilledFromTheStore(t *testing.T) {
+	e := newEnv(t, natsURL)
+	m := projtest.NewID(t)
+	a := e.sale(m, "000-001")
+	events, err := e.db.Store.ReadStream(context.Background(), a.Stream, 1, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := events[len(events)-1].ID
+	var skipped sync.WaitGroup
+	skipped.Add(1)
+	var once sync.Once
+	e.relay(relay.Options{SkipEvent: func(ev eventstore.RecordedEvent) bool {
+		if ev.ID == lost {
+			once.Do(skipped.Done)
+			return true
+		}
+		return false
+	}})
+	e.consumer(consume.Options{TailCheck: 100 * time.Millisecond, Heads: func(ctx context.Context) ([]eventstore.Position, error) {
+		return relay.PublishedHeads(ctx, e.db.Pool, relay.DefaultName, partitions)
+	}})
+	skipped.Wait()
+	e.waitApplied(20 * time.Second)
+	e.checkSales([]*projtest.Sale{a})
+}
+
 func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
 	e := newEnv(t, natsURL)
 	m := projtest.NewID(t)

@@ -537,6 +537,21 @@ func (r *Runner) Stored(ctx context.Context, e eventstore.RecordedEvent) (bool, 
 	return len(got) == 1 && got[0].ID == e.ID && got[0].Version == e.Version, nil
 }
 
+// Checkpoint returns how far every projector of the Runner has applied
+// partition: the smallest of their checkpoints (Start when one has none).
+func (r *Runner) Checkpoint(ctx context.Context, partition int) (eventstore.Position, error) {
+	return r.minCheckpoint(ctx, partition)
+}
+
+// FillPartition applies, from the store's feed, the events of partition
+// after its checkpoints up to upTo: for a partition whose last messages the
+// broker lost, which no later message will reveal (see consume's tail
+// check). It is safe beside deliveries of the same partition, in this
+// process or another: effects stay exactly once.
+func (r *Runner) FillPartition(ctx context.Context, partition int, upTo eventstore.Position) error {
+	return r.fillPartition(ctx, partition, upTo)
+}
+
 // Committed returns the greatest position this Runner itself committed in
 // partition: every event of the partition up to it has been applied. It
 // reports false before the Runner committed anything there.

@@ -324,6 +324,36 @@ func (l *leader) load(ctx context.Context) error {
 	return nil
 }
 
+// PublishedHeads reads, from relay name's checkpoint, the position of the
+// last event the relay published in each of partitions (Start for one it
+// published nothing in, or when it used another partition count). Every
+// event up to a partition's head was acknowledged by the broker.
+func PublishedHeads(ctx context.Context, db projections.Querier, name string, partitions int) ([]eventstore.Position, error) {
+	heads := make([]eventstore.Position, partitions)
+	var n int
+	var raw []byte
+	err := db.QueryRow(ctx, "SELECT partitions, partition_heads FROM relay_checkpoints WHERE name = $1", name).Scan(&n, &raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return heads, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("relay: read partition heads: %w", err)
+	}
+	if n != partitions {
+		return heads, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("relay: checkpoint partition heads: %w", err)
+	}
+	for i := range heads {
+		if p, err := eventstore.ParsePosition(m[strconv.Itoa(i)]); err == nil {
+			heads[i] = p
+		}
+	}
+	return heads, nil
+}
+
 // watch checks the lock connection every LockCheck and cancels the
 // leadership when it is gone: the session, and so the lock, may be too.
 func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {

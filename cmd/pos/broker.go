@@ -57,6 +57,14 @@ type worker struct {
 	maxAckPending int
 }
 
+// publishedHeads reads the default relay's partition heads on pool, for the
+// consumers' tail check (consume.Options.Heads).
+func publishedHeads(pool *pgxpool.Pool, partitions int) func(context.Context) ([]eventstore.Position, error) {
+	return func(ctx context.Context) ([]eventstore.Position, error) {
+		return relay.PublishedHeads(ctx, pool, relay.DefaultName, partitions)
+	}
+}
+
 // startProjections keeps the workers' runners fed until ctx ends, as
 // POS_READ_SIDE says: "inprocess", each runner follows the store's feed in
 // this process (followProjections); otherwise the relay publishes the feed
@@ -112,7 +120,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	}
 	consumers := make([]*consume.Consumer, len(workers))
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending}
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions)}
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
 			for _, c := range consumers[:i] {
 				c.Close()
@@ -129,7 +137,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		}
 	})
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending}
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions)}
 		wg.Go(func() {
 			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
 		})
