@@ -50,6 +50,9 @@ type config struct {
 	// long a sale may hold reserved stock unpaid before the stock process
 	// manager voids it and releases the units. Default 30m.
 	ReservationTimeout time.Duration
+	// MetricsAddr (POS_METRICS_ADDR) is where `pos projector` serves
+	// /metrics and /healthz. Default 127.0.0.1:9464.
+	MetricsAddr string
 }
 
 // Values of config.Cache.
@@ -75,6 +78,10 @@ const devJWTSecret = "pos-development-secret-do-not-use-in-production"
 // defaultAnchorInterval is how often serve anchors stream heads when
 // POS_ANCHOR_INTERVAL is unset or unreadable.
 const defaultAnchorInterval = time.Minute
+
+// defaultMetricsAddr is where `pos projector` serves /metrics and /healthz
+// unless POS_METRICS_ADDR says otherwise (serve answers them on POS_ADDR).
+const defaultMetricsAddr = "127.0.0.1:9464"
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/pos?sslmode=disable"
 
@@ -122,5 +129,6 @@ func loadConfig(getenv func(string) string) config {
 		NATSPort: natsPort,
 
 		ReservationTimeout: reservation,
+		MetricsAddr:        get("POS_METRICS_ADDR", defaultMetricsAddr),
 	}
 }

@@ -3,9 +3,12 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"time"
 
-	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/sync/errgroup"
 
 	"pos/api"
@@ -33,14 +36,30 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	var meter, procMeter metric.Meter
-	opts := projections.Options{}
-	if tel, err := telemetry.New(); err == nil {
-		defer func() { _ = tel.Shutdown(context.Background()) }()
-		meter = tel.Meter("pos/consume")
-		opts.Meter = tel.Meter("pos/projections")
-		procMeter = tel.Meter("pos/processes")
+	tel, err := telemetry.New()
+	if err != nil {
+		return fmt.Errorf("projector: telemetry: %w", err)
 	}
+	defer func() { _ = tel.Shutdown(context.Background()) }()
+	meter, procMeter := tel.Meter("pos/consume"), tel.Meter("pos/processes")
+	opts := projections.Options{Meter: tel.Meter("pos/projections")}
+	// The workers' metrics (lag, dead letters, conflicts) are scraped here;
+	// a port taken by another worker on the host is an error, not silence.
+	ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	if err != nil {
+		return fmt.Errorf("projector: POS_METRICS_ADDR: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", tel.MetricsHandler())
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
+	metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("projector: metrics server stopped", "err", err)
+		}
+	}()
+	defer func() { _ = metricsSrv.Close() }()
+	log.Info("projector metrics", "addr", ln.Addr().String())
 	// The workers invalidate the cache of what they apply, as serve's do;
 	// its client closes after they have stopped (they finish the messages
 	// they hold first, see consume.Run).
