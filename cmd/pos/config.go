@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -76,7 +78,7 @@ const devCursorKey = "pos-development-cursor-key-do-not-use-in-production"
 const devJWTSecret = "pos-development-secret-do-not-use-in-production"
 
 // defaultAnchorInterval is how often serve anchors stream heads when
-// POS_ANCHOR_INTERVAL is unset or unreadable.
+// POS_ANCHOR_INTERVAL is unset.
 const defaultAnchorInterval = time.Minute
 
 // defaultMetricsAddr is where `pos projector` serves /metrics and /healthz
@@ -85,28 +87,36 @@ const defaultMetricsAddr = "127.0.0.1:9464"
 
 const defaultDatabaseURL = "postgres://postgres@127.0.0.1:5432/pos?sslmode=disable"
 
-func loadConfig(getenv func(string) string) config {
+// loadConfig reads the environment; a variable set to a value it cannot
+// use is an error naming it, never a silent default.
+func loadConfig(getenv func(string) string) (config, error) {
 	get := func(key, def string) string {
 		if v := getenv(key); v != "" {
 			return v
 		}
 		return def
 	}
-	grace, err := strconv.Atoi(get("POS_SHUTDOWN_GRACE_SECONDS", "10"))
-	if err != nil || grace < 0 {
-		grace = 10
+	var errs []error
+	number := func(key, def string, lo, hi int) int {
+		n, err := strconv.Atoi(get(key, def))
+		if err != nil || n < lo || n > hi {
+			errs = append(errs, fmt.Errorf("%s=%q: want a whole number from %d to %d", key, getenv(key), lo, hi))
+		}
+		return n
 	}
-	anchorEvery, err := time.ParseDuration(get("POS_ANCHOR_INTERVAL", "1m"))
-	if err != nil || anchorEvery < 0 {
-		anchorEvery = defaultAnchorInterval
+	duration := func(key string, def time.Duration, zeroOK bool) time.Duration {
+		d, err := time.ParseDuration(get(key, def.String()))
+		if err != nil || d < 0 || d == 0 && !zeroOK {
+			errs = append(errs, fmt.Errorf("%s=%q: want a Go duration such as %s", key, getenv(key), def))
+		}
+		return d
 	}
-	natsPort, err := strconv.Atoi(get("POS_NATS_PORT", "0"))
-	if err != nil || natsPort < 0 || natsPort > 65535 {
-		natsPort = 0
-	}
-	reservation, err := time.ParseDuration(get("POS_RESERVATION_TIMEOUT", "30m"))
-	if err != nil || reservation <= 0 {
-		reservation = processes.DefaultReservationTimeout
+	grace := number("POS_SHUTDOWN_GRACE_SECONDS", "10", 0, 3600)
+	anchorEvery := duration("POS_ANCHOR_INTERVAL", defaultAnchorInterval, true)
+	natsPort := number("POS_NATS_PORT", "0", 0, 65535)
+	reservation := duration("POS_RESERVATION_TIMEOUT", processes.DefaultReservationTimeout, false)
+	if err := errors.Join(errs...); err != nil {
+		return config{}, err
 	}
 	return config{
 		Addr:          get("POS_ADDR", "127.0.0.1:8080"),
@@ -130,5 +140,5 @@ func loadConfig(getenv func(string) string) config {
 
 		ReservationTimeout: reservation,
 		MetricsAddr:        get("POS_METRICS_ADDR", defaultMetricsAddr),
-	}
+	}, nil
 }

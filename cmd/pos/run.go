@@ -52,7 +52,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprint(stderr, usage)
 		return errors.New("no command given")
 	}
-	cfg := loadConfig(getenv)
+	cfg, err := loadConfig(getenv)
+	if err != nil {
+		return err
+	}
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, nil)))
 	switch args[0] {
 	case "serve":

@@ -112,3 +112,26 @@ func TestVerifyRefusesAMalformedMerchant(t *testing.T) {
 		t.Fatalf("verify -merchant acme: err = %v, want a refusal", err)
 	}
 }
+
+// A variable set to a value the service cannot use stops it with the
+// variable's name, rather than run on a default the operator did not ask for.
+func TestUnusableConfigurationIsRefused(t *testing.T) {
+	for _, c := range []struct{ name, value string }{
+		{"POS_RESERVATION_TIMEOUT", "30"},
+		{"POS_RESERVATION_TIMEOUT", "0s"},
+		{"POS_ANCHOR_INTERVAL", "-1m"},
+		{"POS_SHUTDOWN_GRACE_SECONDS", "ten"},
+		{"POS_NATS_PORT", "70000"},
+	} {
+		t.Run(c.name+"="+c.value, func(t *testing.T) {
+			var out bytes.Buffer
+			err := run(context.Background(), []string{"migrate"}, env(map[string]string{c.name: c.value}), &out, &out)
+			if err == nil || !strings.Contains(err.Error(), c.name) {
+				t.Fatalf("%s=%s: %v, want an error naming it", c.name, c.value, err)
+			}
+		})
+	}
+	if _, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m"})); err != nil {
+		t.Fatalf("usable values refused: %v", err)
+	}
+}
