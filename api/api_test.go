@@ -618,6 +618,34 @@ func TestConcurrencyConflictAfterRetries(t *testing.T) {
 	t.Fatal("no concurrency_conflict answer seen")
 }
 
+// A failed precondition changes nothing: a checkout with a stale If-Match
+// reserves no stock (Checkout reserves while deciding) and leaves the sale
+// at its version.
+func TestStaleIfMatchCheckoutChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	merchant := uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	s := e.open(&u, uuid.New())
+	s.addItem(1, 1000)
+	s.stockUp()
+	r := e.do(request{method: "POST", path: s.path("/checkout"), user: &u, body: `{}`, headers: map[string]string{"If-Match": `"1"`}})
+	if r.status != 412 || r.code(t) != "version_mismatch" {
+		t.Fatalf("stale If-Match checkout: %d %s", r.status, r.body)
+	}
+	ctx := context.Background()
+	sale, err := e.store.ReadStream(ctx, commands.TransactionStream(merchant, uuid.MustParse(s.id)), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ledger, err := e.store.ReadStream(ctx, commands.StockStream(merchant, s.branch, "TEA"), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sale) != 2 || len(ledger) != 1 {
+		t.Fatalf("after a 412: the sale has %d events (want 2: opened, item), its ledger %d (want 1: the receipt)", len(sale), len(ledger))
+	}
+}
+
 // Keys are per merchant: a stored answer must not reach a caller who may
 // not send the command (a role checked by the route, in both key modes; a
 // branch checked by the command, on PostgreSQL).

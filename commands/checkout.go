@@ -40,7 +40,11 @@ func (h *Handlers) Checkout(ctx context.Context, meta Meta, id uuid.UUID) (*tran
 	reserved := map[string]int64{} // every SKU any attempt reserved
 	// Reserving is an effect of deciding: decide on the sale as stored.
 	t, res, err := h.confirming().onTransaction(ctx, meta, id, func(t *transaction.Transaction) ([]transaction.Event, error) {
-		// Refuse what the checkout itself would refuse before reserving.
+		// Refuse what the checkout itself would refuse before reserving:
+		// a stale If-Match too, which execute checks only after deciding.
+		if meta.IfMatch != nil && *meta.IfMatch != t.Version() {
+			return nil, ErrVersionMismatch
+		}
 		events, err := t.Checkout(cmd)
 		if err != nil {
 			return nil, err

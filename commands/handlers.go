@@ -267,6 +267,8 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		return zero
 	}
 	version := k.version(agg)
+	// decide must have no effects of its own (one that has, Checkout's,
+	// checks If-Match before them).
 	events, err := decide(agg)
 	// A stale If-Match answers 412 rather than what the command decided,
 	// unless the caller may not see the aggregate at all (RFC 9110 checks

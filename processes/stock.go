@@ -273,7 +273,8 @@ func (p *Stock) applyStock(ctx context.Context, tx pgx.Tx, meta commands.Meta, e
 	}
 	switch ev := ev.(type) {
 	case stock.StockReserved:
-		return addDeadlineSKU(ctx, tx, ev.MerchantID, ev.TransactionID, ev.BranchID, ev.SKU, ev.At.Add(p.timeout()))
+		// From now when the reservation is older (see CheckedOut).
+		return addDeadlineSKU(ctx, tx, ev.MerchantID, ev.TransactionID, ev.BranchID, ev.SKU, later(ev.At, p.now()).Add(p.timeout()))
 	case stock.StockTransferredOut:
 		_, _, err := p.Handlers.CompleteTransfer(ctx, meta, ev)
 		return err

@@ -315,6 +315,18 @@ func TestOfflineCheckoutGetsTheWholeTimeout(t *testing.T) {
 	if _, _, err := f.h.Checkout(ctx, offline, sale.ID()); err != nil {
 		t.Fatal(err)
 	}
+	// The reservation alone (its CheckedOut not applied yet) arms the
+	// deadline too: it must count from now as well.
+	ledger, err := f.env.Store.ReadStream(ctx, commands.StockStream(f.meta.MerchantID, f.branch, "TEA"), 1, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.runner.Handle(ctx, ledger[len(ledger)-1:]); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 0 {
+		t.Fatalf("sweep with only the offline reservation applied: %d, %v", n, err)
+	}
 	f.process()
 	f.advance(time.Minute)
 	if n, err := f.sweeper().Sweep(ctx); err != nil || n != 0 {
