@@ -513,6 +513,7 @@ func TestPosSyncKeepsWhenItHappened(t *testing.T) {
 		{"idempotency_key": "o5", "method": "POST", "path": tx + "/complete", "occurred_at": time.Now().Add(time.Hour)},
 		{"idempotency_key": "o6", "method": "POST", "path": tx + "/complete", "occurred_at": time.Now().Add(-31 * 24 * time.Hour)},
 		{"idempotency_key": "o7", "method": "POST", "path": tx + "/complete"},
+		{"idempotency_key": "o8", "method": "POST", "path": "/v1/stock/receipts", "body": map[string]any{"branch_id": branch, "sku": "A", "qty": 1, "unit_cost": 1}, "occurred_at": then},
 	}}
 	r := must(t, e.do(request{method: "POST", path: "/v1/pos/sync", user: &u, body: batch}), 200)
 	var got struct {
@@ -524,7 +525,7 @@ func TestPosSyncKeepsWhenItHappened(t *testing.T) {
 	if err := json.Unmarshal(r.body, &got); err != nil {
 		t.Fatal(err)
 	}
-	for i, want := range []int{201, 201, 200, 201, 400, 400, 200} {
+	for i, want := range []int{201, 201, 200, 201, 400, 400, 200, 400} {
 		if got.Results[i].Status != want {
 			t.Errorf("result %d: %d %v, want %d", i, got.Results[i].Status, got.Results[i].Body, want)
 		}
