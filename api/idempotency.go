@@ -55,7 +55,9 @@ import (
 // request. Effects that outlive a failed attempt (a stock ledger, written
 // outside the request's transaction; anything on EventStoreDB) are then
 // recognised by a retry instead of repeated: a stock movement already made
-// changes nothing, a payment already made answers 409 already_exists.
+// changes nothing, a payment already made answers 409 already_exists. A key
+// therefore names one operation for good: the same key and request sent
+// again after the key's record was purged is taken as that operation too.
 //
 // Keys are per merchant, not per user, so who may have a stored answer
 // replayed is checked first. Roles are checked by the routes, before this
