@@ -567,6 +567,9 @@ func (c *Consumer) checkTails(ctx context.Context) {
 				break
 			}
 			cp, err := c.runner.Checkpoint(ctx, p)
+			if err != nil && ctx.Err() == nil {
+				c.opts.Logger.Warn("projector tail check: reading a checkpoint failed; next check retries", "partition", p, "err", err)
+			}
 			if err != nil || !cp.Less(head) {
 				delete(stalled, p)
 				continue
