@@ -263,6 +263,27 @@ func TestRelayToReadModelThroughNATS(t *testing.T) {
 	e.checkSales(sales)
 }
 
+// relayLosingLastEventOf starts a relay that does not publish s's last
+// event, as if the broker lost it; the channel closes once it has skipped it.
+func (e *env) relayLosingLastEventOf(s *projtest.Sale) <-chan struct{} {
+	e.t.Helper()
+	events, err := e.db.Store.ReadStream(context.Background(), s.Stream, 1, 100)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	lost := events[len(events)-1].ID
+	skipped := make(chan struct{})
+	var once sync.Once
+	e.relay(relay.Options{SkipEvent: func(ev eventstore.RecordedEvent) bool {
+		if ev.ID == lost {
+			once.Do(func() { close(skipped) })
+			return true
+		}
+		return false
+	}})
+	return skipped
+}
+
 func TestSkippedEventIsFilledFromTheStore(t *testing.T) {
 	e := newEnv(t, natsURL)
 	m := projtest.NewID(t)
@@ -270,23 +291,9 @@ func TestSkippedEventIsFilledFromTheStore(t *testing.T) {
 	b := e.sale(m, "000-002")
 	// Lose a's last event (Completed): the next message of the partition,
 	// b's first, is of another stream, so only PrevPosition reveals it.
-	aEvents, err := e.db.Store.ReadStream(context.Background(), a.Stream, 1, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost := aEvents[len(aEvents)-1].ID
-	var skipped sync.WaitGroup
-	skipped.Add(1)
-	var once sync.Once
-	e.relay(relay.Options{SkipEvent: func(ev eventstore.RecordedEvent) bool {
-		if ev.ID == lost {
-			once.Do(skipped.Done)
-			return true
-		}
-		return false
-	}})
+	skipped := e.relayLosingLastEventOf(a)
 	e.consumer(consume.Options{})
-	skipped.Wait()
+	<-skipped
 	e.waitApplied(20 * time.Second)
 	e.checkSales([]*projtest.Sale{a, b})
 }
@@ -298,25 +305,11 @@ func TestLostTailMessageIsFilledFromTheStore(t *testing.T) {
 	e := newEnv(t, natsURL)
 	m := projtest.NewID(t)
 	a := e.sale(m, "000-001")
-	events, err := e.db.Store.ReadStream(context.Background(), a.Stream, 1, 100)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lost := events[len(events)-1].ID
-	var skipped sync.WaitGroup
-	skipped.Add(1)
-	var once sync.Once
-	e.relay(relay.Options{SkipEvent: func(ev eventstore.RecordedEvent) bool {
-		if ev.ID == lost {
-			once.Do(skipped.Done)
-			return true
-		}
-		return false
-	}})
+	skipped := e.relayLosingLastEventOf(a)
 	e.consumer(consume.Options{TailCheck: 100 * time.Millisecond, Heads: func(ctx context.Context) ([]eventstore.Position, error) {
 		return relay.PublishedHeads(ctx, e.db.Pool, relay.DefaultName, partitions)
 	}})
-	skipped.Wait()
+	<-skipped
 	e.waitApplied(20 * time.Second)
 	e.checkSales([]*projtest.Sale{a})
 }

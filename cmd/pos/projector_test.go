@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -17,12 +16,7 @@ import (
 // stops cleanly with its context.
 func TestProjectorServesItsMetrics(t *testing.T) {
 	url := pgtest.NewEmptyDatabase(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := freeAddr(t)
 	vars := map[string]string{"DATABASE_URL": url, "NATS_URL": "nats://127.0.0.1:4222", "POS_METRICS_ADDR": addr, "REDIS_URL": "redis://127.0.0.1:6379/0"}
 	logs := &testlog.Buffer{}
 	if err := run(context.Background(), []string{"migrate"}, env(vars), logs, logs); err != nil {

@@ -17,6 +17,17 @@ import (
 	"pos/internal/testlog"
 )
 
+// freeAddr is a loopback address no one listened on a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
 // `serve` stopped in the middle of a sales load (the signal comes while
 // requests run and the read side's workers hold messages, the process
 // manager's stock commands among them) shuts down cleanly: it returns nil
@@ -24,12 +35,7 @@ import (
 // the cache and the embedded NATS server they use are closed.
 func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
 	url := pgtest.NewEmptyDatabase(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	_ = ln.Close()
+	addr := freeAddr(t)
 	vars := map[string]string{
 		"DATABASE_URL": url,
 		"POS_ADDR":     addr,
