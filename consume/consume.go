@@ -82,6 +82,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
 	"pos/eventstore"
@@ -185,6 +186,10 @@ type Consumer struct {
 	counter metric.Int64Counter
 	ready   chan struct{}
 	closed  sync.Once
+	// stalledSince holds, per partition, since when the tail check has seen
+	// it behind the relay without moving (see pos.projection.stalled).
+	stalledMu    sync.Mutex
+	stalledSince map[int]time.Time
 }
 
 // DeadLetterTopic returns the dead-letter topic of prefix.
@@ -256,6 +261,17 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 			return nil, fmt.Errorf("consume: counter: %w", err)
 		}
 		c.counter = ctr
+		if opts.Heads != nil {
+			durable := metric.WithAttributes(attribute.String("durable", opts.Durable))
+			if _, err := opts.Meter.Float64ObservableGauge("pos.projection.stalled", metric.WithUnit("s"),
+				metric.WithDescription("How long the longest-stalled partition has been behind the relay without applying anything (tail check; 0 when none)"),
+				metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
+					o.Observe(c.stalled().Seconds(), durable)
+					return nil
+				})); err != nil {
+				return nil, fmt.Errorf("consume: gauge: %w", err)
+			}
+		}
 	}
 
 	// The subscriber's connection is ours to drain (see Run). The drain is
@@ -536,6 +552,34 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return c.shutdown(errc)
 }
 
+// stalled is how long the longest-stalled partition has been behind.
+func (c *Consumer) stalled() time.Duration {
+	c.stalledMu.Lock()
+	defer c.stalledMu.Unlock()
+	var longest time.Duration
+	for _, since := range c.stalledSince {
+		longest = max(longest, time.Since(since))
+	}
+	return longest
+}
+
+// noteStalled records partition p as stalled since the check before this
+// one, or (stalled false) as moving.
+func (c *Consumer) noteStalled(p int, stalled bool, since time.Time) {
+	c.stalledMu.Lock()
+	defer c.stalledMu.Unlock()
+	if !stalled {
+		delete(c.stalledSince, p)
+		return
+	}
+	if c.stalledSince == nil {
+		c.stalledSince = map[int]time.Time{}
+	}
+	if _, ok := c.stalledSince[p]; !ok {
+		c.stalledSince[p] = since
+	}
+}
+
 // checkTails runs the tail check (Options.Heads) every TailCheck until ctx
 // ends. Its failures are logged and the next check tries again.
 func (c *Consumer) checkTails(ctx context.Context) {
@@ -548,13 +592,18 @@ func (c *Consumer) checkTails(ctx context.Context) {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
-	stalled := map[int]eventstore.Position{} // behind at the last check, at this checkpoint
+	type behind struct {
+		at   eventstore.Position // the checkpoint it was behind at
+		seen time.Time           // the check that saw it
+	}
+	stalled := map[int]behind{} // behind at the last check
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		now := time.Now()
 		heads, err := c.opts.Heads(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -572,18 +621,23 @@ func (c *Consumer) checkTails(ctx context.Context) {
 			}
 			if err != nil || !cp.Less(head) {
 				delete(stalled, p)
+				c.noteStalled(p, false, now)
 				continue
 			}
-			if was, ok := stalled[p]; !ok || was != cp {
-				stalled[p] = cp // behind, but maybe its messages are on their way
+			was, ok := stalled[p]
+			if !ok || was.at != cp {
+				stalled[p] = behind{at: cp, seen: now} // behind, but maybe its messages are on their way
+				c.noteStalled(p, false, now)
 				continue
 			}
+			c.noteStalled(p, true, was.seen)
 			c.opts.Logger.Warn("projector tail check: partition behind the relay and not moving; filling it from the store",
 				"partition", p, "checkpoint", cp.String(), "published", head.String())
 			if err := c.runner.FillPartition(ctx, p, head); err != nil && ctx.Err() == nil {
 				c.opts.Logger.Error("projector tail check: fill failed; next check retries", "partition", p, "err", err)
 			}
-			delete(stalled, p)
+			// Kept: a fill that moved the checkpoint resets it at the next
+			// check, one that did not (a held partition) is retried there.
 		}
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"pos/consume"
 	"pos/domain/transaction"
@@ -312,6 +314,43 @@ func TestLostTailMessageIsFilledFromTheStore(t *testing.T) {
 	<-skipped
 	e.waitApplied(20 * time.Second)
 	e.checkSales([]*projtest.Sale{a})
+}
+
+// A partition that stays behind the relay's head without moving (here a
+// head the store cannot reach, so every fill fails) shows in
+// pos.projection.stalled, growing from one check to the next.
+func TestStalledPartitionShowsInItsGauge(t *testing.T) {
+	e := newEnv(t, natsURL)
+	reader := sdkmetric.NewManualReader()
+	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
+	far := eventstore.Position{Major: 1 << 40}
+	e.consumer(consume.Options{Meter: meter, TailCheck: 50 * time.Millisecond, Heads: func(context.Context) ([]eventstore.Position, error) {
+		heads := make([]eventstore.Position, partitions)
+		heads[3] = far
+		return heads, nil
+	}})
+	stalled := func() float64 {
+		var rm metricdata.ResourceMetrics
+		if err := reader.Collect(context.Background(), &rm); err != nil {
+			t.Fatal(err)
+		}
+		for _, sm := range rm.ScopeMetrics {
+			for _, m := range sm.Metrics {
+				if g, ok := m.Data.(metricdata.Gauge[float64]); ok && m.Name == "pos.projection.stalled" && len(g.DataPoints) == 1 {
+					return g.DataPoints[0].Value
+				}
+			}
+		}
+		t.Fatal("no pos.projection.stalled gauge")
+		return 0
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for stalled() < 0.2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pos.projection.stalled %.3f s after 10 s of a stalled partition", stalled())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {
