@@ -61,8 +61,8 @@
 // dead-lettering would only send the partition's next messages after it,
 // and skipping it would leave the read models silently wrong. Its partition
 // holds instead: the message is retried and redelivered, each failure
-// logged, and the partition's lag grows (pos_projection_lag_seconds;
-// X-Min-Position reads answer 503) until a release that applies it is
+// logged, and the partition stalls (pos_projection_stalled_seconds grows,
+// with Options.Heads; X-Min-Position reads answer 503) until a release that applies it is
 // deployed. The other partitions go on. A refused message whose event the
 // store does not hold (another environment's, one from before a restore)
 // is poison, and is dead-lettered.
