@@ -190,6 +190,7 @@ type Consumer struct {
 	// it behind the relay without moving (see pos.projection.stalled).
 	stalledMu    sync.Mutex
 	stalledSince map[int]time.Time
+	stalledGauge metric.Float64ObservableGauge
 }
 
 // DeadLetterTopic returns the dead-letter topic of prefix.
@@ -262,13 +263,9 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 		}
 		c.counter = ctr
 		if opts.Heads != nil {
-			durable := metric.WithAttributes(attribute.String("durable", opts.Durable))
-			if _, err := opts.Meter.Float64ObservableGauge("pos.projection.stalled", metric.WithUnit("s"),
-				metric.WithDescription("How long the longest-stalled partition has been behind the relay without applying anything (tail check; 0 when none)"),
-				metric.WithFloat64Callback(func(_ context.Context, o metric.Float64Observer) error {
-					o.Observe(c.stalled().Seconds(), durable)
-					return nil
-				})); err != nil {
+			// Observed while Run runs (see observeStalled).
+			if c.stalledGauge, err = opts.Meter.Float64ObservableGauge("pos.projection.stalled", metric.WithUnit("s"),
+				metric.WithDescription("How long the longest-stalled partition has been behind the relay without applying anything (tail check; 0 when none)")); err != nil {
 				return nil, fmt.Errorf("consume: gauge: %w", err)
 			}
 		}
@@ -536,6 +533,11 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 	}
+	if unregister, err := c.observeStalled(); err != nil {
+		c.opts.Logger.Warn("consume: pos.projection.stalled not observed", "err", err)
+	} else {
+		defer unregister()
+	}
 	tctx, stopTails := context.WithCancel(ctx)
 	tails := make(chan struct{})
 	go func() { defer close(tails); c.checkTails(tctx) }()
@@ -550,6 +552,28 @@ func (c *Consumer) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	return c.shutdown(errc)
+}
+
+// observeStalled reports pos.projection.stalled for this consumer until the
+// returned function is called: a consumer replaced after it stopped must not
+// go on reporting what it saw last.
+func (c *Consumer) observeStalled() (unregister func(), err error) {
+	if c.stalledGauge == nil {
+		return func() {}, nil
+	}
+	durable := metric.WithAttributes(attribute.String("durable", c.opts.Durable))
+	reg, err := c.opts.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		o.ObserveFloat64(c.stalledGauge, c.stalled().Seconds(), durable)
+		return nil
+	}, c.stalledGauge)
+	if err != nil {
+		return nil, err
+	}
+	return func() {
+		if err := reg.Unregister(); err != nil {
+			c.opts.Logger.Warn("consume: pos.projection.stalled callback not removed", "err", err)
+		}
+	}, nil
 }
 
 // stalled is how long the longest-stalled partition has been behind.

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/metric"
 
 	"pos/consume"
 	"pos/eventstore"
@@ -74,7 +75,7 @@ func publishedHeads(pool *pgxpool.Pool, partitions int) func(context.Context) ([
 // (readiness checks it). The returned channel is closed once, after ctx
 // ended, every worker has stopped: the pools they use must stay open until
 // then.
-func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, brokerUp func(url string) error) (<-chan struct{}, error) {
+func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, meter metric.Meter, brokerUp func(url string) error) (<-chan struct{}, error) {
 	switch cfg.ReadSide {
 	case readSideInProcess:
 		var wg sync.WaitGroup
@@ -120,7 +121,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	}
 	consumers := make([]*consume.Consumer, len(workers))
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions)}
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions), Meter: meter}
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
 			for _, c := range consumers[:i] {
 				c.Close()
@@ -137,7 +138,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		}
 	})
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions)}
+		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions), Meter: meter}
 		wg.Go(func() {
 			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
 		})

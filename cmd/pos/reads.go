@@ -128,7 +128,11 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		}
 		return err
 	}
-	stopped, err := startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, brokerUp)
+	var consumeMeter metric.Meter // dead letters, stalled partitions
+	if apiCfg.Telemetry != nil {
+		consumeMeter = apiCfg.Telemetry.Meter("pos/consume")
+	}
+	stopped, err := startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, consumeMeter, brokerUp)
 	if err != nil {
 		return nil, err
 	}
