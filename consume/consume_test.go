@@ -329,6 +329,7 @@ func TestStalledPartitionShowsInItsGauge(t *testing.T) {
 		heads[3] = far
 		return heads, nil
 	}})
+	// stalled is the gauge's value; 0 until the consumer's Run observes it.
 	stalled := func() float64 {
 		var rm metricdata.ResourceMetrics
 		if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -341,7 +342,6 @@ func TestStalledPartitionShowsInItsGauge(t *testing.T) {
 				}
 			}
 		}
-		t.Fatal("no pos.projection.stalled gauge")
 		return 0
 	}
 	deadline := time.Now().Add(10 * time.Second)
