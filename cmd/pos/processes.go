@@ -70,7 +70,8 @@ const ledgerPoolSize = 8
 // their transaction append to ledgers outside it; on the same pool, as
 // many such requests as connections would wait forever for one more.
 func ledgerStore(ctx, pools context.Context, cfg config, store eventstore.Store, reg *eventstore.Registry) (eventstore.Store, error) {
-	if _, ok := store.(*pgstore.Store); !ok {
+	sales, ok := store.(*pgstore.Store)
+	if !ok {
 		return eventstore.Upcasting{Store: store, Registry: reg}, nil
 	}
 	pool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, ledgerPoolSize)
@@ -78,7 +79,9 @@ func ledgerStore(ctx, pools context.Context, cfg config, store eventstore.Store,
 		return nil, err
 	}
 	context.AfterFunc(pools, pool.Close)
-	return eventstore.Upcasting{Store: pgstore.New(pool), Registry: reg}, nil
+	ledgers := pgstore.New(pool)
+	ledgers.SignalAppendsTo(sales) // the relay follows both
+	return eventstore.Upcasting{Store: ledgers, Registry: reg}, nil
 }
 
 // processRetries bounds a process manager command's conflict retries: far

@@ -92,6 +92,12 @@ func New(pool *pgxpool.Pool) *Store {
 // running), so one read after a signal may find nothing new.
 func (s *Store) Appended() <-chan struct{} { return s.appended }
 
+// SignalAppendsTo makes this Store's commits signal o's Appended instead of
+// its own, so that two stores of one process (the sales', the stock
+// ledgers' on a pool of their own) wake one follower. Call it before the
+// Store is used.
+func (s *Store) SignalAppendsTo(o *Store) { s.appended = o.appended }
+
 // signalAppended tells Appended's follower that an append committed.
 func (s *Store) signalAppended() {
 	select {

@@ -378,6 +378,14 @@ func TestAppendedSignalsCommittedAppends(t *testing.T) {
 	if !signalled() {
 		t.Fatal("no signal after a transaction that appended committed")
 	}
+	ledgers := pgstore.New(pool)
+	ledgers.SignalAppendsTo(store)
+	if _, err := ledgers.Append(ctx, storetest.NewStream(m, "stock"), eventstore.NoStream, storetest.Event(m, "L", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if !signalled() {
+		t.Fatal("no signal after another store signalling to this one appended")
+	}
 }
 
 func TestTxStoreAppendsOntoHeadsOfCommittedTransactions(t *testing.T) {
