@@ -25,8 +25,8 @@ type syncCommand struct {
 	Path           string          `json:"path"`
 	Body           json.RawMessage `json:"body,omitempty"`
 	// OccurredAt is when the terminal ran the command offline (RFC 3339),
-	// for the commands that ring up a sale (ringsUpASale); absent, the
-	// command happens now. It is bounded (maxClockSkew, maxOffline) but not
+	// used by the commands that ring up a sale (ringsUpASale) and ignored
+	// by the others; absent, the command happens now. It is bounded (maxClockSkew, maxOffline) but not
 	// checked against the sale's earlier events: the till's order stands.
 	OccurredAt *time.Time `json:"occurred_at,omitempty"`
 }
@@ -93,7 +93,7 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 				}
 			}
 			ctx := context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())
-			if c.OccurredAt != nil {
+			if c.OccurredAt != nil && ringsUpASale(c.Path) {
 				ctx = context.WithValue(ctx, occurredAtKey{}, c.OccurredAt.UTC())
 			}
 			rec := newRecorder()
@@ -110,8 +110,9 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 
 // ringsUpASale reports a command path of a sale's own flow, whose time a
 // till may give (occurred_at). Voids, refunds, settings and stock happen
-// when they reach the server: dating them back would move money or stock
-// into days already reported.
+// when they reach the server, whatever occurred_at says (ignored, not
+// refused, so a till that dates every queued command loses none): dating
+// them back would move money or stock into days already reported.
 func ringsUpASale(path string) bool {
 	if path == "/v1/transactions" {
 		return true
@@ -131,9 +132,7 @@ func checkSyncCommand(i int, c syncCommand, now time.Time) *Problem {
 		return invalid("method must be POST, PUT or DELETE", field("method"))
 	case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
 		return invalid("path must be a /v1 command path", field("path"))
-	case c.OccurredAt != nil && !ringsUpASale(c.Path):
-		return invalid("occurred_at is only for the commands that ring up a sale (open, items, discounts, checkout, payments, complete)", FieldError{Field: fmt.Sprintf("commands[%d].occurred_at", i), Code: "invalid"})
-	case c.OccurredAt != nil && (c.OccurredAt.After(now.Add(maxClockSkew)) || c.OccurredAt.Before(now.Add(-maxOffline))):
+	case c.OccurredAt != nil && ringsUpASale(c.Path) && (c.OccurredAt.After(now.Add(maxClockSkew)) || c.OccurredAt.Before(now.Add(-maxOffline))):
 		return invalid("occurred_at must be within the last 30 days and not in the future", FieldError{Field: fmt.Sprintf("commands[%d].occurred_at", i), Code: "out_of_range"})
 	}
 	return nil

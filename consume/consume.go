@@ -73,6 +73,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -628,40 +630,49 @@ func (c *Consumer) checkTails(ctx context.Context) {
 		case <-t.C:
 		}
 		now := time.Now()
-		heads, err := c.opts.Heads(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				c.opts.Logger.Warn("projector tail check: reading the relay's heads failed; next check retries", "err", err)
-			}
-			continue
+		fill := map[int]eventstore.Position{} // stalled partitions, to their heads
+		// The reads never wait longer than the interval (a pool used up
+		// by hung transactions): the check fails, is logged, and what the
+		// last one saw stands.
+		cctx, cancel := context.WithTimeout(ctx, every)
+		heads, err := c.opts.Heads(cctx)
+		if err != nil && ctx.Err() == nil {
+			c.opts.Logger.Warn("projector tail check: reading the relay's heads failed; next check retries", "err", err)
 		}
 		for p, head := range heads {
 			if p >= c.opts.Partitions {
 				break
 			}
-			cp, err := c.runner.Checkpoint(ctx, p)
-			if err != nil && ctx.Err() == nil {
-				c.opts.Logger.Warn("projector tail check: reading a checkpoint failed; next check retries", "partition", p, "err", err)
-			}
-			if err != nil || !cp.Less(head) {
-				delete(stalled, p)
-				c.noteStalled(p, false, now)
-				continue
+			cp, err := c.runner.Checkpoint(cctx, p)
+			if err != nil {
+				if ctx.Err() == nil {
+					c.opts.Logger.Warn("projector tail check: reading a checkpoint failed; next check retries", "partition", p, "err", err)
+				}
+				continue // a stalled partition stays stalled meanwhile
 			}
 			was, ok := stalled[p]
-			if !ok || was.at != cp {
+			switch {
+			case !cp.Less(head):
+				delete(stalled, p)
+				c.noteStalled(p, false, now)
+			case !ok || was.at != cp:
 				stalled[p] = behind{at: cp, seen: now} // behind, but maybe its messages are on their way
 				c.noteStalled(p, false, now)
-				continue
+			default:
+				// Kept in stalled: a fill that moves the checkpoint resets
+				// it at the next check, one that does not (a held
+				// partition) is retried there.
+				c.noteStalled(p, true, was.seen)
+				fill[p] = head
 			}
-			c.noteStalled(p, true, was.seen)
+		}
+		cancel()
+		for _, p := range slices.Sorted(maps.Keys(fill)) {
 			c.opts.Logger.Warn("projector tail check: partition behind the relay and not moving; filling it from the store",
-				"partition", p, "checkpoint", cp.String(), "published", head.String())
-			if err := c.runner.FillPartition(ctx, p, head); err != nil && ctx.Err() == nil {
+				"partition", p, "checkpoint", stalled[p].at.String(), "published", fill[p].String())
+			if err := c.runner.FillPartition(ctx, p, fill[p]); err != nil && ctx.Err() == nil {
 				c.opts.Logger.Error("projector tail check: fill failed; next check retries", "partition", p, "err", err)
 			}
-			// Kept: a fill that moved the checkpoint resets it at the next
-			// check, one that did not (a held partition) is retried there.
 		}
 	}
 }

@@ -324,9 +324,13 @@ func TestStalledPartitionShowsInItsGauge(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
 	far := eventstore.Position{Major: 1 << 40}
+	var stuck atomic.Bool
+	stuck.Store(true)
 	e.consumer(consume.Options{Meter: meter, TailCheck: 50 * time.Millisecond, Heads: func(context.Context) ([]eventstore.Position, error) {
 		heads := make([]eventstore.Position, partitions)
-		heads[3] = far
+		if stuck.Load() {
+			heads[3] = far
+		}
 		return heads, nil
 	}})
 	// stalled is the gauge's value; 0 until the consumer's Run observes it.
@@ -348,6 +352,15 @@ func TestStalledPartitionShowsInItsGauge(t *testing.T) {
 	for stalled() < 0.2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("pos.projection.stalled %.3f s after 10 s of a stalled partition", stalled())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// Caught up (here: the head no longer ahead): back to 0.
+	stuck.Store(false)
+	deadline = time.Now().Add(10 * time.Second)
+	for stalled() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pos.projection.stalled %.3f s after the partition caught up", stalled())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
