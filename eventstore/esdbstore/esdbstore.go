@@ -78,6 +78,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"sync"
 
 	"github.com/kurrent-io/KurrentDB-Client-Go/kurrentdb"
@@ -281,8 +282,10 @@ func (s *Store) ReadStreamBackward(ctx context.Context, stream string, from uint
 	}
 	// The server reads the revisions [from-limit, from-1] that exist, so a
 	// from past the stream's end returns only part of what is asked (or
-	// nothing). The last event is then below from: read from the end.
-	return s.readStream(ctx, stream, kurrentdb.Backwards, kurrentdb.End{}, limit)
+	// nothing). The last event is then below from: read from the end,
+	// without what was appended between the two reads above from.
+	events, err = s.readStream(ctx, stream, kurrentdb.Backwards, kurrentdb.End{}, limit)
+	return slices.DeleteFunc(events, func(e eventstore.RecordedEvent) bool { return e.Version > from }), err
 }
 
 // ReadAll implements eventstore.Store: up to limit events strictly after
