@@ -589,15 +589,18 @@ func (c *Consumer) stalled() time.Duration {
 	return longest
 }
 
-// noteStalled records partition p as stalled since the check before this
-// one, or (stalled false) as moving.
-func (c *Consumer) noteStalled(p int, stalled bool, since time.Time) {
+// moving records that partition p is not stalled.
+func (c *Consumer) moving(p int) {
 	c.stalledMu.Lock()
 	defer c.stalledMu.Unlock()
-	if !stalled {
-		delete(c.stalledSince, p)
-		return
-	}
+	delete(c.stalledSince, p)
+}
+
+// markStalled records that partition p has been stalled since since (the
+// check that first saw it behind at its checkpoint), unless it already was.
+func (c *Consumer) markStalled(p int, since time.Time) {
+	c.stalledMu.Lock()
+	defer c.stalledMu.Unlock()
 	if c.stalledSince == nil {
 		c.stalledSince = map[int]time.Time{}
 	}
@@ -654,15 +657,15 @@ func (c *Consumer) checkTails(ctx context.Context) {
 			switch {
 			case !cp.Less(head):
 				delete(stalled, p)
-				c.noteStalled(p, false, now)
+				c.moving(p)
 			case !ok || was.at != cp:
 				stalled[p] = behind{at: cp, seen: now} // behind, but maybe its messages are on their way
-				c.noteStalled(p, false, now)
+				c.moving(p)
 			default:
 				// Kept in stalled: a fill that moves the checkpoint resets
 				// it at the next check, one that does not (a held
 				// partition) is retried there.
-				c.noteStalled(p, true, was.seen)
+				c.markStalled(p, was.seen)
 				fill[p] = head
 			}
 		}

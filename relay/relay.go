@@ -311,17 +311,26 @@ func (l *leader) load(ctx context.Context) error {
 			"relay", l.r.opts.Name, "was", partitions, "now", n)
 		return nil
 	}
-	var heads map[string]string
-	if err := json.Unmarshal(raw, &heads); err != nil {
-		return fmt.Errorf("relay: checkpoint partition heads: %w", err)
+	l.heads, err = decodeHeads(raw, n)
+	return err
+}
+
+// decodeHeads reads a checkpoint's partition_heads for n partitions: each
+// partition's head position, "" where it holds none (or no valid one).
+func decodeHeads(raw []byte, n int) ([]string, error) {
+	var m map[string]string
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, fmt.Errorf("relay: checkpoint partition heads: %w", err)
 	}
-	for i := range l.heads {
-		h := heads[strconv.Itoa(i)]
-		if _, err := eventstore.ParsePosition(h); err == nil {
-			l.heads[i] = h
+	heads := make([]string, n)
+	for i := range heads {
+		if h := m[strconv.Itoa(i)]; h != "" {
+			if _, err := eventstore.ParsePosition(h); err == nil {
+				heads[i] = h
+			}
 		}
 	}
-	return nil
+	return heads, nil
 }
 
 // PublishedHeads reads, from relay name's checkpoint, the position of the
@@ -342,13 +351,13 @@ func PublishedHeads(ctx context.Context, db projections.Querier, name string, pa
 	if n != partitions {
 		return heads, nil
 	}
-	var m map[string]string
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, fmt.Errorf("relay: checkpoint partition heads: %w", err)
+	raws, err := decodeHeads(raw, partitions)
+	if err != nil {
+		return nil, err
 	}
-	for i := range heads {
-		if p, err := eventstore.ParsePosition(m[strconv.Itoa(i)]); err == nil {
-			heads[i] = p
+	for i, h := range raws {
+		if h != "" {
+			heads[i], _ = eventstore.ParsePosition(h) // decodeHeads kept only valid ones
 		}
 	}
 	return heads, nil

@@ -58,12 +58,13 @@ type worker struct {
 	maxAckPending int
 }
 
-// publishedHeads reads the default relay's partition heads on pool, for the
-// consumers' tail check (consume.Options.Heads).
-func publishedHeads(pool *pgxpool.Pool, partitions int) func(context.Context) ([]eventstore.Position, error) {
-	return func(ctx context.Context) ([]eventstore.Position, error) {
-		return relay.PublishedHeads(ctx, pool, relay.DefaultName, partitions)
-	}
+// consumerOptions are w's consumer options, in serve and in pos projector
+// alike; the tail check reads the default relay's heads on pool.
+func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore.Registry, pool *pgxpool.Pool, meter metric.Meter) consume.Options {
+	return consume.Options{Partitions: partitions, Logger: log, Meter: meter, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending,
+		Heads: func(ctx context.Context) ([]eventstore.Position, error) {
+			return relay.PublishedHeads(ctx, pool, relay.DefaultName, partitions)
+		}}
 }
 
 // startProjections keeps the workers' runners fed until ctx ends, as
@@ -121,7 +122,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	}
 	consumers := make([]*consume.Consumer, len(workers))
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions), Meter: meter}
+		copts := consumerOptions(w, partitions, log, reg, pool, meter)
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
 			for _, c := range consumers[:i] {
 				c.Close()
@@ -138,7 +139,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		}
 	})
 	for i, w := range workers {
-		copts := consume.Options{Partitions: partitions, Logger: log, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, Heads: publishedHeads(pool, partitions), Meter: meter}
+		copts := consumerOptions(w, partitions, log, reg, pool, meter)
 		wg.Go(func() {
 			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
 		})

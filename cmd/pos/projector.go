@@ -87,8 +87,7 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, w := range []worker{projectionWorker(runner), procs} {
-		c, err := consume.New(cfg.NATSURL, w.runner, consume.Options{Partitions: runner.Partitions(), Logger: log, Meter: meter, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending,
-			Heads: publishedHeads(pool, runner.Partitions())})
+		c, err := consume.New(cfg.NATSURL, w.runner, consumerOptions(w, runner.Partitions(), log, reg, pool, meter))
 		if err != nil {
 			cancel()
 			_ = g.Wait() // the workers already running stop before the pools close
