@@ -569,7 +569,7 @@ func TestPosSyncKeepsWhenItHappened(t *testing.T) {
 }
 
 func TestTelemetry(t *testing.T) {
-	tel, err := telemetry.New()
+	tel, err := telemetry.New(telemetry.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,6 +23,10 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/sethvargo/go-retry"
+	"go.opentelemetry.io/otel/attribute"
+	otelcodes "go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"pos/domain"
 	"pos/eventstore"
@@ -76,6 +80,26 @@ type Deps struct {
 	// used in place (stock ledgers) must be on a store whose appends
 	// commit on their own (Ledgers is the server's pool).
 	TrustSnapshots bool
+	// Tracer, when set, gives each command a span ("command <category>",
+	// a child of its context's) and each append one inside it.
+	Tracer trace.Tracer
+}
+
+// tracer is Deps.Tracer, or one whose spans record nothing.
+func (d *Deps) tracer() trace.Tracer {
+	if d.Tracer == nil {
+		return noop.Tracer{}
+	}
+	return d.Tracer
+}
+
+// endSpan records err, if any, on span and ends it.
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(otelcodes.Error, "")
+	}
+	span.End()
 }
 
 // confirming returns handlers like h that decide only on aggregates read
@@ -201,8 +225,10 @@ func owned[A any, E any](h *Handlers, k kind[A, E]) bool {
 // the events to append; none means nothing changes. execute returns the
 // aggregate with the new events applied (as loaded, when the store took
 // them for a retry of an earlier append of the same ids).
-func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, id string, decide func(A) ([]E, error)) (A, Result, error) {
+func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, id string, decide func(A) ([]E, error)) (_ A, _ Result, err error) {
 	stream := eventstore.StreamName(k.category, meta.MerchantID.String(), id)
+	ctx, span := h.deps.tracer().Start(ctx, "command "+k.category, trace.WithAttributes(attribute.String("pos.stream", stream)))
+	defer func() { endSpan(span, err) }()
 	retries := h.deps.Retries
 	if retries == 0 {
 		retries = 30
@@ -216,7 +242,7 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	// trust is spent by the first load that was not confirmed: whatever
 	// that attempt cannot prove by appending is decided again.
 	trust := h.deps.TrustSnapshots
-	err := retry.Do(ctx, backoff, func(ctx context.Context) error {
+	err = retry.Do(ctx, backoff, func(ctx context.Context) error {
 		if k.serialize {
 			defer h.deps.Locks.lock(stream)()
 		}
@@ -289,7 +315,10 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	if err != nil {
 		return out, res, confirmed, err
 	}
-	ar, err := h.store.Append(ctx, stream, eventstore.Exact(version), data...)
+	actx, span := h.deps.tracer().Start(ctx, "append", trace.WithAttributes(attribute.String("pos.stream", stream),
+		attribute.Int64("pos.expected_version", int64(version)), attribute.Int("pos.events", len(data))))
+	ar, err := h.store.Append(actx, stream, eventstore.Exact(version), data...)
+	endSpan(span, err)
 	if errors.Is(err, eventstore.ErrStaleTransaction) {
 		if h.deps.OnConflict != nil {
 			h.deps.OnConflict(k.category)

@@ -85,7 +85,10 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"pos/eventstore"
 	"pos/projections"
@@ -154,6 +157,12 @@ type Options struct {
 	Upcast func(eventstore.RecordedEvent) (eventstore.RecordedEvent, error)
 	// Meter, when set, records pos.projector.dead_letters.
 	Meter metric.Meter
+	// Tracer, when set, gives each delivery a consumer span ("consume
+	// <durable>", until it is applied or fails), a child of the relay's
+	// span whose context the message carries. The process managers'
+	// commands are traced under the event's own trace context instead
+	// (processes.Stock).
+	Tracer trace.Tracer
 	// Logger receives the router's logs. Default slog.Default.
 	Logger *slog.Logger
 	// NatsOptions are added to the subscriber's and dead-letter
@@ -193,6 +202,7 @@ type Consumer struct {
 	stalledMu    sync.Mutex
 	stalledSince map[int]time.Time
 	stalledGauge metric.Float64ObservableGauge
+	pendingGauge metric.Int64ObservableGauge
 }
 
 // DeadLetterTopic returns the dead-letter topic of prefix.
@@ -264,8 +274,12 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 			return nil, fmt.Errorf("consume: counter: %w", err)
 		}
 		c.counter = ctr
+		if c.pendingGauge, err = opts.Meter.Int64ObservableGauge("pos.projection.pending", metric.WithUnit("{event}"),
+			metric.WithDescription("Events the relay published that this durable has not applied yet, over every partition (JetStream's undelivered and unacknowledged messages; every worker of the durable reports the same)")); err != nil {
+			return nil, fmt.Errorf("consume: gauge: %w", err)
+		}
 		if opts.Heads != nil {
-			// Observed while Run runs (see observeStalled).
+			// Observed while Run runs (see observe).
 			if c.stalledGauge, err = opts.Meter.Float64ObservableGauge("pos.projection.stalled", metric.WithUnit("s"),
 				metric.WithDescription("How long the longest-stalled partition has been behind the relay without applying anything (tail check; 0 when none)")); err != nil {
 				return nil, fmt.Errorf("consume: gauge: %w", err)
@@ -449,7 +463,21 @@ func Permanent(err error) bool {
 
 // handle applies one message. Returning nil acknowledges it; an error
 // retries, then nacks it (or dead-letters it when Permanent).
-func (c *Consumer) handle(msg *message.Message) error {
+func (c *Consumer) handle(msg *message.Message) (err error) {
+	ctx := msg.Context()
+	if c.opts.Tracer != nil {
+		var span trace.Span
+		ctx, span = c.opts.Tracer.Start(propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(msg.Metadata)),
+			"consume "+c.opts.Durable, trace.WithSpanKind(trace.SpanKindConsumer),
+			trace.WithAttributes(attribute.String("messaging.message.id", msg.UUID)))
+		defer func() {
+			if err != nil {
+				span.RecordError(err)
+				span.SetStatus(codes.Error, "")
+			}
+			span.End()
+		}()
+	}
 	d, err := relay.Decode(msg.Payload)
 	if err != nil {
 		return err
@@ -463,7 +491,7 @@ func (c *Consumer) handle(msg *message.Message) error {
 	if err != nil {
 		return err // no valid merchant: permanent, and must not fail a batch
 	}
-	if err := c.batches.submit(msg.Context(), partition, d); err != nil {
+	if err := c.batches.submit(ctx, partition, d); err != nil {
 		// The consumer is closing (this message's context, or the batch
 		// leader's, ended with it): the message is left to JetStream,
 		// without the retries and error lines of a failure. The subscriber
@@ -480,7 +508,7 @@ func (c *Consumer) handle(msg *message.Message) error {
 			// store is no poison message (see the package doc): it holds
 			// its partition. A message that is not (another environment's,
 			// one from before a restore) is.
-			if stored, serr := c.runner.Stored(msg.Context(), d.Event); serr == nil && !stored {
+			if stored, serr := c.runner.Stored(ctx, d.Event); serr == nil && !stored {
 				return err
 			}
 			return fmt.Errorf("consume: partition %d holds: %v", partition, err)
@@ -535,8 +563,8 @@ func (c *Consumer) Run(ctx context.Context) error {
 			return nil
 		}
 	}
-	if unregister, err := c.observeStalled(); err != nil {
-		c.opts.Logger.Warn("consume: pos.projection.stalled not observed", "err", err)
+	if unregister, err := c.observe(); err != nil {
+		c.opts.Logger.Warn("consume: gauges not observed", "err", err)
 	} else {
 		defer unregister()
 	}
@@ -556,26 +584,57 @@ func (c *Consumer) Run(ctx context.Context) error {
 	return c.shutdown(errc)
 }
 
-// observeStalled reports pos.projection.stalled for this consumer until the
-// returned function is called: a consumer replaced after it stopped must not
-// go on reporting what it saw last.
-func (c *Consumer) observeStalled() (unregister func(), err error) {
-	if c.stalledGauge == nil {
+// observe reports pos.projection.stalled and pos.projection.pending for
+// this consumer until the returned function is called: a consumer replaced
+// after it stopped must not go on reporting what it saw last.
+func (c *Consumer) observe() (unregister func(), err error) {
+	if c.pendingGauge == nil {
 		return func() {}, nil
 	}
 	durable := metric.WithAttributes(attribute.String("durable", c.opts.Durable))
-	reg, err := c.opts.Meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
-		o.ObserveFloat64(c.stalledGauge, c.stalled().Seconds(), durable)
+	gauges := []metric.Observable{c.pendingGauge}
+	if c.stalledGauge != nil {
+		gauges = append(gauges, c.stalledGauge)
+	}
+	reg, err := c.opts.Meter.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
+		if c.stalledGauge != nil {
+			o.ObserveFloat64(c.stalledGauge, c.stalled().Seconds(), durable)
+		}
+		// Unknown (the broker does not answer, the consumer is closing):
+		// no value, rather than a wrong one.
+		if n, err := c.pending(ctx); err == nil {
+			o.ObserveInt64(c.pendingGauge, n, durable)
+		}
 		return nil
-	}, c.stalledGauge)
+	}, gauges...)
 	if err != nil {
 		return nil, err
 	}
 	return func() {
 		if err := reg.Unregister(); err != nil {
-			c.opts.Logger.Warn("consume: pos.projection.stalled callback not removed", "err", err)
+			c.opts.Logger.Warn("consume: gauges' callback not removed", "err", err)
 		}
 	}, nil
+}
+
+// pending is how many messages JetStream holds for the durable on every
+// partition, delivered but not acknowledged or not delivered yet.
+func (c *Consumer) pending(ctx context.Context) (int64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	js, err := c.nc.JetStream(nats.Context(ctx))
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for p := range c.opts.Partitions {
+		info, err := js.ConsumerInfo(relay.Topic(c.opts.TopicPrefix, p), c.opts.Durable)
+		if err != nil {
+			return 0, err
+		}
+		n += int64(info.NumPending) + int64(info.NumAckPending)
+	}
+	return n, nil
 }
 
 // stalled is how long the longest-stalled partition has been behind.

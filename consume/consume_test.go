@@ -335,18 +335,8 @@ func TestStalledPartitionShowsInItsGauge(t *testing.T) {
 	}})
 	// stalled is the gauge's value; 0 until the consumer's Run observes it.
 	stalled := func() float64 {
-		var rm metricdata.ResourceMetrics
-		if err := reader.Collect(context.Background(), &rm); err != nil {
-			t.Fatal(err)
-		}
-		for _, sm := range rm.ScopeMetrics {
-			for _, m := range sm.Metrics {
-				if g, ok := m.Data.(metricdata.Gauge[float64]); ok && m.Name == "pos.projection.stalled" && len(g.DataPoints) == 1 {
-					return g.DataPoints[0].Value
-				}
-			}
-		}
-		return 0
+		v, _ := gauge[float64](t, reader, "pos.projection.stalled")
+		return v
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for stalled() < 0.2 {
@@ -364,6 +354,66 @@ func TestStalledPartitionShowsInItsGauge(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// pos.projection.pending counts what the relay published and the durable
+// has not applied: the messages of a held partition, and none once it has
+// caught up.
+func TestHeldMessagesShowInThePendingGauge(t *testing.T) {
+	e := newEnv(t, natsURL)
+	r := e.withRefuser()
+	reader := sdkmetric.NewManualReader()
+	meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
+	m := projtest.NewID(t)
+	a := e.sale(m, "000-001")
+	r.event.Store(a.Events[1].ID) // a's first item: everything after it in the partition waits
+	r.broken.Store(true)
+	e.consumer(consume.Options{Meter: meter})
+	e.relay(relay.Options{})
+	b := e.sale(m, "000-002")
+
+	// pending is the gauge's value, -1 when it was not observed.
+	pending := func() int64 {
+		if v, ok := gauge[int64](t, reader, "pos.projection.pending"); ok {
+			return v
+		}
+		return -1
+	}
+	held := int64(len(a.Events) - 1 + len(b.Events))
+	deadline := time.Now().Add(20 * time.Second)
+	for pending() != held {
+		if time.Now().After(deadline) {
+			t.Fatalf("pos.projection.pending = %d while the partition holds, want %d", pending(), held)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r.broken.Store(false)
+	e.waitApplied(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
+	for pending() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("pos.projection.pending = %d after the partition caught up, want 0", pending())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// gauge collects reader and returns the value of the gauge name, if it has
+// exactly one data point.
+func gauge[N int64 | float64](t *testing.T, reader *sdkmetric.ManualReader, name string) (N, bool) {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if g, ok := m.Data.(metricdata.Gauge[N]); ok && m.Name == name && len(g.DataPoints) == 1 {
+				return g.DataPoints[0].Value, true
+			}
+		}
+	}
+	return 0, false
 }
 
 func TestPoisonMessageGoesToDeadLetterAndDoesNotBlock(t *testing.T) {

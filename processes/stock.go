@@ -26,6 +26,8 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"pos/commands"
 	"pos/domain"
@@ -207,6 +209,10 @@ func (p *Stock) apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 	}
 	meta := commands.Meta{MerchantID: merchant, Actor: Actor, Role: Role, CorrelationID: e.Metadata.CorrelationID,
 		CausationID: e.ID.String(), TraceParent: e.Metadata.TraceParent, TraceState: e.Metadata.TraceState, DeriveIDsFrom: e.ID}
+	// The commands are traced in the event's trace (the request that wrote
+	// it), not in that of the delivery that leads the batch.
+	ctx = propagation.TraceContext{}.Extract(trace.ContextWithSpanContext(ctx, trace.SpanContext{}),
+		propagation.MapCarrier{"traceparent": e.Metadata.TraceParent, "tracestate": e.Metadata.TraceState})
 	if category == "stock" {
 		return p.applyStock(ctx, tx, meta, e)
 	}

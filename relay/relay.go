@@ -49,6 +49,10 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"pos/eventstore"
@@ -100,6 +104,11 @@ type Options struct {
 	RetryDelay time.Duration
 	// Logger receives leadership changes and failures. Default slog.Default.
 	Logger *slog.Logger
+	// Tracer, when set, gives each published event a producer span, a
+	// child of the trace context in the event's metadata (the request that
+	// wrote it), ended when the broker acknowledged; the message carries
+	// that span's context, so a consumer's span is its child.
+	Tracer trace.Tracer
 	// SkipEvent is for tests only: an event for which it returns true is
 	// not published (the checkpoint and partition heads still move past
 	// it), simulating a message the broker lost. Never set it in
@@ -389,11 +398,17 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 // publish sends one batch, each partition's messages in feed order (the
 // partitions at once), and then writes the checkpoint. Only after every
 // Publish returned (acknowledged) does the checkpoint move.
-func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
+func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) (err error) {
 	n := l.r.opts.Partitions
 	heads := append([]string(nil), l.heads...)
 	byPartition := make(map[int][]*message.Message)
 	var order []int
+	spans := make([]trace.Span, 0, len(events))
+	defer func() {
+		for _, span := range spans {
+			endSpan(span, err)
+		}
+	}()
 	for _, e := range events {
 		p := projections.Partition(merchantOf(e), n)
 		var prev *eventstore.Position
@@ -413,6 +428,9 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 			return err
 		}
 		msg.SetContext(ctx)
+		if l.r.opts.Tracer != nil {
+			spans = append(spans, l.trace(msg, e, p))
+		}
 		if _, ok := byPartition[p]; !ok {
 			order = append(order, p)
 		}
@@ -440,6 +458,27 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	}
 	l.pos, l.heads = last, heads
 	return nil
+}
+
+// trace starts e's producer span (see Options.Tracer) and puts its context
+// in msg's metadata in place of the event's.
+func (l *leader) trace(msg *message.Message, e eventstore.RecordedEvent, partition int) trace.Span {
+	carrier := propagation.MapCarrier(msg.Metadata)
+	parent := propagation.TraceContext{}.Extract(context.Background(), carrier)
+	_, span := l.r.opts.Tracer.Start(parent, "relay publish", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(attribute.String("messaging.destination.name", l.r.Topic(partition)),
+			attribute.String("messaging.message.id", e.ID.String()), attribute.String("pos.event_type", e.Type),
+			attribute.String("pos.position", e.Position.String())))
+	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), span), carrier)
+	return span
+}
+
+func endSpan(span trace.Span, err error) {
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "")
+	}
+	span.End()
 }
 
 // merchantOf returns e's merchant as projections.Runner partitions it: the

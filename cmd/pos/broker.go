@@ -11,9 +11,11 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"pos/consume"
 	"pos/eventstore"
+	"pos/internal/telemetry"
 	"pos/projections"
 	"pos/relay"
 )
@@ -60,8 +62,8 @@ type worker struct {
 
 // consumerOptions are w's consumer options, in serve and in pos projector
 // alike; the tail check reads the default relay's heads on pool.
-func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore.Registry, pool *pgxpool.Pool, meter metric.Meter) consume.Options {
-	return consume.Options{Partitions: partitions, Logger: log, Meter: meter, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending,
+func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore.Registry, pool *pgxpool.Pool, meter metric.Meter, tracer trace.Tracer) consume.Options {
+	return consume.Options{Partitions: partitions, Logger: log, Meter: meter, Tracer: tracer, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending,
 		Heads: func(ctx context.Context) ([]eventstore.Position, error) {
 			return relay.PublishedHeads(ctx, pool, relay.DefaultName, partitions)
 		}}
@@ -76,7 +78,11 @@ func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore
 // (readiness checks it). The returned channel is closed once, after ctx
 // ended, every worker has stopped: the pools they use must stay open until
 // then.
-func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, meter metric.Meter, brokerUp func(url string) error) (<-chan struct{}, error) {
+func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, tel *telemetry.Telemetry, brokerUp func(url string) error) (<-chan struct{}, error) {
+	var meter metric.Meter // dead letters, stalled partitions
+	if tel != nil {
+		meter = tel.Meter("pos/consume")
+	}
 	switch cfg.ReadSide {
 	case readSideInProcess:
 		var wg sync.WaitGroup
@@ -110,7 +116,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		go stop()
 		return nil, fmt.Errorf("relay publisher: %w", err)
 	}
-	ropts := relay.Options{Partitions: partitions, Logger: log}
+	ropts := relay.Options{Partitions: partitions, Logger: log, Tracer: tel.Tracer("pos/relay")}
 	if n, ok := store.(interface{ Appended() <-chan struct{} }); ok {
 		ropts.Wake = n.Appended() // this process's appends are published at once
 	}
@@ -122,7 +128,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	}
 	consumers := make([]*consume.Consumer, len(workers))
 	for i, w := range workers {
-		copts := consumerOptions(w, partitions, log, reg, pool, meter)
+		copts := consumerOptions(w, partitions, log, reg, pool, meter, tel.Tracer("pos/consume"))
 		if consumers[i], err = consume.New(url, w.runner, copts); err != nil {
 			for _, c := range consumers[:i] {
 				c.Close()
@@ -139,7 +145,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		}
 	})
 	for i, w := range workers {
-		copts := consumerOptions(w, partitions, log, reg, pool, meter)
+		copts := consumerOptions(w, partitions, log, reg, pool, meter, tel.Tracer("pos/consume"))
 		wg.Go(func() {
 			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
 		})

@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"pos/processes"
@@ -55,6 +57,10 @@ type config struct {
 	// MetricsAddr (POS_METRICS_ADDR) is where `pos projector` serves
 	// /metrics and /healthz. Default 127.0.0.1:9464.
 	MetricsAddr string
+	// TracesURL is where spans are exported over OTLP/HTTP: the SDK's
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT as is, or OTEL_EXPORTER_OTLP_ENDPOINT
+	// with /v1/traces. Empty: spans are exported nowhere.
+	TracesURL string
 }
 
 // Values of config.Cache.
@@ -115,6 +121,13 @@ func loadConfig(getenv func(string) string) (config, error) {
 	anchorEvery := duration("POS_ANCHOR_INTERVAL", defaultAnchorInterval, true)
 	natsPort := number("POS_NATS_PORT", "0", 0, 65535)
 	reservation := duration("POS_RESERVATION_TIMEOUT", processes.DefaultReservationTimeout, false)
+	traces := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); traces == "" && base != "" {
+		traces = strings.TrimRight(base, "/") + "/v1/traces"
+	}
+	if u, err := url.Parse(traces); traces != "" && (err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https") {
+		errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT %q: want an http or https URL", traces))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return config{}, err
 	}
@@ -140,5 +153,6 @@ func loadConfig(getenv func(string) string) (config, error) {
 
 		ReservationTimeout: reservation,
 		MetricsAddr:        get("POS_METRICS_ADDR", defaultMetricsAddr),
+		TracesURL:          traces,
 	}, nil
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 
 	"pos/commands"
 	"pos/eventstore"
@@ -25,8 +26,8 @@ const processDurable = "pos_process"
 // store stock ledgers are always written to (ledgerStore); codes
 // may be nil where no transaction is opened (the process managers). With a
 // meter, lost append races are counted as pos.command.conflicts by stream
-// category.
-func commandDeps(ledgers eventstore.Store, codes *commands.Codes, meter metric.Meter) *commands.Deps {
+// category; tracer traces each command and its append.
+func commandDeps(ledgers eventstore.Store, codes *commands.Codes, meter metric.Meter, tracer trace.Tracer) *commands.Deps {
 	deps := &commands.Deps{
 		Now:   func() time.Time { return time.Now().UTC() },
 		NewID: func() uuid.UUID { return uuid.Must(uuid.NewV7()) },
@@ -40,6 +41,7 @@ func commandDeps(ledgers eventstore.Store, codes *commands.Codes, meter metric.M
 		// Ledgers are never written in a request's transaction (ledgers is
 		// a pool's store), so a snapshot holds only committed events.
 		TrustSnapshots: true,
+		Tracer:         tracer,
 	}
 	if meter != nil {
 		if c, err := meter.Int64Counter("pos.command.conflicts",

@@ -36,7 +36,7 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.New()
+	tel, err := telemetry.New(telemetry.Config{TracesURL: cfg.TracesURL})
 	if err != nil {
 		return fmt.Errorf("projector: telemetry: %w", err)
 	}
@@ -81,13 +81,13 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	// deadline sweeper stops with ctx.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	procs, err := processWorker(ctx, cfg, log, pool, upcasting, processHandlers(upcasting, commandDeps(upcasting, nil, procMeter)), procMeter)
+	procs, err := processWorker(ctx, cfg, log, pool, upcasting, processHandlers(upcasting, commandDeps(upcasting, nil, procMeter, tel.Tracer("pos/processes"))), procMeter)
 	if err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	for _, w := range []worker{projectionWorker(runner), procs} {
-		c, err := consume.New(cfg.NATSURL, w.runner, consumerOptions(w, runner.Partitions(), log, reg, pool, meter))
+		c, err := consume.New(cfg.NATSURL, w.runner, consumerOptions(w, runner.Partitions(), log, reg, pool, meter, tel.Tracer("pos/consume")))
 		if err != nil {
 			cancel()
 			_ = g.Wait() // the workers already running stop before the pools close

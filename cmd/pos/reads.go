@@ -128,11 +128,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		}
 		return err
 	}
-	var consumeMeter metric.Meter // dead letters, stalled partitions
-	if apiCfg.Telemetry != nil {
-		consumeMeter = apiCfg.Telemetry.Meter("pos/consume")
-	}
-	stopped, err := startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, consumeMeter, brokerUp)
+	stopped, err := startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, apiCfg.Telemetry, brokerUp)
 	if err != nil {
 		return nil, err
 	}

@@ -122,6 +122,8 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		{"POS_ANCHOR_INTERVAL", "-1m"},
 		{"POS_SHUTDOWN_GRACE_SECONDS", "ten"},
 		{"POS_NATS_PORT", "70000"},
+		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
+		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector/v1/traces"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var out bytes.Buffer
@@ -131,7 +133,15 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 			}
 		})
 	}
-	if _, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m"})); err != nil {
+	cfg, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}))
+	if err != nil {
 		t.Fatalf("usable values refused: %v", err)
+	}
+	if want := "http://collector:4318/v1/traces"; cfg.TracesURL != want {
+		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: traces go to %q, want %q", cfg.TracesURL, want)
+	}
+	cfg, err = loadConfig(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example/otlp"}))
+	if want := "https://traces.example/otlp"; err != nil || cfg.TracesURL != want {
+		t.Errorf("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: traces go to %q (%v), want %q, as the SDK has it", cfg.TracesURL, err, want)
 	}
 }

@@ -62,7 +62,7 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 	if err != nil {
 		return nil, nil, err
 	}
-	deps := commandDeps(ledgers, commands.NewCodes(codesPool), meter)
+	deps := commandDeps(ledgers, commands.NewCodes(codesPool), meter, tel.Tracer("pos/commands"))
 	apiCfg := api.Config{
 		Log:       log,
 		Store:     store,
@@ -97,7 +97,7 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer closeStore()
 
-	tel, err := telemetry.New()
+	tel, err := telemetry.New(telemetry.Config{TracesURL: cfg.TracesURL})
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ package telemetry
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
@@ -15,12 +16,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Telemetry holds the providers. It is safe for concurrent use.
@@ -32,37 +37,63 @@ type Telemetry struct {
 	Propagator propagation.TextMapPropagator
 }
 
+// Config says where spans go.
+type Config struct {
+	// TracesURL, when set, is an OTLP/HTTP traces endpoint (such as
+	// http://collector:4318/v1/traces): spans are exported there in
+	// batches, and every trace is recorded unless the caller's traceparent
+	// says not sampled (the SDK's default sampler). Empty: spans are
+	// exported nowhere, and only those whose caller's traceparent says
+	// sampled are recorded (ParentBased(NeverSample)): recording every
+	// request's span, for no one, cost about 5 % of a cached read's CPU.
+	// Either way every span has its ids, which logs and events carry, and
+	// OTEL_TRACES_SAMPLER (the SDK's standard variable), when set, decides
+	// instead. The exporter honours the SDK's other OTEL_EXPORTER_OTLP_*
+	// and OTEL_BSP_* variables (headers, timeout, batch delay).
+	TracesURL string
+}
+
 // New returns providers whose metrics go to a private Prometheus registry
-// (with Go runtime and process collectors) and whose spans give logs and
-// events their trace ids. Spans are not exported anywhere yet, so by
-// default only those whose caller's traceparent says sampled are recorded
-// (ParentBased(NeverSample)): recording every request's span, for no one,
-// cost about 5 % of a cached read's CPU. Every span still has its ids, and
-// the caller's sampling decision is passed on. OTEL_TRACES_SAMPLER (the
-// SDK's standard variable), when set, decides instead; set it together with
-// an exporter.
-func New() (*Telemetry, error) {
+// (with Go runtime and process collectors) and whose spans go where cfg
+// says, named for the service "pos" (OTEL_SERVICE_NAME and
+// OTEL_RESOURCE_ATTRIBUTES add to or override that).
+func New(cfg Config) (*Telemetry, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	exp, err := otelprom.New(otelprom.WithRegisterer(reg), otelprom.WithoutScopeInfo())
 	if err != nil {
 		return nil, err
 	}
+	res, err := resource.New(context.Background(),
+		resource.WithAttributes(attribute.String("service.name", "pos")), resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("telemetry: resource: %w", err)
+	}
+	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if cfg.TracesURL != "" {
+		spans, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(cfg.TracesURL))
+		if err != nil {
+			return nil, fmt.Errorf("telemetry: traces exporter: %w", err)
+		}
+		opts = append(opts, sdktrace.WithBatcher(spans))
+	} else if os.Getenv("OTEL_TRACES_SAMPLER") == "" { // an option would override the variable
+		opts = append(opts, sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	}
 	return &Telemetry{
 		registry:   reg,
 		Meters:     sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)),
-		Tracers:    sdktrace.NewTracerProvider(samplerOptions()...),
+		Tracers:    sdktrace.NewTracerProvider(opts...),
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 	}, nil
 }
 
-// samplerOptions leave the sampler to OTEL_TRACES_SAMPLER when it is set
-// (an option would override it), else record only what the caller sampled.
-func samplerOptions() []sdktrace.TracerProviderOption {
-	if os.Getenv("OTEL_TRACES_SAMPLER") != "" {
-		return nil
+// Tracer returns a tracer for an instrumentation scope; on a nil
+// Telemetry, one whose spans record nothing.
+func (t *Telemetry) Tracer(name string) trace.Tracer {
+	if t == nil {
+		return noop.Tracer{}
 	}
-	return []sdktrace.TracerProviderOption{sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample()))}
+	return t.Tracers.Tracer(name)
 }
 
 // Meter returns a meter for an instrumentation scope.
