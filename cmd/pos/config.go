@@ -8,17 +8,28 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"pos/eventstore/pgstore"
 	"pos/processes"
+	"pos/queries"
 )
 
 // config is every setting, read from the environment (API.md
 // "Configuration"); each has a local default so `make run` needs none.
 type config struct {
-	Addr          string // POS_ADDR
-	DatabaseURL   string // DATABASE_URL
-	EventStoreURL string // EVENTSTORE_URL: EventStoreDB instead of PostgreSQL when set
-	NATSURL       string // NATS_URL: external NATS; empty means embedded (serve)
-	RedisURL      string // REDIS_URL
+	Addr string // POS_ADDR
+	// DatabaseURL (DATABASE_URL) is the login that owns the schema: it
+	// applies the migrations. The pools never use it as such: they log in
+	// as pos_app (AppDatabaseURL: POS_APP_DATABASE_URL, else DATABASE_URL
+	// with that user and no password) and pos_api (APIDatabaseURL:
+	// POS_API_DATABASE_URL, likewise), see package pgpool.
+	DatabaseURL    string
+	AppDatabaseURL string
+	APIDatabaseURL string
+	EventStoreURL  string // EVENTSTORE_URL: EventStoreDB instead of PostgreSQL when set
+	NATSURL        string // NATS_URL: external NATS; empty means embedded (serve)
+	RedisURL       string // REDIS_URL
 	// Cache (POS_CACHE) is "on" (the default) or "off": off, this process
 	// neither reads hot reads from Redis nor invalidates them, as if
 	// REDIS_URL were empty (for benchmarks against PostgreSQL alone; do not
@@ -121,6 +132,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 	anchorEvery := duration("POS_ANCHOR_INTERVAL", defaultAnchorInterval, true)
 	natsPort := number("POS_NATS_PORT", "0", 0, 65535)
 	reservation := duration("POS_RESERVATION_TIMEOUT", processes.DefaultReservationTimeout, false)
+	login := func(key, role string) string {
+		u := getenv(key)
+		if u == "" {
+			return get("DATABASE_URL", defaultDatabaseURL)
+		}
+		if c, err := pgx.ParseConfig(u); err != nil || c.User != role {
+			errs = append(errs, fmt.Errorf("%s: want a PostgreSQL URL whose user is %s", key, role))
+		}
+		return u
+	}
+	appURL := login("POS_APP_DATABASE_URL", pgstore.AppRole)
+	apiURL := login("POS_API_DATABASE_URL", queries.Role)
 	traces := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); traces == "" && base != "" {
 		traces = strings.TrimRight(base, "/") + "/v1/traces"
@@ -132,15 +155,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 		return config{}, err
 	}
 	return config{
-		Addr:          get("POS_ADDR", "127.0.0.1:8080"),
-		DatabaseURL:   get("DATABASE_URL", defaultDatabaseURL),
-		EventStoreURL: getenv("EVENTSTORE_URL"),
-		NATSURL:       getenv("NATS_URL"),
-		RedisURL:      get("REDIS_URL", "redis://127.0.0.1:6379/0"),
-		Cache:         get("POS_CACHE", cacheOn),
-		JWTSecret:     getenv("POS_JWT_SECRET"),
-		JWKSURL:       getenv("POS_JWKS_URL"),
-		ShutdownGrace: time.Duration(grace) * time.Second,
+		Addr:           get("POS_ADDR", "127.0.0.1:8080"),
+		DatabaseURL:    get("DATABASE_URL", defaultDatabaseURL),
+		AppDatabaseURL: appURL,
+		APIDatabaseURL: apiURL,
+		EventStoreURL:  getenv("EVENTSTORE_URL"),
+		NATSURL:        getenv("NATS_URL"),
+		RedisURL:       get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+		Cache:          get("POS_CACHE", cacheOn),
+		JWTSecret:      getenv("POS_JWT_SECRET"),
+		JWKSURL:        getenv("POS_JWKS_URL"),
+		ShutdownGrace:  time.Duration(grace) * time.Second,
 
 		AnchorKey:      getenv("POS_ANCHOR_KEY"),
 		AnchorInterval: anchorEvery,

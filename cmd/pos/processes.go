@@ -76,7 +76,7 @@ func ledgerStore(ctx, pools context.Context, cfg config, store eventstore.Store,
 	if !ok {
 		return eventstore.Upcasting{Store: store, Registry: reg}, nil
 	}
-	pool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, ledgerPoolSize)
+	pool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, ledgerPoolSize)
 	if err != nil {
 		return nil, err
 	}

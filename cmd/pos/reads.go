@@ -56,7 +56,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if err != nil {
 		return nil, err
 	}
-	qpool, err := queries.Connect(ctx, cfg.DatabaseURL)
+	qpool, err := queries.Connect(ctx, cfg.APIDatabaseURL)
 	if err != nil {
 		return nil, err
 	}
@@ -91,7 +91,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	// The workers (projections and process managers) get a pool of their
 	// own: on the commands' pool they waited behind every request and fell
 	// minutes behind under load.
-	wpool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, workerPoolSize)
+	wpool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, workerPoolSize)
 	if err != nil {
 		return nil, err
 	}

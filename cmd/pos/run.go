@@ -37,9 +37,10 @@ commands:
   help      show this text
 
 Configuration comes from the environment (see README.md): POS_ADDR,
-DATABASE_URL, EVENTSTORE_URL, NATS_URL, REDIS_URL, POS_CACHE, POS_JWT_SECRET,
-POS_JWKS_URL, POS_ANCHOR_KEY, POS_ANCHOR_INTERVAL, POS_CURSOR_KEY, POS_READ_SIDE,
-POS_DATA_DIR, POS_NATS_PORT, POS_RESERVATION_TIMEOUT, POS_METRICS_ADDR,
+DATABASE_URL, POS_APP_DATABASE_URL, POS_API_DATABASE_URL, EVENTSTORE_URL,
+NATS_URL, REDIS_URL, POS_CACHE, POS_JWT_SECRET, POS_JWKS_URL, POS_ANCHOR_KEY,
+POS_ANCHOR_INTERVAL, POS_CURSOR_KEY, POS_READ_SIDE, POS_DATA_DIR,
+POS_NATS_PORT, POS_RESERVATION_TIMEOUT, POS_METRICS_ADDR,
 POS_SHUTDOWN_GRACE_SECONDS, OTEL_EXPORTER_OTLP_ENDPOINT.
 `
 
@@ -99,7 +100,7 @@ func migrate(ctx context.Context, cfg config) (int64, error) {
 // configured event store (EventStoreDB when EVENTSTORE_URL is set, else
 // PostgreSQL on the pool) and a function closing both.
 func openStore(ctx context.Context, cfg config) (*pgxpool.Pool, eventstore.Store, func(), error) {
-	pool, err := pgstore.Connect(ctx, cfg.DatabaseURL)
+	pool, err := pgstore.Connect(ctx, cfg.AppDatabaseURL)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -123,6 +123,8 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		{"POS_SHUTDOWN_GRACE_SECONDS", "ten"},
 		{"POS_NATS_PORT", "70000"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
+		{"POS_API_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pos"}, // the owner, not pos_api
+		{"POS_APP_DATABASE_URL", "postgres://pos_api@127.0.0.1:5432/pos"},
 		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector/v1/traces"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
@@ -137,8 +139,15 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 	if err != nil {
 		t.Fatalf("usable values refused: %v", err)
 	}
+	if cfg.AppDatabaseURL != defaultDatabaseURL || cfg.APIDatabaseURL != defaultDatabaseURL {
+		t.Errorf("pools' URLs %q and %q, want DATABASE_URL's (logged in as their roles by pgpool)", cfg.AppDatabaseURL, cfg.APIDatabaseURL)
+	}
 	if want := "http://collector:4318/v1/traces"; cfg.TracesURL != want {
 		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: traces go to %q, want %q", cfg.TracesURL, want)
+	}
+	app := "postgres://pos_app:s3cret@db:5432/pos"
+	if cfg, err = loadConfig(env(map[string]string{"POS_APP_DATABASE_URL": app})); err != nil || cfg.AppDatabaseURL != app {
+		t.Errorf("POS_APP_DATABASE_URL: %q (%v), want %q", cfg.AppDatabaseURL, err, app)
 	}
 	cfg, err = loadConfig(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "https://traces.example/otlp"}))
 	if want := "https://traces.example/otlp"; err != nil || cfg.TracesURL != want {

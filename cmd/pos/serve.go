@@ -49,7 +49,7 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 	}
 	// Transaction codes lease blocks on a pool of their own (see
 	// commands.NewCodes); it lives as long as the process.
-	codesPool, err := pgstore.ConnectSized(ctx, cfg.DatabaseURL, 2)
+	codesPool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, 2)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -1,7 +1,9 @@
-// Package pgpool opens the service's PostgreSQL pools: each connection works
-// as one role with a few session settings, so what a component may do is
+// Package pgpool opens the service's PostgreSQL pools: each connection logs
+// in as one role, with a few session settings, so what a component may do is
 // decided by the database (pgstore writes as pos_app, queries read as
-// pos_api), not only by its code.
+// pos_api), not only by its code. The login is the role itself, never a
+// more privileged user that switched to it: no statement can RESET ROLE
+// to anything that owns a table.
 package pgpool
 
 import (
@@ -18,15 +20,21 @@ import (
 // behind each other, while PostgreSQL handles far more connections.
 const DefaultMaxConns = 32
 
-// Open returns a pool on url whose every connection runs SET ROLE role, any
-// extra settings (SQL, run on connect), and ends a transaction left idle for
-// 30 s: an abandoned transaction would hold every event-feed reader back
-// (see pgstore). maxConns 0 means the URL's pool_max_conns, or
-// DefaultMaxConns. The url's user must be a member of role (or a superuser).
+// Open returns a pool on url whose every connection logs in as role, runs
+// any extra settings (SQL, run on connect), and ends a transaction left idle
+// for 30 s: an abandoned transaction would hold every event-feed reader back
+// (see pgstore). A url whose user is not role (the migrating login's
+// DATABASE_URL) logs in as role instead, without its password: the server
+// must let role in by its own means (trust or peer locally, a password file,
+// certificates). maxConns 0 means the URL's pool_max_conns, or
+// DefaultMaxConns.
 func Open(ctx context.Context, url, role, settings string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
+	}
+	if cfg.ConnConfig.User != role {
+		cfg.ConnConfig.User, cfg.ConnConfig.Password = role, ""
 	}
 	switch {
 	case maxConns > 0:
@@ -34,7 +42,7 @@ func Open(ctx context.Context, url, role, settings string, maxConns int32) (*pgx
 	case !strings.Contains(url, "pool_max_conns"):
 		cfg.MaxConns = DefaultMaxConns
 	}
-	setup := "SET ROLE " + pgx.Identifier{role}.Sanitize() + "; SET idle_in_transaction_session_timeout = '30s'"
+	setup := "SET idle_in_transaction_session_timeout = '30s'"
 	if settings != "" {
 		setup += "; " + settings
 	}
@@ -48,7 +56,7 @@ func Open(ctx context.Context, url, role, settings string, maxConns int32) (*pgx
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect as %s: %w", role, err)
+		return nil, fmt.Errorf("connect as %s (has the database been migrated? see POS_APP_DATABASE_URL and POS_API_DATABASE_URL): %w", role, err)
 	}
 	return pool, nil
 }
