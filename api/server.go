@@ -252,7 +252,15 @@ func (s *Server) Handler() http.Handler {
 	return otelhttp.NewHandler(r, "pos.http",
 		otelhttp.WithTracerProvider(s.tel.Tracers), otelhttp.WithMeterProvider(s.tel.Meters),
 		otelhttp.WithPropagators(s.tel.Propagator),
-		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }))
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method }),
+		// Probes and scrapes are no one's request: no span, no trace.
+		otelhttp.WithFilter(func(r *http.Request) bool {
+			switch r.URL.Path {
+			case "/healthz", "/readyz", "/metrics":
+				return false
+			}
+			return true
+		}))
 }
 
 // measure records each command's latency by route pattern and status, and

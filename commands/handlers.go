@@ -93,13 +93,27 @@ func (d *Deps) tracer() trace.Tracer {
 	return d.Tracer
 }
 
-// endSpan records err, if any, on span and ends it.
+// endSpan records err, if any, on span and ends it. A refusal (the command
+// decided against the caller, as a 4xx answers) is recorded without marking
+// the span failed, as otelhttp treats a 4xx.
 func endSpan(span trace.Span, err error) {
 	if err != nil {
 		span.RecordError(err)
-		span.SetStatus(otelcodes.Error, "")
+		if !refusal(err) {
+			span.SetStatus(otelcodes.Error, "")
+		}
 	}
 	span.End()
+}
+
+// refusal reports an error that is the command's decision or the caller's
+// doing, not a failure.
+func refusal(err error) bool {
+	var invalid *domain.ValidationError
+	return errors.As(err, &invalid) || errors.Is(err, domain.ErrInvalid) || errors.Is(err, domain.ErrNotFound) ||
+		errors.Is(err, domain.ErrAlreadyExists) || errors.Is(err, domain.ErrInvalidState) ||
+		errors.Is(err, domain.ErrInsufficientStock) || errors.Is(err, ErrForbidden) ||
+		errors.Is(err, ErrVersionMismatch) || errors.Is(err, eventstore.ErrConcurrency)
 }
 
 // confirming returns handlers like h that decide only on aggregates read

@@ -155,7 +155,8 @@ type Options struct {
 	// schema (eventstore.Registry.Upcast), as the runner's store does for
 	// the events it fills gaps with. The relay publishes events as stored.
 	Upcast func(eventstore.RecordedEvent) (eventstore.RecordedEvent, error)
-	// Meter, when set, records pos.projector.dead_letters.
+	// Meter, when set, records pos.projector.dead_letters and the gauges
+	// pos.projection.pending and (with Heads) pos.projection.stalled.
 	Meter metric.Meter
 	// Tracer, when set, gives each delivery a consumer span ("consume
 	// <durable>", until it is applied or fails), a child of the relay's
@@ -175,7 +176,8 @@ type Options struct {
 	// Without it a message the broker lost (JetStream syncs its disk only
 	// every few minutes, so a crash loses acknowledged messages) would be
 	// noticed only through the partition's next message, which a quiet
-	// merchant may not send for hours. TailCheck defaults to 10s.
+	// merchant may not send for hours. TailCheck defaults to 10s; it is
+	// also how often the pos.projection.pending gauge is refreshed.
 	Heads     func(context.Context) ([]eventstore.Position, error)
 	TailCheck time.Duration
 }
@@ -203,6 +205,9 @@ type Consumer struct {
 	stalledSince map[int]time.Time
 	stalledGauge metric.Float64ObservableGauge
 	pendingGauge metric.Int64ObservableGauge
+	// pendingNow is the last count of pending messages, -1 when unknown
+	// (see refreshPending).
+	pendingNow atomic.Int64
 }
 
 // DeadLetterTopic returns the dead-letter topic of prefix.
@@ -264,6 +269,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	c := &Consumer{runner: runner, opts: opts, ready: make(chan struct{}),
 		drained: make(chan struct{}),
 		batches: newBatcher(runner, opts.ReorderWait, opts.MaxAckPending)}
+	c.pendingNow.Store(-1) // not counted yet
 	logger := drainedLogger{watermill.NewSlogLoggerWithLevelMapping(opts.Logger, map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,
 	}), c}
@@ -569,9 +575,10 @@ func (c *Consumer) Run(ctx context.Context) error {
 		defer unregister()
 	}
 	tctx, stopTails := context.WithCancel(ctx)
-	tails := make(chan struct{})
-	go func() { defer close(tails); c.checkTails(tctx) }()
-	defer func() { stopTails(); <-tails }()
+	var tails sync.WaitGroup
+	tails.Go(func() { c.checkTails(tctx) })
+	tails.Go(func() { c.refreshPending(tctx) })
+	defer func() { stopTails(); tails.Wait() }()
 	select {
 	case err := <-errc:
 		c.closeClients()
@@ -600,9 +607,9 @@ func (c *Consumer) observe() (unregister func(), err error) {
 		if c.stalledGauge != nil {
 			o.ObserveFloat64(c.stalledGauge, c.stalled().Seconds(), durable)
 		}
-		// Unknown (the broker does not answer, the consumer is closing):
-		// no value, rather than a wrong one.
-		if n, err := c.pending(ctx); err == nil {
+		// Unknown (the broker did not answer): no value rather than a
+		// stale one.
+		if n := c.pendingNow.Load(); n >= 0 {
 			o.ObserveInt64(c.pendingGauge, n, durable)
 		}
 		return nil
@@ -615,6 +622,33 @@ func (c *Consumer) observe() (unregister func(), err error) {
 			c.opts.Logger.Warn("consume: gauges' callback not removed", "err", err)
 		}
 	}, nil
+}
+
+// refreshPending counts the pending messages (pending) every TailCheck until
+// ctx ends, for the gauge to report: counted at each scrape, they would cost
+// the broker a request per partition for every GET /metrics.
+func (c *Consumer) refreshPending(ctx context.Context) {
+	if c.pendingGauge == nil {
+		return
+	}
+	every := c.opts.TailCheck
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		n, err := c.pending(ctx)
+		if err != nil {
+			n = -1
+		}
+		c.pendingNow.Store(n)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // pending is how many messages JetStream holds for the durable on every

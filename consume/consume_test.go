@@ -368,7 +368,9 @@ func TestHeldMessagesShowInThePendingGauge(t *testing.T) {
 	a := e.sale(m, "000-001")
 	r.event.Store(a.Events[1].ID) // a's first item: everything after it in the partition waits
 	r.broken.Store(true)
-	e.consumer(consume.Options{Meter: meter})
+	// A window of 2: most of what waits is not even delivered (NumPending),
+	// the rest delivered and unacknowledged (NumAckPending); both count.
+	e.consumer(consume.Options{Meter: meter, MaxAckPending: 2, TailCheck: 20 * time.Millisecond})
 	e.relay(relay.Options{})
 	b := e.sale(m, "000-002")
 

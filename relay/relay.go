@@ -106,7 +106,7 @@ type Options struct {
 	Logger *slog.Logger
 	// Tracer, when set, gives each published event a producer span, a
 	// child of the trace context in the event's metadata (the request that
-	// wrote it), ended when the broker acknowledged; the message carries
+	// wrote it), ended when the broker answered; the message carries
 	// that span's context, so a consumer's span is its child.
 	Tracer trace.Tracer
 	// SkipEvent is for tests only: an event for which it returns true is
@@ -398,17 +398,22 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 // publish sends one batch, each partition's messages in feed order (the
 // partitions at once), and then writes the checkpoint. Only after every
 // Publish returned (acknowledged) does the checkpoint move.
-func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) (err error) {
+func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
 	n := l.r.opts.Partitions
 	heads := append([]string(nil), l.heads...)
 	byPartition := make(map[int][]*message.Message)
 	var order []int
+	// The producer spans end when the broker has answered (or nothing was
+	// sent): their error is the publication's, not the checkpoint's.
 	spans := make([]trace.Span, 0, len(events))
-	defer func() {
+	var published error
+	endSpans := func() {
 		for _, span := range spans {
-			endSpan(span, err)
+			endSpan(span, published)
 		}
-	}()
+		spans = nil
+	}
+	defer endSpans()
 	for _, e := range events {
 		p := projections.Partition(merchantOf(e), n)
 		var prev *eventstore.Position
@@ -425,6 +430,7 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 		}
 		msg, err := Encode(e, prev, p)
 		if err != nil {
+			published = err
 			return err
 		}
 		msg.SetContext(ctx)
@@ -449,8 +455,10 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 			return nil
 		})
 	}
-	if err := g.Wait(); err != nil {
-		return err
+	published = g.Wait()
+	endSpans()
+	if published != nil {
+		return published
 	}
 	last := events[len(events)-1].Position
 	if err := l.checkpoint(ctx, last, heads); err != nil {

@@ -21,7 +21,9 @@ const (
 	// event id, so a republished event inside the stream's duplicate window
 	// is acknowledged but not stored again.
 	MsgIDKey = "Nats-Msg-Id"
-	// TraceParentKey and TraceStateKey carry the event's W3C trace context.
+	// TraceParentKey and TraceStateKey carry a W3C trace context: the
+	// event's (Encode), or the relay's producer span for it, a child of
+	// the event's (Options.Tracer). The payload keeps the event's own.
 	TraceParentKey = "traceparent"
 	TraceStateKey  = "tracestate"
 	// MerchantKey is the event's merchant id.

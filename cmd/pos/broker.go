@@ -26,24 +26,32 @@ import (
 // broker returns the NATS server to use: NATS_URL, or else an embedded one
 // (JetStream in DataDir/nats, on 127.0.0.1:POS_NATS_PORT or a free port)
 // that is shut down when ctx ends and done is closed (after the clients
-// that use it have stopped).
-func broker(ctx context.Context, cfg config, log *slog.Logger, done <-chan struct{}) (string, error) {
+// that use it have stopped). down is closed once the embedded server has
+// stopped, its streams flushed to disk (at once for NATS_URL's): the
+// process must not exit before.
+func broker(ctx context.Context, cfg config, log *slog.Logger, done <-chan struct{}) (url string, down <-chan struct{}, err error) {
+	stopped := make(chan struct{})
 	if cfg.NATSURL != "" {
-		return cfg.NATSURL, nil
+		close(stopped)
+		return cfg.NATSURL, stopped, nil
 	}
 	dir := filepath.Join(cfg.DataDir, "nats")
 	srv, err := consume.StartEmbedded(dir, cfg.NATSPort)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	log.Info("embedded NATS JetStream started", "url", srv.URL(), "store_dir", dir)
 	go func() {
-		<-ctx.Done()
+		defer close(stopped)
+		select {
+		case <-ctx.Done():
+		case <-done: // never started its clients
+		}
 		<-done
 		srv.Shutdown()
 		log.Info("embedded NATS stopped")
 	}()
-	return srv.URL(), nil
+	return srv.URL(), stopped, nil
 }
 
 // worker is a runner the read side keeps fed with events: the projections,
@@ -76,8 +84,9 @@ func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore
 // each runner from its durable, with any `pos projector` workers sharing the
 // partitions. brokerUp, when set, is told the broker's URL once it is known
 // (readiness checks it). The returned channel is closed once, after ctx
-// ended, every worker has stopped: the pools they use must stay open until
-// then.
+// ended, every worker has stopped and the embedded NATS server, if any, is
+// down: the pools the workers use must stay open until then, and the process
+// must not exit before the broker has flushed its streams.
 func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, tel *telemetry.Telemetry, brokerUp func(url string) error) (<-chan struct{}, error) {
 	var meter metric.Meter // dead letters, stalled partitions
 	if tel != nil {
@@ -97,7 +106,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		return nil, fmt.Errorf("POS_READ_SIDE %q: want %q or %q", cfg.ReadSide, readSideNATS, readSideInProcess)
 	}
 	done := make(chan struct{})
-	url, err := broker(ctx, cfg, log, done)
+	url, down, err := broker(ctx, cfg, log, done)
 	if err == nil && brokerUp != nil {
 		err = brokerUp(url)
 	}
@@ -152,7 +161,9 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		log.Info("workers consuming NATS", "worker", w.name, "durable", w.durable, "url", url, "partitions", partitions)
 	}
 	go stop()
-	return done, nil
+	stopped := make(chan struct{})
+	go func() { <-done; <-down; close(stopped) }()
+	return stopped, nil
 }
 
 // keepConsuming runs c until ctx ends; a consumer that fails (it cannot

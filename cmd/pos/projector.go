@@ -15,7 +15,6 @@ import (
 	"pos/commands"
 	"pos/consume"
 	"pos/eventstore"
-	"pos/internal/telemetry"
 	"pos/projections"
 )
 
@@ -36,11 +35,11 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	tel, err := telemetry.New(telemetry.Config{TracesURL: cfg.TracesURL})
+	tel, closeTel, err := startTelemetry(cfg, log)
 	if err != nil {
-		return fmt.Errorf("projector: telemetry: %w", err)
+		return fmt.Errorf("projector: %w", err)
 	}
-	defer func() { _ = tel.Shutdown(context.Background()) }()
+	defer closeTel()
 	meter, procMeter := tel.Meter("pos/consume"), tel.Meter("pos/processes")
 	opts := projections.Options{Meter: tel.Meter("pos/projections")}
 	// The workers' metrics (lag, dead letters, conflicts) are scraped here;

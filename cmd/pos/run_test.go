@@ -145,6 +145,15 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 	if want := "http://collector:4318/v1/traces"; cfg.TracesURL != want {
 		t.Errorf("OTEL_EXPORTER_OTLP_ENDPOINT: traces go to %q, want %q", cfg.TracesURL, want)
 	}
+	if _, err := loadConfig(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})); err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_PROTOCOL") {
+		t.Errorf("OTLP over gRPC: %v, want an error naming OTEL_EXPORTER_OTLP_PROTOCOL", err)
+	}
+	for _, off := range []map[string]string{{"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_EXPORTER": "none"}} {
+		off["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318"
+		if cfg, err := loadConfig(env(off)); err != nil || cfg.TracesURL != "" {
+			t.Errorf("%v: traces go to %q (%v), want nowhere", off, cfg.TracesURL, err)
+		}
+	}
 	app := "postgres://pos_app:s3cret@db:5432/pos"
 	if cfg, err = loadConfig(env(map[string]string{"POS_APP_DATABASE_URL": app})); err != nil || cfg.AppDatabaseURL != app {
 		t.Errorf("POS_APP_DATABASE_URL: %q (%v), want %q", cfg.AppDatabaseURL, err, app)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 
 	"pos/api"
@@ -97,11 +98,11 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer closeStore()
 
-	tel, err := telemetry.New(telemetry.Config{TracesURL: cfg.TracesURL})
+	tel, closeTel, err := startTelemetry(cfg, log)
 	if err != nil {
 		return err
 	}
-	defer func() { _ = tel.Shutdown(context.Background()) }()
+	defer closeTel()
 	key, err := anchorKey(cfg, log)
 	if err != nil {
 		return err
@@ -148,6 +149,31 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer cancel()
 	return httpSrv.Shutdown(sctx)
 }
+
+// startTelemetry builds the process's metrics and traces (cfg.TracesURL) and
+// sends OpenTelemetry's own failures (an export the collector refused) to
+// log. flush flushes the spans still queued, for at most telemetryFlush: a
+// collector that accepts connections and never answers must not hold the
+// process past its shutdown grace.
+func startTelemetry(cfg config, log *slog.Logger) (tel *telemetry.Telemetry, flush func(), err error) {
+	tel, err = telemetry.New(telemetry.Config{TracesURL: cfg.TracesURL})
+	if err != nil {
+		return nil, nil, fmt.Errorf("telemetry: %w", err)
+	}
+	// Process-wide (the SDK has no other way): the last process component
+	// started logs them.
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) { log.Warn("opentelemetry", "err", err) }))
+	return tel, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), telemetryFlush)
+		defer cancel()
+		if err := tel.Shutdown(ctx); err != nil {
+			log.Warn("telemetry: spans not flushed", "err", err)
+		}
+	}, nil
+}
+
+// telemetryFlush bounds the final flush of queued spans.
+const telemetryFlush = 5 * time.Second
 
 // Audit anchors (package audit).
 

@@ -134,83 +134,73 @@ func TestServeExportsATraceFromRequestToProjector(t *testing.T) {
 	post("/v1/transactions/"+tx.String()+"/checkout", `{}`)
 	payParent := post("/v1/transactions/"+tx.String()+"/payments", `{"method":"CASH","amount":15000}`)
 
-	// The request's span is its parent's child, named after its route.
-	named := func(spans []*tracepb.Span, name string) []*tracepb.Span {
-		var out []*tracepb.Span
-		for _, s := range spans {
-			if s.Name == name {
-				out = append(out, s)
+	// missing names the first link of the payment's chain not received yet
+	// ("" when it is whole). Spans arrive in batches, in any order.
+	missing := func(spans []*tracepb.Span) string {
+		under := func(name string, parents ...*tracepb.Span) *tracepb.Span {
+			for _, s := range spans {
+				for _, p := range parents {
+					if s.Name == name && bytes.Equal(s.ParentSpanId, p.SpanId) {
+						return s
+					}
+				}
 			}
+			return nil
 		}
-		return out
-	}
-	var spans []*tracepb.Span
-	var pay, sell *tracepb.Span
-	deadline := time.Now().Add(45 * time.Second)
-	for {
-		spans = col.trace(traceID[:])
-		pay, sell = nil, nil
-		for _, s := range named(spans, "POST /v1/transactions/{id}/payments") {
-			if hex.EncodeToString(s.ParentSpanId) == payParent {
+		var pay *tracepb.Span // the request's span: its parent's child, named after its route
+		for _, s := range spans {
+			if s.Name == "POST /v1/transactions/{id}/payments" && hex.EncodeToString(s.ParentSpanId) == payParent {
 				pay = s
 			}
 		}
-		for _, s := range named(spans, "command stock") {
-			if pay != nil && bytes.Equal(s.ParentSpanId, pay.SpanId) {
-				sell = s // the process manager's, on the payment's events
+		if pay == nil {
+			return "the payment's request span"
+		}
+		command := under("command transaction", pay)
+		if command == nil {
+			return "the transaction command span under the payment's request"
+		}
+		if under("append", command) == nil {
+			return "the append span under the payment's command"
+		}
+		// The relay publishes the payment's events as children of the
+		// request, and each worker's delivery of one is a child of its
+		// publication.
+		var publications []*tracepb.Span
+		for _, s := range spans {
+			if s.Name == "relay publish" && bytes.Equal(s.ParentSpanId, pay.SpanId) && s.Kind == tracepb.Span_SPAN_KIND_PRODUCER {
+				publications = append(publications, s)
 			}
 		}
-		if pay != nil && sell != nil && len(named(spans, "consume "+processDurable)) > 0 {
-			break
+		if len(publications) == 0 {
+			return "a relay publish span under the payment's request"
+		}
+		for _, durable := range []string{"pos_projector", processDurable} {
+			if c := under("consume "+durable, publications...); c == nil || c.Kind != tracepb.Span_SPAN_KIND_CONSUMER {
+				return "a consume " + durable + " span under a publication of the payment's events"
+			}
+		}
+		// The process manager sells the paid units in the payment's trace.
+		if under("command stock", pay) == nil {
+			return "the process manager's stock command under the payment's request"
+		}
+		return ""
+	}
+	deadline := time.Now().Add(45 * time.Second)
+	for {
+		spans := col.trace(traceID[:])
+		gap := missing(spans)
+		if gap == "" {
+			return
 		}
 		if time.Now().After(deadline) {
 			var names []string
 			for _, s := range spans {
 				names = append(names, s.Name)
 			}
-			t.Fatalf("after 45s: payment span %v, the process manager's stock command under it %v; the trace's spans: %q\n%s",
-				pay != nil, sell != nil, names, logs.String())
+			t.Fatalf("after 45s, no %s; the trace's spans: %q\n%s", gap, names, logs.String())
 		}
 		time.Sleep(200 * time.Millisecond)
-	}
-
-	// Inside the payment request: its command, and that command's append.
-	var command, appendSpan *tracepb.Span
-	for _, s := range named(spans, "command transaction") {
-		if bytes.Equal(s.ParentSpanId, pay.SpanId) {
-			command = s
-		}
-	}
-	if command == nil {
-		t.Fatal("no transaction command span under the payment's request span")
-	}
-	for _, s := range named(spans, "append") {
-		if bytes.Equal(s.ParentSpanId, command.SpanId) {
-			appendSpan = s
-		}
-	}
-	if appendSpan == nil {
-		t.Fatal("no append span under the payment's command span")
-	}
-	// The relay published the payment's events as children of the request,
-	// and each worker's delivery of them is a child of a publication.
-	publications := map[string]bool{}
-	for _, s := range named(spans, "relay publish") {
-		if bytes.Equal(s.ParentSpanId, pay.SpanId) && s.Kind == tracepb.Span_SPAN_KIND_PRODUCER {
-			publications[string(s.SpanId)] = true
-		}
-	}
-	if len(publications) == 0 {
-		t.Fatal("no relay publish span under the payment's request span")
-	}
-	for _, durable := range []string{"pos_projector", processDurable} {
-		delivered := false
-		for _, s := range named(spans, "consume "+durable) {
-			delivered = delivered || publications[string(s.ParentSpanId)] && s.Kind == tracepb.Span_SPAN_KIND_CONSUMER
-		}
-		if !delivered {
-			t.Errorf("no %q span under a publication of the payment's events", "consume "+durable)
-		}
 	}
 }
 

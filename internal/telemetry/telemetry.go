@@ -48,14 +48,15 @@ type Config struct {
 	// request's span, for no one, cost about 5 % of a cached read's CPU.
 	// Either way every span has its ids, which logs and events carry, and
 	// OTEL_TRACES_SAMPLER (the SDK's standard variable), when set, decides
-	// instead. The exporter honours the SDK's other OTEL_EXPORTER_OTLP_*
-	// and OTEL_BSP_* variables (headers, timeout, batch delay).
+	// instead. The exporter honours the SDK's OTEL_EXPORTER_OTLP_HEADERS,
+	// _TIMEOUT, _COMPRESSION and _CERTIFICATE variables and the batch
+	// processor's OTEL_BSP_*.
 	TracesURL string
 }
 
 // New returns providers whose metrics go to a private Prometheus registry
 // (with Go runtime and process collectors) and whose spans go where cfg
-// says, named for the service "pos" (OTEL_SERVICE_NAME and
+// says, named for the service "pos" and the host (OTEL_SERVICE_NAME and
 // OTEL_RESOURCE_ATTRIBUTES add to or override that).
 func New(cfg Config) (*Telemetry, error) {
 	reg := prometheus.NewRegistry()
@@ -64,9 +65,11 @@ func New(cfg Config) (*Telemetry, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A malformed OTEL_RESOURCE_ATTRIBUTES leaves out what it cannot parse
+	// (ErrPartialResource) rather than stopping the service.
 	res, err := resource.New(context.Background(),
-		resource.WithAttributes(attribute.String("service.name", "pos")), resource.WithFromEnv())
-	if err != nil {
+		resource.WithAttributes(attribute.String("service.name", "pos")), resource.WithFromEnv(), resource.WithHost())
+	if err != nil && !errors.Is(err, resource.ErrPartialResource) {
 		return nil, fmt.Errorf("telemetry: resource: %w", err)
 	}
 	opts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
