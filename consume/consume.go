@@ -228,6 +228,9 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	if opts.TopicPrefix == "" {
 		opts.TopicPrefix = relay.DefaultTopicPrefix
 	}
+	if opts.TailCheck <= 0 {
+		opts.TailCheck = 10 * time.Second
+	}
 	if opts.Durable == "" {
 		opts.Durable = DefaultDurable
 	}
@@ -631,11 +634,7 @@ func (c *Consumer) refreshPending(ctx context.Context) {
 	if c.pendingGauge == nil {
 		return
 	}
-	every := c.opts.TailCheck
-	if every <= 0 {
-		every = 10 * time.Second
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(c.opts.TailCheck)
 	defer t.Stop()
 	for {
 		n, err := c.pending(ctx)
@@ -708,11 +707,7 @@ func (c *Consumer) checkTails(ctx context.Context) {
 	if c.opts.Heads == nil {
 		return
 	}
-	every := c.opts.TailCheck
-	if every <= 0 {
-		every = 10 * time.Second
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(c.opts.TailCheck)
 	defer t.Stop()
 	type behind struct {
 		at   eventstore.Position // the checkpoint it was behind at
@@ -730,7 +725,7 @@ func (c *Consumer) checkTails(ctx context.Context) {
 		// The reads never wait longer than the interval (a pool used up
 		// by hung transactions): the check fails, is logged, and what the
 		// last one saw stands.
-		cctx, cancel := context.WithTimeout(ctx, every)
+		cctx, cancel := context.WithTimeout(ctx, c.opts.TailCheck)
 		heads, err := c.opts.Heads(cctx)
 		if err != nil && ctx.Err() == nil {
 			c.opts.Logger.Warn("projector tail check: reading the relay's heads failed; next check retries", "err", err)
