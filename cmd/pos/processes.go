@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"pos/commands"
+	"pos/consume"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
 	"pos/processes"
@@ -60,7 +61,7 @@ func projectionWorker(runner *projections.Runner) worker {
 	for _, p := range projections.All() {
 		names = append(names, p.Name())
 	}
-	return worker{name: "projections", runner: runner, durable: "", names: names}
+	return worker{name: "projections", runner: runner, durable: consume.DefaultDurable, names: names}
 }
 
 // ledgerPoolSize is the connections of the stock ledgers' own pool.

@@ -130,6 +130,13 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 			return fmt.Errorf("verify: -merchant %q is not a UUID", *merchant)
 		}
 	}
+	var keyGiven bool
+	fs.Visit(func(f *flag.Flag) { keyGiven = keyGiven || f.Name == "public-key" })
+	if keyGiven && *publicKey == "" {
+		// An empty $PUB would otherwise check against the default key and
+		// pass, telling an auditor nothing about the key they meant.
+		return errors.New("verify: -public-key is empty")
+	}
 	var pub audit.PublicKey
 	if *publicKey != "" {
 		var err error

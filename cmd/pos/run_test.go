@@ -113,6 +113,18 @@ func TestVerifyRefusesAMalformedMerchant(t *testing.T) {
 	}
 }
 
+// An empty -public-key (a $PUB the shell left empty) is refused, not taken
+// for the default key: a check against the development key would pass and
+// prove nothing about the key the auditor meant.
+func TestVerifyRefusesAnEmptyPublicKey(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"verify", "-quiet", "-public-key", ""}, env(map[string]string{"DATABASE_URL": url}), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "-public-key is empty") {
+		t.Fatalf("verify -public-key '': err = %v, want a refusal", err)
+	}
+}
+
 // A variable set to a value the service cannot use stops it with the
 // variable's name, rather than run on a default the operator did not ask for.
 func TestUnusableConfigurationIsRefused(t *testing.T) {
