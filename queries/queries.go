@@ -44,9 +44,8 @@ var (
 	ErrNoMerchant = errors.New("queries: no merchant")
 )
 
-// Connect opens a pool on url whose connections work as Role, read-only.
-// The url's user must be a member of Role (or a superuser): the pool runs
-// SET ROLE on every new connection.
+// Connect opens a pool on url whose connections log in as Role (see
+// pgpool.Open), read-only.
 func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return ConnectSized(ctx, url, 0)
 }

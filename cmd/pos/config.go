@@ -138,8 +138,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 		if u == "" {
 			return get("DATABASE_URL", defaultDatabaseURL)
 		}
-		if c, err := pgx.ParseConfig(u); err != nil || c.User != role {
-			errs = append(errs, fmt.Errorf("%s: want a PostgreSQL URL whose user is %s", key, role))
+		// Neither error repeats the URL: it may hold a password.
+		if c, err := pgx.ParseConfig(u); err != nil {
+			errs = append(errs, fmt.Errorf("%s: not a usable PostgreSQL connection string", key))
+		} else if c.User != role {
+			errs = append(errs, fmt.Errorf("%s: its user must be %s", key, role))
 		}
 		return u
 	}

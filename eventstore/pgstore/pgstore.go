@@ -701,10 +701,10 @@ func (s *Store) CountEvents(ctx context.Context, filter eventstore.Filter) (int6
 // nothing else (migrations/00001_event_store.sql).
 const AppRole = "pos_app"
 
-// Connect opens a pool on url whose connections work as AppRole, so that the
-// running service cannot change or delete an event even if its code tried.
-// The url's user must be a member of AppRole (or a superuser); migrations run
-// separately, as the url's own user.
+// Connect opens a pool on url whose connections log in as AppRole (see
+// pgpool.Open), so that the running service cannot change or delete an
+// event even if its code tried; migrations run separately, as the url's
+// own user.
 func Connect(ctx context.Context, url string) (*pgxpool.Pool, error) {
 	return ConnectSized(ctx, url, 0)
 }

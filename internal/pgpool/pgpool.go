@@ -9,11 +9,26 @@ package pgpool
 import (
 	"context"
 	"fmt"
+	neturl "net/url"
 	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
+
+// LoginAs returns the connection string url (a URL or keyword/value
+// string) with role as its user and an empty password; later settings win
+// in both forms.
+func LoginAs(url, role string) string {
+	if strings.HasPrefix(url, "postgres://") || strings.HasPrefix(url, "postgresql://") {
+		sep := "?"
+		if strings.Contains(url, "?") {
+			sep = "&"
+		}
+		return url + sep + "user=" + neturl.QueryEscape(role) + "&password="
+	}
+	return url + " user='" + role + "' password=''"
+}
 
 // DefaultMaxConns is the pool size unless the URL sets pool_max_conns:
 // pgxpool's own default (4 on this machine) queues concurrent requests
@@ -24,17 +39,23 @@ const DefaultMaxConns = 32
 // any extra settings (SQL, run on connect), and ends a transaction left idle
 // for 30 s: an abandoned transaction would hold every event-feed reader back
 // (see pgstore). A url whose user is not role (the migrating login's
-// DATABASE_URL) logs in as role instead, without its password: the server
-// must let role in by its own means (trust or peer locally, a password file,
-// certificates). maxConns 0 means the URL's pool_max_conns, or
-// DefaultMaxConns.
+// DATABASE_URL) logs in as role instead, without that user's password (nor
+// PGPASSWORD): the server must let role in by its own means, trust or peer
+// locally, or role's line of the password file (~/.pgpass, PGPASSFILE).
+// Client certificates in url stay the url user's: a role that logs in with
+// its own needs a url of its own. maxConns 0 means the URL's
+// pool_max_conns, or DefaultMaxConns.
 func Open(ctx context.Context, url, role, settings string, maxConns int32) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("database url: %w", err)
 	}
 	if cfg.ConnConfig.User != role {
-		cfg.ConnConfig.User, cfg.ConnConfig.Password = role, ""
+		// Parsed again as role, so that role's password-file line is
+		// looked up (ParseConfig does that for the user it parses).
+		if cfg, err = pgxpool.ParseConfig(LoginAs(url, role)); err != nil {
+			return nil, fmt.Errorf("database url: %w", err)
+		}
 	}
 	switch {
 	case maxConns > 0:
@@ -56,7 +77,7 @@ func Open(ctx context.Context, url, role, settings string, maxConns int32) (*pgx
 	}
 	if err := pool.Ping(ctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect as %s (has the database been migrated? see POS_APP_DATABASE_URL and POS_API_DATABASE_URL): %w", role, err)
+		return nil, fmt.Errorf("connect as %s: %w (the pools log in as pos_app and pos_api: the migrations let them log in; the server must accept them, or POS_APP_DATABASE_URL and POS_API_DATABASE_URL must name their logins)", role, err)
 	}
 	return pool, nil
 }

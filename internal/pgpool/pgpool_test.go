@@ -2,11 +2,15 @@ package pgpool_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"pos/eventstore/pgstore"
+	"pos/internal/pgpool"
 	"pos/internal/pgtest"
 	"pos/queries"
 )
@@ -19,6 +23,10 @@ func TestPoolsLogInAsTheirRoles(t *testing.T) {
 	t.Parallel()
 	url := pgtest.NewDatabase(t) // its user is the superuser that migrated it
 	ctx := context.Background()
+	owner, err := pgx.ParseConfig(url)
+	if err != nil {
+		t.Fatal(err)
+	}
 	app, err := pgstore.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
@@ -47,13 +55,44 @@ func TestPoolsLogInAsTheirRoles(t *testing.T) {
 		if err := conn.QueryRow(ctx, "SELECT current_user::text").Scan(&current); err != nil || current != role {
 			t.Errorf("%s pool after RESET ROLE: current_user %s (%v); want %s", role, current, err, role)
 		}
-		if _, err := conn.Exec(ctx, "SET ROLE postgres"); err == nil {
-			t.Errorf("%s pool: SET ROLE postgres succeeded", role)
+		if _, err := conn.Exec(ctx, "SET ROLE "+pgx.Identifier{owner.User}.Sanitize()); err == nil {
+			t.Errorf("%s pool: SET ROLE %s (the owner) succeeded", role, owner.User)
 		}
 		conn.Release()
-		var owns, bypass bool
-		if err := app.QueryRow(ctx, "SELECT EXISTS (SELECT FROM pg_class WHERE relowner = $1::text::regrole), (SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = $1::text)", role).Scan(&owns, &bypass); err != nil || owns || bypass {
-			t.Errorf("%s owns a relation (%v) or bypasses row-level security (%v), err %v", role, owns, bypass, err)
+		var owns, bypass, member bool
+		if err := app.QueryRow(ctx, `SELECT EXISTS (SELECT FROM pg_class WHERE relowner = $1::text::regrole),
+			(SELECT rolbypassrls OR rolsuper FROM pg_roles WHERE rolname = $1::text),
+			pg_has_role($1::text, $2::text, 'MEMBER')`, role, owner.User).Scan(&owns, &bypass, &member); err != nil || owns || bypass || member {
+			t.Errorf("%s owns a relation (%v), bypasses row-level security (%v) or is a member of the owner (%v); err %v", role, owns, bypass, member, err)
+		}
+	}
+}
+
+// A role's login never carries the owner's password (in the URL or
+// PGPASSWORD), and finds the role's own line of the password file.
+func TestLoginAsTakesTheRolesOwnPassword(t *testing.T) {
+	passfile := filepath.Join(t.TempDir(), "pgpass")
+	if err := os.WriteFile(passfile, []byte("db.example:5432:pos:pos_app:app-secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, url := range []string{
+		"postgres://owner:owner-secret@db.example:5432/pos?sslmode=disable&passfile=" + passfile,
+		"postgres://owner:owner-secret@db.example:5432/pos?passfile=" + passfile + "&pool_max_conns=4",
+		"host=db.example port=5432 dbname=pos user=owner password=owner-secret passfile=" + passfile,
+	} {
+		cfg, err := pgxpool.ParseConfig(pgpool.LoginAs(url, "pos_app"))
+		if err != nil {
+			t.Fatalf("%s: %v", url, err)
+		}
+		if c := cfg.ConnConfig; c.User != "pos_app" || c.Password != "app-secret" || c.Host != "db.example" || c.Database != "pos" {
+			t.Errorf("%s as pos_app: user %q, password %q, host %q, database %q; want pos_app with its password-file line", url, c.User, c.Password, c.Host, c.Database)
+		}
+		cfg, err = pgxpool.ParseConfig(pgpool.LoginAs(url, "pos_api")) // no line of its own
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c := cfg.ConnConfig; c.User != "pos_api" || c.Password != "" {
+			t.Errorf("%s as pos_api: user %q, password %q; want no password", url, c.User, c.Password)
 		}
 	}
 }
