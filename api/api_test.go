@@ -589,8 +589,10 @@ func TestTelemetry(t *testing.T) {
 	if events[0].Metadata.TraceParent == "00-"+traceID+"-00f067aa0ba902b7-01" {
 		t.Errorf("event carries the caller's span, not the request's own")
 	}
+	must(t, e.do(request{method: "GET", path: "/v1/settings", user: &u}), 200)
 	m := must(t, e.do(request{method: "GET", path: "/metrics"}), 200)
-	for _, want := range []string{`pos_command_duration_seconds_bucket{route="POST /v1/transactions",status="201"`, "go_goroutines"} {
+	for _, want := range []string{`pos_command_duration_seconds_bucket{route="POST /v1/transactions",status="201"`,
+		`pos_query_duration_seconds_bucket{route="GET /v1/settings",status="200"`, "go_goroutines"} {
 		if !strings.Contains(string(m.body), want) {
 			t.Errorf("/metrics lacks %s", want)
 		}

@@ -636,8 +636,16 @@ func (c *Consumer) refreshPending(ctx context.Context) {
 	}
 	t := time.NewTicker(c.opts.TailCheck)
 	defer t.Stop()
+	warned := false // once per outage
 	for {
 		n, err := c.pending(ctx)
+		switch {
+		case err == nil:
+			warned = false
+		case !warned && ctx.Err() == nil:
+			c.opts.Logger.Warn("consume: pos.projection.pending unknown until the broker answers", "durable", c.opts.Durable, "err", err)
+			warned = true
+		}
 		if err != nil {
 			n = -1
 		}
@@ -653,7 +661,7 @@ func (c *Consumer) refreshPending(ctx context.Context) {
 // pending is how many messages JetStream holds for the durable on every
 // partition, delivered but not acknowledged or not delivered yet.
 func (c *Consumer) pending(ctx context.Context) (int64, error) {
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.TailCheck)
 	defer cancel()
 	js, err := c.nc.JetStream(nats.Context(ctx))
 	if err != nil {

@@ -40,7 +40,7 @@ BEGIN
             EXCEPTION WHEN OTHERS THEN
                 IF NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = r) THEN
                     RAISE EXCEPTION 'cannot let role % log in: %', r, SQLERRM
-                        USING HINT = format('a role with CREATEROLE (and ADMIN OPTION on %s from PostgreSQL 16) must run: ALTER ROLE %s LOGIN', r, r);
+                        USING HINT = 'a role with CREATEROLE (and, from PostgreSQL 16, ADMIN OPTION on both roles) must run: ALTER ROLE pos_app LOGIN; ALTER ROLE pos_api LOGIN';
                 END IF;
             END;
         END IF;

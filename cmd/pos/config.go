@@ -152,15 +152,18 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if base := getenv("OTEL_EXPORTER_OTLP_ENDPOINT"); traces == "" && base != "" {
 		traces = strings.TrimRight(base, "/") + "/v1/traces"
 	}
-	// Only OTLP over HTTP with protobuf is built in: a gRPC endpoint
-	// (usually port 4317) would be sent HTTP requests it cannot answer.
-	for _, key := range []string{"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"} {
-		if v := getenv(key); v != "" && v != "http/protobuf" && traces != "" {
-			errs = append(errs, fmt.Errorf("%s=%q: only http/protobuf is supported", key, v))
-		}
-	}
 	if strings.EqualFold(getenv("OTEL_SDK_DISABLED"), "true") || getenv("OTEL_TRACES_EXPORTER") == "none" {
 		traces = "" // the SDK's own switches for "export nothing"
+	}
+	// Only OTLP over HTTP with protobuf is built in: a gRPC endpoint
+	// (usually port 4317) would be sent HTTP requests it cannot answer. The
+	// traces' own setting wins over the general one, as in the SDK.
+	key := "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+	if getenv(key) == "" {
+		key = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	}
+	if v := getenv(key); v != "" && v != "http/protobuf" && traces != "" {
+		errs = append(errs, fmt.Errorf("%s=%q: only http/protobuf is supported", key, v))
 	}
 	if u, err := url.Parse(traces); traces != "" && (err != nil || u.Host == "" || u.Scheme != "http" && u.Scheme != "https") {
 		errs = append(errs, fmt.Errorf("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT %q: want an http or https URL", traces))

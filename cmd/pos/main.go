@@ -26,6 +26,9 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// A log reader that went away (the `| tee` of a terminal's Ctrl-C) makes
+	// writes to stderr fail instead of killing the process mid-shutdown.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "pos:", err)
 		os.Exit(1)

@@ -160,7 +160,11 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 	if _, err := loadConfig(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"})); err == nil || !strings.Contains(err.Error(), "OTEL_EXPORTER_OTLP_PROTOCOL") {
 		t.Errorf("OTLP over gRPC: %v, want an error naming OTEL_EXPORTER_OTLP_PROTOCOL", err)
 	}
-	for _, off := range []map[string]string{{"OTEL_SDK_DISABLED": "true"}, {"OTEL_TRACES_EXPORTER": "none"}} {
+	if cfg, err := loadConfig(env(map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+		"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf"})); err != nil || cfg.TracesURL == "" {
+		t.Errorf("traces over HTTP beside other signals over gRPC: %q, %v; want them taken", cfg.TracesURL, err)
+	}
+	for _, off := range []map[string]string{{"OTEL_SDK_DISABLED": "true", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, {"OTEL_TRACES_EXPORTER": "none"}} {
 		off["OTEL_EXPORTER_OTLP_ENDPOINT"] = "http://collector:4318"
 		if cfg, err := loadConfig(env(off)); err != nil || cfg.TracesURL != "" {
 			t.Errorf("%v: traces go to %q (%v), want nowhere", off, cfg.TracesURL, err)

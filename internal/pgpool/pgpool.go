@@ -40,7 +40,7 @@ const DefaultMaxConns = 32
 // for 30 s: an abandoned transaction would hold every event-feed reader back
 // (see pgstore). A url whose user is not role (the migrating login's
 // DATABASE_URL) logs in as role instead, without that user's password (nor
-// PGPASSWORD): the server must let role in by its own means, trust or peer
+// PGPASSWORD): the server must let role in by its own means, trust
 // locally, or role's line of the password file (~/.pgpass, PGPASSFILE).
 // Client certificates in url stay the url user's: a role that logs in with
 // its own needs a url of its own. maxConns 0 means the URL's
