@@ -405,7 +405,7 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	var order []int
 	// The producer spans end when the broker has answered (or nothing was
 	// sent): their error is the publication's, not the checkpoint's.
-	spans := make([]trace.Span, 0, len(events))
+	var spans []trace.Span
 	var published error
 	endSpans := func() {
 		for _, span := range spans {
