@@ -24,12 +24,12 @@ import (
 	"github.com/google/uuid"
 	"github.com/sethvargo/go-retry"
 	"go.opentelemetry.io/otel/attribute"
-	otelcodes "go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"pos/domain"
 	"pos/eventstore"
+	"pos/internal/telemetry"
 )
 
 // ErrVersionMismatch reports an If-Match version that is not the aggregate's
@@ -91,29 +91,6 @@ func (d *Deps) tracer() trace.Tracer {
 		return noop.Tracer{}
 	}
 	return d.Tracer
-}
-
-// endSpan records err, if any, on span and ends it. A refusal (the command
-// decided against the caller, as a 4xx answers) is recorded without marking
-// the span failed, as otelhttp treats a 4xx.
-func endSpan(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		if !refusal(err) {
-			span.SetStatus(otelcodes.Error, "")
-		}
-	}
-	span.End()
-}
-
-// refusal reports an error that is the command's decision or the caller's
-// doing, not a failure.
-func refusal(err error) bool {
-	var invalid *domain.ValidationError
-	return errors.As(err, &invalid) || errors.Is(err, domain.ErrInvalid) || errors.Is(err, domain.ErrNotFound) ||
-		errors.Is(err, domain.ErrAlreadyExists) || errors.Is(err, domain.ErrInvalidState) ||
-		errors.Is(err, domain.ErrInsufficientStock) || errors.Is(err, ErrForbidden) ||
-		errors.Is(err, ErrVersionMismatch) || errors.Is(err, eventstore.ErrConcurrency)
 }
 
 // confirming returns handlers like h that decide only on aggregates read
@@ -242,7 +219,18 @@ func owned[A any, E any](h *Handlers, k kind[A, E]) bool {
 func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta Meta, id string, decide func(A) ([]E, error)) (_ A, _ Result, err error) {
 	stream := eventstore.StreamName(k.category, meta.MerchantID.String(), id)
 	ctx, span := h.deps.tracer().Start(ctx, "command "+k.category, trace.WithAttributes(attribute.String("pos.stream", stream)))
-	defer func() { endSpan(span, err) }()
+	// What the aggregate decided against the caller (a 4xx) is recorded on
+	// the span but is no failure, and neither is losing to another writer.
+	var refused error
+	judged := func(a A) ([]E, error) {
+		events, err := decide(a)
+		refused = err
+		return events, err
+	}
+	defer func() {
+		declined := refused != nil && errors.Is(err, refused) || errors.Is(err, ErrVersionMismatch) || errors.Is(err, eventstore.ErrConcurrency)
+		telemetry.EndSpan(span, err, !declined)
+	}()
 	retries := h.deps.Retries
 	if retries == 0 {
 		retries = 30
@@ -263,7 +251,7 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		for {
 			var confirmed bool
 			var err error
-			out, res, confirmed, err = attempt(ctx, h, k, meta, stream, inPlace, trust, decide)
+			out, res, confirmed, err = attempt(ctx, h, k, meta, stream, inPlace, trust, judged)
 			if confirmed || err == nil && res.appended {
 				return err
 			}
@@ -332,7 +320,7 @@ func attempt[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 	actx, span := h.deps.tracer().Start(ctx, "append", trace.WithAttributes(attribute.String("pos.stream", stream),
 		attribute.Int64("pos.expected_version", int64(version)), attribute.Int("pos.events", len(data))))
 	ar, err := h.store.Append(actx, stream, eventstore.Exact(version), data...)
-	endSpan(span, err)
+	telemetry.EndSpan(span, err, err != nil && !errors.Is(err, eventstore.ErrConcurrency))
 	if errors.Is(err, eventstore.ErrStaleTransaction) {
 		if h.deps.OnConflict != nil {
 			h.deps.OnConflict(k.category)

@@ -85,12 +85,12 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
 	"pos/eventstore"
+	"pos/internal/telemetry"
 	"pos/projections"
 	"pos/relay"
 )
@@ -479,13 +479,7 @@ func (c *Consumer) handle(msg *message.Message) (err error) {
 		ctx, span = c.opts.Tracer.Start(propagation.TraceContext{}.Extract(ctx, propagation.MapCarrier(msg.Metadata)),
 			"consume "+c.opts.Durable, trace.WithSpanKind(trace.SpanKindConsumer),
 			trace.WithAttributes(attribute.String("messaging.message.id", msg.UUID)))
-		defer func() {
-			if err != nil {
-				span.RecordError(err)
-				span.SetStatus(codes.Error, "")
-			}
-			span.End()
-		}()
+		defer func() { telemetry.EndSpan(span, err, err != nil) }()
 	}
 	d, err := relay.Decode(msg.Payload)
 	if err != nil {

@@ -50,12 +50,12 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
 
 	"pos/eventstore"
+	"pos/internal/telemetry"
 	"pos/projections"
 )
 
@@ -409,7 +409,7 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	var published error
 	endSpans := func() {
 		for _, span := range spans {
-			endSpan(span, published)
+			telemetry.EndSpan(span, published, published != nil)
 		}
 		spans = nil
 	}
@@ -479,14 +479,6 @@ func (l *leader) trace(msg *message.Message, e eventstore.RecordedEvent, partiti
 			attribute.String("pos.position", e.Position.String())))
 	propagation.TraceContext{}.Inject(trace.ContextWithSpan(context.Background(), span), carrier)
 	return span
-}
-
-func endSpan(span trace.Span, err error) {
-	if err != nil {
-		span.RecordError(err)
-		span.SetStatus(codes.Error, "")
-	}
-	span.End()
 }
 
 // merchantOf returns e's merchant as projections.Runner partitions it: the

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -97,6 +98,19 @@ func (t *Telemetry) Tracer(name string) trace.Tracer {
 		return noop.Tracer{}
 	}
 	return t.Tracers.Tracer(name)
+}
+
+// EndSpan ends span, with err recorded on it if any; failed marks the span
+// failed too (a refusal the caller caused, as a 4xx, is recorded but is no
+// failure).
+func EndSpan(span trace.Span, err error, failed bool) {
+	if err != nil {
+		span.RecordError(err)
+		if failed {
+			span.SetStatus(codes.Error, "")
+		}
+	}
+	span.End()
 }
 
 // Meter returns a meter for an instrumentation scope.
