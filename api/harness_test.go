@@ -33,6 +33,7 @@ import (
 	"pos/eventstore/pgstore"
 	"pos/internal/pgtest"
 	"pos/internal/telemetry"
+	"pos/rebuild"
 )
 
 var secret = []byte("api-test-secret-0123456789abcdef-0123456789")
@@ -79,6 +80,8 @@ type options struct {
 	reads bool
 	// consistencyWait bounds X-Min-Position waits (0: the API's default).
 	consistencyWait time.Duration
+	// rebuilds serves the projection endpoints (with reads).
+	rebuilds bool
 }
 
 func newEnvWith(t *testing.T, o options) *env {
@@ -144,6 +147,9 @@ func newEnvWith(t *testing.T, o options) *env {
 	if o.reads {
 		cfg.Reader, cfg.Checkpoints = startReads(t, dbURL, pool, store)
 		cfg.ConsistencyWait = o.consistencyWait
+	}
+	if o.rebuilds {
+		cfg.Rebuilds = rebuild.New(t.Context(), pool, dbURL, store, rebuild.Options{Count: store.CountAfter})
 	}
 	srv := api.New(cfg)
 	ts := httptest.NewServer(srv.Handler())

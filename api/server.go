@@ -90,6 +90,11 @@ type Config struct {
 	// before answering 503 not_yet_consistent; 0 means 2 s.
 	ConsistencyWait time.Duration
 
+	// Rebuilds, when set, serves the projection endpoints (GET
+	// /v1/admin/projections, POST /v1/admin/projections/{name}/rebuild;
+	// ADMIN only, see admin.go).
+	Rebuilds Rebuilds
+
 	// ReadyChecks are the dependencies GET /readyz checks besides the event
 	// store and the database, by name ("broker", "read_store"): one that
 	// fails makes /readyz answer 503. See readyz.go.
@@ -116,6 +121,7 @@ type Server struct {
 	queryDuration   metric.Float64Histogram
 	auditor         *audit.Auditor
 	registry        *eventstore.Registry
+	rebuilds        Rebuilds
 
 	reader        *queries.Reader
 	hotReads      TransactionGetter
@@ -145,6 +151,7 @@ func New(cfg Config) *Server {
 		pool:     cfg.Pool,
 		tel:      cfg.Telemetry,
 		auditor:  cfg.Audit,
+		rebuilds: cfg.Rebuilds,
 		registry: cfg.Registry,
 
 		reader:          cfg.Reader,
@@ -252,6 +259,10 @@ func (s *Server) Handler() http.Handler {
 
 		// Audit (SPEC §6): AUDITOR and ADMIN only; see audit.go.
 		r.Group(s.auditRoutes)
+		// Projections (SPEC §7): ADMIN only; see admin.go.
+		if s.rebuilds != nil {
+			r.Group(s.adminRoutes)
+		}
 	})
 	if s.tel == nil {
 		return r

@@ -62,6 +62,13 @@ func NewDailySales() *DailySales { return &DailySales{zones: map[string]*time.Lo
 // Name returns "daily_sales".
 func (*DailySales) Name() string { return "daily_sales" }
 
+// Tables returns the read-model tables it writes (Tabled).
+func (*DailySales) Tables() []string { return []string{"rm_daily_sales", "rm_daily_sales_facts"} }
+
+// Reads returns the settings projector: the business day of an event is
+// in the time zone that held when it happened.
+func (*DailySales) Reads() []string { return []string{MerchantSettings{}.Name()} }
+
 // Categories returns the transaction category.
 func (*DailySales) Categories() []string { return []string{TransactionCategory} }
 

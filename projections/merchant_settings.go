@@ -26,6 +26,12 @@ type MerchantSettings struct{}
 // Name returns "merchant_settings".
 func (MerchantSettings) Name() string { return "merchant_settings" }
 
+// Tables returns the read-model tables it writes (Tabled).
+func (MerchantSettings) Tables() []string { return []string{"rm_merchant_settings"} }
+
+// Reads returns nothing: it reads only its own tables (Tabled).
+func (MerchantSettings) Reads() []string { return nil }
+
 // Categories returns the settings category.
 func (MerchantSettings) Categories() []string { return []string{SettingsCategory} }
 

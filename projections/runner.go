@@ -204,6 +204,22 @@ type Options struct {
 	// "+" (as "merchant_settings+transactions"), so that two runners in one
 	// process stay apart (the Prometheus exporter drops the meter's name).
 	Meter metric.Meter
+
+	// Shadow marks a runner that writes a rebuild's shadow tables (package
+	// rebuild) under the same projector names as the live runners: its
+	// stream locks are kept apart from theirs, so that a live transaction
+	// waiting on a table the rebuild has locked for its swap never holds a
+	// lock the rebuild's last catch-up needs.
+	Shadow bool
+}
+
+// Tabled is implemented by a Projector whose read model can be rebuilt
+// (package rebuild): Tables names the tables it alone writes, in schema
+// public, and Reads the projectors whose tables it reads while applying
+// events (their state at each event must be rebuilt beside it).
+type Tabled interface {
+	Tables() []string
+	Reads() []string
 }
 
 // lagBuckets are the bucket boundaries (seconds) of pos.projection.lag: ten
@@ -244,6 +260,7 @@ type Runner struct {
 	partitions int
 	batch      int
 	maxHandled int // Options.MaxHandledPerRun
+	lockClass  int32
 	// tellsOutside: some projector implements ActsOutside, and each event
 	// acted on outside then starts its run.
 	tellsOutside bool
@@ -296,6 +313,10 @@ func NewRunner(pool *pgxpool.Pool, store eventstore.Store, opts Options, project
 	}
 	if r.partitions <= 0 {
 		r.partitions = DefaultPartitions
+	}
+	r.lockClass = streamLockClass
+	if opts.Shadow {
+		r.lockClass = shadowLockClass
 	}
 	if r.batch <= 0 {
 		r.batch = DefaultBatchSize
@@ -1056,7 +1077,7 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 	b.Queue(`
         SELECT count(pg_advisory_xact_lock($3, k)) FROM (
             SELECT DISTINCT hashtext(name || '/' || stream) AS k FROM unnest($1::text[], $2::text[]) AS v(name, stream) ORDER BY 1
-        ) AS keys`, names, streams, streamLockClass)
+        ) AS keys`, names, streams, r.lockClass)
 	b.Queue(appliedVersionsSQL, names, streams).Query(func(rows pgx.Rows) error {
 		var name, stream string
 		var v int64
@@ -1086,8 +1107,12 @@ const appliedVersionsSQL = `
             SELECT version FROM projection_streams WHERE projection = v.name AND stream_name = v.stream LIMIT 1
         ) AS s`
 
-// streamLockClass is the first key of the projections' stream locks.
-const streamLockClass int32 = 0x70726f6a // "proj"
+// streamLockClass is the first key of the projections' stream locks, and
+// shadowLockClass of a shadow runner's (Options.Shadow).
+const (
+	streamLockClass int32 = 0x70726f6a // "proj"
+	shadowLockClass int32 = 0x70726f73 // "pros"
+)
 
 // readGap returns the events of stream with versions from..to, from the
 // store (once per transaction and stream).
@@ -1136,8 +1161,28 @@ const catchupPage = 5000
 // partition, so applying one merchant's feed alone would move it past other
 // merchants' events that were never applied.
 func (r *Runner) Catchup(ctx context.Context, from eventstore.Position) (eventstore.Position, error) {
-	if err := r.store.Settle(ctx); err != nil {
-		return from, err
+	return r.CatchupWith(ctx, from, CatchupOptions{})
+}
+
+// CatchupOptions tune CatchupWith.
+type CatchupOptions struct {
+	// NoSettle reads the feed up to its horizon without settling the store
+	// first. Settling waits for every transaction running at the call, so a
+	// caller that holds locks such a transaction may be waiting for must not
+	// settle (a rebuild's swap). Every event a follower of the feed
+	// (the relay) has already read is before the horizon all the same.
+	NoSettle bool
+	// Progress, when set, is called after each page applied, with the
+	// number of events in it and the position reached.
+	Progress func(events int, reached eventstore.Position)
+}
+
+// CatchupWith is Catchup with options.
+func (r *Runner) CatchupWith(ctx context.Context, from eventstore.Position, opts CatchupOptions) (eventstore.Position, error) {
+	if !opts.NoSettle {
+		if err := r.store.Settle(ctx); err != nil {
+			return from, err
+		}
 	}
 	// The next page is read while this one is applied.
 	type page struct {
@@ -1177,6 +1222,9 @@ func (r *Runner) Catchup(ctx context.Context, from eventstore.Position) (eventst
 			return pos, err
 		}
 		pos = p.events[len(p.events)-1].Position
+		if opts.Progress != nil {
+			opts.Progress(len(p.events), pos)
+		}
 	}
 	return pos, ctx.Err()
 }

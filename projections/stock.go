@@ -52,6 +52,14 @@ type Stock struct{}
 // Name returns "stock".
 func (Stock) Name() string { return "stock" }
 
+// Tables returns the read-model tables it writes (Tabled).
+func (Stock) Tables() []string {
+	return []string{"rm_stock_levels", "rm_stock_movements", "rm_stock_reservations"}
+}
+
+// Reads returns nothing: it reads only its own tables (Tabled).
+func (Stock) Reads() []string { return nil }
+
 // Categories returns the stock category: the projector reads no other
 // stream.
 func (Stock) Categories() []string { return []string{StockCategory} }

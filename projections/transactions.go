@@ -41,6 +41,12 @@ type Transactions struct{}
 // Name returns "transactions".
 func (Transactions) Name() string { return "transactions" }
 
+// Tables returns the read-model tables it writes (Tabled).
+func (Transactions) Tables() []string { return []string{"rm_transactions"} }
+
+// Reads returns nothing: it reads only its own tables (Tabled).
+func (Transactions) Reads() []string { return nil }
+
 // Categories returns the transaction category: the projector reads no other
 // stream.
 func (Transactions) Categories() []string { return []string{TransactionCategory} }

@@ -105,6 +105,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	// workers'.
 	checkpoints := projections.NewCheckpoints(pool, runner.Partitions())
 	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, checkpoints, runner.Partitions()
+	apiCfg.Rebuilds = newRebuilder(ctx, cfg, log, pool, store, reg, hot)
 	if hot != nil {
 		// One value for transaction details and stock levels: api.Config
 		// has no field of its own for the latter, the API finds it on

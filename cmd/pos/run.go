@@ -30,6 +30,8 @@ commands:
   projector run projector workers only: consume the relay's topics on NATS_URL
             (required) and apply them to the read models; run several to split the work
   migrate   apply pending database migrations and exit
+  rebuild   rebuild a projection's read model from the event store and swap it in:
+            rebuild [-quiet] <transactions|daily_sales|merchant_settings|stock|all>
   verify    recompute every event hash chain and check each merchant's latest
             signed anchor: verify [-merchant <uuid>] [-public-key <b64>] [-anchor-log file];
             exit 1 on any break
@@ -71,6 +73,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		fmt.Fprintf(stdout, "database at schema version %d\n", v)
 		return nil
+	case "rebuild":
+		return rebuildCommand(ctx, cfg, log, args[1:], stdout, stderr)
 	case "verify":
 		return verify(ctx, cfg, args[1:], stdout, stderr)
 	case "token":
@@ -169,15 +173,7 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	finishBar := func() {}
 	if !*quiet {
 		// Events done, rate and ETA (against the count taken at start).
-		bar := progressbar.NewOptions64(total,
-			progressbar.OptionSetWriter(stderr),
-			progressbar.OptionSetDescription("verifying events"),
-			progressbar.OptionShowCount(),
-			progressbar.OptionShowIts(),
-			progressbar.OptionSetItsString("events"),
-			progressbar.OptionSetPredictTime(true),
-			progressbar.OptionThrottle(200*time.Millisecond),
-		)
+		bar := eventsBar(stderr, total, "verifying events")
 		finishBar = func() { _ = bar.Finish(); fmt.Fprintln(stderr) }
 		opts.Progress = func(done int64) { _ = bar.Set64(done) }
 	}
@@ -223,4 +219,19 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		return errBreaks
 	}
 	return nil
+}
+
+// eventsBar is the progress bar of a long pass over events (verify,
+// rebuild): events done, the rate and an ETA against total (-1 when
+// unknown), written to w.
+func eventsBar(w io.Writer, total int64, description string) *progressbar.ProgressBar {
+	return progressbar.NewOptions64(total,
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetDescription(description),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("events"),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionThrottle(200*time.Millisecond),
+	)
 }

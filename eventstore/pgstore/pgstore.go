@@ -718,3 +718,19 @@ func ConnectSized(ctx context.Context, url string, maxConns int32) (*pgxpool.Poo
 	}
 	return pool, nil
 }
+
+// CountAfter returns how many committed events the global feed holds after
+// position after: what a reader at after has still to read, including
+// events past the feed's horizon (which ReadAll returns once the
+// transactions holding it back end). It scans that range of the feed's
+// index: cheap for a reader close behind, the whole store for Start.
+func (s *Store) CountAfter(ctx context.Context, after eventstore.Position) (uint64, error) {
+	var n int64
+	err := s.pool.QueryRow(ctx, `
+            SELECT count(*) FROM events WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)`,
+		after.Major, int64(after.Minor)).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: count events: %w", err)
+	}
+	return uint64(n), nil
+}

@@ -1,0 +1,580 @@
+// Package rebuild rebuilds projections from the event store's whole history
+// (SPEC §7): into shadow tables first, while queries keep reading the live
+// ones, then swapped in at once.
+//
+// A rebuild of projection P (or of all of them):
+//
+//  1. claims the one rebuild slot of the database (a session advisory lock
+//     held for the whole rebuild: a second rebuild, in any process, is
+//     refused with ErrBusy) and records itself in projection_rebuilds;
+//  2. builds empty shadows of P's tables, and of the tables of the
+//     projectors P reads (projections.Tabled), in schema pos_rebuild
+//     (pos_rebuild_prepare, migrations/00012_projection_rebuilds.sql);
+//  3. replays the store's feed from the start into them with a runner of its
+//     own (projections.Options.Shadow, on a pool whose search path puts
+//     pos_rebuild first), with bookkeeping of its own, in passes until a
+//     pass finds only a short tail;
+//  4. in one transaction: locks P's live tables (readers and the live
+//     projectors wait from here), applies the last events to the shadow,
+//     drops the live tables, moves the shadows into public and takes the
+//     shadow's checkpoints and stream versions as P's. The shadow has then
+//     applied at least every event the live projection had (it read the
+//     feed up to its horizon after the lock, and the live runners can only
+//     have applied events before it), so the live runners go on from there:
+//     what they deliver next that the shadow already applied is a
+//     redelivery to them, a no-op.
+//  5. runs Options.AfterSwap (the cache's invalidation), and records the
+//     outcome.
+//
+// Readers wait only for step 4, which lasts as long as the last tail and
+// the DDL. A failure before the swap leaves the live tables untouched (the
+// shadow is emptied by the next rebuild); a crash leaves a row 'running'
+// whose lock nobody holds, which the next rebuild marks 'abandoned'.
+//
+// Hazards: the swap copies P's rows of projection_streams (one per stream
+// P has seen) while the live tables are locked, so its pause grows with the
+// number of sales; and the process managers are not projections, and are
+// never rebuilt (their effects are commands).
+package rebuild
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/eventstore"
+	"pos/internal/pgpool"
+	"pos/projections"
+)
+
+// All names every projection at once (one pass over the history).
+const All = "all"
+
+// Errors.
+var (
+	// ErrUnknown reports a name that is neither a rebuildable projection nor
+	// All.
+	ErrUnknown = errors.New("rebuild: no such projection")
+	// ErrBusy reports that another rebuild holds the slot.
+	ErrBusy = errors.New("rebuild: another rebuild is running")
+)
+
+// lockClass and lockKey name the session advisory lock of the rebuild slot
+// (the two-key form, apart from the store's one-key locks).
+const (
+	lockClass int32 = 0x72626c64 // "rbld"
+	lockKey   int32 = 1
+)
+
+// Options configure a Rebuilder.
+type Options struct {
+	// Partitions must be the live runners' (projections.Options.Partitions;
+	// 0 means projections.DefaultPartitions): the shadow's checkpoints
+	// replace theirs.
+	Partitions int
+	// Projectors returns fresh projectors to rebuild from, the live
+	// runners' set; nil means projections.All.
+	Projectors func() []projections.Projector
+	// Count, when set, returns how many events the store's feed holds after
+	// a position (pgstore.Store.CountAfter): progress then has a total and
+	// an ETA, and Status a lag.
+	Count func(ctx context.Context, after eventstore.Position) (uint64, error)
+	// AfterSwap, when set, runs after a swap committed, with the tables
+	// swapped: caches of the read models are dropped there. It cannot fail
+	// the rebuild.
+	AfterSwap func(ctx context.Context, tables []string)
+	// Log, when set, reports each rebuild's start, swap and end.
+	Log *slog.Logger
+	// ShadowConns sizes the shadow runner's pool; 0 means 4.
+	ShadowConns int32
+}
+
+// Rebuilder runs rebuilds. It is safe for concurrent use; only one rebuild
+// runs at a time per database, whichever process starts it.
+type Rebuilder struct {
+	pool  *pgxpool.Pool
+	url   string
+	store eventstore.Store
+	opts  Options
+	// life bounds the rebuilds Start runs in the background.
+	life context.Context
+}
+
+// New returns a Rebuilder. pool logs in as pos_app (pgstore.Connect); url
+// is the database URL the shadow pool is opened on (as pos_app, with
+// pos_rebuild first in its search path); store should upcast like the live
+// runners' (eventstore.Upcasting). Rebuilds started with Start stop when
+// life ends.
+func New(life context.Context, pool *pgxpool.Pool, url string, store eventstore.Store, opts Options) *Rebuilder {
+	if opts.Partitions <= 0 {
+		opts.Partitions = projections.DefaultPartitions
+	}
+	if opts.Projectors == nil {
+		opts.Projectors = projections.All
+	}
+	if opts.ShadowConns <= 0 {
+		opts.ShadowConns = 4
+	}
+	if opts.Log == nil {
+		opts.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Rebuilder{pool: pool, url: url, store: store, opts: opts, life: life}
+}
+
+// Names returns the projections that can be rebuilt, in the runners' order.
+func (b *Rebuilder) Names() []string { return Rebuildable(b.opts.Projectors()) }
+
+// Rebuildable returns the names of the projectors among ps that can be
+// rebuilt (projections.Tabled), in order.
+func Rebuildable(ps []projections.Projector) []string {
+	var out []string
+	for _, p := range ps {
+		if _, ok := p.(projections.Tabled); ok {
+			out = append(out, p.Name())
+		}
+	}
+	return out
+}
+
+// Progress is how far a rebuild has got.
+type Progress struct {
+	ID          uuid.UUID
+	Projections []string
+	State       string // running, done, failed or abandoned
+	Done        uint64 // events applied to the shadow
+	Total       uint64 // events in the history when it started; 0 when unknown
+	StartedAt   time.Time
+	UpdatedAt   time.Time
+	FinishedAt  time.Time // zero while running
+}
+
+// Rate returns the events applied per second so far (up to the last
+// update).
+func (p Progress) Rate() float64 {
+	end := p.UpdatedAt
+	if !p.FinishedAt.IsZero() {
+		end = p.FinishedAt
+	}
+	secs := end.Sub(p.StartedAt).Seconds()
+	if secs <= 0 {
+		return 0
+	}
+	return float64(p.Done) / secs
+}
+
+// ETA returns the time left at Rate, and false when it cannot tell (no
+// total, no rate yet, or finished).
+func (p Progress) ETA() (time.Duration, bool) {
+	rate := p.Rate()
+	if p.State != "running" || p.Total == 0 || rate <= 0 {
+		return 0, false
+	}
+	left := float64(p.Total) - float64(p.Done)
+	if left < 0 {
+		left = 0
+	}
+	return time.Duration(left / rate * float64(time.Second)), true
+}
+
+// plan is what one rebuild builds and swaps.
+type plan struct {
+	names      []string                // the projections swapped in
+	projectors []projections.Projector // those and the ones they read, in runner order
+	tables     []string                // the live tables swapped
+	shadow     []string                // every table built in the shadow
+}
+
+func (b *Rebuilder) plan(name string) (plan, error) {
+	all := b.opts.Projectors()
+	byName := map[string]projections.Projector{}
+	var tabled []string
+	for _, p := range all {
+		if _, ok := p.(projections.Tabled); ok {
+			byName[p.Name()] = p
+			tabled = append(tabled, p.Name())
+		}
+	}
+	want := map[string]bool{}
+	switch {
+	case name == All:
+		for _, n := range tabled {
+			want[n] = true
+		}
+	case byName[name] != nil:
+		want[name] = true
+	default:
+		return plan{}, fmt.Errorf("%w: %q (one of %v, or %q)", ErrUnknown, name, tabled, All)
+	}
+	need := map[string]bool{}
+	var visit func(n string) error
+	visit = func(n string) error {
+		if need[n] {
+			return nil
+		}
+		p, ok := byName[n]
+		if !ok {
+			return fmt.Errorf("rebuild: projection %q reads %q, which is not rebuildable", name, n)
+		}
+		need[n] = true
+		for _, r := range p.(projections.Tabled).Reads() {
+			if err := visit(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for n := range want {
+		if err := visit(n); err != nil {
+			return plan{}, err
+		}
+	}
+	var pl plan
+	for _, n := range tabled { // runner order: a projector before those that read it
+		if !need[n] {
+			continue
+		}
+		p := byName[n]
+		pl.projectors = append(pl.projectors, p)
+		ts := p.(projections.Tabled).Tables()
+		pl.shadow = append(pl.shadow, ts...)
+		if want[n] {
+			pl.names = append(pl.names, n)
+			pl.tables = append(pl.tables, ts...)
+		}
+	}
+	return pl, nil
+}
+
+// claim is a rebuild that holds the slot.
+type claim struct {
+	plan
+	id      uuid.UUID
+	conn    *pgx.Conn // holds the slot's lock; closed when the rebuild ends
+	total   uint64
+	started time.Time
+}
+
+// Start claims the slot for a rebuild of name (a projection, or All) and
+// runs it in the background; it returns once the rebuild is recorded, with
+// its id. Follow it with Status.
+func (b *Rebuilder) Start(ctx context.Context, name string) (uuid.UUID, error) {
+	c, err := b.claim(ctx, name)
+	if err != nil {
+		return uuid.Nil, err
+	}
+	go func() { _ = b.execute(b.life, c, nil) }()
+	return c.id, nil
+}
+
+// Run rebuilds name (a projection, or All) and returns when it is swapped
+// in (or failed). progress, when set, is called about once a second and at
+// the end, from Run's goroutine.
+func (b *Rebuilder) Run(ctx context.Context, name string, progress func(Progress)) (Progress, error) {
+	c, err := b.claim(ctx, name)
+	if err != nil {
+		return Progress{}, err
+	}
+	var last Progress
+	err = b.execute(ctx, c, func(p Progress) {
+		last = p
+		if progress != nil {
+			progress(p)
+		}
+	})
+	return last, err
+}
+
+func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
+	pl, err := b.plan(name)
+	if err != nil {
+		return nil, err
+	}
+	pc, err := b.pool.Acquire(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: acquire a connection: %w", err)
+	}
+	// The slot's lock is a session lock: the connection leaves the pool,
+	// and closing it is what surely releases the lock.
+	conn := pc.Hijack()
+	c := &claim{plan: pl, conn: conn}
+	ok := false
+	defer func() {
+		if !ok {
+			_ = conn.Close(context.WithoutCancel(ctx))
+		}
+	}()
+	var got bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, lockClass, lockKey).Scan(&got); err != nil {
+		return nil, fmt.Errorf("rebuild: claim the slot: %w", err)
+	}
+	if !got {
+		return nil, ErrBusy
+	}
+	if b.opts.Count != nil {
+		if c.total, err = b.opts.Count(ctx, eventstore.Start); err != nil {
+			return nil, err
+		}
+	}
+	if c.id, err = uuid.NewV7(); err != nil {
+		return nil, fmt.Errorf("rebuild: id: %w", err)
+	}
+	var total *int64
+	if b.opts.Count != nil {
+		t := int64(c.total)
+		total = &t
+	}
+	// Rows left 'running' by a process that died lost their lock with it.
+	err = conn.QueryRow(ctx, `
+        WITH gone AS (
+            UPDATE projection_rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now()
+             WHERE state = 'running'
+        )
+        INSERT INTO projection_rebuilds (rebuild_id, projections, state, events_total, started_at, updated_at)
+        VALUES ($1, $2, 'running', $3, now(), now()) RETURNING started_at`, c.id, c.names, total).Scan(&c.started)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: record: %w", err)
+	}
+	ok = true
+	b.opts.Log.Info("rebuild started", "rebuild_id", c.id, "projections", c.names, "events", c.total)
+	return c, nil
+}
+
+// execute runs a claimed rebuild to its end and records the outcome.
+func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progress)) (err error) {
+	p := Progress{ID: c.id, Projections: c.names, State: "running", Total: c.total, StartedAt: c.started, UpdatedAt: c.started}
+	defer func() {
+		bg := context.WithoutCancel(ctx)
+		if p.FinishedAt.IsZero() {
+			p.FinishedAt = time.Now()
+		}
+		p.State, p.UpdatedAt = "done", time.Now()
+		msg := ""
+		if err != nil {
+			p.State, msg = "failed", err.Error()
+			b.opts.Log.Error("rebuild failed", "rebuild_id", c.id, "projections", c.names, "err", err)
+		} else {
+			b.opts.Log.Info("rebuild swapped in", "rebuild_id", c.id, "projections", c.names, "events", p.Done,
+				"seconds", p.FinishedAt.Sub(p.StartedAt).Seconds())
+		}
+		// A successful swap recorded 'done' in its own transaction; this
+		// records a failure, or the final count.
+		if _, uerr := c.conn.Exec(bg, `
+            UPDATE projection_rebuilds SET state = $2, events_done = $3, updated_at = now(),
+                   finished_at = coalesce(finished_at, now()), error = nullif($4, '')
+             WHERE rebuild_id = $1`, c.id, p.State, int64(p.Done), msg); uerr != nil {
+			b.opts.Log.Warn("rebuild: record the outcome", "rebuild_id", c.id, "err", uerr)
+		}
+		_ = c.conn.Close(bg)
+		if progress != nil {
+			progress(p)
+		}
+	}()
+
+	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_prepare($1)`, c.shadow); err != nil {
+		return fmt.Errorf("rebuild: prepare the shadow tables: %w", err)
+	}
+	shadow, err := pgpool.Open(ctx, b.url, "pos_app", "SET search_path = pos_rebuild, public", b.opts.ShadowConns)
+	if err != nil {
+		return fmt.Errorf("rebuild: shadow pool: %w", err)
+	}
+	defer shadow.Close()
+	runner, err := projections.NewRunner(shadow, b.store, projections.Options{Partitions: b.opts.Partitions, Shadow: true}, c.projectors...)
+	if err != nil {
+		return err
+	}
+
+	lastReport := time.Now()
+	step := func(n int, _ eventstore.Position) {
+		p.Done += uint64(n)
+		p.UpdatedAt = time.Now()
+		if time.Since(lastReport) < time.Second {
+			return
+		}
+		lastReport = p.UpdatedAt
+		if _, err := c.conn.Exec(ctx, `UPDATE projection_rebuilds SET events_done = $2, updated_at = now() WHERE rebuild_id = $1`,
+			c.id, int64(p.Done)); err != nil {
+			b.opts.Log.Warn("rebuild: record progress", "rebuild_id", c.id, "err", err)
+		}
+		if progress != nil {
+			progress(p)
+		}
+	}
+
+	// Passes until what the next one finds is short: the swap's own catch-up,
+	// under the lock, should be too.
+	pos := eventstore.Start
+	for pass := 0; ; pass++ {
+		before := p.Done
+		if pos, err = runner.CatchupWith(ctx, pos, projections.CatchupOptions{Progress: step}); err != nil {
+			return fmt.Errorf("rebuild: replay: %w", err)
+		}
+		if p.Done-before <= shortTail || pass == maxPasses-1 {
+			break
+		}
+	}
+	for attempt := 1; ; attempt++ {
+		err = b.swap(ctx, c, runner, &pos, step, &p)
+		if err == nil {
+			break
+		}
+		if !lockTrouble(err) || attempt == maxSwapAttempts {
+			return fmt.Errorf("rebuild: swap: %w", err)
+		}
+		b.opts.Log.Warn("rebuild: swap waited too long for its locks; catching up and trying again", "rebuild_id", c.id, "attempt", attempt, "err", err)
+		if pos, err = runner.CatchupWith(ctx, pos, projections.CatchupOptions{Progress: step}); err != nil {
+			return fmt.Errorf("rebuild: replay: %w", err)
+		}
+	}
+	p.FinishedAt = time.Now() // the swap's; dropping caches is not the rebuild's time
+	if b.opts.AfterSwap != nil {
+		b.opts.AfterSwap(context.WithoutCancel(ctx), c.tables)
+	}
+	return nil
+}
+
+// Bounds of the catch-up passes and swap attempts.
+const (
+	shortTail       = 2000
+	maxPasses       = 5
+	maxSwapAttempts = 5
+	// swapLockTimeout bounds the wait for the live tables' locks: a long
+	// query on one holds the swap back, and every reader queued behind the
+	// swap with it.
+	swapLockTimeout = "5s"
+)
+
+// swap locks the live tables, catches the shadow up to the feed's horizon
+// and swaps it in, in one transaction (see the package documentation).
+func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, step func(int, eventstore.Position), p *Progress) error {
+	tx, err := b.pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+swapLockTimeout+`'`); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_lock($1)`, c.tables); err != nil {
+		return err
+	}
+	// No Settle here: it would wait for live transactions that are waiting
+	// for this one's locks.
+	reached, err := runner.CatchupWith(ctx, *pos, projections.CatchupOptions{NoSettle: true, Progress: step})
+	if err != nil {
+		return err
+	}
+	*pos = reached
+	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_swap($1, $2)`, c.tables, c.names); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `
+        UPDATE projection_rebuilds SET state = 'done', events_done = $2, finished_at = now(), updated_at = now()
+         WHERE rebuild_id = $1`, c.id, int64(p.Done)); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// lockTrouble reports a lock timeout or a deadlock: the swap rolled back,
+// and may succeed later.
+func lockTrouble(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
+}
+
+// Projection is one projection as GET /v1/admin/projections shows it.
+type Projection struct {
+	Name string
+	// Position is the newest feed position the projection has applied
+	// (the greatest of its partitions' checkpoints); Start when none.
+	Position eventstore.Position
+	// Lag is how many events the feed holds after Position, when Options
+	// has Count. A partition behind the others is not counted.
+	Lag *uint64
+	// Rebuild is the rebuild of it in progress, if any; Last the latest one
+	// that ended.
+	Rebuild, Last *Progress
+}
+
+// Status returns every rebuildable projection, in the runners' order.
+func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
+	names := b.Names()
+	out := make([]Projection, len(names))
+	index := map[string]int{}
+	for i, n := range names {
+		out[i].Name, index[n] = n, i
+	}
+	rows, err := b.pool.Query(ctx, `
+        SELECT DISTINCT ON (projection) projection, major, minor FROM projection_checkpoints
+         WHERE projection = ANY ($1) ORDER BY projection, major DESC, minor DESC`, names)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: read checkpoints: %w", err)
+	}
+	var name string
+	var major, minor int64
+	_, err = pgx.ForEachRow(rows, []any{&name, &major, &minor}, func() error {
+		out[index[name]].Position = eventstore.Position{Major: uint64(major), Minor: uint64(minor)}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: read checkpoints: %w", err)
+	}
+	if b.opts.Count != nil {
+		for i := range out {
+			n, err := b.opts.Count(ctx, out[i].Position)
+			if err != nil {
+				return nil, err
+			}
+			out[i].Lag = &n
+		}
+	}
+	// The latest rebuild of each projection, running or ended; a row still
+	// 'running' whose slot nobody holds died with its process.
+	rows, err = b.pool.Query(ctx, `
+        SELECT DISTINCT ON (p) p, r.rebuild_id, r.projections,
+               CASE WHEN r.state = 'running' AND NOT EXISTS (
+                        SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
+                           AND l.classid = $2::oid AND l.objid = $3::oid AND l.objsubid = 2
+                           AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
+                    THEN 'abandoned' ELSE r.state END,
+               r.events_done, r.events_total, r.started_at, r.updated_at, r.finished_at
+          FROM projection_rebuilds r CROSS JOIN LATERAL unnest(r.projections) AS p
+         WHERE p = ANY ($1)
+         ORDER BY p, r.started_at DESC`, names, int64(uint32(lockClass)), int64(uint32(lockKey)))
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: read rebuilds: %w", err)
+	}
+	var pr Progress
+	var done int64
+	var total *int64
+	var finished *time.Time
+	_, err = pgx.ForEachRow(rows, []any{&name, &pr.ID, &pr.Projections, &pr.State, &done, &total, &pr.StartedAt, &pr.UpdatedAt, &finished}, func() error {
+		cp := pr
+		cp.Projections = slices.Clone(pr.Projections)
+		cp.Done = uint64(done)
+		if total != nil {
+			cp.Total = uint64(*total)
+		}
+		if finished != nil {
+			cp.FinishedAt = *finished
+		}
+		if cp.State == "running" {
+			out[index[name]].Rebuild = &cp
+		} else {
+			out[index[name]].Last = &cp
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("rebuild: read rebuilds: %w", err)
+	}
+	return out, nil
+}
