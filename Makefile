@@ -26,6 +26,7 @@ bench: services
 	scripts/readbench.sh
 	scripts/stockbench.sh
 	$(MAKE) --no-print-directory bench-audit
+	$(MAKE) --no-print-directory bench-rebuild
 
 # The audit benchmarks: BenchmarkVerify (pos verify over every merchant)
 # and BenchmarkExport (the NDJSON export, with its peak heap) at 100k and 1M
@@ -40,6 +41,13 @@ bench-audit: services
 .PHONY: bench-read
 bench-read: services
 	scripts/readbench.sh
+
+# A rebuild of every projection (pos rebuild all) beside the live runner's
+# replay of the same backlog in the same run (BenchmarkRebuild, projections):
+# events/s of each and their ratio. POS_BENCH_REPLAY_EVENTS sets the backlog.
+.PHONY: bench-rebuild
+bench-rebuild: services
+	$(GO) test -run '^$$' -bench '^BenchmarkRebuild$$' -benchtime 2x -timeout 30m ./projections/
 
 # The stock benchmark (issue #6), in one run: the sales load, 64 clients
 # closed loop, on one hot SKU (one stock ledger) and on the whole catalogue,

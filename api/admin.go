@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -17,8 +18,9 @@ import (
 // Projections (ADMIN), API.md "Projections (ADMIN)" and SPEC §7: each
 // projection's position and lag and the rebuild of it in progress, and
 // starting a rebuild. A rebuild replays every merchant's history: the
-// read models are shared tables, so ADMIN here is the operator of the whole
-// deployment, whichever merchant the token names.
+// read models are shared tables, so ADMIN here acts for the whole
+// deployment. Config.Operators keeps that to the operator's merchants
+// (POS_OPERATOR_MERCHANTS); without it, any merchant's ADMIN may.
 
 // Rebuilds is what the admin routes need of a *rebuild.Rebuilder.
 type Rebuilds interface {
@@ -28,9 +30,10 @@ type Rebuilds interface {
 
 var errRebuildBusy = problem(http.StatusConflict, "invalid_state", "a rebuild is already running; follow it at GET /v1/admin/projections")
 
-// adminRoutes mounts the projection endpoints on r (under /v1), ADMIN only.
+// adminRoutes mounts the projection endpoints on r (under /v1): ADMIN
+// only, and of an operator merchant when Config.Operators names some.
 func (s *Server) adminRoutes(r chi.Router) {
-	r.Use(onlyRoles(auth.RoleAdmin))
+	r.Use(onlyRoles(auth.RoleAdmin), s.operatorsOnly)
 	r.Get("/admin/projections", s.listProjections)
 	r.Post("/admin/projections/{name}/rebuild", s.startRebuild)
 }
@@ -104,4 +107,16 @@ func (s *Server) startRebuild(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusAccepted, map[string]any{"rebuild_id": id})
+}
+
+// operatorsOnly refuses the projection endpoints to a merchant that is not
+// an operator, when operators are configured.
+func (s *Server) operatorsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(s.operators) > 0 && !slices.Contains(s.operators, principalOf(r).MerchantID) {
+			writeProblem(w, errForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

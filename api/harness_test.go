@@ -82,6 +82,8 @@ type options struct {
 	consistencyWait time.Duration
 	// rebuilds serves the projection endpoints (with reads).
 	rebuilds bool
+	// operators restricts them to these merchants' ADMIN.
+	operators []uuid.UUID
 }
 
 func newEnvWith(t *testing.T, o options) *env {
@@ -150,6 +152,7 @@ func newEnvWith(t *testing.T, o options) *env {
 	}
 	if o.rebuilds {
 		cfg.Rebuilds = rebuild.New(t.Context(), pool, dbURL, store, rebuild.Options{Count: store.CountAfter})
+		cfg.Operators = o.operators
 	}
 	srv := api.New(cfg)
 	ts := httptest.NewServer(srv.Handler())

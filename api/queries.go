@@ -376,6 +376,9 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
+	// Taken before the read: a body rendered from tables a rebuild then
+	// replaced is kept under the epoch before the swap.
+	epoch := s.renderEpoch.Load()
 	// The cache can trail a commit by one Redis round trip, so a read that
 	// asks for its own write goes to PostgreSQL.
 	var src TransactionGetter = s.reader
@@ -391,7 +394,7 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("ETag", strconv.Quote(strconv.FormatUint(t.Version, 10)))
-	key := renderedKey{principalOf(r).MerchantID, t.ID, t.Version}
+	key := renderedKey{principalOf(r).MerchantID, t.ID, t.Version, epoch}
 	if body, ok := s.rendered.Get(key); ok {
 		writeJSONBytes(w, http.StatusOK, body)
 		return
@@ -418,12 +421,13 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 	writeJSONBytes(w, http.StatusOK, body)
 }
 
-// renderedKey names a merchant's transaction detail at one version. The
+// renderedKey names a merchant's transaction detail at one version, as
+// rendered between two rebuild swaps (Server.ReadModelsReplaced). The
 // merchant is part of it because a client may choose a transaction's id
 // (offline sync): two merchants can hold the same one.
 type renderedKey struct {
-	merchant, id uuid.UUID
-	version      uint64
+	merchant, id   uuid.UUID
+	version, epoch uint64
 }
 
 // Server.rendered holds at most renderedTransactions bodies of at most

@@ -14,10 +14,12 @@ import (
 	"maps"
 	"net/http"
 	"runtime/debug"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/go-chi/chi/v5/middleware"
+	"github.com/google/uuid"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -94,6 +96,9 @@ type Config struct {
 	// /v1/admin/projections, POST /v1/admin/projections/{name}/rebuild;
 	// ADMIN only, see admin.go).
 	Rebuilds Rebuilds
+	// Operators, when not empty, are the only merchants whose ADMIN may use
+	// the projection endpoints: they act on every merchant's read models.
+	Operators []uuid.UUID
 
 	// ReadyChecks are the dependencies GET /readyz checks besides the event
 	// store and the database, by name ("broker", "read_store"): one that
@@ -122,6 +127,7 @@ type Server struct {
 	auditor         *audit.Auditor
 	registry        *eventstore.Registry
 	rebuilds        Rebuilds
+	operators       []uuid.UUID
 
 	reader        *queries.Reader
 	hotReads      TransactionGetter
@@ -132,7 +138,10 @@ type Server struct {
 	// rendered keeps the JSON of recently read transaction details by id
 	// and version, which fixes their content: a hot read then encodes
 	// nothing. Safe for concurrent use.
-	rendered        *lru.Cache[renderedKey, []byte]
+	rendered *lru.Cache[renderedKey, []byte]
+	// renderEpoch is part of every rendered key: ReadModelsReplaced moves
+	// it, and the bodies rendered before are never served again.
+	renderEpoch     atomic.Uint64
 	partitions      int
 	consistencyWait time.Duration
 
@@ -142,17 +151,18 @@ type Server struct {
 // New returns a Server for cfg.
 func New(cfg Config) *Server {
 	s := &Server{
-		log:      cfg.Log,
-		store:    cfg.Store,
-		verifier: cfg.Verifier,
-		keys:     keyStore{pool: cfg.Pool},
-		txStore:  cfg.TxStore,
-		commands: cfg.Commands,
-		pool:     cfg.Pool,
-		tel:      cfg.Telemetry,
-		auditor:  cfg.Audit,
-		rebuilds: cfg.Rebuilds,
-		registry: cfg.Registry,
+		log:       cfg.Log,
+		store:     cfg.Store,
+		verifier:  cfg.Verifier,
+		keys:      keyStore{pool: cfg.Pool},
+		txStore:   cfg.TxStore,
+		commands:  cfg.Commands,
+		pool:      cfg.Pool,
+		tel:       cfg.Telemetry,
+		auditor:   cfg.Audit,
+		rebuilds:  cfg.Rebuilds,
+		operators: cfg.Operators,
+		registry:  cfg.Registry,
 
 		reader:          cfg.Reader,
 		hotReads:        cfg.HotReads,
@@ -378,3 +388,9 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
+
+// ReadModelsReplaced tells the server that a projection rebuild swapped
+// read-model tables in (package rebuild, in any process): a transaction's
+// detail may have changed without a new version, so the bodies it rendered
+// before are never served again. Safe for concurrent use.
+func (s *Server) ReadModelsReplaced() { s.renderEpoch.Add(1) }

@@ -42,6 +42,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -353,15 +354,22 @@ type TransactionGetter interface {
 //
 // Decoding an entry's JSON costs more than the Redis round trip, so the
 // Reader also keeps the last decoded transactions in memory (decoded), by
-// key and version. Redis is still asked on every read, since only its entry
-// says which version is current (and that there is one): the memory only
-// spares decoding an entry at a version already decoded, whose content a
-// version fixes. The transactions it returns share their slices with that
-// memory: callers must not modify them.
+// key, with the entry they were decoded from. Redis is still asked on every
+// read, since only its entry says which version is current (and that there
+// is one): the memory only spares decoding an entry identical to one already
+// decoded. Identical bytes, not only the version: a projection rebuild may
+// change a detail without changing its version. The transactions it returns
+// share their slices with that memory: callers must not modify them.
 type Reader struct {
 	cache   *Cache
 	next    TransactionGetter
-	decoded *lru.Cache[string, queries.Transaction]
+	decoded *lru.Cache[string, decodedEntry]
+}
+
+// decodedEntry is a Redis entry and what it decodes to.
+type decodedEntry struct {
+	raw []byte
+	t   queries.Transaction
 }
 
 // decodedEntries bounds Reader's memory of decoded entries (a few KiB each).
@@ -369,7 +377,7 @@ const decodedEntries = 4096
 
 // NewReader returns a Reader over next.
 func NewReader(c *Cache, next TransactionGetter) *Reader {
-	decoded, err := lru.New[string, queries.Transaction](decodedEntries)
+	decoded, err := lru.New[string, decodedEntry](decodedEntries)
 	if err != nil {
 		panic(err) // only for a size below 1
 	}
@@ -390,13 +398,13 @@ func (r *Reader) GetTransaction(ctx context.Context, merchant, id uuid.UUID) (qu
 	key := TransactionKey(merchant, id)
 	version, data, ok, err := c.get(ctx, key)
 	if err == nil && ok {
-		if t, seen := r.decoded.Get(key); seen && t.Version == version {
+		if e, seen := r.decoded.Get(key); seen && e.t.Version == version && bytes.Equal(e.raw, data) {
 			c.hits.Add(ctx, 1, kindTransaction)
-			return t, nil
+			return e.t, nil
 		}
 		var t queries.Transaction
 		if err = json.Unmarshal(data, &t); err == nil && t.Version == version {
-			r.decoded.Add(key, t)
+			r.decoded.Add(key, decodedEntry{raw: data, t: t})
 			c.hits.Add(ctx, 1, kindTransaction)
 			return t, nil
 		}

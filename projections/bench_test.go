@@ -23,6 +23,7 @@ import (
 	"pos/eventstore"
 	"pos/projections"
 	"pos/projections/projtest"
+	"pos/rebuild"
 )
 
 // BenchmarkReplay measures a projector replaying a backlog (issue #5: at
@@ -43,20 +44,29 @@ import (
 // event per transaction. merchants=1 is its best case: runs of one merchant
 // up to the batch size (100 events) per transaction.
 func BenchmarkReplay(b *testing.B) {
-	total := 20_000
-	if v := os.Getenv("POS_BENCH_REPLAY_EVENTS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			b.Fatalf("POS_BENCH_REPLAY_EVENTS=%q: want a positive number", v)
-		}
-		total = n
-	}
+	total := replayEvents(b)
 	for _, merchants := range []int{16, 1} {
 		b.Run(fmt.Sprintf("merchants=%d", merchants), func(b *testing.B) { benchmarkReplay(b, total, merchants) })
 	}
 }
 
-func benchmarkReplay(b *testing.B, total, nMerchants int) {
+// replayEvents is POS_BENCH_REPLAY_EVENTS, or 20,000.
+func replayEvents(b *testing.B) int {
+	v := os.Getenv("POS_BENCH_REPLAY_EVENTS")
+	if v == "" {
+		return 20_000
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		b.Fatalf("POS_BENCH_REPLAY_EVENTS=%q: want a positive number", v)
+	}
+	return n
+}
+
+// seedBacklog seeds a fresh database with at least total events of sales
+// of nMerchants merchants (seedSales), and returns it, the events it holds,
+// and a connection as the database's owner.
+func seedBacklog(b *testing.B, total, nMerchants int) (*projtest.Env, int64, *pgx.Conn) {
 	ctx := context.Background()
 	env := projtest.New(b)
 	merchants := make([]uuid.UUID, nMerchants)
@@ -76,11 +86,17 @@ func benchmarkReplay(b *testing.B, total, nMerchants int) {
 		b.Fatalf("count: %v", err)
 	}
 	b.Logf("seeded %d events in %.1fs", events, time.Since(start).Seconds())
-	admin, err := pgx.Connect(ctx, env.URL) // the database's owner
+	admin, err := pgx.Connect(ctx, env.URL)
 	if err != nil {
 		b.Fatalf("connect: %v", err)
 	}
 	b.Cleanup(func() { admin.Close(context.Background()) })
+	return env, events, admin
+}
+
+func benchmarkReplay(b *testing.B, total, nMerchants int) {
+	ctx := context.Background()
+	env, events, admin := seedBacklog(b, total, nMerchants)
 	runner, err := projections.NewRunner(env.Pool, env.Store, projections.Options{}, projections.All()...)
 	if err != nil {
 		b.Fatalf("NewRunner: %v", err)
@@ -106,6 +122,48 @@ func benchmarkReplay(b *testing.B, total, nMerchants int) {
 	if rows == 0 || completed == 0 || last == eventstore.Start {
 		b.Fatalf("after the replay: %d transactions, %d completed, last position %s", rows, completed, last)
 	}
+}
+
+// BenchmarkRebuild measures a projection rebuild (SPEC §7, package rebuild)
+// of every projection over the backlog BenchmarkReplay seeds (16 merchants,
+// POS_BENCH_REPLAY_EVENTS events, default 20,000), beside its floor in the
+// same iteration: the live runner's Catchup of the same backlog into the
+// live tables (emptied first), which is the replay a rebuild cannot beat.
+// It reports both in events/s and their ratio: what building shadow tables
+// from the catalog, a runner of their own and the locked swap cost.
+func BenchmarkRebuild(b *testing.B) {
+	ctx := context.Background()
+	env, events, admin := seedBacklog(b, replayEvents(b), 16)
+	runner, err := projections.NewRunner(env.Pool, env.Store, projections.Options{}, projections.All()...)
+	if err != nil {
+		b.Fatalf("NewRunner: %v", err)
+	}
+	rb := rebuild.New(ctx, env.Pool, env.URL, env.Store, rebuild.Options{Count: env.Store.CountAfter})
+	var replayed, rebuilt time.Duration
+	for b.Loop() {
+		b.StopTimer()
+		projtest.ResetReadModels(b, admin)
+		start := time.Now()
+		if _, err := runner.Catchup(ctx, eventstore.Start); err != nil {
+			b.Fatalf("Catchup: %v", err)
+		}
+		replayed += time.Since(start)
+		b.StartTimer()
+		start = time.Now()
+		p, err := rb.Run(ctx, rebuild.All, nil)
+		if err != nil {
+			b.Fatalf("rebuild: %v", err)
+		}
+		rebuilt += time.Since(start)
+		if p.Done != uint64(events) {
+			b.Fatalf("the rebuild applied %d of %d events", p.Done, events)
+		}
+	}
+	n := float64(events) * float64(b.N)
+	b.ReportMetric(n/rebuilt.Seconds(), "rebuild-events/s")
+	b.ReportMetric(n/replayed.Seconds(), "replay-events/s")
+	b.ReportMetric(replayed.Seconds()/rebuilt.Seconds(), "rebuild/replay")
+	b.ReportMetric(float64(events), "events")
 }
 
 // seedSale is one sale a seeding writer is ringing up.

@@ -430,7 +430,7 @@ func addDays(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, days map[dayKey
         ON CONFLICT (merchant_id, branch_id, business_day, currency) DO UPDATE SET
             count = d.count + excluded.count, gross = d.gross + excluded.gross, discounts = d.discounts + excluded.discounts,
             tax = d.tax + excluded.tax, net = d.net + excluded.net, refunds = d.refunds + excluded.refunds,
-            by_method = rm_jsonb_add(d.by_method, excluded.by_method), updated_at = greatest(d.updated_at, excluded.updated_at)`,
+            by_method = public.rm_jsonb_add(d.by_method, excluded.by_method), updated_at = greatest(d.updated_at, excluded.updated_at)`,
 		merchant, branches, businessDays, currencies, counts, gross, discounts, taxes, net, refs, byMethods, updatedAt)
 	return wrap("upsert rm_daily_sales", err)
 }

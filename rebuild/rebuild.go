@@ -93,7 +93,7 @@ type Options struct {
 	AfterSwap func(ctx context.Context, tables []string)
 	// Log, when set, reports each rebuild's start, swap and end.
 	Log *slog.Logger
-	// ShadowConns sizes the shadow runner's pool; 0 means 4.
+	// ShadowConns sizes the shadow runner's pool; 0 means 8.
 	ShadowConns int32
 }
 
@@ -121,7 +121,7 @@ func New(life context.Context, pool *pgxpool.Pool, url string, store eventstore.
 		opts.Projectors = projections.All
 	}
 	if opts.ShadowConns <= 0 {
-		opts.ShadowConns = 4
+		opts.ShadowConns = 8
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
@@ -258,7 +258,6 @@ type claim struct {
 	plan
 	id      uuid.UUID
 	conn    *pgx.Conn // holds the slot's lock; closed when the rebuild ends
-	total   uint64
 	started time.Time
 }
 
@@ -318,18 +317,8 @@ func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
 	if !got {
 		return nil, ErrBusy
 	}
-	if b.opts.Count != nil {
-		if c.total, err = b.opts.Count(ctx, eventstore.Start); err != nil {
-			return nil, err
-		}
-	}
 	if c.id, err = uuid.NewV7(); err != nil {
 		return nil, fmt.Errorf("rebuild: id: %w", err)
-	}
-	var total *int64
-	if b.opts.Count != nil {
-		t := int64(c.total)
-		total = &t
 	}
 	// Rows left 'running' by a process that died lost their lock with it.
 	err = conn.QueryRow(ctx, `
@@ -337,19 +326,19 @@ func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
             UPDATE projection_rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now()
              WHERE state = 'running'
         )
-        INSERT INTO projection_rebuilds (rebuild_id, projections, state, events_total, started_at, updated_at)
-        VALUES ($1, $2, 'running', $3, now(), now()) RETURNING started_at`, c.id, c.names, total).Scan(&c.started)
+        INSERT INTO projection_rebuilds (rebuild_id, projections, state, started_at, updated_at)
+        VALUES ($1, $2, 'running', now(), now()) RETURNING started_at`, c.id, c.names).Scan(&c.started)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild: record: %w", err)
 	}
 	ok = true
-	b.opts.Log.Info("rebuild started", "rebuild_id", c.id, "projections", c.names, "events", c.total)
+	b.opts.Log.Info("rebuild started", "rebuild_id", c.id, "projections", c.names)
 	return c, nil
 }
 
 // execute runs a claimed rebuild to its end and records the outcome.
 func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progress)) (err error) {
-	p := Progress{ID: c.id, Projections: c.names, State: "running", Total: c.total, StartedAt: c.started, UpdatedAt: c.started}
+	p := Progress{ID: c.id, Projections: c.names, State: "running", StartedAt: c.started, UpdatedAt: c.started}
 	defer func() {
 		bg := context.WithoutCancel(ctx)
 		if p.FinishedAt.IsZero() {
@@ -367,7 +356,7 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		// A successful swap recorded 'done' in its own transaction; this
 		// records a failure, or the final count.
 		if _, uerr := c.conn.Exec(bg, `
-            UPDATE projection_rebuilds SET state = $2, events_done = $3, updated_at = now(),
+            UPDATE projection_rebuilds SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, events_done = $3, updated_at = now(),
                    finished_at = coalesce(finished_at, now()), error = nullif($4, '')
              WHERE rebuild_id = $1`, c.id, p.State, int64(p.Done), msg); uerr != nil {
 			b.opts.Log.Warn("rebuild: record the outcome", "rebuild_id", c.id, "err", uerr)
@@ -378,10 +367,26 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		}
 	}()
 
+	// The replay stops as soon as the slot's connection fails: without the
+	// slot, another rebuild may claim it and empty pos_rebuild.
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	// Counted here, not when claimed: a whole store's count takes a while,
+	// and Start answers once the rebuild is recorded.
+	if b.opts.Count != nil {
+		if p.Total, err = b.opts.Count(ctx, eventstore.Start); err != nil {
+			return err
+		}
+		if _, err := c.conn.Exec(ctx, `UPDATE projection_rebuilds SET events_total = $2 WHERE rebuild_id = $1`, c.id, int64(p.Total)); err != nil {
+			return fmt.Errorf("rebuild: record: %w", err)
+		}
+	}
 	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_prepare($1)`, c.shadow); err != nil {
 		return fmt.Errorf("rebuild: prepare the shadow tables: %w", err)
 	}
-	shadow, err := pgpool.Open(ctx, b.url, "pos_app", "SET search_path = pos_rebuild, public", b.opts.ShadowConns)
+	// pos_rebuild alone in the search path: a statement can never reach a
+	// live table, even if a shadow table went missing.
+	shadow, err := pgpool.Open(ctx, b.url, "pos_app", "SET search_path = pos_rebuild", b.opts.ShadowConns)
 	if err != nil {
 		return fmt.Errorf("rebuild: shadow pool: %w", err)
 	}
@@ -392,45 +397,72 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 	}
 
 	lastReport := time.Now()
-	step := func(n int, _ eventstore.Position) {
+	count := func(n int, _ eventstore.Position) {
 		p.Done += uint64(n)
 		p.UpdatedAt = time.Now()
+	}
+	step := func(n int, pos eventstore.Position) {
+		count(n, pos)
 		if time.Since(lastReport) < time.Second {
 			return
 		}
 		lastReport = p.UpdatedAt
 		if _, err := c.conn.Exec(ctx, `UPDATE projection_rebuilds SET events_done = $2, updated_at = now() WHERE rebuild_id = $1`,
 			c.id, int64(p.Done)); err != nil {
-			b.opts.Log.Warn("rebuild: record progress", "rebuild_id", c.id, "err", err)
+			stop(fmt.Errorf("rebuild: record progress on the slot's connection: %w", err))
+			return
 		}
 		if progress != nil {
 			progress(p)
 		}
 	}
+	cause := func(err error) error {
+		if c := context.Cause(ctx); c != nil && !errors.Is(c, context.Canceled) {
+			return c
+		}
+		return err
+	}
 
-	// Passes until what the next one finds is short: the swap's own catch-up,
-	// under the lock, should be too.
+	// Passes until what is left is short, so that the swap's own catch-up,
+	// under the lock, is short too; under a load the replay cannot outrun,
+	// the swap goes ahead after maxPasses.
 	pos := eventstore.Start
-	for pass := 0; ; pass++ {
+	for pass := 1; ; pass++ {
 		before := p.Done
 		if pos, err = runner.CatchupWith(ctx, pos, projections.CatchupOptions{Progress: step}); err != nil {
-			return fmt.Errorf("rebuild: replay: %w", err)
+			return cause(fmt.Errorf("rebuild: replay: %w", err))
 		}
-		if p.Done-before <= shortTail || pass == maxPasses-1 {
+		left := p.Done - before
+		if b.opts.Count != nil {
+			n, err := b.opts.Count(ctx, pos)
+			if err != nil {
+				return cause(err)
+			}
+			left = n
+		}
+		if left <= shortTail || pass == maxPasses {
 			break
 		}
 	}
+	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_analyze($1)`, c.shadow); err != nil {
+		return cause(fmt.Errorf("rebuild: analyze the shadow tables: %w", err))
+	}
 	for attempt := 1; ; attempt++ {
-		err = b.swap(ctx, c, runner, &pos, step, &p)
+		err = b.swap(ctx, c, runner, &pos, count)
 		if err == nil {
 			break
 		}
 		if !lockTrouble(err) || attempt == maxSwapAttempts {
-			return fmt.Errorf("rebuild: swap: %w", err)
+			return cause(fmt.Errorf("rebuild: swap: %w", err))
 		}
-		b.opts.Log.Warn("rebuild: swap waited too long for its locks; catching up and trying again", "rebuild_id", c.id, "attempt", attempt, "err", err)
+		b.opts.Log.Warn("rebuild: swap waited too long; catching up and trying again", "rebuild_id", c.id, "attempt", attempt, "err", err)
+		select {
+		case <-time.After(time.Duration(attempt) * time.Second):
+		case <-ctx.Done():
+			return cause(ctx.Err())
+		}
 		if pos, err = runner.CatchupWith(ctx, pos, projections.CatchupOptions{Progress: step}); err != nil {
-			return fmt.Errorf("rebuild: replay: %w", err)
+			return cause(fmt.Errorf("rebuild: replay: %w", err))
 		}
 	}
 	p.FinishedAt = time.Now() // the swap's; dropping caches is not the rebuild's time
@@ -443,32 +475,49 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 // Bounds of the catch-up passes and swap attempts.
 const (
 	shortTail       = 2000
-	maxPasses       = 5
+	maxPasses       = 10
 	maxSwapAttempts = 5
-	// swapLockTimeout bounds the wait for the live tables' locks: a long
-	// query on one holds the swap back, and every reader queued behind the
-	// swap with it.
-	swapLockTimeout = "5s"
+	// swapLockTimeout bounds each wait for a lock of the swap (the
+	// bookkeeping, then each live table): a long query on one holds the
+	// swap back, and every reader queued behind the swap with it.
+	swapLockTimeout = "2s"
+	// swapCatchup bounds the catch-up under the swap's locks, while every
+	// reader of the tables and every runner waits; past it the swap rolls
+	// back and is tried again after another pass.
+	swapCatchup = 10 * time.Second
 )
 
+// errSwapCatchup reports a final catch-up that outlasted swapCatchup.
+var errSwapCatchup = errors.New("rebuild: the catch-up under the swap's locks took too long")
+
 // swap locks the live tables, catches the shadow up to the feed's horizon
-// and swaps it in, in one transaction (see the package documentation).
-func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, step func(int, eventstore.Position), p *Progress) error {
-	tx, err := b.pool.Begin(ctx)
+// and swaps it in, in one transaction on the slot's connection (the swap
+// functions refuse a session that does not hold the slot).
+func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, count func(int, eventstore.Position)) error {
+	tx, err := c.conn.Begin(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+swapLockTimeout+`'`); err != nil {
+	// The transaction idles while the shadow catches up on other
+	// connections: the pools' idle timeout must not end it (swapCatchup
+	// bounds that time instead).
+	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+swapLockTimeout+`'; SET LOCAL idle_in_transaction_session_timeout = 0`); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_lock($1)`, c.tables); err != nil {
 		return err
 	}
 	// No Settle here: it would wait for live transactions that are waiting
-	// for this one's locks.
-	reached, err := runner.CatchupWith(ctx, *pos, projections.CatchupOptions{NoSettle: true, Progress: step})
+	// for this one's locks. Nothing is written in this transaction before
+	// the swap, so it holds no transaction id back from the feed.
+	cctx, cancel := context.WithTimeout(ctx, swapCatchup)
+	reached, err := runner.CatchupWith(cctx, *pos, projections.CatchupOptions{NoSettle: true, Progress: count})
+	cancel()
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return errSwapCatchup
+		}
 		return err
 	}
 	*pos = reached
@@ -476,18 +525,19 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 		return err
 	}
 	if _, err := tx.Exec(ctx, `
-        UPDATE projection_rebuilds SET state = 'done', events_done = $2, finished_at = now(), updated_at = now()
-         WHERE rebuild_id = $1`, c.id, int64(p.Done)); err != nil {
+        UPDATE projection_rebuilds SET state = 'done', finished_at = now(), updated_at = now() WHERE rebuild_id = $1`, c.id); err != nil {
 		return err
 	}
-	return tx.Commit(ctx)
+	// Committed even if ctx ends now: a swap that may have committed must
+	// not be recorded as failed.
+	return tx.Commit(context.WithoutCancel(ctx))
 }
 
-// lockTrouble reports a lock timeout or a deadlock: the swap rolled back,
-// and may succeed later.
+// lockTrouble reports a lock timeout, a deadlock or a final catch-up that
+// took too long: the swap rolled back, and may succeed later.
 func lockTrouble(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
+	return errors.Is(err, errSwapCatchup) || errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
 }
 
 // Projection is one projection as GET /v1/admin/projections shows it.
@@ -528,10 +578,14 @@ func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
 		return nil, fmt.Errorf("rebuild: read checkpoints: %w", err)
 	}
 	if b.opts.Count != nil {
+		lags := map[eventstore.Position]uint64{} // projections run together share a position
 		for i := range out {
-			n, err := b.opts.Count(ctx, out[i].Position)
-			if err != nil {
-				return nil, err
+			n, ok := lags[out[i].Position]
+			if !ok {
+				if n, err = b.opts.Count(ctx, out[i].Position); err != nil {
+					return nil, err
+				}
+				lags[out[i].Position] = n
 			}
 			out[i].Lag = &n
 		}
@@ -578,3 +632,50 @@ func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
 	}
 	return out, nil
 }
+
+// Watch calls swapped whenever a rebuild of the database swaps tables in,
+// whichever process ran it, within every of the swap, and once more
+// SwappedAgainAfter later: what a process keeps in memory of the read
+// models (rendered details, see api.Server.ReadModelsReplaced) is dropped
+// again after the cache's second drop (cache.Forget), which no read begun
+// on the old tables outlasts. It returns when ctx ends. A failed poll is
+// logged once per outage and tried again; swapped runs on Watch's
+// goroutine.
+func Watch(ctx context.Context, db interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}, every time.Duration, log *slog.Logger, swapped func()) {
+	var seen time.Time
+	known, failing := false, false
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	var again <-chan time.Time
+	for {
+		var last time.Time
+		err := db.QueryRow(ctx, `SELECT coalesce(max(finished_at), 'epoch') FROM projection_rebuilds WHERE state = 'done'`).Scan(&last)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			if !failing {
+				log.Warn("rebuild: cannot tell whether a rebuild swapped read models in; trying again", "err", err)
+			}
+			failing = true
+		case err == nil:
+			failing = false
+			if known && !last.Equal(seen) {
+				swapped()
+				again = time.After(SwappedAgainAfter)
+			}
+			seen, known = last, true
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-again:
+			again = nil
+			swapped()
+		}
+	}
+}
+
+// SwappedAgainAfter is when Watch calls swapped the second time.
+const SwappedAgainAfter = 3 * time.Second

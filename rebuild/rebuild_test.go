@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -455,5 +456,159 @@ func TestStatus(t *testing.T) {
 	}
 	if st := rows(t, env.URL, `SELECT state FROM projection_rebuilds WHERE rebuild_id = '`+dead.String()+`'`); st != "abandoned" {
 		t.Fatalf("the dead rebuild's row is %q after the next rebuild, want abandoned", st)
+	}
+}
+
+// Only the session holding the slot may call the rebuild functions, and the
+// query role cannot see the shadow schema.
+func TestShadowSchemaIsGuarded(t *testing.T) {
+	env := projtest.New(t)
+	ctx := t.Context()
+	if _, err := env.Pool.Exec(ctx, `SELECT pos_rebuild_prepare('{rm_transactions}')`); err == nil || !strings.Contains(err.Error(), "does not hold the rebuild slot") {
+		t.Fatalf("prepare without the slot: %v", err)
+	}
+	err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(x'72626c64'::int, 1)`); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `SELECT pos_rebuild_prepare('{projection_rebuilds}')`)
+		return err
+	})
+	if err == nil || !strings.Contains(err.Error(), "not a read-model table") {
+		t.Fatalf("prepare of a table that is no read model: %v", err)
+	}
+	api, err := pgpool.Open(ctx, env.URL, "pos_api", "", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	if _, err := api.Exec(ctx, `SELECT 1 FROM pos_rebuild.projection_checkpoints`); err == nil || !strings.Contains(err.Error(), "permission denied for schema") {
+		t.Fatalf("pos_api reading pos_rebuild: %v", err)
+	}
+}
+
+// Watch tells every process of a swap, whichever process ran it, and again
+// a little later.
+func TestWatchSeesSwaps(t *testing.T) {
+	env := projtest.New(t)
+	history(t, env, 1, 2)
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	var calls atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		rebuild.Watch(ctx, env.Pool, 20*time.Millisecond, slog.New(slog.DiscardHandler), func() { calls.Add(1) })
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if n := calls.Load(); n != 0 {
+		t.Fatalf("%d calls before any swap", n)
+	}
+	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(ctx, "transactions", nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(rebuild.SwappedAgainAfter + 5*time.Second)
+	for calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d calls after one swap, want 2 (at once and again)", n)
+	}
+	stop()
+	<-done
+}
+
+// heldTransactions is the transactions projector, whose ApplyBatch, once
+// armed, tells held and waits for release: a live runner's transaction
+// paused after it read its streams' versions and before it wrote.
+type heldTransactions struct {
+	projections.Transactions
+	armed          atomic.Bool
+	held, released chan struct{}
+}
+
+func (h *heldTransactions) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
+	if h.armed.CompareAndSwap(true, false) {
+		close(h.held)
+		<-h.released
+	}
+	return h.Transactions.ApplyBatch(ctx, tx, events)
+}
+
+func (h *heldTransactions) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	return h.ApplyBatch(ctx, tx, []eventstore.RecordedEvent{e})
+}
+
+// A live transaction that read its stream versions before the swap cannot
+// write after it: the swap waits for it (projection_streams is locked
+// first), and the shadow then catches up past it. Without that lock the
+// swap would go ahead, and the live transaction would apply its events a
+// second time onto the shadow's rows.
+func TestSwapWaitsForALiveTransactionThatReadItsVersions(t *testing.T) {
+	env := projtest.New(t)
+	history(t, env, 1, 3)
+	held := &heldTransactions{held: make(chan struct{}), released: make(chan struct{})}
+	live, err := projections.NewRunner(env.Pool, env.Store, projections.Options{},
+		projections.MerchantSettings{}, held, projections.NewDailySales(), projections.Stock{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos, err := live.Catchup(t.Context(), eventstore.Start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	merchant := projtest.NewID(t)
+	appendSales(t, env, merchant, projtest.NewID(t), 1, t0)
+
+	held.armed.Store(true)
+	liveDone := make(chan error, 1)
+	go func() { _, err := live.Catchup(t.Context(), pos); liveDone <- err }()
+	<-held.held // the live transaction has read its versions and waits
+	rebuilt := make(chan error, 1)
+	go func() {
+		_, err := newRebuilder(t, env, rebuild.Options{}).Run(t.Context(), rebuild.All, nil)
+		rebuilt <- err
+	}()
+
+	// Release the live transaction once the swap waits for it (or, without
+	// the lock, once the rebuild is over).
+	var rebuildErr error
+	waiting := func() bool {
+		return rows(t, env.URL, `SELECT count(*)::text FROM pg_locks WHERE relation = 'projection_streams'::regclass AND NOT granted`) != "0"
+	}
+wait:
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		select {
+		case rebuildErr = <-rebuilt:
+			rebuilt = nil
+			break wait
+		default:
+		}
+		if waiting() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the swap never waited and the rebuild never ended")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(held.released)
+	if err := <-liveDone; err != nil {
+		t.Fatalf("live transaction held across the swap: %v", err)
+	}
+	if rebuilt != nil {
+		rebuildErr = <-rebuilt
+	}
+	if rebuildErr != nil {
+		t.Fatalf("rebuild: %v", rebuildErr)
+	}
+	got := rows(t, env.URL, modelQueries...)
+	exec(t, env.URL, `TRUNCATE rm_transactions, rm_daily_sales, rm_daily_sales_facts, rm_merchant_settings,
+	    rm_stock_levels, rm_stock_movements, rm_stock_reservations, projection_streams, projection_checkpoints`)
+	if _, err := liveRunner(t, env).Catchup(t.Context(), eventstore.Start); err != nil {
+		t.Fatal(err)
+	}
+	if want := rows(t, env.URL, modelQueries...); got != want {
+		t.Fatalf("after a live transaction held across the swap, the model differs from a replay: %s", firstDiff(got, want))
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"github.com/google/uuid"
 	"net/url"
 	"strconv"
 	"strings"
@@ -50,6 +51,11 @@ type config struct {
 	// CursorKey (POS_CURSOR_KEY) is the base64 secret (at least 32 bytes)
 	// that signs list cursors; empty means the development key (serve warns).
 	CursorKey string
+
+	// Operators (POS_OPERATOR_MERCHANTS, comma-separated UUIDs) are the
+	// merchants whose ADMIN may use the deployment-wide projection
+	// endpoints; empty means every merchant's ADMIN (serve warns).
+	Operators []uuid.UUID
 
 	// ReadSide (POS_READ_SIDE) is how serve keeps the read models up to
 	// date: "nats" (the default), the relay and projector workers through
@@ -146,6 +152,17 @@ func loadConfig(getenv func(string) string) (config, error) {
 		}
 		return u
 	}
+	var operators []uuid.UUID
+	for _, f := range strings.Split(getenv("POS_OPERATOR_MERCHANTS"), ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		id, err := uuid.Parse(f)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("POS_OPERATOR_MERCHANTS: %q is not a merchant UUID", f))
+		}
+		operators = append(operators, id)
+	}
 	appURL := login("POS_APP_DATABASE_URL", pgstore.AppRole)
 	apiURL := login("POS_API_DATABASE_URL", queries.Role)
 	traces := getenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
@@ -188,6 +205,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		AnchorInterval: anchorEvery,
 
 		CursorKey: getenv("POS_CURSOR_KEY"),
+		Operators: operators,
 
 		ReadSide: get("POS_READ_SIDE", readSideNATS),
 		DataDir:  get("POS_DATA_DIR", "./data"),

@@ -138,6 +138,7 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		{"POS_API_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/pos"}, // the owner, not pos_api
 		{"POS_APP_DATABASE_URL", "postgres://pos_api@127.0.0.1:5432/pos"},
 		{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "ftp://collector/v1/traces"},
+		{"POS_OPERATOR_MERCHANTS", "0193a5c0-0000-7000-8000-000000000001,acme"},
 	} {
 		t.Run(c.name+"="+c.value, func(t *testing.T) {
 			var out bytes.Buffer
@@ -147,9 +148,13 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 			}
 		})
 	}
-	cfg, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/"}))
+	cfg, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+		"POS_OPERATOR_MERCHANTS": " 0193a5c0-0000-7000-8000-000000000001, 0193a5c0-0000-7000-8000-000000000002"}))
 	if err != nil {
 		t.Fatalf("usable values refused: %v", err)
+	}
+	if len(cfg.Operators) != 2 || cfg.Operators[1].String() != "0193a5c0-0000-7000-8000-000000000002" {
+		t.Errorf("POS_OPERATOR_MERCHANTS read as %v", cfg.Operators)
 	}
 	if cfg.AppDatabaseURL != defaultDatabaseURL || cfg.APIDatabaseURL != defaultDatabaseURL {
 		t.Errorf("pools' URLs %q and %q, want DATABASE_URL's (logged in as their roles by pgpool)", cfg.AppDatabaseURL, cfg.APIDatabaseURL)

@@ -20,6 +20,7 @@ import (
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
 	"pos/internal/telemetry"
+	"pos/rebuild"
 )
 
 // verifier builds the JWT verifier the configuration asks for.
@@ -83,7 +84,18 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 	if pg, ok := store.(*pgstore.Store); ok {
 		apiCfg.TxStore = func(tx pgx.Tx) eventstore.Store { return pg.InTx(tx) }
 	}
-	return api.New(apiCfg), stopped, nil
+	if apiCfg.Rebuilds != nil {
+		if apiCfg.Operators = cfg.Operators; len(cfg.Operators) == 0 {
+			log.Warn("POS_OPERATOR_MERCHANTS is not set: any merchant's ADMIN may rebuild projections, which replays every merchant's history; set it in production")
+		}
+	}
+	srv := api.New(apiCfg)
+	if apiCfg.Rebuilds != nil {
+		// A rebuild run by `pos rebuild` or another server swaps tables in
+		// under this one: it must stop serving details it rendered before.
+		go rebuild.Watch(ctx, pool, time.Second, log, srv.ReadModelsReplaced)
+	}
+	return srv, stopped, nil
 }
 
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
