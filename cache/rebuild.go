@@ -48,6 +48,10 @@ func (c *Cache) Forget(ctx context.Context, tables []string) error {
 	return nil
 }
 
+// RebuiltTables are the read-model tables whose reads are cached: Forget of
+// them drops everything a rebuild may have changed.
+var RebuiltTables = []string{"rm_transactions", "rm_daily_sales", "rm_stock_levels"}
+
 // ForgetAgainAfter is how long after a swap Forget runs a second time.
 const ForgetAgainAfter = 2 * time.Second
 

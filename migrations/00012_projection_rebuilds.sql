@@ -8,10 +8,7 @@
 -- lives here, in SECURITY DEFINER functions owned by the migrating user and
 -- executable by pos_app only: pos_app can rebuild the read models and
 -- nothing else. Each takes read-model table names ('rm_…', existing in
--- public, owned by the migrating user) and refuses any other name, and
--- refuses a session that does not hold the rebuild slot. Besides the tables
--- named they touch the projections' bookkeeping (projection_checkpoints,
--- projection_streams: the rebuilt projections' rows) and schema pos_rebuild.
+-- public) and refuses any other name.
 --
 -- A shadow table is a copy of its live table taken from the catalog, so it
 -- follows whatever later migrations do to the live one: its columns,
@@ -20,11 +17,7 @@
 -- under the same names, row-level security ENABLEd and FORCEd with the
 -- same policies, and the same grants, on the parent and on every
 -- partition. Migrations that refer to an index or a constraint by name
--- keep working after a rebuild. Not copied, because no read model has
--- any: triggers, foreign keys, identity columns, storage options,
--- column-level grants. A migration that gives a read-model table one must
--- teach pos_rebuild_prepare to copy it (TestRebuildAllEqualsTheLiveModel
--- compares the catalog before and after a swap).
+-- keep working after a rebuild.
 
 -- +goose Up
 
@@ -55,30 +48,18 @@ CREATE INDEX projection_rebuilds_started_idx ON projection_rebuilds (started_at 
 REVOKE ALL ON projection_rebuilds FROM PUBLIC;
 GRANT SELECT, INSERT, UPDATE ON projection_rebuilds TO pos_app;
 
--- pos_rebuild_check refuses a session that does not hold the rebuild slot
--- (package rebuild's session advisory lock, keys 0x72626c64 and 1: only the
--- one rebuild running may touch pos_rebuild), and anything but read-model
--- tables of the migrating owner (the definer: a table pos_app made itself
--- could carry expressions that would run with the definer's rights).
+-- pos_rebuild_check refuses anything but existing read-model tables.
 -- +goose StatementBegin
 CREATE FUNCTION pos_rebuild_check(tables text[]) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     t text;
 BEGIN
-    IF NOT EXISTS (SELECT 1 FROM pg_locks
-                    WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
-                      AND classid = x'72626c64'::int::oid AND objid = 1 AND objsubid = 2
-                      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())) THEN
-        RAISE EXCEPTION 'pos_rebuild: this session does not hold the rebuild slot';
-    END IF;
     IF coalesce(cardinality(tables), 0) = 0 THEN
         RAISE EXCEPTION 'pos_rebuild: no table named';
     END IF;
     FOREACH t IN ARRAY tables LOOP
-        IF t IS NULL OR t !~ '^rm_[a-z0-9_]+$' OR NOT EXISTS (
-               SELECT 1 FROM pg_class
-                WHERE oid = to_regclass(format('public.%I', t)) AND relowner = (SELECT oid FROM pg_roles WHERE rolname = current_user)) THEN
+        IF t IS NULL OR t !~ '^rm_[a-z0-9_]+$' OR to_regclass(format('public.%I', t)) IS NULL THEN
             RAISE EXCEPTION 'pos_rebuild: % is not a read-model table', t;
         END IF;
     END LOOP;
@@ -194,23 +175,6 @@ END
 $$;
 -- +goose StatementEnd
 
--- pos_rebuild_analyze gathers the planner's statistics of the shadows (a
--- partitioned table is never analyzed automatically), before the swap's
--- locks: the swapped-in tables are planned as well as the live ones were.
--- +goose StatementBegin
-CREATE FUNCTION pos_rebuild_analyze(tables text[]) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    t text;
-BEGIN
-    PERFORM public.pos_rebuild_check(tables);
-    FOREACH t IN ARRAY tables || ARRAY['projection_streams'] LOOP
-        EXECUTE format('ANALYZE pos_rebuild.%I', t);
-    END LOOP;
-END
-$$;
--- +goose StatementEnd
-
 -- pos_rebuild_lock locks the live tables against every reader and writer
 -- until the calling transaction ends; the caller then catches the shadow up
 -- and calls pos_rebuild_swap in the same transaction.
@@ -275,6 +239,5 @@ $$;
 -- +goose StatementEnd
 
 REVOKE ALL ON FUNCTION pos_rebuild_check(text[]), pos_rebuild_secure(regclass, regclass), pos_rebuild_clear(),
-    pos_rebuild_prepare(text[]), pos_rebuild_analyze(text[]), pos_rebuild_lock(text[]), pos_rebuild_swap(text[], text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION pos_rebuild_prepare(text[]), pos_rebuild_analyze(text[]), pos_rebuild_lock(text[]),
-    pos_rebuild_swap(text[], text[]) TO pos_app;
+    pos_rebuild_prepare(text[]), pos_rebuild_lock(text[]), pos_rebuild_swap(text[], text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION pos_rebuild_prepare(text[]), pos_rebuild_lock(text[]), pos_rebuild_swap(text[], text[]) TO pos_app;

@@ -5,31 +5,37 @@
 // A rebuild of projection P (or of all of them):
 //
 //  1. claims the one rebuild slot of the database (a session advisory lock
-//     held for the whole rebuild: a second rebuild, in any process, is
-//     refused with ErrBusy) and records itself in projection_rebuilds;
+//     held on one connection for the whole rebuild: a second rebuild, in any
+//     process, is refused with ErrBusy; losing that connection fails the
+//     rebuild) and records itself in projection_rebuilds;
 //  2. builds empty shadows of P's tables, and of the tables of the
-//     projectors P reads (projections.Tabled), in schema pos_rebuild
-//     (pos_rebuild_prepare, migrations/00012_projection_rebuilds.sql);
+//     projectors P reads (projections.Tabled), in a schema of its own,
+//     pos_rebuild_<id> (pos_rebuild_prepare, migrations 00012 and 00013),
+//     dropping any earlier rebuild's;
 //  3. replays the store's feed from the start into them with a runner of its
-//     own (projections.Options.Shadow, on a pool whose search path puts
-//     pos_rebuild first), with bookkeeping of its own, in passes until a
-//     pass finds only a short tail;
-//  4. in one transaction: locks P's live tables (readers and the live
-//     projectors wait from here), applies the last events to the shadow,
-//     drops the live tables, moves the shadows into public and takes the
-//     shadow's checkpoints and stream versions as P's. The shadow has then
-//     applied at least every event the live projection had (it read the
-//     feed up to its horizon after the lock, and the live runners can only
-//     have applied events before it), so the live runners go on from there:
-//     what they deliver next that the shadow already applied is a
-//     redelivery to them, a no-op.
-//  5. runs Options.AfterSwap (the cache's invalidation), and records the
-//     outcome.
+//     own (projections.Options.Shadow, on a pool whose search path is that
+//     schema alone), with bookkeeping of its own, in passes until fewer
+//     than shortTail events are left, and analyzes the shadows;
+//  4. in one transaction on the slot's connection: locks projection_streams
+//     and P's live tables (readers and every projection runner wait from
+//     here), applies the last events to the shadow, drops the live tables,
+//     moves the shadows into public and takes the shadow's checkpoints and
+//     stream versions as P's. The shadow has then applied at least every
+//     event the live projection had (it read the feed up to its horizon
+//     after the lock, and the live runners can only have applied events
+//     before it), so the live runners go on from there: what they deliver
+//     next that the shadow already applied is a redelivery to them, a
+//     no-op;
+//  5. runs Options.AfterSwap, and records the outcome. Serving processes
+//     notice the swap through Watch and drop what they cached of the old
+//     tables.
 //
-// Readers wait only for step 4, which lasts as long as the last tail and
-// the DDL. A failure before the swap leaves the live tables untouched (the
-// shadow is emptied by the next rebuild); a crash leaves a row 'running'
-// whose lock nobody holds, which the next rebuild marks 'abandoned'.
+// Readers wait only for step 4: at most swapLockWait for its locks, then
+// the last tail (at most swapCatchup, else it rolls back and is tried
+// again) and the DDL. A failure before the swap leaves the live tables
+// untouched (the next rebuild drops the shadows); a crash leaves a row
+// 'running' whose lock nobody holds, which the next rebuild marks
+// 'abandoned'.
 //
 // Hazards: the swap copies P's rows of projection_streams (one per stream
 // P has seen) while the live tables are locked, so its pause grows with the
@@ -39,6 +45,7 @@ package rebuild
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -110,7 +117,7 @@ type Rebuilder struct {
 
 // New returns a Rebuilder. pool logs in as pos_app (pgstore.Connect); url
 // is the database URL the shadow pool is opened on (as pos_app, with
-// pos_rebuild first in its search path); store should upcast like the live
+// its shadow schema as its search path); store should upcast like the live
 // runners' (eventstore.Upcasting). Rebuilds started with Start stop when
 // life ends.
 func New(life context.Context, pool *pgxpool.Pool, url string, store eventstore.Store, opts Options) *Rebuilder {
@@ -259,6 +266,8 @@ type claim struct {
 	id      uuid.UUID
 	conn    *pgx.Conn // holds the slot's lock; closed when the rebuild ends
 	started time.Time
+	// schema is the rebuild's own shadow schema, pos_rebuild_<id in hex>.
+	schema string
 }
 
 // Start claims the slot for a rebuild of name (a projection, or All) and
@@ -320,6 +329,7 @@ func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
 	if c.id, err = uuid.NewV7(); err != nil {
 		return nil, fmt.Errorf("rebuild: id: %w", err)
 	}
+	c.schema = "pos_rebuild_" + hex.EncodeToString(c.id[:])
 	// Rows left 'running' by a process that died lost their lock with it.
 	err = conn.QueryRow(ctx, `
         WITH gone AS (
@@ -355,7 +365,8 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		}
 		// A successful swap recorded 'done' in its own transaction; this
 		// records a failure, or the final count.
-		if _, uerr := c.conn.Exec(bg, `
+		// On the pool, not the slot's connection, which may be what failed.
+		if _, uerr := b.pool.Exec(bg, `
             UPDATE projection_rebuilds SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, events_done = $3, updated_at = now(),
                    finished_at = coalesce(finished_at, now()), error = nullif($4, '')
              WHERE rebuild_id = $1`, c.id, p.State, int64(p.Done), msg); uerr != nil {
@@ -368,7 +379,7 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 	}()
 
 	// The replay stops as soon as the slot's connection fails: without the
-	// slot, another rebuild may claim it and empty pos_rebuild.
+	// slot, another rebuild may claim it and drop this one's shadows.
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
 	// Counted here, not when claimed: a whole store's count takes a while,
@@ -381,12 +392,13 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 			return fmt.Errorf("rebuild: record: %w", err)
 		}
 	}
-	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_prepare($1)`, c.shadow); err != nil {
+	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_prepare($1, $2)`, c.shadow, c.schema); err != nil {
 		return fmt.Errorf("rebuild: prepare the shadow tables: %w", err)
 	}
-	// pos_rebuild alone in the search path: a statement can never reach a
-	// live table, even if a shadow table went missing.
-	shadow, err := pgpool.Open(ctx, b.url, "pos_app", "SET search_path = pos_rebuild", b.opts.ShadowConns)
+	// The shadow schema alone in the search path: a statement can never
+	// reach a live table, even if a shadow table went missing (the next
+	// rebuild drops this schema if this one lost its slot).
+	shadow, err := pgpool.Open(ctx, b.url, "pos_app", "SET search_path = "+pgx.Identifier{c.schema}.Sanitize(), b.opts.ShadowConns)
 	if err != nil {
 		return fmt.Errorf("rebuild: shadow pool: %w", err)
 	}
@@ -444,11 +456,11 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 			break
 		}
 	}
-	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_analyze($1)`, c.shadow); err != nil {
+	if _, err := c.conn.Exec(ctx, `SELECT pos_rebuild_analyze($1, $2)`, c.shadow, c.schema); err != nil {
 		return cause(fmt.Errorf("rebuild: analyze the shadow tables: %w", err))
 	}
 	for attempt := 1; ; attempt++ {
-		err = b.swap(ctx, c, runner, &pos, count)
+		err = b.swap(ctx, c, runner, &pos, count, &p)
 		if err == nil {
 			break
 		}
@@ -477,10 +489,10 @@ const (
 	shortTail       = 2000
 	maxPasses       = 10
 	maxSwapAttempts = 5
-	// swapLockTimeout bounds each wait for a lock of the swap (the
+	// swapLockWait bounds the wait for all the swap's locks (the
 	// bookkeeping, then each live table): a long query on one holds the
-	// swap back, and every reader queued behind the swap with it.
-	swapLockTimeout = "2s"
+	// swap back, and every reader queued behind the locks taken so far.
+	swapLockWait = "3s"
 	// swapCatchup bounds the catch-up under the swap's locks, while every
 	// reader of the tables and every runner waits; past it the swap rolls
 	// back and is tried again after another pass.
@@ -493,7 +505,7 @@ var errSwapCatchup = errors.New("rebuild: the catch-up under the swap's locks to
 // swap locks the live tables, catches the shadow up to the feed's horizon
 // and swaps it in, in one transaction on the slot's connection (the swap
 // functions refuse a session that does not hold the slot).
-func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, count func(int, eventstore.Position)) error {
+func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, count func(int, eventstore.Position), p *Progress) error {
 	tx, err := c.conn.Begin(ctx)
 	if err != nil {
 		return err
@@ -502,10 +514,17 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	// The transaction idles while the shadow catches up on other
 	// connections: the pools' idle timeout must not end it (swapCatchup
 	// bounds that time instead).
-	if _, err := tx.Exec(ctx, `SET LOCAL lock_timeout = '`+swapLockTimeout+`'; SET LOCAL idle_in_transaction_session_timeout = 0`); err != nil {
+	// statement_timeout bounds the wait for all the locks together (a
+	// lock_timeout would bound each); a Go deadline would not do, since pgx
+	// closes a connection whose statement outlives its context, and this
+	// one holds the slot.
+	if _, err := tx.Exec(ctx, `SET LOCAL idle_in_transaction_session_timeout = 0; SET LOCAL statement_timeout = '`+swapLockWait+`'`); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_lock($1)`, c.tables); err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
 		return err
 	}
 	// No Settle here: it would wait for live transactions that are waiting
@@ -521,23 +540,32 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 		return err
 	}
 	*pos = reached
-	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_swap($1, $2)`, c.tables, c.names); err != nil {
+	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_swap($1, $2, $3)`, c.tables, c.names, c.schema); err != nil {
 		return err
 	}
 	if _, err := tx.Exec(ctx, `
-        UPDATE projection_rebuilds SET state = 'done', finished_at = now(), updated_at = now() WHERE rebuild_id = $1`, c.id); err != nil {
+        UPDATE projection_rebuilds SET state = 'done', events_done = $2, finished_at = now(), updated_at = now()
+         WHERE rebuild_id = $1`, c.id, int64(p.Done)); err != nil {
 		return err
 	}
-	// Committed even if ctx ends now: a swap that may have committed must
-	// not be recorded as failed.
-	return tx.Commit(context.WithoutCancel(ctx))
+	// Committed even if ctx ends now; and a COMMIT whose answer was lost
+	// may have committed: the record says.
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+		var state string
+		if qerr := b.pool.QueryRow(context.WithoutCancel(ctx), `SELECT state FROM projection_rebuilds WHERE rebuild_id = $1`, c.id).Scan(&state); qerr == nil && state == "done" {
+			return nil
+		}
+		return err
+	}
+	return nil
 }
 
-// lockTrouble reports a lock timeout, a deadlock or a final catch-up that
-// took too long: the swap rolled back, and may succeed later.
+// lockTrouble reports a lock wait past swapLockWait (a statement timeout),
+// a lock timeout, a deadlock or a final catch-up that took too long: the
+// swap rolled back, and may succeed later.
 func lockTrouble(err error) bool {
 	var pgErr *pgconn.PgError
-	return errors.Is(err, errSwapCatchup) || errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01")
+	return errors.Is(err, errSwapCatchup) || errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01" || pgErr.Code == "57014")
 }
 
 // Projection is one projection as GET /v1/admin/projections shows it.
@@ -634,21 +662,19 @@ func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
 }
 
 // Watch calls swapped whenever a rebuild of the database swaps tables in,
-// whichever process ran it, within every of the swap, and once more
-// SwappedAgainAfter later: what a process keeps in memory of the read
-// models (rendered details, see api.Server.ReadModelsReplaced) is dropped
-// again after the cache's second drop (cache.Forget), which no read begun
-// on the old tables outlasts. It returns when ctx ends. A failed poll is
-// logged once per outage and tried again; swapped runs on Watch's
-// goroutine.
+// whichever process ran it, within every of the swap, and also after a
+// failed poll (a swap may have happened meanwhile). What a process keeps of
+// the read models in memory or in the cache is dropped there (cmd/pos:
+// api.Server.ReadModelsReplaced, cache.Forget). It returns when ctx ends. A
+// failed poll is logged once per outage and tried again; swapped runs on
+// Watch's goroutine, and later changes wait for it.
 func Watch(ctx context.Context, db interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, every time.Duration, log *slog.Logger, swapped func()) {
+}, every time.Duration, log *slog.Logger, swapped func(context.Context)) {
 	var seen time.Time
 	known, failing := false, false
 	tick := time.NewTicker(every)
 	defer tick.Stop()
-	var again <-chan time.Time
 	for {
 		var last time.Time
 		err := db.QueryRow(ctx, `SELECT coalesce(max(finished_at), 'epoch') FROM projection_rebuilds WHERE state = 'done'`).Scan(&last)
@@ -659,23 +685,15 @@ func Watch(ctx context.Context, db interface {
 			}
 			failing = true
 		case err == nil:
-			failing = false
-			if known && !last.Equal(seen) {
-				swapped()
-				again = time.After(SwappedAgainAfter)
+			if known && (failing || !last.Equal(seen)) {
+				swapped(ctx)
 			}
-			seen, known = last, true
+			seen, known, failing = last, true, false
 		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		case <-again:
-			again = nil
-			swapped()
 		}
 	}
 }
-
-// SwappedAgainAfter is when Watch calls swapped the second time.
-const SwappedAgainAfter = 3 * time.Second

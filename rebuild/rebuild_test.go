@@ -237,8 +237,8 @@ func TestRebuildAllEqualsTheLiveModel(t *testing.T) {
 	if len(reports) == 0 || reports[len(reports)-1].State != "done" {
 		t.Fatalf("progress reports %+v: want the last one done", reports)
 	}
-	if n := rows(t, env.URL, `SELECT count(*)::text FROM pg_class WHERE relnamespace = 'pos_rebuild'::regnamespace`); n != "0" {
-		t.Fatalf("%s relations left in pos_rebuild after the swap", n)
+	if n := rows(t, env.URL, `SELECT count(*)::text FROM pg_namespace WHERE nspname LIKE 'pos\_rebuild%'`); n != "0" {
+		t.Fatalf("%s shadow schemas left after the swap", n)
 	}
 }
 
@@ -459,36 +459,57 @@ func TestStatus(t *testing.T) {
 	}
 }
 
-// Only the session holding the slot may call the rebuild functions, and the
-// query role cannot see the shadow schema.
+// Only the session holding the slot may call the rebuild functions, only
+// on the owner's read models and on a shadow schema of the right form, and
+// the query role cannot see a shadow schema.
 func TestShadowSchemaIsGuarded(t *testing.T) {
 	env := projtest.New(t)
 	ctx := t.Context()
-	if _, err := env.Pool.Exec(ctx, `SELECT pos_rebuild_prepare('{rm_transactions}')`); err == nil || !strings.Contains(err.Error(), "does not hold the rebuild slot") {
+	shadow := "pos_rebuild_" + strings.ReplaceAll(projtest.NewID(t).String(), "-", "")
+	if _, err := env.Pool.Exec(ctx, `SELECT pos_rebuild_prepare('{rm_transactions}', $1)`, shadow); err == nil || !strings.Contains(err.Error(), "does not hold the rebuild slot") {
 		t.Fatalf("prepare without the slot: %v", err)
 	}
-	err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(x'72626c64'::int, 1)`); err != nil {
+	// A table named like a read model but not the owner's.
+	exec(t, env.URL, `CREATE TABLE rm_mine (merchant_id uuid); ALTER TABLE rm_mine OWNER TO pos_app`)
+	withSlot := func(sql string, args ...any) error {
+		return pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(x'72626c64'::int, 1)`); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, sql, args...)
 			return err
+		})
+	}
+	for _, c := range []struct{ tables, shadow, want string }{
+		{"{rm_mine}", shadow, "not a read-model table"},
+		{"{projection_rebuilds}", shadow, "not a read-model table"},
+		{"{rm_transactions}", "public", "not a shadow schema name"},
+	} {
+		if err := withSlot(`SELECT pos_rebuild_prepare($1::text[], $2)`, c.tables, c.shadow); err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Fatalf("prepare %s into %s: %v, want %q", c.tables, c.shadow, err, c.want)
 		}
-		_, err := tx.Exec(ctx, `SELECT pos_rebuild_prepare('{projection_rebuilds}')`)
-		return err
-	})
-	if err == nil || !strings.Contains(err.Error(), "not a read-model table") {
-		t.Fatalf("prepare of a table that is no read model: %v", err)
+	}
+	if err := withSlot(`SELECT pos_rebuild_prepare('{rm_transactions}', $1)`, shadow); err != nil {
+		t.Fatalf("prepare with the slot: %v", err)
 	}
 	api, err := pgpool.Open(ctx, env.URL, "pos_api", "", 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer api.Close()
-	if _, err := api.Exec(ctx, `SELECT 1 FROM pos_rebuild.projection_checkpoints`); err == nil || !strings.Contains(err.Error(), "permission denied for schema") {
-		t.Fatalf("pos_api reading pos_rebuild: %v", err)
+	if _, err := api.Exec(ctx, fmt.Sprintf(`SELECT 1 FROM %s.rm_transactions`, shadow)); err == nil || !strings.Contains(err.Error(), "permission denied for schema") {
+		t.Fatalf("pos_api reading a shadow schema: %v", err)
+	}
+	// The next rebuild drops what an earlier one left behind.
+	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(ctx, "transactions", nil); err != nil {
+		t.Fatal(err)
+	}
+	if n := rows(t, env.URL, `SELECT count(*)::text FROM pg_namespace WHERE nspname LIKE 'pos\_rebuild%'`); n != "0" {
+		t.Fatalf("%s shadow schemas left after the next rebuild", n)
 	}
 }
 
-// Watch tells every process of a swap, whichever process ran it, and again
-// a little later.
+// Watch tells every process of a swap, whichever process ran it, once.
 func TestWatchSeesSwaps(t *testing.T) {
 	env := projtest.New(t)
 	history(t, env, 1, 2)
@@ -498,7 +519,7 @@ func TestWatchSeesSwaps(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		rebuild.Watch(ctx, env.Pool, 20*time.Millisecond, slog.New(slog.DiscardHandler), func() { calls.Add(1) })
+		rebuild.Watch(ctx, env.Pool, 20*time.Millisecond, slog.New(slog.DiscardHandler), func(context.Context) { calls.Add(1) })
 	}()
 	time.Sleep(100 * time.Millisecond)
 	if n := calls.Load(); n != 0 {
@@ -507,12 +528,13 @@ func TestWatchSeesSwaps(t *testing.T) {
 	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(ctx, "transactions", nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(rebuild.SwappedAgainAfter + 5*time.Second)
-	for calls.Load() < 2 && time.Now().Before(deadline) {
+	deadline := time.Now().Add(5 * time.Second)
+	for calls.Load() < 1 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	if n := calls.Load(); n != 2 {
-		t.Fatalf("%d calls after one swap, want 2 (at once and again)", n)
+	time.Sleep(100 * time.Millisecond) // and no more
+	if n := calls.Load(); n != 1 {
+		t.Fatalf("%d calls after one swap, want 1", n)
 	}
 	stop()
 	<-done
@@ -610,5 +632,47 @@ wait:
 	}
 	if want := rows(t, env.URL, modelQueries...); got != want {
 		t.Fatalf("after a live transaction held across the swap, the model differs from a replay: %s", firstDiff(got, want))
+	}
+}
+
+// A rebuild whose slot connection dies (the lock with it) fails, is recorded
+// as failed, and never swaps; the next rebuild drops its shadows.
+func TestLosingTheSlotFailsTheRebuild(t *testing.T) {
+	env := projtest.New(t)
+	history(t, env, 1, 3)
+	if _, err := liveRunner(t, env).Catchup(t.Context(), eventstore.Start); err != nil {
+		t.Fatal(err)
+	}
+	oid := rows(t, env.URL, `SELECT 'rm_transactions'::regclass::oid::text`)
+	held := &heldTransactions{held: make(chan struct{}), released: make(chan struct{})}
+	held.armed.Store(true)
+	b := newRebuilder(t, env, rebuild.Options{Projectors: func() []projections.Projector {
+		return []projections.Projector{projections.MerchantSettings{}, held, projections.NewDailySales(), projections.Stock{}}
+	}})
+	done := make(chan error, 1)
+	var last rebuild.Progress
+	go func() {
+		var err error
+		last, err = b.Run(t.Context(), rebuild.All, nil)
+		done <- err
+	}()
+	<-held.held // replaying
+	exec(t, env.URL, `SELECT pg_terminate_backend(pid) FROM pg_locks
+	                   WHERE locktype = 'advisory' AND classid = x'72626c64'::int::oid AND objid = 1 AND objsubid = 2 AND granted`)
+	close(held.released)
+	if err := <-done; err == nil {
+		t.Fatal("the rebuild that lost its slot succeeded")
+	}
+	if st := rows(t, env.URL, `SELECT state FROM projection_rebuilds WHERE rebuild_id = '`+last.ID.String()+`'`); st != "failed" {
+		t.Fatalf("the rebuild that lost its slot is recorded %q, want failed", st)
+	}
+	if rows(t, env.URL, `SELECT 'rm_transactions'::regclass::oid::text`) != oid {
+		t.Fatal("the rebuild that lost its slot swapped")
+	}
+	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(t.Context(), rebuild.All, nil); err != nil {
+		t.Fatalf("the next rebuild: %v", err)
+	}
+	if n := rows(t, env.URL, `SELECT count(*)::text FROM pg_namespace WHERE nspname LIKE 'pos\_rebuild%'`); n != "0" {
+		t.Fatalf("%s shadow schemas left", n)
 	}
 }

@@ -45,26 +45,27 @@ func cursorKey(cfg config, log *slog.Logger) (queries.CursorKey, error) {
 // are applied one message at a time each, so a few connections serve them.
 const workerPoolSize = 10
 
-// readSide opens the queries' pool (closed when ctx ends), sets apiCfg's
+// readSide opens the queries' pool (closed when ctx ends), returns the
+// cache of hot reads (nil when off), sets apiCfg's
 // Reader, Checkpoints and Partitions, and starts over pool, until ctx ends,
 // a projections runner that keeps the read models up to date and the
 // process managers' runner, which sends its commands through h: through
 // NATS or in process, see startProjections. The returned channel is closed
 // once the workers have stopped, after ctx ended.
-func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, h *commands.Handlers) (workersStopped <-chan struct{}, err error) {
+func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, h *commands.Handlers) (workersStopped <-chan struct{}, hot *cache.Cache, err error) {
 	key, err := cursorKey(cfg, log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	qpool, err := queries.Connect(ctx, cfg.APIDatabaseURL)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	context.AfterFunc(ctx, qpool.Close)
 	addReadyCheck(&apiCfg.ReadyChecks, "read_store", qpool.Ping)
 	reader, err := queries.New(qpool, key)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// What the workers use (their pool, and the cache they invalidate after
 	// each commit) closes after they stop, not when ctx ends: a consumer
@@ -77,9 +78,9 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	}()
 	closing, closeWorkers := context.WithCancel(context.WithoutCancel(ctx))
 	context.AfterFunc(ctx, func() { <-wdone; closeWorkers() })
-	hot, err := readCache(closing, cfg, log, apiCfg)
+	hot, err = readCache(closing, cfg, log, apiCfg)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	opts := projections.Options{}
 	if apiCfg.Telemetry != nil {
@@ -93,19 +94,20 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	// minutes behind under load.
 	wpool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, workerPoolSize)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	context.AfterFunc(closing, wpool.Close)
 	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
 	runner, err := projections.NewRunner(wpool, upcasting, opts, projections.All()...)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// X-Min-Position waits read checkpoints on the API's pool, not the
 	// workers'.
 	checkpoints := projections.NewCheckpoints(pool, runner.Partitions())
 	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, checkpoints, runner.Partitions()
-	apiCfg.Rebuilds = newRebuilder(ctx, cfg, log, pool, store, reg, hot)
+	// The server's rebuild.Watch drops caches after any swap (see apiServer).
+	apiCfg.Rebuilds = newRebuilder(ctx, cfg, log, pool, store, reg, nil)
 	if hot != nil {
 		// One value for transaction details and stock levels: api.Config
 		// has no field of its own for the latter, the API finds it on
@@ -120,7 +122,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	}
 	procs, err := processWorker(ctx, cfg, log, wpool, upcasting, h, meter)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	brokerUp := func(url string) error {
 		check, err := brokerReadyCheck(ctx, url)
@@ -131,10 +133,10 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	}
 	stopped, err := startProjections(ctx, cfg, log, []worker{projectionWorker(runner), procs}, store, pool, reg, apiCfg.Telemetry, brokerUp)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	go func() { <-stopped; close(wdone) }()
-	return stopped, nil
+	return stopped, hot, nil
 }
 
 // hotReads is the cached transaction details and first pages of stock

@@ -16,6 +16,7 @@ import (
 	"pos/api"
 	"pos/api/auth"
 	"pos/audit"
+	"pos/cache"
 	"pos/commands"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
@@ -77,7 +78,7 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
 		Registry: reg,
 	}
-	stopped, err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers(eventstore.Upcasting{Store: store, Registry: reg}, deps))
+	stopped, hot, err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers(eventstore.Upcasting{Store: store, Registry: reg}, deps))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -91,9 +92,30 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 	}
 	srv := api.New(apiCfg)
 	if apiCfg.Rebuilds != nil {
-		// A rebuild run by `pos rebuild` or another server swaps tables in
-		// under this one: it must stop serving details it rendered before.
-		go rebuild.Watch(ctx, pool, time.Second, log, srv.ReadModelsReplaced)
+		// A rebuild run here, by `pos rebuild` or by another server swaps
+		// tables in under this one: it stops serving details it rendered
+		// before, and drops the cache's entries of the old tables, twice
+		// (see cache.Forget); the bodies rendered between the two drops go
+		// with the second.
+		go rebuild.Watch(ctx, pool, time.Second, log, func(ctx context.Context) {
+			srv.ReadModelsReplaced()
+			if hot == nil {
+				return
+			}
+			forget := func() {
+				if err := hot.Forget(ctx, cache.RebuiltTables); err != nil {
+					log.Warn("rebuild: could not drop the cache of rebuilt tables; its entries expire within their TTL", "err", err)
+				}
+			}
+			forget()
+			select {
+			case <-time.After(cache.ForgetAgainAfter):
+			case <-ctx.Done():
+				return
+			}
+			forget()
+			srv.ReadModelsReplaced()
+		})
 	}
 	return srv, stopped, nil
 }
