@@ -618,19 +618,21 @@ func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
 			out[i].Lag = &n
 		}
 	}
-	// The latest rebuild of each projection, running or ended; a row still
-	// 'running' whose slot nobody holds died with its process.
+	// Of each projection, the rebuild running (if any) and the latest that
+	// ended; a row still 'running' whose slot nobody holds died with its
+	// process.
 	rows, err = b.pool.Query(ctx, `
-        SELECT DISTINCT ON (p) p, r.rebuild_id, r.projections,
-               CASE WHEN r.state = 'running' AND NOT EXISTS (
+        SELECT DISTINCT ON (p, state = 'running') p, rebuild_id, projections, state,
+               events_done, events_total, started_at, updated_at, finished_at
+          FROM (SELECT p, r.rebuild_id, r.projections, r.events_done, r.events_total, r.started_at, r.updated_at, r.finished_at,
+                       CASE WHEN r.state = 'running' AND NOT EXISTS (
                         SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted
                            AND l.classid = $2::oid AND l.objid = $3::oid AND l.objsubid = 2
                            AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))
-                    THEN 'abandoned' ELSE r.state END,
-               r.events_done, r.events_total, r.started_at, r.updated_at, r.finished_at
-          FROM projection_rebuilds r CROSS JOIN LATERAL unnest(r.projections) AS p
-         WHERE p = ANY ($1)
-         ORDER BY p, r.started_at DESC`, names, int64(uint32(lockClass)), int64(uint32(lockKey)))
+                    THEN 'abandoned' ELSE r.state END AS state
+                  FROM projection_rebuilds r CROSS JOIN LATERAL unnest(r.projections) AS p
+                 WHERE p = ANY ($1)) AS r
+         ORDER BY p, state = 'running', started_at DESC`, names, int64(uint32(lockClass)), int64(uint32(lockKey)))
 	if err != nil {
 		return nil, fmt.Errorf("rebuild: read rebuilds: %w", err)
 	}

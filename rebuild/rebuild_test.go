@@ -457,6 +457,27 @@ func TestStatus(t *testing.T) {
 	if st := rows(t, env.URL, `SELECT state FROM projection_rebuilds WHERE rebuild_id = '`+dead.String()+`'`); st != "abandoned" {
 		t.Fatalf("the dead rebuild's row is %q after the next rebuild, want abandoned", st)
 	}
+
+	// While a rebuild runs, the one that ended before it still shows.
+	held := &heldTransactions{held: make(chan struct{}), released: make(chan struct{})}
+	held.armed.Store(true)
+	running := newRebuilder(t, env, rebuild.Options{Projectors: func() []projections.Projector {
+		return []projections.Projector{projections.MerchantSettings{}, held, projections.NewDailySales(), projections.Stock{}}
+	}})
+	done := make(chan error, 1)
+	go func() { _, err := running.Run(t.Context(), rebuild.All, nil); done <- err }()
+	<-held.held
+	list, err = b.Status(t.Context())
+	close(held.released)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if st := list[3]; st.Name != "stock" || st.Rebuild == nil || st.Rebuild.State != "running" || st.Last == nil || st.Last.ID != p.ID {
+		t.Fatalf("stock while a rebuild runs: %+v (rebuild %+v, last %+v), want the running one and %s", st, st.Rebuild, st.Last, p.ID)
+	}
 }
 
 // Only the session holding the slot may call the rebuild functions, only

@@ -8,7 +8,6 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/schollz/progressbar/v3"
@@ -24,8 +23,9 @@ import (
 
 // newRebuilder wires a rebuild.Rebuilder: the upcasting store the live
 // runners read, a count of events when the store can give one, and, when
-// hot is set, the cache's entries of the swapped tables dropped after a
-// swap, twice (see cache.Forget). Rebuilds started in the background stop
+// hot is set, the cache's entries of the swapped tables dropped once after
+// a swap (`pos rebuild`: a running serve drops them again itself, see
+// rebuild.Watch in apiServer). Rebuilds started in the background stop
 // when life ends.
 func newRebuilder(life context.Context, cfg config, log *slog.Logger, pool *pgxpool.Pool, store eventstore.Store, reg *eventstore.Registry, hot *cache.Cache) *rebuild.Rebuilder {
 	opts := rebuild.Options{Partitions: projections.DefaultPartitions, Log: log}
@@ -34,16 +34,8 @@ func newRebuilder(life context.Context, cfg config, log *slog.Logger, pool *pgxp
 	}
 	if hot != nil {
 		opts.AfterSwap = func(ctx context.Context, tables []string) {
-			forget := func() {
-				if err := hot.Forget(ctx, tables); err != nil {
-					log.Warn("rebuild: could not drop the cache of the rebuilt tables; its entries expire within their TTL", "err", err)
-				}
-			}
-			forget()
-			select {
-			case <-time.After(cache.ForgetAgainAfter):
-				forget()
-			case <-ctx.Done():
+			if err := hot.Forget(ctx, tables); err != nil {
+				log.Warn("rebuild: could not drop the cache of the rebuilt tables; its entries expire within their TTL", "err", err)
 			}
 		}
 	}
@@ -84,7 +76,10 @@ func rebuildCommand(ctx context.Context, cfg config, log *slog.Logger, args []st
 	if err != nil {
 		return err
 	}
-	b := newRebuilder(ctx, cfg, log, pool, store, reg, hot)
+	// The progress bar and the last line say what the rebuild's INFO lines
+	// would; warnings and errors still show.
+	warnings := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	b := newRebuilder(ctx, cfg, warnings, pool, store, reg, hot)
 
 	progress := func(rebuild.Progress) {}
 	finish := func() {}
@@ -115,7 +110,7 @@ func rebuildCommand(ctx context.Context, cfg config, log *slog.Logger, args []st
 		return err
 	}
 	secs := p.FinishedAt.Sub(p.StartedAt).Seconds()
-	fmt.Fprintf(stdout, "rebuilt %s from %d events in %.1f s (%.0f events/s), swapped in; rebuild_id %s\n",
+	fmt.Fprintf(stdout, "rebuilt %s from %d events in %.1f s (%.0f events/s, setup and swap included), swapped in; rebuild_id %s\n",
 		strings.Join(p.Projections, ", "), p.Done, secs, p.Rate(), p.ID)
 	return nil
 }
