@@ -56,7 +56,7 @@ func rebuildOf(p *rebuild.Progress) *rebuildJSON {
 	}
 	out := &rebuildJSON{RebuildID: p.ID, Projections: p.Projections, State: p.State, EventsDone: p.Done,
 		Rate: math.Round(p.Rate()*10) / 10, StartedAt: p.StartedAt.UTC()}
-	if p.Total > 0 {
+	if p.Counted {
 		t := p.Total
 		out.EventsTotal = &t
 	}

@@ -40,14 +40,16 @@ var secret = []byte("api-test-secret-0123456789abcdef-0123456789")
 
 // env is one API under test on its own database.
 type env struct {
-	t      *testing.T
-	url    string
-	store  *pgstore.Store
-	srv    *api.Server
-	pool   *pgxpool.Pool
-	dbURL  string // as the database owner
-	router routers.Router
-	client *http.Client
+	t     *testing.T
+	url   string
+	store *pgstore.Store
+	srv   *api.Server
+	// replaced counts the swaps the server was told of (options.rebuilds).
+	replaced *atomic.Int64
+	pool     *pgxpool.Pool
+	dbURL    string // as the database owner
+	router   routers.Router
+	client   *http.Client
 	// validated counts responses checked against the OpenAPI document.
 	validated *atomic.Int64
 }
@@ -155,6 +157,22 @@ func newEnvWith(t *testing.T, o options) *env {
 		cfg.Operators = o.operators
 	}
 	srv := api.New(cfg)
+	replaced := new(atomic.Int64)
+	if o.rebuilds {
+		// As serve wires it (cmd/pos apiServer), so that tests read what a
+		// rebuild swapped in.
+		w, err := rebuild.NewWatcher(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			w.Run(wctx, 10*time.Millisecond, cfg.Log, func(context.Context) { srv.ReadModelsReplaced(); replaced.Add(1) })
+		}()
+		t.Cleanup(func() { stop(); <-done })
+	}
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 
@@ -169,7 +187,7 @@ func newEnvWith(t *testing.T, o options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{t: t, url: ts.URL, dbURL: dbURL, store: store, srv: srv, pool: pool, router: router, client: &http.Client{Timeout: 30 * time.Second}, validated: new(atomic.Int64)}
+	e := &env{t: t, url: ts.URL, dbURL: dbURL, store: store, srv: srv, pool: pool, router: router, client: &http.Client{Timeout: 30 * time.Second}, validated: new(atomic.Int64), replaced: replaced}
 	return e
 }
 

@@ -27,7 +27,7 @@
 //     next that the shadow already applied is a redelivery to them, a
 //     no-op;
 //  5. runs Options.AfterSwap, and records the outcome. Serving processes
-//     notice the swap through Watch and drop what they cached of the old
+//     notice the swap through a Watcher and drop what they cached of the old
 //     tables.
 //
 // Readers wait only for step 4: at most swapLockWait for its locks, then
@@ -157,7 +157,8 @@ type Progress struct {
 	Projections []string
 	State       string // running, done, failed or abandoned
 	Done        uint64 // events applied to the shadow
-	Total       uint64 // events in the history when it started; 0 when unknown
+	Total       uint64 // events in the history when it started, when Counted
+	Counted     bool   // whether the store could count them (Options.Count)
 	StartedAt   time.Time
 	UpdatedAt   time.Time
 	FinishedAt  time.Time // zero while running
@@ -181,7 +182,7 @@ func (p Progress) Rate() float64 {
 // total, no rate yet, or finished).
 func (p Progress) ETA() (time.Duration, bool) {
 	rate := p.Rate()
-	if p.State != "running" || p.Total == 0 || rate <= 0 {
+	if p.State != "running" || !p.Counted || rate <= 0 {
 		return 0, false
 	}
 	left := float64(p.Total) - float64(p.Done)
@@ -331,13 +332,16 @@ func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
 	}
 	c.schema = "pos_rebuild_" + hex.EncodeToString(c.id[:])
 	// Rows left 'running' by a process that died lost their lock with it.
-	err = conn.QueryRow(ctx, `
+	// Every time of a rebuild's row is its own process's clock, so that its
+	// rate and ETA never mix two clocks.
+	c.started = time.Now()
+	_, err = conn.Exec(ctx, `
         WITH gone AS (
-            UPDATE projection_rebuilds SET state = 'abandoned', finished_at = now(), updated_at = now()
+            UPDATE projection_rebuilds SET state = 'abandoned', finished_at = $3, updated_at = $3
              WHERE state = 'running'
         )
         INSERT INTO projection_rebuilds (rebuild_id, projections, state, started_at, updated_at)
-        VALUES ($1, $2, 'running', now(), now()) RETURNING started_at`, c.id, c.names).Scan(&c.started)
+        VALUES ($1, $2, 'running', $3, $3)`, c.id, c.names, c.started)
 	if err != nil {
 		return nil, fmt.Errorf("rebuild: record: %w", err)
 	}
@@ -367,9 +371,9 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		// records a failure, or the final count.
 		// On the pool, not the slot's connection, which may be what failed.
 		if _, uerr := b.pool.Exec(bg, `
-            UPDATE projection_rebuilds SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, events_done = $3, updated_at = now(),
-                   finished_at = coalesce(finished_at, now()), error = nullif($4, '')
-             WHERE rebuild_id = $1`, c.id, p.State, int64(p.Done), msg); uerr != nil {
+            UPDATE projection_rebuilds SET state = CASE WHEN state = 'done' THEN state ELSE $2 END, events_done = $3, updated_at = $5,
+                   finished_at = coalesce(finished_at, $6), error = nullif($4, '')
+             WHERE rebuild_id = $1`, c.id, p.State, int64(p.Done), msg, p.UpdatedAt, p.FinishedAt); uerr != nil {
 			b.opts.Log.Warn("rebuild: record the outcome", "rebuild_id", c.id, "err", uerr)
 		}
 		_ = c.conn.Close(bg)
@@ -378,7 +382,8 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		}
 	}()
 
-	// The replay stops as soon as the slot's connection fails: without the
+	// The replay stops at the first failure seen on the slot's connection
+	// (a progress write, at most once a second, or analyze): without the
 	// slot, another rebuild may claim it and drop this one's shadows.
 	ctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -388,6 +393,7 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		if p.Total, err = b.opts.Count(ctx, eventstore.Start); err != nil {
 			return err
 		}
+		p.Counted = true
 		if _, err := c.conn.Exec(ctx, `UPDATE projection_rebuilds SET events_total = $2 WHERE rebuild_id = $1`, c.id, int64(p.Total)); err != nil {
 			return fmt.Errorf("rebuild: record: %w", err)
 		}
@@ -419,8 +425,8 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 			return
 		}
 		lastReport = p.UpdatedAt
-		if _, err := c.conn.Exec(ctx, `UPDATE projection_rebuilds SET events_done = $2, updated_at = now() WHERE rebuild_id = $1`,
-			c.id, int64(p.Done)); err != nil {
+		if _, err := c.conn.Exec(ctx, `UPDATE projection_rebuilds SET events_done = $2, updated_at = $3 WHERE rebuild_id = $1`,
+			c.id, int64(p.Done), p.UpdatedAt); err != nil {
 			stop(fmt.Errorf("rebuild: record progress on the slot's connection: %w", err))
 			return
 		}
@@ -464,7 +470,7 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		if err == nil {
 			break
 		}
-		if !lockTrouble(err) || attempt == maxSwapAttempts {
+		if !swapRetryable(err) || attempt == maxSwapAttempts {
 			return cause(fmt.Errorf("rebuild: swap: %w", err))
 		}
 		b.opts.Log.Warn("rebuild: swap waited too long; catching up and trying again", "rebuild_id", c.id, "attempt", attempt, "err", err)
@@ -477,8 +483,7 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 			return cause(fmt.Errorf("rebuild: replay: %w", err))
 		}
 	}
-	p.FinishedAt = time.Now() // the swap's; dropping caches is not the rebuild's time
-	if b.opts.AfterSwap != nil {
+	if b.opts.AfterSwap != nil { // the rebuild's time ends at the swap (p.FinishedAt)
 		b.opts.AfterSwap(context.WithoutCancel(ctx), c.tables)
 	}
 	return nil
@@ -528,26 +533,34 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 		return err
 	}
 	// No Settle here: it would wait for live transactions that are waiting
-	// for this one's locks. Nothing is written in this transaction before
-	// the swap, so it holds no transaction id back from the feed.
+	// for this one's locks. Hazard: an ACCESS EXCLUSIVE lock takes a
+	// transaction id (it is logged for standbys), so from here to the
+	// COMMIT the store's feed horizon cannot pass this transaction: the
+	// relay publishes nothing and every Settle waits (the audit anchorer
+	// and verification, gap fills). The catch-up below reads up to that
+	// same horizon, which the live runners cannot have passed either.
 	cctx, cancel := context.WithTimeout(ctx, swapCatchup)
 	reached, err := runner.CatchupWith(cctx, *pos, projections.CatchupOptions{NoSettle: true, Progress: count})
 	cancel()
+	// Pages applied before a failure stay applied: the next attempt goes on
+	// after them (and counts none twice).
+	*pos = reached
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
 			return errSwapCatchup
 		}
 		return err
 	}
-	*pos = reached
 	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_swap($1, $2, $3)`, c.tables, c.names, c.schema); err != nil {
 		return err
 	}
+	finished := time.Now()
 	if _, err := tx.Exec(ctx, `
-        UPDATE projection_rebuilds SET state = 'done', events_done = $2, finished_at = now(), updated_at = now()
-         WHERE rebuild_id = $1`, c.id, int64(p.Done)); err != nil {
+        UPDATE projection_rebuilds SET state = 'done', events_done = $2, finished_at = $3, updated_at = $3
+         WHERE rebuild_id = $1`, c.id, int64(p.Done), finished); err != nil {
 		return err
 	}
+	p.FinishedAt, p.UpdatedAt = finished, finished
 	// Committed even if ctx ends now; and a COMMIT whose answer was lost
 	// may have committed: the record says.
 	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
@@ -560,10 +573,10 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	return nil
 }
 
-// lockTrouble reports a lock wait past swapLockWait (a statement timeout),
-// a lock timeout, a deadlock or a final catch-up that took too long: the
-// swap rolled back, and may succeed later.
-func lockTrouble(err error) bool {
+// swapRetryable reports a lock wait past swapLockWait (a statement
+// timeout), a lock timeout, a deadlock or a final catch-up that took too
+// long: the swap rolled back, and may succeed later.
+func swapRetryable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.Is(err, errSwapCatchup) || errors.As(err, &pgErr) && (pgErr.Code == "55P03" || pgErr.Code == "40P01" || pgErr.Code == "57014")
 }
@@ -645,7 +658,7 @@ func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
 		cp.Projections = slices.Clone(pr.Projections)
 		cp.Done = uint64(done)
 		if total != nil {
-			cp.Total = uint64(*total)
+			cp.Total, cp.Counted = uint64(*total), true
 		}
 		if finished != nil {
 			cp.FinishedAt = *finished
@@ -663,23 +676,52 @@ func (b *Rebuilder) Status(ctx context.Context) ([]Projection, error) {
 	return out, nil
 }
 
-// Watch calls swapped whenever a rebuild of the database swaps tables in,
-// whichever process ran it, within every of the swap, and also after a
-// failed poll (a swap may have happened meanwhile). What a process keeps of
-// the read models in memory or in the cache is dropped there (cmd/pos:
-// api.Server.ReadModelsReplaced, cache.Forget). It returns when ctx ends. A
-// failed poll is logged once per outage and tried again; swapped runs on
-// Watch's goroutine, and later changes wait for it.
-func Watch(ctx context.Context, db interface {
+// Watcher tells a process when a rebuild of the database swaps tables in,
+// whichever process ran it. What a process keeps of the read models in
+// memory or in the cache is dropped then (cmd/pos: api.Server's
+// ReadModelsReplaced, cache.Forget).
+type Watcher struct {
+	db interface {
+		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	}
+	seen time.Time
+}
+
+// NewWatcher returns a Watcher of db's rebuilds, from the latest swap
+// recorded now on.
+func NewWatcher(ctx context.Context, db interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-}, every time.Duration, log *slog.Logger, swapped func(context.Context)) {
-	var seen time.Time
-	known, failing := false, false
+}) (*Watcher, error) {
+	w := &Watcher{db: db}
+	var err error
+	if w.seen, err = w.latest(ctx); err != nil {
+		return nil, fmt.Errorf("rebuild: read the latest swap: %w", err)
+	}
+	return w, nil
+}
+
+func (w *Watcher) latest(ctx context.Context) (time.Time, error) {
+	var last time.Time
+	err := w.db.QueryRow(ctx, `SELECT coalesce(max(finished_at), 'epoch') FROM projection_rebuilds WHERE state = 'done'`).Scan(&last)
+	return last, err
+}
+
+// Run polls every interval and calls swapped after each swap it sees (several
+// swaps between two polls make one call), and after a failed poll, since a
+// swap may have happened meanwhile. swapped runs on Run's goroutine, and
+// later swaps wait for it. A failed poll is logged once per outage. Run
+// returns when ctx ends; it is not safe to call twice at once.
+func (w *Watcher) Run(ctx context.Context, every time.Duration, log *slog.Logger, swapped func(context.Context)) {
+	failing := false
 	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
-		var last time.Time
-		err := db.QueryRow(ctx, `SELECT coalesce(max(finished_at), 'epoch') FROM projection_rebuilds WHERE state = 'done'`).Scan(&last)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		last, err := w.latest(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			if !failing {
@@ -687,15 +729,10 @@ func Watch(ctx context.Context, db interface {
 			}
 			failing = true
 		case err == nil:
-			if known && (failing || !last.Equal(seen)) {
+			if failing || !last.Equal(w.seen) {
 				swapped(ctx)
 			}
-			seen, known, failing = last, true, false
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+			w.seen, failing = last, false
 		}
 	}
 }

@@ -530,28 +530,28 @@ func TestShadowSchemaIsGuarded(t *testing.T) {
 	}
 }
 
-// Watch tells every process of a swap, whichever process ran it, once.
-func TestWatchSeesSwaps(t *testing.T) {
+// A Watcher tells every process of a swap, whichever process ran it, once.
+func TestWatcherSeesSwaps(t *testing.T) {
 	env := projtest.New(t)
 	history(t, env, 1, 2)
 	ctx, stop := context.WithCancel(t.Context())
 	defer stop()
-	var calls atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		rebuild.Watch(ctx, env.Pool, 20*time.Millisecond, slog.New(slog.DiscardHandler), func(context.Context) { calls.Add(1) })
-	}()
-	time.Sleep(100 * time.Millisecond)
-	if n := calls.Load(); n != 0 {
-		t.Fatalf("%d calls before any swap", n)
+	w, err := rebuild.NewWatcher(ctx, env.Pool)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(ctx, "transactions", nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
+	var calls atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.Run(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func(context.Context) { calls.Add(1) })
+	}()
+	deadline := time.Now().Add(10 * time.Second)
 	for calls.Load() < 1 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // and no more
 	if n := calls.Load(); n != 1 {

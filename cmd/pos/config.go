@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"github.com/google/uuid"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"pos/eventstore/pgstore"
@@ -160,6 +160,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		id, err := uuid.Parse(f)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("POS_OPERATOR_MERCHANTS: %q is not a merchant UUID", f))
+			continue
 		}
 		operators = append(operators, id)
 	}

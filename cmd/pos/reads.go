@@ -106,7 +106,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	// workers'.
 	checkpoints := projections.NewCheckpoints(pool, runner.Partitions())
 	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, checkpoints, runner.Partitions()
-	// The server's rebuild.Watch drops caches after any swap (see apiServer).
+	// The server's rebuild.Watcher drops caches after any swap (see apiServer).
 	apiCfg.Rebuilds = newRebuilder(ctx, cfg, log, pool, store, reg, nil)
 	if hot != nil {
 		// One value for transaction details and stock levels: api.Config

@@ -25,7 +25,7 @@ import (
 // runners read, a count of events when the store can give one, and, when
 // hot is set, the cache's entries of the swapped tables dropped once after
 // a swap (`pos rebuild`: a running serve drops them again itself, see
-// rebuild.Watch in apiServer). Rebuilds started in the background stop
+// rebuild.Watcher in apiServer). Rebuilds started in the background stop
 // when life ends.
 func newRebuilder(life context.Context, cfg config, log *slog.Logger, pool *pgxpool.Pool, store eventstore.Store, reg *eventstore.Registry, hot *cache.Cache) *rebuild.Rebuilder {
 	opts := rebuild.Options{Partitions: projections.DefaultPartitions, Log: log}
@@ -33,11 +33,7 @@ func newRebuilder(life context.Context, cfg config, log *slog.Logger, pool *pgxp
 		opts.Count = pg.CountAfter
 	}
 	if hot != nil {
-		opts.AfterSwap = func(ctx context.Context, tables []string) {
-			if err := hot.Forget(ctx, tables); err != nil {
-				log.Warn("rebuild: could not drop the cache of the rebuilt tables; its entries expire within their TTL", "err", err)
-			}
-		}
+		opts.AfterSwap = func(ctx context.Context, tables []string) { forgetCache(ctx, log, hot, tables) }
 	}
 	return rebuild.New(life, pool, cfg.AppDatabaseURL, eventstore.Upcasting{Store: store, Registry: reg}, opts)
 }
@@ -113,4 +109,13 @@ func rebuildCommand(ctx context.Context, cfg config, log *slog.Logger, args []st
 	fmt.Fprintf(stdout, "rebuilt %s from %d events in %.1f s (%.0f events/s, setup and swap included), swapped in; rebuild_id %s\n",
 		strings.Join(p.Projections, ", "), p.Done, secs, p.Rate(), p.ID)
 	return nil
+}
+
+// forgetCache drops hot's entries of tables after a rebuild swapped them in
+// (cache.Forget); a failure is logged: the entries then expire within their
+// TTL.
+func forgetCache(ctx context.Context, log *slog.Logger, hot *cache.Cache, tables []string) {
+	if err := hot.Forget(ctx, tables); err != nil {
+		log.Warn("rebuild: could not drop all the cache's entries of the rebuilt tables; the rest expire within their TTL", "err", err)
+	}
 }

@@ -31,7 +31,7 @@ commands:
             (required) and apply them to the read models; run several to split the work
   migrate   apply pending database migrations and exit
   rebuild   rebuild a projection's read model from the event store and swap it in:
-            rebuild [-quiet] <transactions|daily_sales|merchant_settings|stock|all>
+            rebuild [-quiet] <projection|all> (pos rebuild -h names them)
   verify    recompute every event hash chain and check each merchant's latest
             signed anchor: verify [-merchant <uuid>] [-public-key <b64>] [-anchor-log file];
             exit 1 on any break

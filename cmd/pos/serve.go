@@ -78,6 +78,11 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
 		Registry: reg,
 	}
+	// Taken before the read side starts: a swap after this is one to act on.
+	watcher, err := rebuild.NewWatcher(ctx, pool)
+	if err != nil {
+		return nil, nil, err
+	}
 	stopped, hot, err := readSide(ctx, cfg, log, &apiCfg, store, pool, reg, processHandlers(eventstore.Upcasting{Store: store, Registry: reg}, deps))
 	if err != nil {
 		return nil, nil, err
@@ -97,23 +102,18 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 		// before, and drops the cache's entries of the old tables, twice
 		// (see cache.Forget); the bodies rendered between the two drops go
 		// with the second.
-		go rebuild.Watch(ctx, pool, time.Second, log, func(ctx context.Context) {
+		go watcher.Run(ctx, time.Second, log, func(ctx context.Context) {
 			srv.ReadModelsReplaced()
 			if hot == nil {
 				return
 			}
-			forget := func() {
-				if err := hot.Forget(ctx, cache.RebuiltTables); err != nil {
-					log.Warn("rebuild: could not drop the cache of rebuilt tables; its entries expire within their TTL", "err", err)
-				}
-			}
-			forget()
+			forgetCache(ctx, log, hot, cache.CachedTables)
 			select {
 			case <-time.After(cache.ForgetAgainAfter):
 			case <-ctx.Done():
 				return
 			}
-			forget()
+			forgetCache(ctx, log, hot, cache.CachedTables)
 			srv.ReadModelsReplaced()
 		})
 	}
