@@ -568,17 +568,28 @@ func TestPosSyncKeepsWhenItHappened(t *testing.T) {
 	}
 }
 
+// Events carry the caller's trace, as children of the request's own span:
+// a recorded one (otelhttp) when spans are exported, a span context of its
+// own (requestTrace) when nothing is.
 func TestTelemetry(t *testing.T) {
+	for _, exporting := range []bool{true, false} {
+		t.Run(fmt.Sprintf("exporting=%v", exporting), func(t *testing.T) { testTelemetry(t, exporting) })
+	}
+}
+
+func testTelemetry(t *testing.T, exporting bool) {
 	tel, err := telemetry.New(telemetry.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	tel.Exporting = exporting // the spans go nowhere either way: what matters is the request's path
 	e := newEnvWith(t, options{tel: tel})
 	merchant := uuid.New()
 	u := newUser(t, merchant, "CASHIER")
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	const caller = "00-" + traceID + "-00f067aa0ba902b7-01"
 	r := must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()},
-		headers: map[string]string{"traceparent": "00-" + traceID + "-00f067aa0ba902b7-01"}}), 201)
+		headers: map[string]string{"traceparent": caller}}), 201)
 	events, err := e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(r.str(t, "id"))), 1, 0)
 	if err != nil || len(events) != 1 {
 		t.Fatalf("events: %v %v", events, err)
@@ -586,8 +597,14 @@ func TestTelemetry(t *testing.T) {
 	if got := events[0].Metadata.TraceID(); got != traceID {
 		t.Errorf("event trace id %q, want the caller's %q", got, traceID)
 	}
-	if events[0].Metadata.TraceParent == "00-"+traceID+"-00f067aa0ba902b7-01" {
+	if events[0].Metadata.TraceParent == caller {
 		t.Errorf("event carries the caller's span, not the request's own")
+	}
+	// Without a caller's trace, a request starts one of its own.
+	r = must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &u, body: map[string]any{"branch_id": uuid.New()}}), 201)
+	events, err = e.store.ReadStream(context.Background(), commands.TransactionStream(merchant, uuid.MustParse(r.str(t, "id"))), 1, 0)
+	if err != nil || len(events) != 1 || len(events[0].Metadata.TraceID()) != 32 || events[0].Metadata.TraceID() == traceID {
+		t.Errorf("event of a request without traceparent: %+v %v, want a trace of its own", events, err)
 	}
 	must(t, e.do(request{method: "GET", path: "/v1/settings", user: &u}), 200)
 	m := must(t, e.do(request{method: "GET", path: "/metrics"}), 200)

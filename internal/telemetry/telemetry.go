@@ -36,6 +36,10 @@ type Telemetry struct {
 	Tracers  *sdktrace.TracerProvider
 	// Propagator reads and writes W3C traceparent/tracestate.
 	Propagator propagation.TextMapPropagator
+	// Exporting says whether spans leave the process (Config.TracesURL):
+	// without it, HTTP servers need no span of their own per request, only
+	// the caller's trace context passed on.
+	Exporting bool
 }
 
 // Config says where spans go.
@@ -88,6 +92,7 @@ func New(cfg Config) (*Telemetry, error) {
 		Meters:     sdkmetric.NewMeterProvider(sdkmetric.WithReader(exp)),
 		Tracers:    sdktrace.NewTracerProvider(opts...),
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		Exporting:  cfg.TracesURL != "",
 	}, nil
 }
 
