@@ -1173,8 +1173,8 @@ type CatchupOptions struct {
 	// (the relay) has already read is before the horizon all the same.
 	NoSettle bool
 	// Progress, when set, is called after each page applied, with the
-	// number of events in it and the position reached.
-	Progress func(events int, reached eventstore.Position)
+	// number of events in it.
+	Progress func(events int)
 }
 
 // CatchupWith is Catchup with options.
@@ -1223,7 +1223,7 @@ func (r *Runner) CatchupWith(ctx context.Context, from eventstore.Position, opts
 		}
 		pos = p.events[len(p.events)-1].Position
 		if opts.Progress != nil {
-			opts.Progress(len(p.events), pos)
+			opts.Progress(len(p.events))
 		}
 	}
 	return pos, ctx.Err()

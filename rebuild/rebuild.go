@@ -415,12 +415,12 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 	}
 
 	lastReport := time.Now()
-	count := func(n int, _ eventstore.Position) {
+	count := func(n int) {
 		p.Done += uint64(n)
 		p.UpdatedAt = time.Now()
 	}
-	step := func(n int, pos eventstore.Position) {
-		count(n, pos)
+	step := func(n int) {
+		count(n)
 		if time.Since(lastReport) < time.Second {
 			return
 		}
@@ -510,7 +510,7 @@ var errSwapCatchup = errors.New("rebuild: the catch-up under the swap's locks to
 // swap locks the live tables, catches the shadow up to the feed's horizon
 // and swaps it in, in one transaction on the slot's connection (the swap
 // functions refuse a session that does not hold the slot).
-func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, count func(int, eventstore.Position), p *Progress) error {
+func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runner, pos *eventstore.Position, count func(int), p *Progress) error {
 	tx, err := c.conn.Begin(ctx)
 	if err != nil {
 		return err

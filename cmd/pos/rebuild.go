@@ -28,7 +28,7 @@ import (
 // rebuild.Watcher in apiServer). Rebuilds started in the background stop
 // when life ends.
 func newRebuilder(life context.Context, cfg config, log *slog.Logger, pool *pgxpool.Pool, store eventstore.Store, reg *eventstore.Registry, hot *cache.Cache) *rebuild.Rebuilder {
-	opts := rebuild.Options{Partitions: projections.DefaultPartitions, Log: log}
+	opts := rebuild.Options{Log: log} // the live runners' partitions: the default
 	if pg, ok := store.(*pgstore.Store); ok {
 		opts.Count = pg.CountAfter
 	}
