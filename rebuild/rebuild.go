@@ -20,7 +20,8 @@
 //     and P's live tables (readers and every projection runner wait from
 //     here), applies the last events to the shadow, drops the live tables,
 //     moves the shadows into public and takes the shadow's checkpoints and
-//     stream versions as P's. The shadow has then applied at least every
+//     stream versions as P's (its partition of projection_streams, swapped
+//     like a table: migration 00014). The shadow has then applied at least every
 //     event the live projection had (it read the feed up to its horizon
 //     after the lock, and the live runners can only have applied events
 //     before it), so the live runners go on from there: what they deliver
@@ -37,10 +38,9 @@
 // 'running' whose lock nobody holds, which the next rebuild marks
 // 'abandoned'.
 //
-// Hazards: the swap copies P's rows of projection_streams (one per stream
-// P has seen) while the live tables are locked, so its pause grows with the
-// number of sales; and the process managers are not projections, and are
-// never rebuilt (their effects are commands).
+// Hazards: the process managers are not projections, and are never
+// rebuilt (their effects are commands); a projection needs a partition of
+// projection_streams of its own to be swapped (migration 00014).
 package rebuild
 
 import (

@@ -109,18 +109,20 @@ var modelQueries = []string{
 	`SELECT concat_ws(' ', 'projection_checkpoints', projection, partition, major, minor) FROM projection_checkpoints ORDER BY projection, partition`,
 }
 
-// catalogQueries describe the read-model tables as the catalog holds them:
-// every table and partition with its row security, policies, grants, and
-// its indexes and constraints by name. A swap must leave them as they were.
+// catalogQueries describe the read-model tables and projection_streams as
+// the catalog holds them: every table and partition with its row security,
+// policies, grants, and its indexes and constraints by name. A swap must
+// leave them as they were.
 var catalogQueries = []string{
 	`SELECT concat_ws(' ', c.relname, c.relkind, c.relrowsecurity, c.relforcerowsecurity, c.relacl::text, pg_get_expr(c.relpartbound, c.oid))
-	   FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND c.relname LIKE 'rm\_%' AND c.relkind IN ('r', 'p') ORDER BY 1`,
+	   FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace AND (c.relname LIKE 'rm\_%' OR c.relname LIKE 'projection\_streams%')
+	    AND c.relkind IN ('r', 'p') ORDER BY 1`,
 	`SELECT concat_ws(' ', polrelid::regclass::text, polname, polcmd, polpermissive, polroles::text, pg_get_expr(polqual, polrelid), pg_get_expr(polwithcheck, polrelid))
 	   FROM pg_policy WHERE polrelid::regclass::text LIKE 'rm\_%' ORDER BY 1`,
 	`SELECT pg_get_indexdef(indexrelid) FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
-	  WHERE c.relnamespace = 'public'::regnamespace AND c.relname LIKE 'rm\_%' AND NOT c.relispartition ORDER BY 1`,
+	  WHERE c.relnamespace = 'public'::regnamespace AND (c.relname LIKE 'rm\_%' OR c.relname LIKE 'projection\_streams%') AND NOT c.relispartition ORDER BY 1`,
 	`SELECT concat_ws(' ', conrelid::regclass::text, conname, pg_get_constraintdef(oid)) FROM pg_constraint
-	  WHERE conrelid::regclass::text LIKE 'rm\_%' ORDER BY 1`,
+	  WHERE conrelid::regclass::text LIKE 'rm\_%' OR conrelid::regclass::text LIKE 'projection\_streams%' ORDER BY 1`,
 }
 
 // rows returns the rows of queries as the database's owner (a superuser:
@@ -272,6 +274,8 @@ func TestRebuildOneProjectionSwapsOnlyItsTables(t *testing.T) {
 		return rows(t, env.URL, fmt.Sprintf(`SELECT '%s'::regclass::oid::text`, table))
 	}
 	settingsOID, transactionsOID := oid("rm_merchant_settings"), oid("rm_transactions")
+	// Stream versions move by partition: only the rebuilt projection's.
+	versionsOID, otherVersionsOID := oid("projection_streams_daily_sales"), oid("projection_streams_merchant_settings")
 	exec(t, env.URL, `TRUNCATE rm_daily_sales, rm_daily_sales_facts`)
 
 	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(t.Context(), "daily_sales", nil); err != nil {
@@ -285,6 +289,37 @@ func TestRebuildOneProjectionSwapsOnlyItsTables(t *testing.T) {
 	}
 	if oid("rm_daily_sales") == "" {
 		t.Fatal("no rm_daily_sales after the swap")
+	}
+	if oid("projection_streams_daily_sales") == versionsOID || oid("projection_streams_merchant_settings") != otherVersionsOID {
+		t.Fatal("want daily_sales's partition of projection_streams exchanged for the shadow's, and only that one")
+	}
+}
+
+// Every projection a rebuild can swap has a partition of projection_streams
+// of its own, which the DEFAULT partition's CHECK excludes, so that the
+// swap exchanges it without scanning anything (migration 00014); a new
+// projector needs both.
+func TestEveryRebuiltProjectionHasItsPartition(t *testing.T) {
+	env := projtest.New(t)
+	for _, p := range projections.All() {
+		if _, ok := p.(projections.Tabled); !ok {
+			continue
+		}
+		name := p.Name()
+		got := rows(t, env.URL, fmt.Sprintf(`SELECT count(*)::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+			WHERE i.inhparent = 'projection_streams'::regclass AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%%L)', '%s')`, name))
+		if got != "1" {
+			t.Errorf("projection %s: %s partitions of projection_streams, want 1", name, got)
+		}
+		c, err := pgx.Connect(t.Context(), env.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Exec(t.Context(), `INSERT INTO projection_streams_other (projection, stream_name, version) VALUES ($1, 'x', 1)`, name)
+		c.Close(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "projection_streams_other_unnamed") {
+			t.Errorf("projection %s: the DEFAULT partition took its row (%v), want its CHECK to refuse it", name, err)
+		}
 	}
 }
 
