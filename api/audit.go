@@ -375,10 +375,11 @@ func acceptsNDJSON(r *http.Request) bool {
 	return false
 }
 
-// exportRange reads from and to: RFC 3339 times, or YYYY-MM-DD dates (UTC)
-// where to covers its whole day. Events recorded in [from, to) are
-// exported; an absent bound is open.
-func exportRange(r *http.Request) (from, to time.Time, err error) {
+// exportRange reads from and to: RFC 3339 times, or YYYY-MM-DD dates, which
+// are days in the merchant's time zone (zone, called only for a date), as
+// the daily sales count them, and where to covers its whole day. Events
+// recorded in [from, to) are exported; an absent bound is open.
+func exportRange(r *http.Request, zone func() (*time.Location, error)) (from, to time.Time, err error) {
 	parse := func(field string, end bool) (time.Time, error) {
 		v := r.URL.Query().Get(field)
 		if v == "" {
@@ -387,14 +388,21 @@ func exportRange(r *http.Request) (from, to time.Time, err error) {
 		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
 			return t.UTC(), nil
 		}
-		d, err := time.Parse(time.DateOnly, v)
-		if err != nil {
+		if _, err := time.Parse(time.DateOnly, v); err != nil {
 			return time.Time{}, invalid(field+" must be an RFC 3339 time or a YYYY-MM-DD date", FieldError{Field: field, Code: "invalid"})
+		}
+		loc, err := zone()
+		if err != nil {
+			return time.Time{}, err
+		}
+		d, err := time.ParseInLocation(time.DateOnly, v, loc)
+		if err != nil {
+			return time.Time{}, err
 		}
 		if end {
 			d = d.AddDate(0, 0, 1)
 		}
-		return d, nil
+		return d.UTC(), nil
 	}
 	if from, err = parse("from", false); err != nil {
 		return
@@ -408,6 +416,20 @@ func exportRange(r *http.Request) (from, to time.Time, err error) {
 	return
 }
 
+// merchantZone is the time zone of the caller's merchant's settings.
+func (s *Server) merchantZone(r *http.Request) (*time.Location, error) {
+	m, err := s.meta(r)
+	if err != nil {
+		return nil, err
+	}
+	st, _, err := s.handlers(r).Settings(r.Context(), m)
+	if err != nil {
+		return nil, err
+	}
+	// Known to load: the zone was loaded when the settings were changed.
+	return time.LoadLocation(st.Values().Timezone)
+}
+
 // auditExport streams the merchant's feed after from as NDJSON, one event
 // per line, in feed order, for events recorded in the requested range. It
 // settles first, so the export holds every event committed before it began
@@ -416,7 +438,7 @@ func exportRange(r *http.Request) (from, to time.Time, err error) {
 // flushed, never accumulated. A failure after the first byte aborts the
 // connection, so a client never mistakes a cut export for a complete one.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, after eventstore.Position) {
-	from, to, err := exportRange(r)
+	from, to, err := exportRange(r, func() (*time.Location, error) { return s.merchantZone(r) })
 	if err != nil {
 		s.fail(w, r, err)
 		return

@@ -935,6 +935,19 @@ func TestAuditExportDateRange(t *testing.T) {
 	merchant := uuid.New()
 	cashier := newUser(t, merchant, "CASHIER")
 	auditor := newUser(t, merchant, "AUDITOR")
+	// Dates are the merchant's days: in a zone twelve hours from UTC, the
+	// other side of the date line from the events' UTC date.
+	zone := "Etc/GMT-12" // UTC+12: an afternoon (UTC) is tomorrow there
+	if time.Now().UTC().Hour() < 12 {
+		zone = "Etc/GMT+12" // UTC−12: a morning (UTC) is yesterday there
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newUser(t, merchant, "ADMIN")
+	must(t, e.do(request{method: "PUT", path: "/v1/settings", user: &admin,
+		body: `{"currency":"IDR","prices_include_tax":false,"allow_negative_stock":false,"timezone":"` + zone + `"}`}), 200)
 	s := e.open(&cashier, uuid.New())
 	for range 4 {
 		time.Sleep(5 * time.Millisecond)
@@ -955,11 +968,14 @@ func TestAuditExportDateRange(t *testing.T) {
 	if got := versions(e.export(&auditor, "from="+ts(events[3].RecordedAt))); !slices.Equal(got, []uint64{4, 5}) {
 		t.Errorf("from event 4: versions %v", got)
 	}
-	today := events[0].RecordedAt.UTC().Format(time.DateOnly)
-	if got := e.export(&auditor, "from="+today+"&to="+today); len(got) != 5 {
-		t.Errorf("today as dates: %d events", len(got))
+	today := events[0].RecordedAt.In(loc).Format(time.DateOnly)
+	if today == events[0].RecordedAt.UTC().Format(time.DateOnly) {
+		t.Fatalf("%s: the merchant's day %s is the UTC one", zone, today)
 	}
-	tomorrow := events[0].RecordedAt.UTC().AddDate(0, 0, 1).Format(time.DateOnly)
+	if got := e.export(&auditor, "from="+today+"&to="+today); len(got) != 6 {
+		t.Errorf("the merchant's day %s as dates: %d events, want 6 (the settings and the sale)", today, len(got))
+	}
+	tomorrow := events[0].RecordedAt.In(loc).AddDate(0, 0, 1).Format(time.DateOnly)
 	if got := e.export(&auditor, "from="+tomorrow); len(got) != 0 {
 		t.Errorf("from tomorrow: %d events", len(got))
 	}

@@ -64,6 +64,9 @@ type merchantState struct {
 	// forceFull makes the next anchor full and due (a new chain after an
 	// anchor that did not verify).
 	forceFull bool
+	// unloaded: loading the latest anchor failed; heads holds only what
+	// the feed showed since, and is rebased before the next anchor.
+	unloaded bool
 }
 
 // NewAnchorer returns an Anchorer that reads store, signs with key, writes
@@ -111,10 +114,7 @@ func (a *Anchorer) AnchorOnce(ctx context.Context) ([]Anchor, error) {
 			return nil, fmt.Errorf("audit anchor: read after %s: %w", a.pos, err)
 		}
 		for _, e := range events {
-			st, err := a.state(ctx, e.Metadata.MerchantID)
-			if err != nil {
-				return nil, err
-			}
+			st := a.state(ctx, e.Metadata.MerchantID)
 			if cur, ok := st.heads[e.Stream]; !ok || e.Version > cur.Version {
 				st.heads[e.Stream] = eventstore.Head{Version: e.Version, Hash: e.Hash}
 				st.dirty[e.Stream] = struct{}{}
@@ -132,6 +132,13 @@ func (a *Anchorer) AnchorOnce(ctx context.Context) ([]Anchor, error) {
 	var errs []error
 	for _, m := range slices.Sorted(maps.Keys(a.merchants)) {
 		st := a.merchants[m]
+		if st.unloaded {
+			if err := a.reload(ctx, m, st); err != nil {
+				errs = append(errs, fmt.Errorf("audit anchor: load the anchors of %s: %w", m, err))
+				continue
+			}
+			st.unloaded = false
+		}
 		if len(st.dirty) == 0 && !st.forceFull {
 			continue
 		}
@@ -150,27 +157,39 @@ func (a *Anchorer) AnchorOnce(ctx context.Context) ([]Anchor, error) {
 }
 
 // state returns what the Anchorer knows of merchant, loading its latest
-// anchor on first sight.
-func (a *Anchorer) state(ctx context.Context, merchant string) (*merchantState, error) {
+// anchor on first sight. A merchant whose anchors cannot be loaded (the
+// database failed) still collects what the feed shows, and is loaded again
+// before it is next anchored, so that one merchant never holds up the
+// others' anchors.
+func (a *Anchorer) state(ctx context.Context, merchant string) *merchantState {
 	if st, ok := a.merchants[merchant]; ok {
-		return st, nil
+		return st
 	}
 	st := &merchantState{heads: map[string]eventstore.Head{}, dirty: map[string]struct{}{}}
 	if err := a.reload(ctx, merchant, st); err != nil {
-		return nil, err
+		st.unloaded = true // reload merges the heads collected meanwhile
 	}
 	a.merchants[merchant] = st
-	return st, nil
+	return st
 }
 
 // reload rebases st on the merchant's latest stored anchor: its heads, moved
 // forward by every higher version st has seen. An anchor that does not
 // verify with the Anchorer's key (forged, altered, or signed by a key since
-// replaced) is not built upon: the error log says so, the heads come from
-// the latest anchor that does verify (if any), and the next anchor is full,
-// starting a new chain of deltas.
+// replaced), or that cannot be read (a malformed row), is not built upon:
+// the error log says so, the heads come from the latest anchor that does
+// verify (if any), and the next anchor is full, starting a new chain of
+// deltas.
 func (a *Anchorer) reload(ctx context.Context, merchant string, st *merchantState) error {
 	latest, err := a.ledger.Latest(ctx, merchant)
+	malformed, unreadable := errors.AsType[*MalformedAnchorError](err)
+	if unreadable {
+		// Chain on to the latest row as it is; its heads are not known.
+		latest = &Anchor{MerchantID: merchant}
+		if latest.Seq, latest.Signature, err = lastRow(ctx, a.ledger.pool, merchant); err != nil {
+			return err
+		}
+	}
 	if err != nil {
 		return err
 	}
@@ -188,11 +207,22 @@ func (a *Anchorer) reload(ctx context.Context, merchant string, st *merchantStat
 	}
 	st.seq, st.sig, st.sinceFull = latest.Seq, latest.Signature, latest.deltas
 	base := latest
-	if !latest.verifies(a.key.Public()) {
-		a.log.ErrorContext(ctx, "audit anchor: the latest stored anchor does not verify with this key; the next anchor starts a new chain",
-			"merchant", merchant, "seq", latest.Seq, "key_id", latest.KeyID, "own_key_id", a.key.Public().ID())
+	if unreadable || !latest.verifies(a.key.Public()) {
+		before := latest.Seq
+		if unreadable {
+			before = malformed.Seq
+			a.log.ErrorContext(ctx, "audit anchor: a stored anchor cannot be read; the next anchor starts a new chain",
+				"merchant", merchant, "seq", malformed.Seq, "err", malformed.Err)
+		} else {
+			a.log.ErrorContext(ctx, "audit anchor: the latest stored anchor does not verify with this key; the next anchor starts a new chain",
+				"merchant", merchant, "seq", latest.Seq, "key_id", latest.KeyID, "own_key_id", a.key.Public().ID())
+		}
 		st.forceFull = true
-		if base, err = a.ledger.LatestValid(ctx, merchant, a.key.Public(), latest.Seq); err != nil || base == nil {
+		base, err = a.ledger.LatestValid(ctx, merchant, a.key.Public(), before)
+		if _, ok := errors.AsType[*MalformedAnchorError](err); ok {
+			base, err = nil, nil // no readable anchor before it either: start from what the feed showed
+		}
+		if err != nil || base == nil {
 			return err
 		}
 	}

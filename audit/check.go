@@ -3,6 +3,7 @@ package audit
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -47,9 +48,14 @@ const (
 	// ReasonRootMismatch: the stored heads do not hash to the signed root
 	// (rows altered). Its heads are not compared.
 	ReasonRootMismatch = "anchor_root_mismatch"
-	// ReasonChainBroken: an anchor row between the last full one and the
-	// latest is missing or does not chain.
+	// ReasonChainBroken: the anchor row AnchorSeq does not chain to the
+	// row before it (a row removed, or an old anchor copied in again), or
+	// a row the latest anchor's heads are rebuilt from is missing.
 	ReasonChainBroken = "anchor_chain_broken"
+	// ReasonAnchorMalformed: the anchor row AnchorSeq cannot be read (its
+	// stored heads or position do not decode); verification compares with
+	// the latest anchor before it that verifies.
+	ReasonAnchorMalformed = "anchor_malformed"
 	// ReasonAnchorMissing: a logged anchor is not in the ledger (deleted).
 	ReasonAnchorMissing = "anchor_missing"
 	// ReasonAnchorMismatch: a logged anchor differs from the ledger's row of
@@ -169,7 +175,8 @@ func CheckLog(ctx context.Context, ledger *Ledger, key PublicKey, log io.Reader)
 }
 
 // sortFindings orders findings by merchant, then anchor-level findings
-// before stream ones, then stream and version.
+// before stream ones, then stream and version, then anchor and reason (so
+// that equal findings are next to each other).
 func sortFindings(fs []Finding) {
 	slices.SortStableFunc(fs, func(a, b Finding) int {
 		if c := strings.Compare(a.MerchantID, b.MerchantID); c != 0 {
@@ -178,12 +185,12 @@ func sortFindings(fs []Finding) {
 		if c := strings.Compare(a.Stream, b.Stream); c != 0 {
 			return c
 		}
-		switch {
-		case a.Version < b.Version:
-			return -1
-		case a.Version > b.Version:
-			return 1
+		if c := cmp.Compare(a.Version, b.Version); c != 0 {
+			return c
 		}
-		return 0
+		if c := cmp.Compare(a.AnchorSeq, b.AnchorSeq); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Reason, b.Reason)
 	})
 }

@@ -1,7 +1,9 @@
 package audit
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
@@ -42,6 +44,21 @@ type storedAnchor struct {
 	leaves []Leaf
 }
 
+// MalformedAnchorError reports an anchor row that cannot be read: a
+// position or stored heads that do not decode (only a row written behind the
+// service's back has one). Verification reports it as a finding;
+// anchoring starts a new chain over it.
+type MalformedAnchorError struct {
+	Seq int64
+	Err error
+}
+
+func (e *MalformedAnchorError) Error() string {
+	return fmt.Sprintf("audit: anchor %d is malformed: %v", e.Seq, e.Err)
+}
+
+func (e *MalformedAnchorError) Unwrap() error { return e.Err }
+
 func scanAnchor(row pgx.Row) (storedAnchor, error) {
 	var s storedAnchor
 	var pos string
@@ -55,12 +72,50 @@ func scanAnchor(row pgx.Row) (storedAnchor, error) {
 	s.Streams, s.Events = uint64(streams), uint64(events)
 	var err error
 	if s.Position, err = eventstore.ParsePosition(pos); err != nil {
-		return s, fmt.Errorf("audit: anchor %d: %w", s.Seq, err)
+		return s, &MalformedAnchorError{Seq: s.Seq, Err: err}
 	}
 	if s.leaves, err = decodeLeaves(heads); err != nil {
-		return s, fmt.Errorf("audit: anchor %d: %w", s.Seq, err)
+		return s, &MalformedAnchorError{Seq: s.Seq, Err: err}
 	}
 	return s, nil
+}
+
+// ChainBreaks walks every anchor of merchant in order and returns the
+// sequence numbers of those that do not chain to the row before them (Prev
+// is not the hash of its signature, or, for the first row, not empty):
+// a row removed, or a genuine anchor copied in again, anywhere in the
+// merchant's history. Rows removed from the end leave no break; the
+// anchors kept outside the database show those (CheckLog). It reads no
+// heads, and checks no signature (a chain outlives a change of key).
+func (l *Ledger) ChainBreaks(ctx context.Context, merchant string) ([]int64, error) {
+	if _, err := uuid.Parse(merchant); err != nil {
+		return nil, nil
+	}
+	rows, err := l.pool.Query(ctx, `SELECT seq, prev, signature FROM audit_anchors WHERE merchant_id = $1 ORDER BY seq`, merchant)
+	if err != nil {
+		return nil, fmt.Errorf("audit: read the anchor chain of %s: %w", merchant, err)
+	}
+	defer rows.Close()
+	var breaks []int64
+	var seq int64
+	var prev, sig []byte
+	var want []byte // what the next row's Prev must be: empty for the first
+	for rows.Next() {
+		if err := rows.Scan(&seq, &prev, &sig); err != nil {
+			return nil, fmt.Errorf("audit: read the anchor chain of %s: %w", merchant, err)
+		}
+		if !bytes.Equal(prev, want) {
+			breaks = append(breaks, seq)
+		}
+		// Even after a row without a signature (never a genuine one), so
+		// that a copy of the merchant's first anchor cannot follow it.
+		sum := sha256.Sum256(sig)
+		want = sum[:]
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("audit: read the anchor chain of %s: %w", merchant, err)
+	}
+	return breaks, nil
 }
 
 // Latest returns merchant's latest anchor with its Heads rebuilt, or nil
@@ -184,9 +239,17 @@ func lockMerchant(ctx context.Context, tx pgx.Tx, merchant string) (int64, []byt
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('audit_anchors/' || $1::text, 0))`, merchant); err != nil {
 		return 0, nil, fmt.Errorf("audit: lock anchors of %s: %w", merchant, err)
 	}
+	return lastRow(ctx, tx, merchant)
+}
+
+// lastRow returns the sequence number and signature of merchant's latest
+// anchor row (0 and nil when none), without decoding anything else.
+func lastRow(ctx context.Context, q interface {
+	QueryRow(context.Context, string, ...any) pgx.Row
+}, merchant string) (int64, []byte, error) {
 	var seq int64
 	var sig []byte
-	err := tx.QueryRow(ctx, `SELECT seq, signature FROM audit_anchors WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1`, merchant).Scan(&seq, &sig)
+	err := q.QueryRow(ctx, `SELECT seq, signature FROM audit_anchors WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1`, merchant).Scan(&seq, &sig)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return 0, nil, nil
 	}

@@ -414,3 +414,100 @@ func TestAnchorerReanchorsWhenAnchorsVanish(t *testing.T) {
 	}
 	wantFindings(t, w.verify(m).Breaks, s+"@3 missing_events")
 }
+
+// copyAnchor inserts, behind the triggers' back, a copy of anchor seq as
+// the merchant's newest row (full), and returns the copy's sequence number.
+func (w *world) copyAnchor(seq int64) int64 {
+	w.t.Helper()
+	w.owner(`INSERT INTO audit_anchors (merchant_id, position, created_at, stream_count, event_count, root, prev, key_id, signature, is_full, heads)
+        SELECT merchant_id, position, created_at, stream_count, event_count, root, prev, key_id, signature, true, heads
+          FROM audit_anchors WHERE seq = $1`, seq)
+	var copied int64
+	if err := w.ledger.pool.QueryRow(context.Background(), `SELECT max(seq) FROM audit_anchors`).Scan(&copied); err != nil {
+		w.t.Fatal(err)
+	}
+	return copied
+}
+
+// An old genuine anchor copied in as the newest hides a cut tail from the
+// latest anchor's comparison, but not from the chain: the copy does not
+// chain to the row before it.
+func TestAnOldAnchorCopiedInAgainIsAChainBreak(t *testing.T) {
+	w := newWorld(t)
+	m := storetest.NewMerchant()
+	s := w.stream(m, 3)
+	a := w.anchorer()
+	first := w.anchorOnce(a)[0].Seq
+	w.append(s, 2)
+	w.anchorOnce(a)
+	wantFindings(t, w.verify(m).Breaks)
+
+	w.owner(`DELETE FROM events WHERE stream_name = $1 AND version > 3`, s)
+	copied := w.copyAnchor(first)
+	rep := w.verify(m)
+	if rep.Anchors[0].Seq != copied {
+		t.Fatalf("verified against anchor %d, want the copy %d", rep.Anchors[0].Seq, copied)
+	}
+	wantFindings(t, rep.Breaks, fmt.Sprintf("anchor %d: %s", copied, ReasonChainBroken))
+}
+
+// A delta row removed with the tail it anchored stays a break after the
+// Anchorer has started again and anchored on top of what is left.
+func TestARemovedAnchorStaysABreakAfterANewAnchor(t *testing.T) {
+	w := newWorld(t)
+	m := storetest.NewMerchant()
+	streams := []string{w.stream(m, 2), w.stream(m, 2), w.stream(m, 2)}
+	a := w.anchorer()
+	w.anchorOnce(a)
+	w.append(streams[0], 2)
+	victim := w.anchorOnce(a)[0].Seq // a delta: one stream of three moved
+	w.append(streams[1], 1)
+	after := w.anchorOnce(a)[0].Seq
+
+	w.owner(`DELETE FROM events WHERE stream_name = $1 AND version > 2`, streams[0])
+	w.owner(`DELETE FROM audit_anchors WHERE seq = $1`, victim)
+	w.append(streams[2], 1)
+	w.anchorOnce(w.anchorer()) // a restarted process
+	wantFindings(t, w.verify(m).Breaks, fmt.Sprintf("anchor %d: %s", after, ReasonChainBroken))
+}
+
+// A row that cannot be read (written with the service's own role) is a
+// finding, not a failed verification, and holds up no merchant's anchors:
+// its merchant gets a new chain, the others are anchored as usual.
+func TestAMalformedAnchorHoldsUpNobody(t *testing.T) {
+	w := newWorld(t)
+	x, y := storetest.NewMerchant(), storetest.NewMerchant()
+	sx, sy := w.stream(x, 2), w.stream(y, 2)
+	w.anchorOnce(w.anchorer())
+	w.owner(`INSERT INTO audit_anchors (merchant_id, position, created_at, stream_count, event_count, root, prev, key_id, signature, is_full, heads)
+        SELECT merchant_id, position, created_at, stream_count, event_count, root, sha256(signature), key_id, signature, true, '\x00'
+          FROM audit_anchors WHERE merchant_id = $1`, x)
+	var bad int64
+	if err := w.ledger.pool.QueryRow(context.Background(), `SELECT max(seq) FROM audit_anchors`).Scan(&bad); err != nil {
+		t.Fatal(err)
+	}
+	wantFindings(t, w.verify(x).Breaks, fmt.Sprintf("anchor %d: %s", bad, ReasonAnchorMalformed))
+	all, err := w.auditor().Verify(context.Background(), eventstore.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("verify of every merchant: %v", err)
+	}
+	wantFindings(t, all.Breaks, fmt.Sprintf("anchor %d: %s", bad, ReasonAnchorMalformed))
+
+	// A process that starts now meets the row first thing.
+	w.append(sx, 1)
+	w.append(sy, 1)
+	got := w.anchorOnce(w.anchorer())
+	if len(got) != 2 {
+		t.Fatalf("%d anchors written, want one for each merchant", len(got))
+	}
+	if !strings.Contains(w.log.String(), "a stored anchor cannot be read") {
+		t.Errorf("no error logged:\n%s", w.log.String())
+	}
+	for _, m := range []string{x, y} {
+		rep := w.verify(m)
+		wantFindings(t, rep.Breaks)
+		if rep.Anchors[0].Events != 3 {
+			t.Errorf("merchant %s: anchored %d events, want 3", m, rep.Anchors[0].Events)
+		}
+	}
+}

@@ -2,7 +2,9 @@ package audit
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"pos/eventstore"
@@ -46,12 +48,14 @@ type AnchorSummary struct {
 
 // Verify recomputes the hash chains of opts.Filter's merchant (every merchant
 // when zero) and checks the heads against each merchant's latest anchor
-// (and, when that one does not verify, also against the latest that does). The
-// anchors are read first, so the events read after cover at least what they
-// anchor. It returns an error only when it could not finish; what it found
-// is in the report.
+// (and, when that one does not verify or cannot be read, also against the
+// latest that does), and that each merchant's anchors chain from the first
+// (Ledger.ChainBreaks). The anchors are read first, so the events read
+// after cover at least what they anchor. It returns an error only when it
+// could not finish; what it found is in the report.
 func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Report, error) {
 	var anchors []*Anchor
+	found := []Finding{}
 	if a.Ledger != nil {
 		merchants := []string{opts.Filter.MerchantID}
 		if opts.Filter.MerchantID == "" {
@@ -62,11 +66,22 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 		}
 		for _, m := range merchants {
 			an, err := a.Ledger.Latest(ctx, m)
+			if malformed, ok := errors.AsType[*MalformedAnchorError](err); ok {
+				found = append(found, Finding{MerchantID: m, AnchorSeq: malformed.Seq, Reason: ReasonAnchorMalformed})
+				an, err = a.latestValid(ctx, m, malformed.Seq)
+			}
 			if err != nil {
 				return Report{}, err
 			}
 			if an != nil {
 				anchors = append(anchors, an)
+			}
+			breaks, err := a.Ledger.ChainBreaks(ctx, m)
+			if err != nil {
+				return Report{}, err
+			}
+			for _, seq := range breaks {
+				found = append(found, Finding{MerchantID: m, AnchorSeq: seq, Reason: ReasonChainBroken})
 			}
 		}
 	}
@@ -74,7 +89,7 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 	if err != nil {
 		return Report{}, err
 	}
-	rep := Report{StreamsChecked: vr.StreamsChecked, EventsChecked: vr.EventsChecked, Breaks: []Finding{}, Anchors: []AnchorSummary{}}
+	rep := Report{StreamsChecked: vr.StreamsChecked, EventsChecked: vr.EventsChecked, Breaks: found, Anchors: []AnchorSummary{}}
 	for _, b := range vr.Breaks {
 		_, merchant, _, _ := eventstore.ParseStreamName(b.Stream)
 		rep.Breaks = append(rep.Breaks, Finding{Stream: b.Stream, Version: b.Version, Reason: b.Reason, MerchantID: merchant})
@@ -89,7 +104,7 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 		if !an.verifies(a.Key) {
 			// Compare with the latest anchor that is authentic, too: a
 			// forged latest anchor must not hide what an earlier one saw.
-			valid, err := a.Ledger.LatestValid(ctx, an.MerchantID, a.Key, an.Seq)
+			valid, err := a.latestValid(ctx, an.MerchantID, an.Seq)
 			if err != nil {
 				return Report{}, err
 			}
@@ -104,5 +119,18 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 			CreatedAt: an.CreatedAt, Streams: an.Streams, Events: an.Events, KeyID: an.KeyID})
 	}
 	sortFindings(rep.Breaks)
+	// A break seen while rebuilding the latest anchor's heads may also be
+	// one the chain's walk found at the same row.
+	rep.Breaks = slices.Compact(rep.Breaks)
 	return rep, nil
+}
+
+// latestValid is Ledger.LatestValid, with no anchor when a malformed row
+// stands in the way (it is reported on its own).
+func (a *Auditor) latestValid(ctx context.Context, merchant string, before int64) (*Anchor, error) {
+	an, err := a.Ledger.LatestValid(ctx, merchant, a.Key, before)
+	if _, malformed := errors.AsType[*MalformedAnchorError](err); malformed {
+		return nil, nil
+	}
+	return an, err
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"errors"
 	"strings"
 	"testing"
@@ -71,6 +72,16 @@ func TestVerifyExitsNonZeroOnABreak(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), "events checked: 2") || !strings.Contains(out.String(), "breaks: 0") {
 		t.Errorf("verify printed %q", out.String())
+	}
+	// Checked against the development key: said so, since anyone can sign
+	// with it; with the server's key given, nothing to say.
+	if !strings.Contains(errOut.String(), "warning: anchors are checked against the development key") {
+		t.Errorf("no warning about the development key: %q", errOut.String())
+	}
+	errOut.Reset()
+	keyed := env(map[string]string{"DATABASE_URL": url, "POS_ANCHOR_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))})
+	if err := run(ctx, []string{"verify", "-quiet"}, keyed, &out, &errOut); err != nil || errOut.Len() != 0 {
+		t.Fatalf("verify with POS_ANCHOR_KEY: %v, stderr %q", err, errOut.String())
 	}
 
 	c, err := pgx.Connect(ctx, url)
