@@ -139,7 +139,7 @@ func BenchmarkRebuild(b *testing.B) {
 		b.Fatalf("NewRunner: %v", err)
 	}
 	rb := rebuild.New(ctx, env.Pool, env.URL, env.Store, rebuild.Options{Count: env.Store.CountAfter})
-	var replayed, rebuilt time.Duration
+	var replayed, rebuilt, locked time.Duration
 	for b.Loop() {
 		b.StopTimer()
 		projtest.ResetReadModels(b, admin)
@@ -155,6 +155,7 @@ func BenchmarkRebuild(b *testing.B) {
 			b.Fatalf("rebuild: %v", err)
 		}
 		rebuilt += time.Since(start)
+		locked += p.Locked
 		if p.Done != uint64(events) {
 			b.Fatalf("the rebuild applied %d of %d events", p.Done, events)
 		}
@@ -163,6 +164,7 @@ func BenchmarkRebuild(b *testing.B) {
 	b.ReportMetric(n/rebuilt.Seconds(), "rebuild-events/s")
 	b.ReportMetric(n/replayed.Seconds(), "replay-events/s")
 	b.ReportMetric(replayed.Seconds()/rebuilt.Seconds(), "rebuild/replay")
+	b.ReportMetric(float64(locked.Microseconds())/1000/float64(b.N), "swap-locked-ms")
 	b.ReportMetric(float64(events), "events")
 }
 

@@ -162,6 +162,10 @@ type Progress struct {
 	StartedAt   time.Time
 	UpdatedAt   time.Time
 	FinishedAt  time.Time // zero while running
+	// Locked is how long the successful swap held its locks (readers of
+	// the swapped tables and every projection runner waited that long at
+	// most); kept by the process that rebuilt, not recorded.
+	Locked time.Duration
 }
 
 // Rate returns the events applied per second so far (up to the last
@@ -365,7 +369,7 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 			b.opts.Log.Error("rebuild failed", "rebuild_id", c.id, "projections", c.names, "err", err)
 		} else {
 			b.opts.Log.Info("rebuild swapped in", "rebuild_id", c.id, "projections", c.names, "events", p.Done,
-				"seconds", p.FinishedAt.Sub(p.StartedAt).Seconds())
+				"seconds", p.FinishedAt.Sub(p.StartedAt).Seconds(), "locked_seconds", p.Locked.Seconds())
 		}
 		// A successful swap recorded 'done' in its own transaction; this
 		// records a failure, or the final count.
@@ -529,6 +533,7 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_lock($1)`, c.tables); err != nil {
 		return err
 	}
+	locked := time.Now()
 	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
 		return err
 	}
@@ -563,7 +568,9 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	p.FinishedAt, p.UpdatedAt = finished, finished
 	// Committed even if ctx ends now; and a COMMIT whose answer was lost
 	// may have committed: the record says.
-	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
+	err = tx.Commit(context.WithoutCancel(ctx))
+	p.Locked = time.Since(locked)
+	if err != nil {
 		var state string
 		if qerr := b.pool.QueryRow(context.WithoutCancel(ctx), `SELECT state FROM projection_rebuilds WHERE rebuild_id = $1`, c.id).Scan(&state); qerr == nil && state == "done" {
 			return nil

@@ -249,8 +249,8 @@ func TestRebuildAllEqualsTheLiveModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.State != "done" || p.Done != total || p.Total != total || len(p.Projections) != 4 {
-		t.Fatalf("final progress %+v, want done with %d events of 4 projections", p, total)
+	if p.State != "done" || p.Done != total || p.Total != total || len(p.Projections) != 4 || p.Locked <= 0 || p.Locked > p.FinishedAt.Sub(p.StartedAt) {
+		t.Fatalf("final progress %+v, want done with %d events of 4 projections, locked for part of its time", p, total)
 	}
 	if len(reports) == 0 || reports[len(reports)-1].State != "done" {
 		t.Fatalf("progress reports %+v: want the last one done", reports)

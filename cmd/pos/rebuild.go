@@ -106,8 +106,8 @@ func rebuildCommand(ctx context.Context, cfg config, log *slog.Logger, args []st
 		return err
 	}
 	secs := p.FinishedAt.Sub(p.StartedAt).Seconds()
-	fmt.Fprintf(stdout, "rebuilt %s from %d events in %.1f s (%.0f events/s, setup and swap included), swapped in; rebuild_id %s\n",
-		strings.Join(p.Projections, ", "), p.Done, secs, p.Rate(), p.ID)
+	fmt.Fprintf(stdout, "rebuilt %s from %d events in %.1f s (%.0f events/s, setup and swap included), swapped in (locked %d ms); rebuild_id %s\n",
+		strings.Join(p.Projections, ", "), p.Done, secs, p.Rate(), p.Locked.Milliseconds(), p.ID)
 	return nil
 }
 
