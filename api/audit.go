@@ -621,9 +621,10 @@ type auditLine struct {
 type auditDiscount struct {
 	DiscountID string `json:"discount_id"`
 	Kind       string `json:"kind"`
-	Bps        int64  `json:"bps"`
-	Amount     int64  `json:"amount"`
-	Reason     string `json:"reason"`
+	// Bps for a percent discount, Amount for an amount one, as asked.
+	Bps    int64  `json:"bps,omitempty"`
+	Amount int64  `json:"amount,omitempty"`
+	Reason string `json:"reason"`
 }
 
 type auditPayment struct {
