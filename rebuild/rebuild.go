@@ -34,7 +34,8 @@
 // Readers wait only for step 4: at most swapLockWait for its locks, then
 // the last tail (at most swapCatchup, else it rolls back and is tried
 // again) and the DDL. A failure before the swap leaves the live tables
-// untouched (the next rebuild drops the shadows); a crash leaves a row
+// untouched and drops its shadows (pos_rebuild_discard, migration 00015;
+// the next rebuild drops them if it lost its slot); a crash leaves a row
 // 'running' whose lock nobody holds, which the next rebuild marks
 // 'abandoned'.
 //
@@ -367,6 +368,13 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 		if err != nil {
 			p.State, msg = "failed", err.Error()
 			b.opts.Log.Error("rebuild failed", "rebuild_id", c.id, "projections", c.names, "err", err)
+			// Its shadows go now, if the slot is still held (otherwise the
+			// next rebuild drops them).
+			dctx, cancel := context.WithTimeout(bg, discardTimeout)
+			if _, derr := c.conn.Exec(dctx, `SELECT pos_rebuild_discard($1, $2)`, c.shadow, c.schema); derr != nil {
+				b.opts.Log.Warn("rebuild: drop the failed rebuild's shadow tables; the next rebuild will", "rebuild_id", c.id, "schema", c.schema, "err", derr)
+			}
+			cancel()
 		} else {
 			b.opts.Log.Info("rebuild swapped in", "rebuild_id", c.id, "projections", c.names, "events", p.Done,
 				"seconds", p.FinishedAt.Sub(p.StartedAt).Seconds(), "locked_seconds", p.Locked.Seconds())
@@ -493,8 +501,10 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
 	return nil
 }
 
-// Bounds of the catch-up passes and swap attempts.
+// Bounds of the catch-up passes and swap attempts, and of dropping a
+// failed rebuild's shadows.
 const (
+	discardTimeout  = 30 * time.Second
 	shortTail       = 2000
 	maxPasses       = 10
 	maxSwapAttempts = 5

@@ -737,3 +737,43 @@ func TestLosingTheSlotFailsTheRebuild(t *testing.T) {
 		t.Fatalf("%s shadow schemas left", n)
 	}
 }
+
+// failingTransactions is the transactions projector with a bug: it fails
+// every batch.
+type failingTransactions struct{ projections.Transactions }
+
+func (failingTransactions) ApplyBatch(context.Context, pgx.Tx, []eventstore.RecordedEvent) error {
+	return errors.New("a projector bug")
+}
+
+func (f failingTransactions) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
+	return f.ApplyBatch(ctx, tx, []eventstore.RecordedEvent{e})
+}
+
+// A rebuild that fails while it still holds the slot drops its shadow
+// tables at once, rather than leave a copy of the read models behind until
+// the next rebuild, and leaves the live tables as they were.
+func TestAFailedRebuildDropsItsShadows(t *testing.T) {
+	env := projtest.New(t)
+	history(t, env, 1, 3)
+	if _, err := liveRunner(t, env).Catchup(t.Context(), eventstore.Start); err != nil {
+		t.Fatal(err)
+	}
+	want := rows(t, env.URL, modelQueries...)
+	b := newRebuilder(t, env, rebuild.Options{Projectors: func() []projections.Projector {
+		return []projections.Projector{projections.MerchantSettings{}, failingTransactions{}, projections.NewDailySales(), projections.Stock{}}
+	}})
+	p, err := b.Run(t.Context(), rebuild.All, nil)
+	if err == nil || !strings.Contains(err.Error(), "a projector bug") {
+		t.Fatalf("rebuild with a failing projector: %v", err)
+	}
+	if st := rows(t, env.URL, `SELECT state FROM projection_rebuilds WHERE rebuild_id = '`+p.ID.String()+`'`); st != "failed" {
+		t.Fatalf("recorded %q, want failed", st)
+	}
+	if n := rows(t, env.URL, `SELECT count(*)::text FROM pg_namespace WHERE nspname LIKE 'pos\_rebuild%'`); n != "0" {
+		t.Fatalf("%s shadow schemas left after the failure", n)
+	}
+	if got := rows(t, env.URL, modelQueries...); got != want {
+		t.Fatalf("a failed rebuild changed the live model: %s", firstDiff(got, want))
+	}
+}
