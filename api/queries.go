@@ -25,9 +25,9 @@ import (
 // to the consistency bound, until those read models have reached it, and
 // answers 503 not_yet_consistent otherwise.
 
-// defaultConsistencyWait bounds the wait for X-Min-Position when Config
+// DefaultConsistencyWait bounds the wait for X-Min-Position when Config
 // does not say.
-const defaultConsistencyWait = 2 * time.Second
+const DefaultConsistencyWait = 2 * time.Second
 
 // consistencyPoll is how often a waiting query rereads the checkpoints.
 const consistencyPoll = 10 * time.Millisecond

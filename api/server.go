@@ -182,7 +182,7 @@ func New(cfg Config) *Server {
 		s.partitions = projections.DefaultPartitions
 	}
 	if s.consistencyWait <= 0 {
-		s.consistencyWait = defaultConsistencyWait
+		s.consistencyWait = DefaultConsistencyWait
 	}
 	if s.tel != nil {
 		histogram := func(name, description string) metric.Float64Histogram {

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"pos/api"
 	"pos/eventstore/pgstore"
 	"pos/processes"
 	"pos/queries"
@@ -71,6 +72,10 @@ type config struct {
 	// long a sale may hold reserved stock unpaid before the stock process
 	// manager voids it and releases the units. Default 30m.
 	ReservationTimeout time.Duration
+	// ConsistencyWait (POS_CONSISTENCY_WAIT, a Go duration) bounds how long
+	// a query waits for X-Min-Position before answering 503
+	// not_yet_consistent. Default 2s.
+	ConsistencyWait time.Duration
 	// MetricsAddr (POS_METRICS_ADDR) is where `pos projector` serves
 	// /metrics and /healthz. Default 127.0.0.1:9464.
 	MetricsAddr string
@@ -139,6 +144,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 	anchorEvery := duration("POS_ANCHOR_INTERVAL", defaultAnchorInterval, true)
 	natsPort := number("POS_NATS_PORT", "0", 0, 65535)
 	reservation := duration("POS_RESERVATION_TIMEOUT", processes.DefaultReservationTimeout, false)
+	consistencyWait := duration("POS_CONSISTENCY_WAIT", api.DefaultConsistencyWait, false)
 	login := func(key, role string) string {
 		u := getenv(key)
 		if u == "" {
@@ -213,6 +219,7 @@ func loadConfig(getenv func(string) string) (config, error) {
 		NATSPort: natsPort,
 
 		ReservationTimeout: reservation,
+		ConsistencyWait:    consistencyWait,
 		MetricsAddr:        get("POS_METRICS_ADDR", defaultMetricsAddr),
 		TracesURL:          traces,
 	}, nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -143,6 +144,8 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		{"POS_RESERVATION_TIMEOUT", "30"},
 		{"POS_RESERVATION_TIMEOUT", "0s"},
 		{"POS_ANCHOR_INTERVAL", "-1m"},
+		{"POS_CONSISTENCY_WAIT", "2"},
+		{"POS_CONSISTENCY_WAIT", "0s"},
 		{"POS_SHUTDOWN_GRACE_SECONDS", "ten"},
 		{"POS_NATS_PORT", "70000"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
@@ -159,10 +162,16 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 			}
 		})
 	}
-	cfg, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
+	cfg, err := loadConfig(env(map[string]string{"POS_ANCHOR_INTERVAL": "0", "POS_RESERVATION_TIMEOUT": "45m", "POS_CONSISTENCY_WAIT": "750ms", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://collector:4318/",
 		"POS_OPERATOR_MERCHANTS": " 0193a5c0-0000-7000-8000-000000000001, 0193a5c0-0000-7000-8000-000000000002"}))
 	if err != nil {
 		t.Fatalf("usable values refused: %v", err)
+	}
+	if cfg.ConsistencyWait != 750*time.Millisecond {
+		t.Errorf("POS_CONSISTENCY_WAIT read as %v", cfg.ConsistencyWait)
+	}
+	if def, _ := loadConfig(env(nil)); def.ConsistencyWait != 2*time.Second {
+		t.Errorf("the default X-Min-Position bound is %v, want 2s", def.ConsistencyWait)
 	}
 	if len(cfg.Operators) != 2 || cfg.Operators[1].String() != "0193a5c0-0000-7000-8000-000000000002" {
 		t.Errorf("POS_OPERATOR_MERCHANTS read as %v", cfg.Operators)

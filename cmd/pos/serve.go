@@ -75,8 +75,9 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 		Commands: func(s eventstore.Store) *commands.Handlers {
 			return commands.New(eventstore.Upcasting{Store: s, Registry: reg}, deps)
 		},
-		Audit:    &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
-		Registry: reg,
+		Audit:           &audit.Auditor{Store: store, Ledger: audit.NewLedger(pool), Key: anchors},
+		Registry:        reg,
+		ConsistencyWait: cfg.ConsistencyWait,
 	}
 	// Taken before the read side starts: a swap after this is one to act on.
 	watcher, err := rebuild.NewWatcher(ctx, pool)
