@@ -395,14 +395,11 @@ func exportRange(r *http.Request, zone func() (*time.Location, error)) (from, to
 		if err != nil {
 			return time.Time{}, err
 		}
-		d, err := time.ParseInLocation(time.DateOnly, v, loc)
-		if err != nil {
-			return time.Time{}, err
-		}
+		d, _ := time.Parse(time.DateOnly, v)
 		if end {
 			d = d.AddDate(0, 0, 1)
 		}
-		return d.UTC(), nil
+		return dayStart(d, loc), nil
 	}
 	if from, err = parse("from", false); err != nil {
 		return
@@ -414,6 +411,19 @@ func exportRange(r *http.Request, zone func() (*time.Location, error)) (from, to
 		err = invalid("from must be before to", FieldError{Field: "to", Code: "invalid"})
 	}
 	return
+}
+
+// dayStart returns the first instant of date's day (its year, month and
+// day) in loc. Where a clock change skips midnight (America/Santiago in
+// September), the day begins when the clock jumps, not at the midnight
+// time.Date normalises to the evening before.
+func dayStart(date time.Time, loc *time.Location) time.Time {
+	y, m, d := date.Date()
+	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
+	if ty, tm, td := t.Date(); ty != y || tm != m || td != d {
+		_, t = t.ZoneBounds() // the end of the zone the evening before is in
+	}
+	return t.UTC()
 }
 
 // merchantZone is the time zone of the caller's merchant's settings.

@@ -218,12 +218,18 @@ func (a *Anchorer) reload(ctx context.Context, merchant string, st *merchantStat
 				"merchant", merchant, "seq", latest.Seq, "key_id", latest.KeyID, "own_key_id", a.key.Public().ID())
 		}
 		st.forceFull = true
-		base, err = a.ledger.LatestValid(ctx, merchant, a.key.Public(), before)
-		if _, ok := errors.AsType[*MalformedAnchorError](err); ok {
-			base, err = nil, nil // no readable anchor before it either: start from what the feed showed
-		}
-		if err != nil || base == nil {
+		if base, err = a.ledger.LatestValid(ctx, merchant, a.key.Public(), before); err != nil {
 			return err
+		}
+		if base == nil && unreadable {
+			// Anchoring on from the feed alone would forget what the rows
+			// before it anchored (a cut tail among them): the merchant is
+			// not anchored, and the unreadable row stays the latest, which
+			// verification reports, until an operator looks.
+			return fmt.Errorf("audit anchor: %s: no anchor before the unreadable row %d verifies; not anchoring on the feed alone", merchant, malformed.Seq)
+		}
+		if base == nil {
+			return nil
 		}
 	}
 	merged := cloneHeads(base.Heads)

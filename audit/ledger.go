@@ -3,7 +3,6 @@ package audit
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"maps"
@@ -82,11 +81,12 @@ func scanAnchor(row pgx.Row) (storedAnchor, error) {
 
 // ChainBreaks walks every anchor of merchant in order and returns the
 // sequence numbers of those that do not chain to the row before them (Prev
-// is not the hash of its signature, or, for the first row, not empty):
-// a row removed, or a genuine anchor copied in again, anywhere in the
-// merchant's history. Rows removed from the end leave no break; the
-// anchors kept outside the database show those (CheckLog). It reads no
-// heads, and checks no signature (a chain outlives a change of key).
+// is not the hash of its signature, or, for the first row, not empty), and
+// of those without a signature (never a genuine anchor): a row removed, or
+// a genuine anchor copied in again, anywhere in the merchant's history.
+// Rows removed from the end leave no break; the anchors kept outside the
+// database show those (CheckLog). It reads no heads, and checks no
+// signature against a key (a chain outlives a change of key).
 func (l *Ledger) ChainBreaks(ctx context.Context, merchant string) ([]int64, error) {
 	if _, err := uuid.Parse(merchant); err != nil {
 		return nil, nil
@@ -104,13 +104,10 @@ func (l *Ledger) ChainBreaks(ctx context.Context, merchant string) ([]int64, err
 		if err := rows.Scan(&seq, &prev, &sig); err != nil {
 			return nil, fmt.Errorf("audit: read the anchor chain of %s: %w", merchant, err)
 		}
-		if !bytes.Equal(prev, want) {
+		if !bytes.Equal(prev, want) || len(sig) == 0 {
 			breaks = append(breaks, seq)
 		}
-		// Even after a row without a signature (never a genuine one), so
-		// that a copy of the merchant's first anchor cannot follow it.
-		sum := sha256.Sum256(sig)
-		want = sum[:]
+		want = chainHash(sig) // as the Anchorer chains on, even after a row without a signature
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("audit: read the anchor chain of %s: %w", merchant, err)
@@ -130,8 +127,9 @@ const maxLookBack = 100
 
 // LatestValid returns merchant's most recent anchor before seq that verifies
 // with key (signature, root and chain), or nil when none of the
-// maxLookBack anchors before it does. It is what to compare with when the
-// latest anchor is forged or altered.
+// maxLookBack anchors before it does (an anchor rebuilt from a row that
+// cannot be read does not). It is what to compare with when the latest
+// anchor is forged, altered or unreadable.
 func (l *Ledger) LatestValid(ctx context.Context, merchant string, key PublicKey, before int64) (*Anchor, error) {
 	rows, err := l.pool.Query(ctx, `SELECT seq FROM audit_anchors WHERE merchant_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3`,
 		merchant, before, maxLookBack)
@@ -144,6 +142,9 @@ func (l *Ledger) LatestValid(ctx context.Context, merchant string, key PublicKey
 	}
 	for _, seq := range seqs {
 		a, err := l.at(ctx, merchant, seq)
+		if _, ok := errors.AsType[*MalformedAnchorError](err); ok {
+			continue // a row it is rebuilt from cannot be read: an older one may verify
+		}
 		if err != nil {
 			return nil, err
 		}

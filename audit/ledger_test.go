@@ -511,3 +511,62 @@ func TestAMalformedAnchorHoldsUpNobody(t *testing.T) {
 		}
 	}
 }
+
+// plantMalformed inserts, as pos_app could, a full anchor row of merchant
+// whose heads do not decode but which chains to the latest row, and returns
+// its sequence number.
+func (w *world) plantMalformed(merchant string) int64 {
+	w.t.Helper()
+	w.owner(`INSERT INTO audit_anchors (merchant_id, position, created_at, stream_count, event_count, root, prev, key_id, signature, is_full, heads)
+        SELECT merchant_id, position, created_at, stream_count, event_count, root, sha256(signature), key_id, signature, true, '\x00'
+          FROM audit_anchors WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1`, merchant)
+	var seq int64
+	if err := w.ledger.pool.QueryRow(context.Background(), `SELECT max(seq) FROM audit_anchors`).Scan(&seq); err != nil {
+		w.t.Fatal(err)
+	}
+	return seq
+}
+
+// Unreadable rows planted over a cut tail hide it neither from verification
+// (it compares with the latest anchor that verifies, past every unreadable
+// row) nor from the anchors written after them (built on that anchor, not
+// on the feed alone).
+func TestUnreadableAnchorsDoNotHideACutTail(t *testing.T) {
+	w := newWorld(t)
+	m := storetest.NewMerchant()
+	s := w.stream(m, 2)
+	w.anchorOnce(w.anchorer())
+	w.append(s, 3)
+	w.anchorOnce(w.anchorer())
+	w.owner(`DELETE FROM events WHERE stream_name = $1 AND version > 2`, s)
+	w.plantMalformed(m)
+	bad := w.plantMalformed(m)
+	wantFindings(t, w.verify(m).Breaks, fmt.Sprintf("anchor %d: %s", bad, ReasonAnchorMalformed), s+"@3 missing_events")
+
+	w.stream(m, 1) // the merchant moves on; a restarted process anchors it
+	if got := w.anchorOnce(w.anchorer()); len(got) != 1 || got[0].Events != 6 {
+		t.Fatalf("anchors after the unreadable rows: %+v, want one covering the 5 anchored events and the new one", got)
+	}
+	wantFindings(t, w.verify(m).Breaks, s+"@3 missing_events")
+}
+
+// When no anchor before an unreadable row verifies (the merchant's only
+// full row corrupted), the merchant is not anchored on the feed alone: the
+// round reports it, and verification keeps reporting the row.
+func TestNoAnchorOnTheFeedAloneOverAnUnreadableChain(t *testing.T) {
+	w := newWorld(t)
+	m, other := storetest.NewMerchant(), storetest.NewMerchant()
+	s := w.stream(m, 2)
+	first := w.anchorOnce(w.anchorer())[0].Seq
+	w.owner(`UPDATE audit_anchors SET heads = '\x00' WHERE seq = $1`, first)
+	w.append(s, 1)
+	w.stream(other, 1)
+	got, err := w.anchorer().AnchorOnce(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "not anchoring on the feed alone") {
+		t.Fatalf("anchoring over an unreadable chain: %v", err)
+	}
+	if len(got) != 1 || got[0].MerchantID != other {
+		t.Fatalf("anchors written %+v, want only the other merchant's", got)
+	}
+	wantFindings(t, w.verify(m).Breaks, fmt.Sprintf("anchor %d: %s", first, ReasonAnchorMalformed))
+}

@@ -68,7 +68,7 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 			an, err := a.Ledger.Latest(ctx, m)
 			if malformed, ok := errors.AsType[*MalformedAnchorError](err); ok {
 				found = append(found, Finding{MerchantID: m, AnchorSeq: malformed.Seq, Reason: ReasonAnchorMalformed})
-				an, err = a.latestValid(ctx, m, malformed.Seq)
+				an, err = a.Ledger.LatestValid(ctx, m, a.Key, malformed.Seq)
 			}
 			if err != nil {
 				return Report{}, err
@@ -95,16 +95,19 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 		rep.Breaks = append(rep.Breaks, Finding{Stream: b.Stream, Version: b.Version, Reason: b.Reason, MerchantID: merchant})
 	}
 	hashAt := StoreHashAt(a.Store)
+	// The chain's walk (above) names the rows that do not chain; Check
+	// would name the latest anchor for the same break.
+	unchained := func(f Finding) bool { return f.Reason == ReasonChainBroken }
 	for _, an := range anchors {
 		fs, err := Check(ctx, an, a.Key, vr.Heads, hashAt)
 		if err != nil {
 			return Report{}, fmt.Errorf("audit: verify: %w", err)
 		}
-		rep.Breaks = append(rep.Breaks, fs...)
+		rep.Breaks = append(rep.Breaks, slices.DeleteFunc(fs, unchained)...)
 		if !an.verifies(a.Key) {
 			// Compare with the latest anchor that is authentic, too: a
 			// forged latest anchor must not hide what an earlier one saw.
-			valid, err := a.latestValid(ctx, an.MerchantID, an.Seq)
+			valid, err := a.Ledger.LatestValid(ctx, an.MerchantID, a.Key, an.Seq)
 			if err != nil {
 				return Report{}, err
 			}
@@ -112,25 +115,14 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 				if fs, err = Check(ctx, valid, a.Key, vr.Heads, hashAt); err != nil {
 					return Report{}, fmt.Errorf("audit: verify: %w", err)
 				}
-				rep.Breaks = append(rep.Breaks, fs...)
+				rep.Breaks = append(rep.Breaks, slices.DeleteFunc(fs, unchained)...)
 			}
 		}
 		rep.Anchors = append(rep.Anchors, AnchorSummary{MerchantID: an.MerchantID, Seq: an.Seq, Position: an.Position.String(),
 			CreatedAt: an.CreatedAt, Streams: an.Streams, Events: an.Events, KeyID: an.KeyID})
 	}
 	sortFindings(rep.Breaks)
-	// A break seen while rebuilding the latest anchor's heads may also be
-	// one the chain's walk found at the same row.
+	// The latest anchor and the latest valid one may see the same break.
 	rep.Breaks = slices.Compact(rep.Breaks)
 	return rep, nil
-}
-
-// latestValid is Ledger.LatestValid, with no anchor when a malformed row
-// stands in the way (it is reported on its own).
-func (a *Auditor) latestValid(ctx context.Context, merchant string, before int64) (*Anchor, error) {
-	an, err := a.Ledger.LatestValid(ctx, merchant, a.Key, before)
-	if _, malformed := errors.AsType[*MalformedAnchorError](err); malformed {
-		return nil, nil
-	}
-	return an, err
 }

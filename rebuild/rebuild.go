@@ -163,9 +163,10 @@ type Progress struct {
 	StartedAt   time.Time
 	UpdatedAt   time.Time
 	FinishedAt  time.Time // zero while running
-	// Locked is how long the successful swap held its locks (readers of
-	// the swapped tables and every projection runner waited that long at
-	// most); kept by the process that rebuilt, not recorded.
+	// Locked is how long the swap's attempts spent taking and holding
+	// their locks, summed: the longest a reader of the swapped tables or a
+	// projection runner could have waited on them. Kept by the process
+	// that rebuilt, not recorded.
 	Locked time.Duration
 }
 
@@ -529,6 +530,10 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	if err != nil {
 		return err
 	}
+	// From the first lock asked for (queued readers and runners wait from
+	// there) to the end of the transaction, rolled back or not.
+	locking := time.Now()
+	defer func() { p.Locked += time.Since(locking) }()
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
 	// The transaction idles while the shadow catches up on other
 	// connections: the pools' idle timeout must not end it (swapCatchup
@@ -543,7 +548,6 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	if _, err := tx.Exec(ctx, `SELECT pos_rebuild_lock($1)`, c.tables); err != nil {
 		return err
 	}
-	locked := time.Now()
 	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
 		return err
 	}
@@ -578,9 +582,7 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	p.FinishedAt, p.UpdatedAt = finished, finished
 	// Committed even if ctx ends now; and a COMMIT whose answer was lost
 	// may have committed: the record says.
-	err = tx.Commit(context.WithoutCancel(ctx))
-	p.Locked = time.Since(locked)
-	if err != nil {
+	if err := tx.Commit(context.WithoutCancel(ctx)); err != nil {
 		var state string
 		if qerr := b.pool.QueryRow(context.WithoutCancel(ctx), `SELECT state FROM projection_rebuilds WHERE rebuild_id = $1`, c.id).Scan(&state); qerr == nil && state == "done" {
 			return nil

@@ -153,12 +153,12 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 			return err
 		}
 		pub = key.Public()
-		if cfg.AnchorKey == "" {
-			// Anyone can sign with that key: anchors that verify with it
-			// prove nothing, and the auditor must know.
-			fmt.Fprintf(stderr, "verify: warning: anchors are checked against the development key (key_id %s), which anyone can sign with; "+
-				"give -public-key, or set POS_ANCHOR_KEY as the server has it\n", pub.ID())
-		}
+	}
+	if pub.Equal(audit.DevKey().Public()) {
+		// Anyone can sign with that key: anchors that verify with it
+		// prove nothing, and the auditor must know.
+		fmt.Fprintf(stderr, "verify: warning: anchors are checked against the development key (key_id %s), which anyone can sign with; "+
+			"give -public-key, or set POS_ANCHOR_KEY as the server has it\n", pub.ID())
 	}
 	pool, store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {

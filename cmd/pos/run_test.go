@@ -11,6 +11,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"pos/audit"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
 	"pos/eventstore/storetest"
@@ -78,6 +79,11 @@ func TestVerifyExitsNonZeroOnABreak(t *testing.T) {
 	// with it; with the server's key given, nothing to say.
 	if !strings.Contains(errOut.String(), "warning: anchors are checked against the development key") {
 		t.Errorf("no warning about the development key: %q", errOut.String())
+	}
+	errOut.Reset()
+	if err := run(ctx, []string{"verify", "-quiet", "-public-key", audit.DevKey().Public().String()}, vars, &out, &errOut); err != nil ||
+		!strings.Contains(errOut.String(), "warning: anchors are checked against the development key") {
+		t.Errorf("verify -public-key <the development key's>: %v, stderr %q, want the warning", err, errOut.String())
 	}
 	errOut.Reset()
 	keyed := env(map[string]string{"DATABASE_URL": url, "POS_ANCHOR_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))})
