@@ -3,9 +3,19 @@ package api_test
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +24,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
+	"pos/api/auth"
 	"pos/commands"
 	"pos/eventstore"
 	"pos/internal/telemetry"
@@ -790,16 +801,104 @@ func TestTokensAreCheckedOnEveryRoute(t *testing.T) {
 		}
 		return c
 	}
+	wrongKey := func(claims map[string]any) string {
+		tok := hs(claims)
+		signing := tok[:strings.LastIndex(tok, ".")]
+		mac := hmac.New(sha256.New, []byte("not-the-server-secret-0123456789abcdef"))
+		mac.Write([]byte(signing))
+		return signing + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	}
 	cases := map[string]string{
 		"alg none":          none(base()),
+		"wrong key":         wrongKey(base()),
 		"expired":           hs(with("exp", now.Add(-time.Hour).Unix())),
 		"not yet valid":     hs(with("nbf", now.Add(time.Hour).Unix())),
 		"no exp":            hs(with("exp", nil)),
 		"no sub":            hs(with("sub", nil)),
+		"no merchant":       hs(with("merchant_id", nil)),
 		"merchant not uuid": hs(with("merchant_id", "acme")),
+		"no role":           hs(with("role", nil)),
 		"unknown role":      hs(with("role", "OWNER")),
 	}
+	if r := e.do(request{method: "GET", path: "/v1/settings", headers: map[string]string{"Authorization": "Bearer " + hs(base())}}); r.status != 200 {
+		t.Fatalf("a good token: %d %s", r.status, r.body) // so that each refusal is the case's
+	}
 	for name, tok := range cases {
+		for _, path := range []string{"/v1/transactions", "/v1/settings"} {
+			method := "POST"
+			if path == "/v1/settings" {
+				method = "GET"
+			}
+			r := e.do(request{method: method, path: path, body: map[string]any{"branch_id": uuid.New()}, headers: map[string]string{"Authorization": "Bearer " + tok}})
+			if r.status != 401 || r.code(t) != "unauthorized" {
+				t.Errorf("%s on %s: %d %s", name, path, r.status, r.body)
+			}
+		}
+	}
+}
+
+// With POS_JWKS_URL the API takes RS256 tokens signed by a key of the JWKS
+// and refuses HS256, including one signed with the JWKS's public key as the
+// secret (the algorithm confusion) and one signed with the HS256 secret;
+// the tokens and the JWKS are built by hand here, not by the server's
+// libraries.
+func TestTokensAreCheckedOnEveryRouteWithJWKS(t *testing.T) {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b64 := base64.RawURLEncoding.EncodeToString
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
+		"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
+		"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
+	}}})
+	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(jwks)
+	}))
+	t.Cleanup(jwksSrv.Close)
+	v, err := auth.NewJWKS(t.Context(), jwksSrv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	e := newEnvWith(t, options{verifier: v})
+
+	claims := map[string]any{"sub": "u", "merchant_id": uuid.NewString(), "role": "ADMIN", "exp": time.Now().Add(time.Hour).Unix()}
+	signing := func(alg string) string {
+		h, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT", "kid": "k1"})
+		c, _ := json.Marshal(claims)
+		return b64(h) + "." + b64(c)
+	}
+	rs256 := func() string {
+		s := signing("RS256")
+		sum := sha256.Sum256([]byte(s))
+		sig, err := rsa.SignPKCS1v15(rand.Reader, key, crypto.SHA256, sum[:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s + "." + b64(sig)
+	}
+	hs256 := func(secret []byte) string {
+		s := signing("HS256")
+		mac := hmac.New(sha256.New, secret)
+		mac.Write([]byte(s))
+		return s + "." + b64(mac.Sum(nil))
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pemKey := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+
+	if r := e.do(request{method: "GET", path: "/v1/settings", headers: map[string]string{"Authorization": "Bearer " + rs256()}}); r.status != 200 {
+		t.Fatalf("an RS256 token of the JWKS: %d %s", r.status, r.body)
+	}
+	for name, tok := range map[string]string{
+		"HS256 with the public key (PEM) as secret": hs256(pemKey),
+		"HS256 with the public key (DER) as secret": hs256(der),
+		"HS256 with the HS256 secret":               hs256(secret),
+	} {
 		for _, path := range []string{"/v1/transactions", "/v1/settings"} {
 			method := "POST"
 			if path == "/v1/settings" {

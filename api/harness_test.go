@@ -86,6 +86,8 @@ type options struct {
 	rebuilds bool
 	// operators restricts them to these merchants' ADMIN.
 	operators []uuid.UUID
+	// verifier, when set, checks tokens instead of HS256 with secret.
+	verifier *auth.Verifier
 }
 
 func newEnvWith(t *testing.T, o options) *env {
@@ -106,6 +108,9 @@ func newEnvWith(t *testing.T, o options) *env {
 	v, err := auth.NewHS256(secret)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.verifier != nil {
+		v = o.verifier
 	}
 	// Stock ledgers are written on a pool of their own, as in production
 	// (cmd/pos ledgerStore).
