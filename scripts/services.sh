@@ -40,7 +40,5 @@ if ! nats_up; then
 	wait_for NATS nats_up
 fi
 
-# The local database `make run` uses.
-if ! psql -h "$PGHOST_ADDR" -U postgres -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'pos'" | grep -q 1; then
-	psql -h "$PGHOST_ADDR" -U postgres -d postgres -qc "CREATE DATABASE pos" >/dev/null 2>&1 || true
-fi
+# The database itself (DATABASE_URL's, `pos` by default) is created by
+# `pos migrate` and `pos serve` when it is missing.

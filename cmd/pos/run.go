@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/jackc/pgx/v5/stdlib" // database/sql for goose
 	"github.com/schollz/progressbar/v3"
@@ -95,9 +97,41 @@ func migrate(ctx context.Context, cfg config) (int64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("migrate: DATABASE_URL: %w", err)
 	}
+	if err := ensureDatabase(ctx, pc.ConnConfig); err != nil {
+		return 0, err
+	}
 	db := stdlib.OpenDB(*pc.ConnConfig)
 	defer db.Close()
 	return migrations.Up(ctx, db)
+}
+
+// ensureDatabase creates DATABASE_URL's database when the server says it
+// does not exist, connecting to the server's postgres database as the same
+// user (who must be allowed to create databases). A database another
+// process creates meanwhile is fine.
+func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err == nil {
+		return conn.Close(ctx)
+	}
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "3D000" { // invalid_catalog_name
+		return fmt.Errorf("migrate: connect to DATABASE_URL: %w", err)
+	}
+	admin := cc.Copy()
+	admin.Database = "postgres"
+	conn, err = pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		return fmt.Errorf("migrate: database %q does not exist, and the server's postgres database to create it from cannot be reached: %w", cc.Database, err)
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize())
+	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42P04" { // duplicate_database
+		err = nil
+	}
+	if err != nil {
+		return fmt.Errorf("migrate: create database %q: %w", cc.Database, err)
+	}
+	return nil
 }
 
 // openStore connects to PostgreSQL (role pos_app) and returns the pool, the

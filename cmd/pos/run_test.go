@@ -3,8 +3,11 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
+	neturl "net/url"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +47,42 @@ func TestMigrateBuildsAnEmptyDatabase(t *testing.T) {
 	c, err := pgx.Connect(ctx, url)
 	if err != nil {
 		t.Fatal(err)
+	}
+	defer c.Close(ctx)
+	var tables int
+	if err := c.QueryRow(ctx, `SELECT count(*) FROM information_schema.tables WHERE table_name = 'events'`).Scan(&tables); err != nil || tables != 1 {
+		t.Fatalf("events table count = %d, %v", tables, err)
+	}
+}
+
+// make run honours DATABASE_URL: a database it names that does not exist
+// yet is created, then migrated.
+func TestMigrateCreatesAMissingDatabase(t *testing.T) {
+	ctx := context.Background()
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	name := "pos_test_missing_" + hex.EncodeToString(b[:])
+	u, err := neturl.Parse(pgtest.AdminURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	url := u.String()
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), pgtest.AdminURL())
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	})
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate"}, env(map[string]string{"DATABASE_URL": url}), &out, &out); err != nil {
+		t.Fatalf("migrate into a missing database: %v\n%s", err, out.String())
+	}
+	c, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("the database was not created: %v", err)
 	}
 	defer c.Close(ctx)
 	var tables int
