@@ -103,7 +103,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		return stopped, nil
 	case readSideNATS:
 	default:
-		return nil, fmt.Errorf("POS_READ_SIDE %q: want %q or %q", cfg.ReadSide, readSideNATS, readSideInProcess)
+		return nil, fmt.Errorf("POS_READ_SIDE %q: want %q, %q or %q", cfg.ReadSide, readSideNATS, readSideInProcess, readSideOff)
 	}
 	done := make(chan struct{})
 	url, down, err := broker(ctx, cfg, log, done)

@@ -60,7 +60,9 @@ type config struct {
 
 	// ReadSide (POS_READ_SIDE) is how serve keeps the read models up to
 	// date: "nats" (the default), the relay and projector workers through
-	// NATS JetStream; "inprocess", a runner following the store's feed.
+	// NATS JetStream; "inprocess", a runner following the store's feed;
+	// "off", not at all: serve is the API alone (queries read what `pos
+	// relay` and `pos projector` processes keep up to date).
 	ReadSide string
 	// DataDir (POS_DATA_DIR) holds local state; the embedded NATS server
 	// keeps its streams in DataDir/nats. Default ./data.
@@ -96,6 +98,7 @@ const (
 const (
 	readSideNATS      = "nats"
 	readSideInProcess = "inprocess"
+	readSideOff       = "off"
 )
 
 // devCursorKey signs list cursors when POS_CURSOR_KEY is unset: fine on a

@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
@@ -21,7 +18,8 @@ import (
 // projector runs projector workers only, against NATS_URL, until ctx ends.
 // Every worker joins the same durable consumers and queue group, so
 // running several splits the partitions' messages between them (see
-// package consume). Migrations are serve's job; the relay runs in serve.
+// package consume). Migrations are serve's job; the relay runs in serve, or
+// alone (`pos relay`).
 func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if cfg.NATSURL == "" {
 		return errors.New("projector: NATS_URL is required (an embedded server lives in serve's process)")
@@ -42,23 +40,12 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	defer closeTel()
 	meter, procMeter := tel.Meter("pos/consume"), tel.Meter("pos/processes")
 	opts := projections.Options{Meter: tel.Meter("pos/projections")}
-	// The workers' metrics (lag, dead letters, conflicts) are scraped here;
-	// a port taken by another worker on the host is an error, not silence.
-	ln, err := net.Listen("tcp", cfg.MetricsAddr)
+	// The workers' metrics (lag, dead letters, conflicts) are scraped here.
+	closeMetrics, err := serveMetrics(cfg, log, tel, "projector")
 	if err != nil {
-		return fmt.Errorf("projector: POS_METRICS_ADDR: %w", err)
+		return err
 	}
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", tel.MetricsHandler())
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-	metricsSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		if err := metricsSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("projector: metrics server stopped", "err", err)
-		}
-	}()
-	defer func() { _ = metricsSrv.Close() }()
-	log.Info("projector metrics", "addr", ln.Addr().String())
+	defer closeMetrics()
 	// The workers invalidate the cache of what they apply, as serve's do;
 	// its client closes after they have stopped (they finish the messages
 	// they hold first, see consume.Run).

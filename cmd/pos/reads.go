@@ -45,6 +45,24 @@ func cursorKey(cfg config, log *slog.Logger) (queries.CursorKey, error) {
 // are applied one message at a time each, so a few connections serve them.
 const workerPoolSize = 10
 
+// apiReads sets what the API's queries need in apiCfg: reader, the
+// projections' checkpoints (read on the API's pool, not the workers', for
+// X-Min-Position), the rebuilds, and the hot reads when the cache is on.
+func apiReads(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, pool *pgxpool.Pool, store eventstore.Store, reg *eventstore.Registry,
+	reader *queries.Reader, hot *cache.Cache, partitions int) {
+	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, projections.NewCheckpoints(pool, partitions), partitions
+	// The server's rebuild.Watcher drops caches after any swap (see apiServer).
+	apiCfg.Rebuilds = newRebuilder(ctx, cfg, log, pool, store, reg, nil)
+	if hot != nil {
+		// One value for transaction details and stock levels: api.Config
+		// has no field of its own for the latter, the API finds it on
+		// HotReads (api.StockGetter).
+		apiCfg.HotReads = hotReads{cache.NewReader(hot, reader), cache.NewStockReader(hot, reader)}
+		apiCfg.HotDailySales = cache.NewDailySalesReader(hot, reader)
+		addReadyCheck(&apiCfg.OptionalChecks, "cache", hot.Ping)
+	}
+}
+
 // readSide opens the queries' pool (closed when ctx ends), returns the
 // cache of hot reads (nil when off), sets apiCfg's
 // Reader, Checkpoints and Partitions, and starts over pool, until ctx ends,
@@ -82,6 +100,12 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if err != nil {
 		return nil, nil, err
 	}
+	if cfg.ReadSide == readSideOff {
+		// The API alone: the read models are kept by other processes.
+		apiReads(ctx, cfg, log, apiCfg, pool, store, reg, reader, hot, projections.DefaultPartitions)
+		close(wdone)
+		return wdone, hot, nil
+	}
 	opts := projections.Options{}
 	if apiCfg.Telemetry != nil {
 		opts.Meter = apiCfg.Telemetry.Meter("pos/projections") // lag and events applied
@@ -102,20 +126,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 	if err != nil {
 		return nil, nil, err
 	}
-	// X-Min-Position waits read checkpoints on the API's pool, not the
-	// workers'.
-	checkpoints := projections.NewCheckpoints(pool, runner.Partitions())
-	apiCfg.Reader, apiCfg.Checkpoints, apiCfg.Partitions = reader, checkpoints, runner.Partitions()
-	// The server's rebuild.Watcher drops caches after any swap (see apiServer).
-	apiCfg.Rebuilds = newRebuilder(ctx, cfg, log, pool, store, reg, nil)
-	if hot != nil {
-		// One value for transaction details and stock levels: api.Config
-		// has no field of its own for the latter, the API finds it on
-		// HotReads (api.StockGetter).
-		apiCfg.HotReads = hotReads{cache.NewReader(hot, reader), cache.NewStockReader(hot, reader)}
-		apiCfg.HotDailySales = cache.NewDailySalesReader(hot, reader)
-		addReadyCheck(&apiCfg.OptionalChecks, "cache", hot.Ping)
-	}
+	apiReads(ctx, cfg, log, apiCfg, pool, store, reg, reader, hot, runner.Partitions())
 	var meter metric.Meter
 	if apiCfg.Telemetry != nil {
 		meter = apiCfg.Telemetry.Meter("pos/processes")

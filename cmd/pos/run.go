@@ -31,6 +31,8 @@ commands:
   serve     apply migrations, then serve the API on POS_ADDR
   projector run projector workers only: consume the relay's topics on NATS_URL
             (required) and apply them to the read models; run several to split the work
+  relay     run the relay only: publish the event store's feed to NATS_URL (required);
+            with serve under POS_READ_SIDE=off and projector, each part runs alone
   migrate   apply pending database migrations and exit
   rebuild   rebuild a projection's read model from the event store and swap it in:
             rebuild [-quiet] <projection|all> (pos rebuild -h names them)
@@ -68,6 +70,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return serve(ctx, cfg, log)
 	case "projector":
 		return projector(ctx, cfg, log)
+	case "relay":
+		return relayOnly(ctx, cfg, log)
 	case "migrate":
 		v, err := migrate(ctx, cfg)
 		if err != nil {

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"pos/consume"
+	"pos/internal/pgtest"
+	"pos/internal/testlog"
+)
+
+// Each part runs alone (issue #5): serve with POS_READ_SIDE=off is the API
+// without relay or workers, so a sale's read model waits; `pos relay` and
+// `pos projector`, in processes of their own (here: run calls of their
+// own) on one broker, then bring it up to date, and the API answers the
+// sale at its own write's position.
+func TestEachPartRunsAlone(t *testing.T) {
+	_, portStr, _ := net.SplitHostPort(freeAddr(t))
+	port, _ := strconv.Atoi(portStr)
+	broker, err := consume.StartEmbedded(t.TempDir(), port) // this test's own
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(broker.Shutdown)
+	url := pgtest.NewEmptyDatabase(t)
+	addr := freeAddr(t)
+	vars := map[string]string{
+		"DATABASE_URL":         url,
+		"POS_ADDR":             addr,
+		"NATS_URL":             broker.URL(),
+		"POS_READ_SIDE":        "off",
+		"POS_CONSISTENCY_WAIT": "300ms",
+		"POS_ANCHOR_INTERVAL":  "0",
+		"REDIS_URL":            "redis://127.0.0.1:6379/0",
+	}
+	merchant := uuid.New()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-merchant", merchant.String(), "-role", "CASHIER", "-sub", "t"}, env(vars), &out, &out); err != nil {
+		t.Fatalf("token: %v: %s", err, out.String())
+	}
+	tok := strings.TrimSpace(out.String())
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	logs := &testlog.Buffer{}
+	ended := make(chan error, 3)
+	start := func(args []string, extra map[string]string) {
+		v := map[string]string{}
+		for k, x := range vars {
+			v[k] = x
+		}
+		for k, x := range extra {
+			v[k] = x
+		}
+		go func() { ended <- run(ctx, args, env(v), logs, logs) }()
+	}
+	start([]string{"serve"}, nil)
+	client := &http.Client{Timeout: 10 * time.Second}
+	do := func(method, path, body string, headers ...string) (int, http.Header, map[string]any) {
+		t.Helper()
+		req, err := http.NewRequest(method, "http://"+addr+path, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, nil, nil
+		}
+		defer resp.Body.Close()
+		raw, _ := io.ReadAll(resp.Body)
+		var m map[string]any
+		_ = json.Unmarshal(raw, &m)
+		return resp.StatusCode, resp.Header, m
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if code, _, _ := do("GET", "/readyz", ""); code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve not ready after 30s\n%s", logs)
+		}
+	}
+	code, h, sale := do("POST", "/v1/transactions", `{"branch_id":"`+uuid.NewString()+`"}`)
+	if code != http.StatusCreated {
+		t.Fatalf("open: %d %v", code, sale)
+	}
+	id, pos := sale["id"].(string), h.Get("X-Position")
+	// Nothing applies the sale while the API runs alone.
+	if code, _, body := do("GET", "/v1/transactions/"+id, "", "X-Min-Position", pos); code != http.StatusServiceUnavailable {
+		t.Fatalf("with the API alone: %d %v, want 503 not_yet_consistent", code, body)
+	}
+
+	start([]string{"relay"}, map[string]string{"POS_METRICS_ADDR": freeAddr(t)})
+	start([]string{"projector"}, map[string]string{"POS_METRICS_ADDR": freeAddr(t)})
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		code, _, body := do("GET", "/v1/transactions/"+id, "", "X-Min-Position", pos)
+		if code == http.StatusOK && body["id"] == id && body["status"] == "draft" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with a relay and a projector of their own: %d %v\n%s", code, body, logs)
+		}
+	}
+	stop()
+	for range 3 {
+		select {
+		case err := <-ended:
+			if err != nil {
+				t.Errorf("a part returned %v\n%s", err, logs)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("a part did not stop within 30s\n%s", logs)
+		}
+	}
+	if n := strings.Count(logs.String(), `"msg":"relay leading"`); n != 1 {
+		t.Errorf("relay leadership taken %d times, want once (by pos relay)\n%s", n, logs)
+	}
+}
