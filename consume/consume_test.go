@@ -462,6 +462,79 @@ func (r *refuser) Apply(_ context.Context, _ pgx.Tx, ev eventstore.RecordedEvent
 	return nil
 }
 
+// orderRecorder records, in the runner's transaction, each event it is
+// given in apply_order: what committed is every application, in the order
+// the workers made them.
+type orderRecorder struct{}
+
+func (orderRecorder) Name() string          { return "order_recorder" }
+func (orderRecorder) Handles(_ string) bool { return true }
+func (orderRecorder) Apply(ctx context.Context, tx pgx.Tx, ev eventstore.RecordedEvent) error {
+	_, err := tx.Exec(ctx, `INSERT INTO apply_order (stream_name, version) VALUES ($1, $2)`, ev.Stream, int64(ev.Version))
+	return err
+}
+
+// withOrderRecorder gives e's runner an orderRecorder beside every
+// projection.
+func (e *env) withOrderRecorder() {
+	e.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.db.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE apply_order (seq bigserial PRIMARY KEY, stream_name text NOT NULL, version bigint NOT NULL);
+        GRANT INSERT, SELECT ON apply_order TO pos_app; GRANT USAGE ON SEQUENCE apply_order_seq_seq TO pos_app`); err != nil {
+		e.t.Fatal(err)
+	}
+	runner, err := projections.NewRunner(e.db.Pool, e.db.Store, projections.Options{Partitions: partitions}, append(projections.All(), orderRecorder{})...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.runner = runner
+}
+
+// checkAppliedInOrder checks that the committed applications of each of
+// the feed's streams are its versions 1, 2, 3… once each, in that order.
+func (e *env) checkAppliedInOrder(feed []eventstore.RecordedEvent) {
+	e.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, e.db.URL)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT stream_name, version FROM apply_order ORDER BY seq`)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	next := map[string]int64{}
+	for rows.Next() {
+		var stream string
+		var v int64
+		if err := rows.Scan(&stream, &v); err != nil {
+			e.t.Fatal(err)
+		}
+		if v != next[stream]+1 {
+			e.t.Fatalf("%s: version %d applied after version %d", stream, v, next[stream])
+		}
+		next[stream] = v
+	}
+	if err := rows.Err(); err != nil {
+		e.t.Fatal(err)
+	}
+	last := map[string]int64{}
+	for _, ev := range feed {
+		last[ev.Stream] = int64(ev.Version)
+	}
+	for stream, v := range last {
+		if next[stream] != v {
+			e.t.Errorf("%s: applied up to version %d of %d", stream, next[stream], v)
+		}
+	}
+}
+
 // publish publishes msg on partition's topic, as if the relay had.
 func (e *env) publish(partition int, msg *message.Message) {
 	e.t.Helper()
@@ -671,6 +744,7 @@ func TestEmbeddedServerRestartLosesNothing(t *testing.T) {
 
 func TestThreeWorkersApplyEachEventOnceInOrderAndTakeOverAStoppedOne(t *testing.T) {
 	e := newEnv(t, natsURL)
+	e.withOrderRecorder()
 	// A short AckWait: the stopped worker's in-flight message, if its
 	// acknowledgement was lost, goes to another worker within the test.
 	const ackWait = 2 * time.Second
@@ -815,8 +889,11 @@ func TestThreeWorkersApplyEachEventOnceInOrderAndTakeOverAStoppedOne(t *testing.
 		t.Errorf("daily sales count %d gross %d, want %d and %d", count, gross, len(sales), 30000*len(sales))
 	}
 
-	// In stream order: every projection of the transaction category is at
-	// each sale stream's last version.
+	// In stream order, once each: as the workers applied them.
+	e.checkAppliedInOrder(feed)
+
+	// And every projection of the transaction category is at each sale
+	// stream's last version.
 	var scoped []string
 	for _, p := range projections.All() {
 		if s, ok := p.(projections.CategoryScoped); ok && slices.Contains(s.Categories(), projections.TransactionCategory) {
