@@ -848,10 +848,13 @@ func TestTokensAreCheckedOnEveryRouteWithJWKS(t *testing.T) {
 		t.Fatal(err)
 	}
 	b64 := base64.RawURLEncoding.EncodeToString
-	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{{
-		"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256",
-		"n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes()),
-	}}})
+	// A symmetric key in the set too: were HS256 not refused outright, a
+	// token signed with it would verify.
+	oct := []byte("a-shared-secret-someone-put-in-the-jwks")
+	jwks, _ := json.Marshal(map[string]any{"keys": []map[string]string{
+		{"kty": "RSA", "kid": "k1", "use": "sig", "alg": "RS256", "n": b64(key.N.Bytes()), "e": b64(big.NewInt(int64(key.E)).Bytes())},
+		{"kty": "oct", "kid": "oct1", "use": "sig", "alg": "HS256", "k": b64(oct)},
+	}})
 	jwksSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(jwks)
@@ -865,8 +868,9 @@ func TestTokensAreCheckedOnEveryRouteWithJWKS(t *testing.T) {
 	e := newEnvWith(t, options{verifier: v})
 
 	claims := map[string]any{"sub": "u", "merchant_id": uuid.NewString(), "role": "ADMIN", "exp": time.Now().Add(time.Hour).Unix()}
+	kid := "k1"
 	signing := func(alg string) string {
-		h, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT", "kid": "k1"})
+		h, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT", "kid": kid})
 		c, _ := json.Marshal(claims)
 		return b64(h) + "." + b64(c)
 	}
@@ -894,11 +898,14 @@ func TestTokensAreCheckedOnEveryRouteWithJWKS(t *testing.T) {
 	if r := e.do(request{method: "GET", path: "/v1/settings", headers: map[string]string{"Authorization": "Bearer " + rs256()}}); r.status != 200 {
 		t.Fatalf("an RS256 token of the JWKS: %d %s", r.status, r.body)
 	}
-	for name, tok := range map[string]string{
+	cases := map[string]string{
 		"HS256 with the public key (PEM) as secret": hs256(pemKey),
 		"HS256 with the public key (DER) as secret": hs256(der),
 		"HS256 with the HS256 secret":               hs256(secret),
-	} {
+	}
+	kid = "oct1"
+	cases["HS256 with the set's symmetric key"] = hs256(oct)
+	for name, tok := range cases {
 		for _, path := range []string{"/v1/transactions", "/v1/settings"} {
 			method := "POST"
 			if path == "/v1/settings" {

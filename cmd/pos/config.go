@@ -78,7 +78,7 @@ type config struct {
 	// a query waits for X-Min-Position before answering 503
 	// not_yet_consistent. Default 2s.
 	ConsistencyWait time.Duration
-	// MetricsAddr (POS_METRICS_ADDR) is where `pos projector` serves
+	// MetricsAddr (POS_METRICS_ADDR) is where `pos projector` and `pos relay` serve
 	// /metrics and /healthz. Default 127.0.0.1:9464.
 	MetricsAddr string
 	// TracesURL is where spans are exported over OTLP/HTTP: the SDK's
@@ -93,6 +93,9 @@ const (
 	cacheOn  = "on"
 	cacheOff = "off"
 )
+
+// maxConsistencyWait bounds POS_CONSISTENCY_WAIT.
+const maxConsistencyWait = time.Minute
 
 // Values of config.ReadSide.
 const (
@@ -113,7 +116,7 @@ const devJWTSecret = "pos-development-secret-do-not-use-in-production"
 // POS_ANCHOR_INTERVAL is unset.
 const defaultAnchorInterval = time.Minute
 
-// defaultMetricsAddr is where `pos projector` serves /metrics and /healthz
+// defaultMetricsAddr is where `pos projector` and `pos relay` serve /metrics and /healthz
 // unless POS_METRICS_ADDR says otherwise (serve answers them on POS_ADDR).
 const defaultMetricsAddr = "127.0.0.1:9464"
 
@@ -148,6 +151,14 @@ func loadConfig(getenv func(string) string) (config, error) {
 	natsPort := number("POS_NATS_PORT", "0", 0, 65535)
 	reservation := duration("POS_RESERVATION_TIMEOUT", processes.DefaultReservationTimeout, false)
 	consistencyWait := duration("POS_CONSISTENCY_WAIT", api.DefaultConsistencyWait, false)
+	if consistencyWait > maxConsistencyWait {
+		errs = append(errs, fmt.Errorf("POS_CONSISTENCY_WAIT=%q: at most %s (a query holds a connection's worth of polling meanwhile)", getenv("POS_CONSISTENCY_WAIT"), maxConsistencyWait))
+	}
+	switch readSide := get("POS_READ_SIDE", readSideNATS); readSide {
+	case readSideNATS, readSideInProcess, readSideOff:
+	default:
+		errs = append(errs, fmt.Errorf("POS_READ_SIDE=%q: want %q, %q or %q", readSide, readSideNATS, readSideInProcess, readSideOff))
+	}
 	login := func(key, role string) string {
 		u := getenv(key)
 		if u == "" {

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -46,7 +47,7 @@ Configuration comes from the environment (see README.md): POS_ADDR,
 DATABASE_URL, POS_APP_DATABASE_URL, POS_API_DATABASE_URL, EVENTSTORE_URL,
 NATS_URL, REDIS_URL, POS_CACHE, POS_JWT_SECRET, POS_JWKS_URL, POS_ANCHOR_KEY,
 POS_ANCHOR_INTERVAL, POS_CURSOR_KEY, POS_OPERATOR_MERCHANTS, POS_READ_SIDE, POS_DATA_DIR,
-POS_NATS_PORT, POS_RESERVATION_TIMEOUT, POS_METRICS_ADDR,
+POS_NATS_PORT, POS_RESERVATION_TIMEOUT, POS_CONSISTENCY_WAIT, POS_METRICS_ADDR,
 POS_SHUTDOWN_GRACE_SECONDS, OTEL_EXPORTER_OTLP_ENDPOINT.
 `
 
@@ -118,8 +119,11 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 	if err == nil {
 		return conn.Close(ctx)
 	}
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); !ok || pgErr.Code != "3D000" { // invalid_catalog_name
+	if !pgCode(err, "3D000") { // invalid_catalog_name
 		return fmt.Errorf("migrate: connect to DATABASE_URL: %w", err)
+	}
+	if cc.Database == "" {
+		return fmt.Errorf("migrate: DATABASE_URL names no database: %w", err)
 	}
 	admin := cc.Copy()
 	admin.Database = "postgres"
@@ -129,13 +133,28 @@ func ensureDatabase(ctx context.Context, cc *pgx.ConnConfig) error {
 	}
 	defer conn.Close(ctx)
 	_, err = conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cc.Database}.Sanitize())
-	if pgErr, ok := errors.AsType[*pgconn.PgError](err); ok && pgErr.Code == "42P04" { // duplicate_database
-		err = nil
-	}
-	if err != nil {
+	// Created meanwhile by another process: duplicate_database, or, when
+	// both passed the name check, unique_violation on pg_database.
+	if err != nil && !pgCode(err, "42P04") && !pgCode(err, "23505") {
 		return fmt.Errorf("migrate: create database %q: %w", cc.Database, err)
 	}
 	return nil
+}
+
+// pgCode reports whether any PostgreSQL error in err's tree has code (a
+// connection that tried several hosts joins each host's error).
+func pgCode(err error, code string) bool {
+	switch e := err.(type) {
+	case nil:
+		return false
+	case *pgconn.PgError:
+		return e.Code == code
+	case interface{ Unwrap() []error }:
+		return slices.ContainsFunc(e.Unwrap(), func(err error) bool { return pgCode(err, code) })
+	case interface{ Unwrap() error }:
+		return pgCode(e.Unwrap(), code)
+	}
+	return false
 }
 
 // openStore connects to PostgreSQL (role pos_app) and returns the pool, the

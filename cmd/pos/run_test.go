@@ -191,6 +191,8 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		{"POS_ANCHOR_INTERVAL", "-1m"},
 		{"POS_CONSISTENCY_WAIT", "2"},
 		{"POS_CONSISTENCY_WAIT", "0s"},
+		{"POS_CONSISTENCY_WAIT", "10m"},
+		{"POS_READ_SIDE", "of"},
 		{"POS_SHUTDOWN_GRACE_SECONDS", "ten"},
 		{"POS_NATS_PORT", "70000"},
 		{"OTEL_EXPORTER_OTLP_ENDPOINT", "collector:4318"},
