@@ -350,3 +350,44 @@ func TestRunnerMeter(t *testing.T) {
 		t.Errorf("smallest lag %.4fs, want at least 0.020s", minLag)
 	}
 }
+
+// BenchmarkApplyOneByOne applies a backlog of 4,000 events (16 merchants)
+// one event per transaction, as the NATS consumers mostly deliver them
+// under load: the runner's cost per transaction, not per event.
+func BenchmarkApplyOneByOne(b *testing.B) {
+	ctx := context.Background()
+	env, _, admin := seedBacklog(b, 4000, 16)
+	runner, err := projections.NewRunner(env.Pool, env.Store, projections.Options{}, projections.All()...)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var all []eventstore.RecordedEvent
+	for pos := eventstore.Start; ; {
+		page, err := env.Store.ReadAll(ctx, pos, eventstore.Filter{}, 1000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		all = append(all, page...)
+		if len(page) < 1000 {
+			break
+		}
+		pos = page[len(page)-1].Position
+	}
+	var took time.Duration
+	n := 0
+	for b.Loop() {
+		b.StopTimer()
+		projtest.ResetReadModels(b, admin)
+		b.StartTimer()
+		start := time.Now()
+		for _, e := range all {
+			if err := runner.Handle(ctx, []eventstore.RecordedEvent{e}); err != nil {
+				b.Fatal(err)
+			}
+		}
+		took += time.Since(start)
+		n += len(all)
+	}
+	b.ReportMetric(float64(n)/took.Seconds(), "events/s")
+	b.ReportMetric(float64(took.Microseconds())/float64(n), "us/event")
+}

@@ -13,9 +13,8 @@ import (
 // TestAppliedVersionsUseThePrimaryKeyInAGenericPlan plans appliedVersionsSQL
 // as a connection's cached generic plan does, over a projection_streams of
 // a new deployment's size (1,200 analysed rows): it must look each pair up
-// by its partition's primary key, never scan the table. The plain LATERAL
-// join, without its LIMIT, is planned as a hash join over a sequential scan
-// here.
+// by the primary key, never scan the table. The plain LATERAL join, without
+// its LIMIT, is planned as a hash join over a sequential scan here.
 func TestAppliedVersionsUseThePrimaryKeyInAGenericPlan(t *testing.T) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
@@ -36,7 +35,7 @@ func TestAppliedVersionsUseThePrimaryKeyInAGenericPlan(t *testing.T) {
 			t.Fatalf("%s: %v", q, err)
 		}
 	}
-	rows, err := conn.Query(ctx, `EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE applied(ARRAY['transactions', 'stock_process'], ARRAY['x', 'y'])`, pgx.QueryExecModeSimpleProtocol)
+	rows, err := conn.Query(ctx, `EXPLAIN EXECUTE applied(ARRAY['transactions'], ARRAY['x'])`, pgx.QueryExecModeSimpleProtocol)
 	if err != nil {
 		t.Fatalf("explain: %v", err)
 	}
@@ -45,15 +44,7 @@ func TestAppliedVersionsUseThePrimaryKeyInAGenericPlan(t *testing.T) {
 		t.Fatalf("explain: %v", err)
 	}
 	plan := strings.Join(lines, "\n")
-	// Each pair runs in its projection's partition alone (run-time
-	// pruning): a partition analysed empty may be planned as a scan, as
-	// long as no pair of this statement reaches it.
-	scans, looked := false, false
-	for _, l := range lines {
-		scans = scans || strings.Contains(l, "Seq Scan") && !strings.Contains(l, "never executed")
-		looked = looked || strings.Contains(l, "Index Scan using projection_streams_transactions_pkey") && strings.Contains(l, "(actual")
-	}
-	if scans || !looked {
+	if strings.Contains(plan, "Seq Scan") || !strings.Contains(plan, "Index Scan using projection_streams_pkey") {
 		t.Fatalf("generic plan scans projection_streams:\n%s", plan)
 	}
 	t.Log(plan)

@@ -216,9 +216,7 @@ type Options struct {
 // Tabled is implemented by a Projector whose read model can be rebuilt
 // (package rebuild): Tables names the tables it alone writes, in schema
 // public, and Reads the projectors whose tables it reads while applying
-// events (their state at each event must be rebuilt beside it). Its stream
-// versions need a partition of projection_streams of its own (see
-// migration 00014), which the rebuild's swap exchanges.
+// events (their state at each event must be rebuilt beside it).
 type Tabled interface {
 	Tables() []string
 	Reads() []string

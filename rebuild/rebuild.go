@@ -20,8 +20,7 @@
 //     and P's live tables (readers and every projection runner wait from
 //     here), applies the last events to the shadow, drops the live tables,
 //     moves the shadows into public and takes the shadow's checkpoints and
-//     stream versions as P's (its partition of projection_streams, swapped
-//     like a table: migration 00014). The shadow has then applied at least every
+//     stream versions as P's. The shadow has then applied at least every
 //     event the live projection had (it read the feed up to its horizon
 //     after the lock, and the live runners can only have applied events
 //     before it), so the live runners go on from there: what they deliver
@@ -34,14 +33,17 @@
 // Readers wait only for step 4: at most swapLockWait for its locks, then
 // the last tail (at most swapCatchup, else it rolls back and is tried
 // again) and the DDL. A failure before the swap leaves the live tables
-// untouched and drops its shadows (pos_rebuild_discard, migration 00015;
+// untouched and drops its shadows (pos_rebuild_discard, migration 00014;
 // the next rebuild drops them if it lost its slot); a crash leaves a row
 // 'running' whose lock nobody holds, which the next rebuild marks
 // 'abandoned'.
 //
-// Hazards: the process managers are not projections, and are never
-// rebuilt (their effects are commands); a projection needs a partition of
-// projection_streams of its own to be swapped (migration 00014).
+// Hazards: the swap copies P's rows of projection_streams (one per stream
+// P has seen) while the live tables are locked, so its pause grows with the
+// number of sales (Progress.Locked says how long it was; exchanging
+// partitions instead was measured and left out, see the README); and the
+// process managers are not projections, and are never rebuilt (their
+// effects are commands).
 package rebuild
 
 import (
