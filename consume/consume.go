@@ -379,7 +379,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 			MaxInterval:     10 * opts.RetryInterval,
 			Multiplier:      2,
 			ShouldRetry:     func(p middleware.RetryParams) bool { return !Permanent(p.Err) },
-			Logger:          logger,
+			Logger:          retryLogger{drainedLogger: logger, log: opts.Logger},
 		}.Middleware,
 	)
 	if err := provisionDurables(url, opts); err != nil {
@@ -833,6 +833,36 @@ func (l drainedLogger) Error(msg string, err error, fields watermill.LogFields) 
 
 func (l drainedLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
 	return drainedLogger{l.LoggerAdapter.With(fields), l.c}
+}
+
+// retryLogger logs the Retry middleware's "retrying" errors as warnings:
+// a retried attempt is not a failure yet (a message whose context ended
+// while its partition caught up, a deadlock), and the last attempt's
+// error is logged as an error where it ends (the router, the poison
+// queue).
+type retryLogger struct {
+	drainedLogger
+	log *slog.Logger
+}
+
+func (l retryLogger) Error(msg string, err error, fields watermill.LogFields) {
+	if l.c.closing.Load() {
+		l.drainedLogger.Error(msg, err, fields) // its quieting after the drain
+		return
+	}
+	args := []any{"err", err}
+	for k, v := range fields {
+		args = append(args, k, v)
+	}
+	l.log.Warn(msg, args...)
+}
+
+func (l retryLogger) With(fields watermill.LogFields) watermill.LoggerAdapter {
+	args := make([]any, 0, 2*len(fields))
+	for k, v := range fields {
+		args = append(args, k, v)
+	}
+	return retryLogger{drainedLogger{l.drainedLogger.LoggerAdapter.With(fields), l.c}, l.log.With(args...)}
 }
 
 // countingPublisher counts what it publishes successfully (the dead
