@@ -82,5 +82,9 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 		log.Info("workers consuming", "worker", w.name, "url", cfg.NATSURL, "partitions", runner.Partitions())
 		g.Go(func() error { return c.Run(gctx) })
 	}
-	return g.Wait()
+	if err := g.Wait(); err != nil {
+		return err
+	}
+	log.Info("workers stopped")
+	return nil
 }

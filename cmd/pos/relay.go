@@ -53,6 +53,7 @@ func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err := rel.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("relay: %w", err)
 	}
+	log.Info("relay stopped")
 	return nil
 }
 
