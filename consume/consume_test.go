@@ -710,7 +710,7 @@ func TestEmbeddedServerRestartLosesNothing(t *testing.T) {
 	}
 	t.Cleanup(func() { srv.Shutdown() }) // after the env's cleanups
 	e := newEnv(t, srv.URL())
-	e.consumer(consume.Options{
+	c := e.consumer(consume.Options{
 		NatsOptions: []nats.Option{nats.MaxReconnects(-1), nats.ReconnectWait(100 * time.Millisecond)},
 	})
 	e.relay(relay.Options{})
@@ -721,11 +721,18 @@ func TestEmbeddedServerRestartLosesNothing(t *testing.T) {
 	}
 	e.waitApplied(20 * time.Second)
 
-	// Down while the relay publishes and the consumers apply (nothing
-	// waited for): messages in flight, acks lost, publishes refused.
+	// Down while the relay publishes and the consumers apply: once the
+	// consumer has taken the first of the next sales' messages (not all
+	// of them, most of the time): messages in flight, acks lost,
+	// publishes refused.
+	before := c.Handled()
 	for i, m := range ms {
 		sales = append(sales, e.sale(m, "000-01"+string(rune('1'+i))))
 	}
+	for deadline := time.Now().Add(5 * time.Second); c.Handled() == before && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	t.Logf("broker stopped after %d of the next sales' messages were handled", c.Handled()-before)
 	srv.Shutdown()
 	for i, m := range ms {
 		sales = append(sales, e.sale(m, "000-02"+string(rune('1'+i))))
