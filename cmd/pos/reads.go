@@ -68,8 +68,10 @@ func apiReads(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 // Reader, Checkpoints and Partitions, and starts over pool, until ctx ends,
 // a projections runner that keeps the read models up to date and the
 // process managers' runner, which sends its commands through h: through
-// NATS or in process, see startProjections. The returned channel is closed
-// once the workers have stopped, after ctx ended.
+// NATS or in process, see startProjections (none with POS_READ_SIDE=off:
+// other processes keep the read models). The returned channel is closed
+// once the workers have stopped, after ctx ended (at once when there are
+// none).
 func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Config, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, h *commands.Handlers) (workersStopped <-chan struct{}, hot *cache.Cache, err error) {
 	key, err := cursorKey(cfg, log)
 	if err != nil {
