@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 
 	"golang.org/x/sync/errgroup"
@@ -21,31 +19,19 @@ import (
 // package consume). Migrations are serve's job; the relay runs in serve, or
 // alone (`pos relay`).
 func projector(ctx context.Context, cfg config, log *slog.Logger) error {
-	if cfg.NATSURL == "" {
-		return errors.New("projector: NATS_URL is required (an embedded server lives in serve's process)")
-	}
-	pool, store, closeStore, err := openStore(ctx, cfg)
+	// The workers' metrics (lag, dead letters, conflicts) are scraped on
+	// POS_METRICS_ADDR.
+	pool, store, tel, closeAll, err := brokerProcess(ctx, cfg, log, "projector")
 	if err != nil {
 		return err
 	}
-	defer closeStore()
+	defer closeAll()
 	reg, err := commands.Registry()
 	if err != nil {
 		return err
 	}
-	tel, closeTel, err := startTelemetry(cfg, log)
-	if err != nil {
-		return fmt.Errorf("projector: %w", err)
-	}
-	defer closeTel()
 	meter, procMeter := tel.Meter("pos/consume"), tel.Meter("pos/processes")
 	opts := projections.Options{Meter: tel.Meter("pos/projections")}
-	// The workers' metrics (lag, dead letters, conflicts) are scraped here.
-	closeMetrics, err := serveMetrics(cfg, log, tel, "projector")
-	if err != nil {
-		return err
-	}
-	defer closeMetrics()
 	// The workers invalidate the cache of what they apply, as serve's do;
 	// its client closes after they have stopped (they finish the messages
 	// they hold first, see consume.Run).

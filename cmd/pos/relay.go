@@ -9,6 +9,9 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"pos/eventstore"
 	"pos/internal/telemetry"
 	"pos/projections"
 	"pos/relay"
@@ -21,24 +24,11 @@ import (
 // `pos relay`, or a serve with its own relay, waits and takes over within
 // seconds when the leader dies. Migrations are serve's job.
 func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
-	if cfg.NATSURL == "" {
-		return errors.New("relay: NATS_URL is required (an embedded server lives in serve's process)")
-	}
-	pool, store, closeStore, err := openStore(ctx, cfg)
+	pool, store, tel, closeAll, err := brokerProcess(ctx, cfg, log, "relay")
 	if err != nil {
 		return err
 	}
-	defer closeStore()
-	tel, closeTel, err := startTelemetry(cfg, log)
-	if err != nil {
-		return fmt.Errorf("relay: %w", err)
-	}
-	defer closeTel()
-	closeMetrics, err := serveMetrics(cfg, log, tel, "relay")
-	if err != nil {
-		return err
-	}
-	defer closeMetrics()
+	defer closeAll()
 	pub, err := relay.NewPublisher(cfg.NATSURL)
 	if err != nil {
 		return fmt.Errorf("relay publisher: %w", err)
@@ -55,6 +45,33 @@ func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	log.Info("relay stopped")
 	return nil
+}
+
+// brokerProcess opens what a process of the read side without the API
+// (`pos projector`, `pos relay`: name) needs: NATS_URL, which it requires
+// (an embedded server lives in serve's process), the store and its pool,
+// telemetry, and /metrics on POS_METRICS_ADDR. closeAll closes them, last
+// opened first.
+func brokerProcess(ctx context.Context, cfg config, log *slog.Logger, name string) (pool *pgxpool.Pool, store eventstore.Store, tel *telemetry.Telemetry, closeAll func(), err error) {
+	if cfg.NATSURL == "" {
+		return nil, nil, nil, nil, fmt.Errorf("%s: NATS_URL is required (an embedded server lives in serve's process)", name)
+	}
+	pool, store, closeStore, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
+	tel, closeTel, err := startTelemetry(cfg, log)
+	if err != nil {
+		closeStore()
+		return nil, nil, nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	closeMetrics, err := serveMetrics(cfg, log, tel, name)
+	if err != nil {
+		closeTel()
+		closeStore()
+		return nil, nil, nil, nil, err
+	}
+	return pool, store, tel, func() { closeMetrics(); closeTel(); closeStore() }, nil
 }
 
 // serveMetrics serves /metrics and /healthz on POS_METRICS_ADDR for a
