@@ -7,6 +7,23 @@
 #   10row: one 10-row INSERT ... SELECT ... FROM (VALUES ...) of one stream
 #          per transaction (autocommit).
 #
+# and the sales load scenario's own writes, done by PostgreSQL alone (no
+# server, no HTTP, no Go): a ceiling for scripts/load.sh, not a floor.
+#
+#   sale-writes: one sale as the fewest transactions its commands need:
+#          7 keyed commands (each BEGIN, its events, its idempotency key,
+#          COMMIT, in one pipeline; checkout adds 3 ledger reservations on
+#          streams of their own) and the stock process manager's 3 ledger
+#          commits in one transaction: 8 transactions, 16 events;
+#   sale:  the same, each of the 8 followed by the smallest read-side
+#          transaction it causes (the stream's applied version and one
+#          read-model row, upserted, in one pipeline).
+#
+# Both are generous to the server: no reads at all (no head, no ledger, no
+# replayed key), no contention on shared ledger streams, no relay, no
+# process-manager bookkeeping, a read side that touches one row per
+# transaction, and every transaction one round trip.
+#
 # The same row as the store writes: ~200-byte JSON data and ~330-byte jsonb
 # metadata sent as bind parameters (pgbench -D, -M prepared, one per row, so
 # the server parses every row's json and jsonb as it does for the store),
@@ -14,12 +31,15 @@
 #
 # Needs PGHOST_ADDR. Functions: floor_psql, floor_create DB,
 # floor_write_scripts DIR, floor_pgbench DB SCRIPT_FILE CLIENTS SECONDS LOG.
+# pgbench's pipelines need PostgreSQL 14 or later.
 
 floor_psql() {
 	PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PGHOST_ADDR" -U postgres "$@"
 }
 
-# floor_create DB: a fresh database DB holding the empty table t.
+# floor_create DB: a fresh database DB holding the empty table t, and k, ps
+# and rm for the sale scripts (idempotency_keys', projection_streams' and a
+# read model's shapes).
 floor_create() {
 	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"
 	floor_psql -d "$1" <<'SQL'
@@ -41,13 +61,40 @@ CREATE TABLE t (
 );
 CREATE INDEX t_feed_idx ON t (transaction_id, id);
 CREATE INDEX t_merchant_feed_idx ON t (merchant_id, transaction_id, id);
+CREATE TABLE k (
+    merchant_id  uuid        NOT NULL,
+    key          text        NOT NULL,
+    request_hash bytea       NOT NULL,
+    status_code  integer     NOT NULL,
+    headers      jsonb       NOT NULL,
+    body         bytea       NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, key)
+);
+CREATE INDEX k_created_idx ON k (created_at);
+CREATE TABLE ps (
+    projection  text   NOT NULL,
+    stream_name text   NOT NULL,
+    version     bigint NOT NULL,
+    PRIMARY KEY (projection, stream_name)
+);
+CREATE TABLE rm (
+    merchant_id uuid   NOT NULL,
+    id          uuid   NOT NULL,
+    status      text   NOT NULL,
+    total       bigint NOT NULL,
+    lines       jsonb  NOT NULL,
+    version     bigint NOT NULL,
+    PRIMARY KEY (merchant_id, id)
+);
 SQL
 }
 
 floor_data='{"line_id":"0193a5c1-7a2b-7c3d-8e4f-5a6b7c8d9e0f","sku":"COF-FW-L","name":"Flat white, oat, large","qty":2,"unit_price":{"amount":"4.50","currency":"EUR"},"tax_code":"VAT-R","note":"extra hot, no lid"}'
 floor_meta='{"merchant_id":"0193a5c0-0000-7000-8000-0000000000aa","actor":"0193a5c2-1111-7222-8333-444455556666","role":"CASHIER","correlation_id":"0193a5c3-2222-7333-8444-555566667777","causation_id":"0193a5c3-2222-7333-8444-555566667778","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01","tracestate":"pos=terminal-07"}'
 
-# floor_write_scripts DIR: DIR/1row.sql and DIR/10row.sql.
+# floor_write_scripts DIR: DIR/1row.sql, DIR/10row.sql, DIR/sale-writes.sql
+# and DIR/sale.sql.
 floor_write_scripts() {
 	local hash='\x9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08'
 	local merchant="('0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0'))::uuid"
@@ -70,6 +117,58 @@ SQL
 		done
 		echo ") AS r(version, data, meta);"
 	} >"$1/10row.sql"
+	floor_sale_script "$hash" "$merchant" "$cols" false >"$1/sale-writes.sql"
+	floor_sale_script "$hash" "$merchant" "$cols" true >"$1/sale.sql"
+}
+
+# floor_sale_script HASH MERCHANT COLUMNS READS: one sale's transactions (see
+# the top of this file), with their read-side transactions when READS is
+# true, on stdout.
+floor_sale_script() {
+	local hash=$1 merchant=$2 cols=$3 reads=$4 v
+	local sale="'transaction-0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0') || '.0193a5c1-0000-7000-8000-' || lpad(to_hex(:sale::bigint), 12, '0')"
+	local ledger="'stock_ledger-0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0') || '.' || gen_random_uuid()"
+	# event STREAM VERSION: one event row.
+	event() {
+		echo "INSERT INTO t ($cols) VALUES (gen_random_uuid(), $1, $2, $merchant, 'ItemAdded', 1, :data::json, :meta::jsonb, '$hash', '$hash');"
+	}
+	# applied STREAM VERSION: the read-side transaction of one stream's events.
+	applied() {
+		[ "$reads" = true ] || return 0
+		echo '\startpipeline'
+		echo "BEGIN;"
+		echo "INSERT INTO ps (projection, stream_name, version) VALUES ('transactions', $1, $2)"
+		echo "    ON CONFLICT (projection, stream_name) DO UPDATE SET version = excluded.version;"
+		echo "INSERT INTO rm (merchant_id, id, status, total, lines, version) VALUES ($merchant, md5($1)::uuid, 'draft', 1000, :data::jsonb, $2)"
+		echo "    ON CONFLICT (merchant_id, id) DO UPDATE SET total = rm.total + 1, lines = excluded.lines, version = excluded.version;"
+		echo "COMMIT;"
+		echo '\endpipeline'
+	}
+	echo '\set sale random(1, 1000000000000)'
+	for v in 1 2 3 4 5 6 7; do
+		echo '\startpipeline'
+		echo "BEGIN;"
+		event "$sale" "$v"
+		if [ "$v" = 5 ]; then # checkout reserves 3 SKUs
+			event "$ledger" 1
+			event "$ledger" 1
+			event "$ledger" 1
+		fi
+		echo "INSERT INTO k (merchant_id, key, request_hash, status_code, headers, body)"
+		echo "VALUES ($merchant, gen_random_uuid()::text, '$hash', 201, '{\"Content-Type\": [\"application/json\"]}', convert_to(:data, 'UTF8'));"
+		echo "COMMIT;"
+		echo '\endpipeline'
+		applied "$sale" "$v"
+	done
+	# The stock process manager commits the 3 reservations.
+	echo '\startpipeline'
+	echo "BEGIN;"
+	event "$ledger" 2
+	event "$ledger" 2
+	event "$ledger" 2
+	echo "COMMIT;"
+	echo '\endpipeline'
+	applied "'stock-' || :sale" 1
 }
 
 # floor_pgbench DB SCRIPT_FILE CLIENTS SECONDS LOG: one pgbench run from an
@@ -77,7 +176,7 @@ SQL
 # log) when pgbench reports no TPS or any failed transaction.
 floor_pgbench() {
 	local j=$(($3 < 2 ? $3 : 2)) tps
-	floor_psql -d "$1" -c "TRUNCATE t" -c CHECKPOINT || return 1
+	floor_psql -d "$1" -c "TRUNCATE t, k, ps, rm" -c CHECKPOINT || return 1
 	pgbench -h "$PGHOST_ADDR" -U postgres -n -M prepared -c "$3" -j "$j" -T "$4" \
 		-D "data=$floor_data" -D "meta=$floor_meta" -f "$2" "$1" >"$5" 2>&1 || true
 	tps=$(awk '/^tps = / { print $3; exit }' "$5")

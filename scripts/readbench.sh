@@ -7,7 +7,11 @@
 #      at SALES_RATE commands/s for SALES_SECONDS, with -read-side: events/s
 #      applied by the projections and the lag from append to the commit of
 #      the read model (pos.projection.lag, p50/p99 from its buckets in
-#      /metrics). Target: p99 <= 100 ms at 1,000 commands/s. First the same
+#      /metrics). Target: p99 <= 100 ms at 1,000 commands/s. Beside it the
+#      ceiling: the same sales, each transaction with the smallest read-side
+#      transaction it causes, run by PostgreSQL alone (pgbench's sale script,
+#      scripts/pgbench-floor.sh, 32 clients), and the share of the two cores
+#      the target's rate would take at that ceiling. First the same
 #      load at SUSTAINED_RATE commands/s, a rate these two cores carry with
 #      their read side, for the pipeline's own lag (no target).
 #   2. reads: READ_SALES more complete sales created (each waited for in the
@@ -65,6 +69,8 @@ QUIET_SECONDS=${QUIET_SECONDS:-35}
 REPLAY_EVENTS=${REPLAY_EVENTS:-20000}
 GO=${GO:-go}
 DB=pos_readbench
+FLOOR_DB=pos_readbench_pgbench
+PGBENCH_SECONDS=${PGBENCH_SECONDS:-10}
 OUT=bench-results/read
 
 scripts/services.sh
@@ -76,6 +82,7 @@ cleanup() {
 	stop_server
 	rm -rf "$OUT/data" # the embedded NATS server's streams
 	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+	floor_psql -d postgres -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)" >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -149,6 +156,13 @@ start_server writes
 
 mint_tokens bin/pos "$OUT/tokens.txt" "$MERCHANTS"
 
+# The ceiling, in this session, while the (idle) server is up.
+floor_create "$FLOOR_DB"
+floor_write_scripts "$OUT"
+echo "readbench: pgbench sale (the ceiling), 32 clients, ${PGBENCH_SECONDS}s" >&2
+sale_tps=$(floor_pgbench "$FLOOR_DB" "$OUT/sale.sql" 32 "$PGBENCH_SECONDS" "$OUT/pgbench-sale-c32.txt")
+floor_psql -d postgres -c "DROP DATABASE IF EXISTS $FLOOR_DB WITH (FORCE)"
+
 # 1. The sales load, with the projections' lag: at a rate the machine
 # sustains, then at the target's (each run measures its own events).
 if [ "$SUSTAINED_RATE" -gt 0 ]; then
@@ -206,7 +220,8 @@ sed 's/^/  /' "$OUT/replay.txt" >&2
 	printf '\nRead side (issue #5) against bin/pos serve, %s merchants (%s, %s cores shared by server, PostgreSQL %s, Redis, NATS and load generator)\n' \
 		"$MERCHANTS" "$(date -u +%FT%TZ)" "$(nproc)" "$(floor_psql -d postgres -tAc 'SHOW server_version' | awk '{ print $1 }')"
 	awk -v rate="$READ_RATE" -v conns="$CONNECTIONS" -v sales="$READ_SALES" -v secs="$READ_SECONDS" \
-		-v salesrate="$SALES_RATE" -v salessecs="$SALES_SECONDS" -v inval="$inval_errors" -v wfall="$write_fallbacks" '
+		-v salesrate="$SALES_RATE" -v salessecs="$SALES_SECONDS" -v inval="$inval_errors" -v wfall="$write_fallbacks" \
+		-v sale_tps="$sale_tps" -v cores="$(nproc)" '
 		function verdict(ok) { if (!ok) missed++; return ok ? "PASS" : "FAIL" }
 		# A lag quantile at the histogram'"'"'s top bound is only known to be above it.
 		function ms(v) { return (lag_top > 0 && v >= lag_top) ? sprintf(">%d", lag_top) : sprintf("%.2f", v) }
@@ -230,6 +245,8 @@ sed 's/^/  /' "$OUT/replay.txt" >&2
 				if (lag_drained[i] != "true") printf "   %s: the projections were still applying 3 minutes after the load: the lag misses the slowest events\n", nm
 			}
 			if (ln == 0) { print "no lag result"; missed++ }
+			printf "   ceiling: PostgreSQL alone (pgbench sale, 32 clients) runs these sales with the smallest read side at %.0f commands/s on all %d cores;\n", sale_tps * 7, cores
+			printf "   %d commands/s would take %.2f of them before any server, broker or load generator\n", salesrate, salesrate / (sale_tps * 7)
 			if (sales_err > 0) printf "   sales load errors: %d\n", sales_err
 			printf "   cache during the writes: %d invalidations failed (each makes that process bypass the cache for 5 min), %d fallbacks\n", inval, wfall
 
