@@ -14,6 +14,9 @@
 #   closed-8, closed-32, closed-64   N clients as fast as they go, keys on
 #   closed-32-nokeys                 the same without Idempotency-Key
 #   open-1000/s                      a fixed 1,000 commands/s, keys on
+#   closed-32-noread                 closed-32 against serve with
+#                                    POS_READ_SIDE=off: the command path
+#                                    alone, for the ceiling's budget
 #
 # and prints sales/s, commands/s, p50/p95/p99 and errors per scenario, the
 # closed-loop ratio commands/s ÷ pgbench TPS, and PASS/FAIL against the
@@ -65,15 +68,22 @@ floor_psql -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE 
 
 pick_port load
 
-echo "load: starting bin/pos serve on $base, database $DB" >&2
-# Its own NATS data directory: the embedded broker's streams and durables
-# must start as empty as the database (a ./data left by `make run` or an
-# earlier run would replay another database's events into this one).
-env -u EVENTSTORE_URL -u POS_JWKS_URL -u NATS_URL \
-	DATABASE_URL="postgres://postgres@$PGHOST_ADDR:5432/$DB?sslmode=disable" POS_ADDR="127.0.0.1:$port" \
-	POS_DATA_DIR="$OUT/data" bin/pos serve >"$OUT/server.log" 2>&1 &
-server_pid=$!
-wait_ready load "$OUT/server.log"
+# start_server LOG [VAR=VALUE...]: bin/pos serve as `make run` does (every
+# default but the VARs) on $DB and $port, its log in $OUT/LOG. Its own NATS
+# data directory: the embedded broker's streams and durables must start as
+# empty as the database (a ./data left by `make run` or an earlier run would
+# replay another database's events into this one).
+start_server() {
+	local log=$1
+	shift
+	echo "load: starting bin/pos serve on $base, database $DB $*" >&2
+	env -u EVENTSTORE_URL -u POS_JWKS_URL -u NATS_URL -u POS_READ_SIDE \
+		DATABASE_URL="postgres://postgres@$PGHOST_ADDR:5432/$DB?sslmode=disable" POS_ADDR="127.0.0.1:$port" \
+		POS_DATA_DIR="$OUT/data" "$@" bin/pos serve >"$OUT/$log" 2>&1 &
+	server_pid=$!
+	wait_ready load "$OUT/$log"
+}
+start_server server.log
 
 mint_tokens bin/pos "$OUT/tokens.txt" "$MERCHANTS"
 
@@ -111,11 +121,15 @@ scenario closed-32 -mode closed -clients 32
 scenario closed-64 -mode closed -clients 64
 scenario closed-32-nokeys -mode closed -clients 32 -keys=false
 scenario open-1000/s -mode open -rate 1000
-
-kill "$server_pid"
-wait "$server_pid" 2>/dev/null || true
-server_pid=""
 server_errors=$(grep -c '"level":"ERROR"' "$OUT/server.log" || true)
+
+# The command path alone, for the ceiling's budget: the API without its
+# read side (no relay, broker or projections; the same database).
+stop_server
+start_server server-noread.log POS_READ_SIDE=off
+scenario closed-32-noread -mode closed -clients 32
+stop_server
+server_errors=$((server_errors + $(grep -c '"level":"ERROR"' "$OUT/server-noread.log" || true)))
 
 {
 	printf '\nComplete sales (open, 3 items, checkout, cash, complete) against bin/pos serve, %s merchants, %ss each after %ss warm-up\n' \
@@ -126,9 +140,9 @@ server_errors=$(grep -c '"level":"ERROR"' "$OUT/server.log" || true)
 	printf 'ceiling: the same sales as PostgreSQL alone would run them (pgbench, no server; see scripts/pgbench-floor.sh), 32 clients:\n'
 	awk -v tps="$tps" -v w="$sale_writes_tps" -v r="$sale_tps" 'BEGIN {
 		printf "  sale-writes (its 8 transactions, no read side)        %6.1f sales/s = %6.0f commands/s = %.2f of 1row\n", w, w * 7, w * 7 / tps
-		printf "  sale (each with its smallest read-side transaction)   %6.1f sales/s = %6.0f commands/s = %.2f of 1row\n\n", r, r * 7, r * 7 / tps
+		printf "  sale (and its whole read side in one transaction)     %6.1f sales/s = %6.0f commands/s = %.2f of 1row\n\n", r, r * 7, r * 7 / tps
 	}'
-	awk -v tps="$tps" -v ceiling="$sale_tps" '
+	awk -v tps="$tps" -v ceiling="$sale_tps" -v writes="$sale_writes_tps" -v cores="$(nproc)" '
 		BEGIN {
 			printf "%-17s %8s %10s %7s %7s %7s %7s %12s  %-28s  %s\n", "scenario", "sales/s", "commands/s", "p50 ms", "p95 ms", "p99 ms", "errors", "cmds/pgbench", "target", "CPU cores: server/pg/loadgen/other"
 			missed = 0; errors = 0
@@ -138,6 +152,10 @@ server_errors=$(grep -c '"level":"ERROR"' "$OUT/server.log" || true)
 			errors += err + werr
 			ratio = "-"; target = "-"
 			if (name ~ /^closed/) ratio = sprintf("%.2f", cmds / tps)
+			if (name == "closed-32" || name == "closed-32-noread") {
+				# CPU µs a command: server, load generator
+				srv[name] = $10 / cmds * 1e6; gen[name] = $12 / cmds * 1e6
+			}
 			if (name == "closed-32") {
 				closed32 = cmds
 				ok = (cmds / tps >= 0.40)
@@ -156,6 +174,13 @@ server_errors=$(grep -c '"level":"ERROR"' "$OUT/server.log" || true)
 		}
 		END {
 			if (closed32 != "") printf "\nclosed-32 reached %.2f of the sale ceiling (commands/s ÷ (sale TPS × 7))\n", closed32 / (ceiling * 7)
+			if ("closed-32-noread" in srv) {
+				# At the target every command may cost cores ÷ (0.40 × TPS) of CPU in all;
+				# PostgreSQL doing no more than sale-writes takes cores ÷ (writes × 7) of it.
+				budget = cores / (0.40 * tps) * 1e6; pg = cores / (writes * 7) * 1e6
+				printf "budget at the target: %.0f µs of CPU a command in all; sale-writes alone takes %.0f of it, leaving %.0f;\n", budget, pg, budget - pg
+				printf "  the command path alone (closed-32-noread) cost the server %.0f µs and the load generator %.0f µs a command\n", srv["closed-32-noread"], gen["closed-32-noread"]
+			}
 			printf "\nerrors in all scenarios, warm-up included: %d  zero errors %s\n", errors, (errors == 0 ? "PASS" : "FAIL")
 			if (nbusy > 0) printf "* other processes took over 0.10 cores meanwhile: that row says more about them than about pos; run again on a quiet machine\n"
 			if (errors > 0) missed++

@@ -7,22 +7,26 @@
 #   10row: one 10-row INSERT ... SELECT ... FROM (VALUES ...) of one stream
 #          per transaction (autocommit).
 #
-# and the sales load scenario's own writes, done by PostgreSQL alone (no
-# server, no HTTP, no Go): a ceiling for scripts/load.sh, not a floor.
+# and the sales load scenario's own transactions, done by PostgreSQL alone
+# (no server, no HTTP, no Go): a ceiling for scripts/load.sh, not a floor.
 #
 #   sale-writes: one sale as the fewest transactions its commands need:
 #          7 keyed commands (each BEGIN, its events, its idempotency key,
 #          COMMIT, in one pipeline; checkout adds 3 ledger reservations on
-#          streams of their own) and the stock process manager's 3 ledger
-#          commits in one transaction: 8 transactions, 16 events;
-#   sale:  the same, each of the 8 followed by the smallest read-side
-#          transaction it causes (the stream's applied version and one
-#          read-model row, upserted, in one pipeline).
+#          streams of their own, the cash payment its TransactionPaid) and
+#          the stock process manager's 3 ledger commits in one transaction:
+#          8 transactions, 14 events, as a real sale appends;
+#   sale:  the same, then the whole sale's read side in one transaction of
+#          two statements (the applied version of its 4 streams and 4
+#          read-model rows, upserted in one pipeline).
 #
 # Both are generous to the server: no reads at all (no head, no ledger, no
 # replayed key), no contention on shared ledger streams, no relay, no
-# process-manager bookkeeping, a read side that touches one row per
-# transaction, and every transaction one round trip.
+# process-manager bookkeeping, one read-side transaction a sale (the live
+# runners take one per one or two events), and every transaction one round
+# trip. Event ids are random (gen_random_uuid), as the keys are; the
+# store's are UUIDv7s, which a run's small indexes take no slower (two
+# same-hour pairs, see the README's "Sales load").
 #
 # The same row as the store writes: ~200-byte JSON data and ~330-byte jsonb
 # metadata sent as bind parameters (pgbench -D, -M prepared, one per row, so
@@ -122,53 +126,59 @@ SQL
 }
 
 # floor_sale_script HASH MERCHANT COLUMNS READS: one sale's transactions (see
-# the top of this file), with their read-side transactions when READS is
-# true, on stdout.
+# the top of this file), then its read-side transaction when READS is true,
+# on stdout.
 floor_sale_script() {
 	local hash=$1 merchant=$2 cols=$3 reads=$4 v
-	local sale="'transaction-0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0') || '.0193a5c1-0000-7000-8000-' || lpad(to_hex(:sale::bigint), 12, '0')"
-	local ledger="'stock_ledger-0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0') || '.' || gen_random_uuid()"
-	# event STREAM VERSION: one event row.
-	event() {
-		echo "INSERT INTO t ($cols) VALUES (gen_random_uuid(), $1, $2, $merchant, 'ItemAdded', 1, :data::json, :meta::jsonb, '$hash', '$hash');"
-	}
-	# applied STREAM VERSION: the read-side transaction of one stream's events.
-	applied() {
-		[ "$reads" = true ] || return 0
-		echo '\startpipeline'
-		echo "BEGIN;"
-		echo "INSERT INTO ps (projection, stream_name, version) VALUES ('transactions', $1, $2)"
-		echo "    ON CONFLICT (projection, stream_name) DO UPDATE SET version = excluded.version;"
-		echo "INSERT INTO rm (merchant_id, id, status, total, lines, version) VALUES ($merchant, md5($1)::uuid, 'draft', 1000, :data::jsonb, $2)"
-		echo "    ON CONFLICT (merchant_id, id) DO UPDATE SET total = rm.total + 1, lines = excluded.lines, version = excluded.version;"
-		echo "COMMIT;"
-		echo '\endpipeline'
+	local prefix="'0193a5c0-0000-7000-8000-' || lpad(to_hex(:client_id::int), 12, '0')"
+	local sale="'transaction-' || $prefix || '.0193a5c1-0000-7000-8000-' || lpad(to_hex(:sale::bigint), 12, '0')"
+	local ledger="'stock_ledger-' || $prefix || '.' || gen_random_uuid()"
+	# floor_event STREAM VERSION...: one append, a row per version.
+	floor_event() {
+		local stream=$1 rows="" v
+		shift
+		for v in "$@"; do
+			rows="$rows${rows:+, }(gen_random_uuid(), $stream, $v, $merchant, 'ItemAdded', 1, :data::json, :meta::jsonb, '$hash', '$hash')"
+		done
+		echo "INSERT INTO t ($cols) VALUES $rows;"
 	}
 	echo '\set sale random(1, 1000000000000)'
-	for v in 1 2 3 4 5 6 7; do
+	# open, 3 items, checkout (and its 3 reservations), cash (and paid), complete
+	for v in 1 2 3 4 5 6 8; do
 		echo '\startpipeline'
 		echo "BEGIN;"
-		event "$sale" "$v"
-		if [ "$v" = 5 ]; then # checkout reserves 3 SKUs
-			event "$ledger" 1
-			event "$ledger" 1
-			event "$ledger" 1
-		fi
+		case $v in
+		5) floor_event "$sale" 5 && floor_event "$ledger" 1 && floor_event "$ledger" 1 && floor_event "$ledger" 1 ;;
+		6) floor_event "$sale" 6 7 ;;
+		*) floor_event "$sale" "$v" ;;
+		esac
 		echo "INSERT INTO k (merchant_id, key, request_hash, status_code, headers, body)"
 		echo "VALUES ($merchant, gen_random_uuid()::text, '$hash', 201, '{\"Content-Type\": [\"application/json\"]}', convert_to(:data, 'UTF8'));"
 		echo "COMMIT;"
 		echo '\endpipeline'
-		applied "$sale" "$v"
 	done
 	# The stock process manager commits the 3 reservations.
 	echo '\startpipeline'
 	echo "BEGIN;"
-	event "$ledger" 2
-	event "$ledger" 2
-	event "$ledger" 2
+	floor_event "$ledger" 2
+	floor_event "$ledger" 2
+	floor_event "$ledger" 2
 	echo "COMMIT;"
 	echo '\endpipeline'
-	applied "'stock-' || :sale" 1
+	[ "$reads" = true ] || return 0
+	# The sale's read side: its stream and 3 stock rows.
+	local rows="($sale, 8, md5($sale)::uuid)" i
+	for i in 1 2 3; do
+		rows="$rows, ('stock-' || $prefix || '.' || :sale::bigint || '.$i', 2, md5($sale || '.$i')::uuid)"
+	done
+	echo '\startpipeline'
+	echo "BEGIN;"
+	echo "INSERT INTO ps (projection, stream_name, version) SELECT 'p', s, v FROM (VALUES $rows) AS r(s, v, id)"
+	echo "    ON CONFLICT (projection, stream_name) DO UPDATE SET version = excluded.version;"
+	echo "INSERT INTO rm (merchant_id, id, status, total, lines, version) SELECT $merchant, id, 'complete', 1000, :data::jsonb, v FROM (VALUES $rows) AS r(s, v, id)"
+	echo "    ON CONFLICT (merchant_id, id) DO UPDATE SET total = rm.total + 1, lines = excluded.lines, version = excluded.version;"
+	echo "COMMIT;"
+	echo '\endpipeline'
 }
 
 # floor_pgbench DB SCRIPT_FILE CLIENTS SECONDS LOG: one pgbench run from an

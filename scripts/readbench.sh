@@ -34,8 +34,8 @@
 # "distrust after a failed invalidation" (cache.Reader bypasses Redis for the
 # entry TTL, 5 minutes, after one invalidation timed out) does not carry
 # over from the write phases; the summary reports how many invalidations
-# failed during them. There is no pgbench floor here: the floor of a read is
-# the bare handler, measured with the same client on the same cores.
+# failed during them. The floor of a read is the bare handler, measured with
+# the same client on the same cores; the writes get the ceiling above.
 #
 # Prints a summary with ratios and PASS/FAIL; exits 0 when targets are
 # missed (as load.sh does) and 1 when the run itself fails. Raw outputs go to
