@@ -28,6 +28,12 @@ import (
 // batches then go without waiting for reorderHoldoff, so that sharing does
 // not add reorderWait to every batch, and the wait is tried again after.
 //
+// With hold set (Options.HoldUnhandled), a batch that the runner's
+// projectors would not act on at all (only bookkeeping to write) waits up
+// to hold after its first message arrived for one they would, or for a
+// full batch: a process manager ignores most events, and paid a
+// transaction for each ignored one that arrived alone.
+//
 // A batcher is safe for concurrent use. Every message's handler blocks in
 // submit until the batch holding its message has committed or failed: the
 // router acknowledges a message only after its effect is committed.
@@ -35,6 +41,7 @@ type batcher struct {
 	runner      *projections.Runner
 	reorderWait time.Duration
 	maxBatch    int
+	hold        time.Duration // 0: no hold (see batcher)
 
 	mu    sync.Mutex
 	parts map[int]*partQueue
@@ -57,6 +64,7 @@ const reorderHoldoff = time.Second
 
 type waiter struct {
 	d    projections.Delivery
+	at   time.Time     // when it arrived (see hold)
 	done chan error    // the batch's outcome (capacity 1)
 	lead chan struct{} // this waiter is to apply the next batch (capacity 1)
 }
@@ -70,7 +78,7 @@ func newBatcher(runner *projections.Runner, reorderWait time.Duration, maxBatch 
 // ends returns ctx's error; the message is then redelivered, which is
 // harmless.
 func (b *batcher) submit(ctx context.Context, partition int, d projections.Delivery) error {
-	w := &waiter{d: d, done: make(chan error, 1), lead: make(chan struct{}, 1)}
+	w := &waiter{d: d, at: time.Now(), done: make(chan error, 1), lead: make(chan struct{}, 1)}
 	b.mu.Lock()
 	q := b.parts[partition]
 	if q == nil {
@@ -143,6 +151,11 @@ func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) bo
 		}
 		if n > 0 {
 			n = min(n, b.maxBatch)
+			if held := b.holding(q.pending[:n]); held > 0 {
+				n, wait = 0, held
+			}
+		}
+		if n > 0 {
 			batch = slices.Clone(q.pending[:n])
 			q.pending = slices.Delete(q.pending, 0, n)
 		}
@@ -210,6 +223,25 @@ func (b *batcher) followers(partition int, pending []*waiter) int {
 		at = w.d.Event.Position
 	}
 	return len(pending)
+}
+
+// holding returns how much longer the ready messages ws wait for company
+// (see hold): 0 once any of them would be acted on, the batch is full, or
+// the first of them arrived hold ago. Callers hold b.mu.
+func (b *batcher) holding(ws []*waiter) time.Duration {
+	if b.hold <= 0 || len(ws) >= b.maxBatch {
+		return 0
+	}
+	first := ws[0].at
+	for _, w := range ws {
+		if b.runner.Handles(w.d.Event) {
+			return 0
+		}
+		if w.at.Before(first) {
+			first = w.at
+		}
+	}
+	return max(time.Until(first.Add(b.hold)), 0)
 }
 
 // abandon takes w out of its partition's queue after its handler gave up. A

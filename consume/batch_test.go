@@ -599,3 +599,129 @@ func TestTwoWorkersShareAPartitionAndApplyEachEventOnce(t *testing.T) {
 	e.checkApplied(r1)
 	e.checkApplied(r2)
 }
+
+// picky acts on checkouts only, as the stock process manager acts on a few
+// of a sale's events: the others only move its bookkeeping.
+type picky struct{ applied atomic.Int64 }
+
+func (*picky) Name() string                  { return "batch_picky" }
+func (*picky) Handles(eventType string) bool { return eventType == "CheckedOut" }
+func (p *picky) Apply(context.Context, pgx.Tx, eventstore.RecordedEvent) error {
+	p.applied.Add(1)
+	return nil
+}
+
+// pickyRunner returns a runner of picky alone, and a counter of its
+// transactions.
+func (e *batchEnv) pickyRunner() (*projections.Runner, *atomic.Int64) {
+	e.t.Helper()
+	commits := new(atomic.Int64)
+	opts := projections.Options{Partitions: 1, AfterCommit: func(context.Context, []eventstore.RecordedEvent) { commits.Add(1) }}
+	r, err := projections.NewRunner(e.db.Pool, e.db.Store, opts, &picky{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return r, commits
+}
+
+// firstHandled returns the index of the first delivery r acts on.
+func firstHandled(t *testing.T, r *projections.Runner, ds []projections.Delivery) int {
+	t.Helper()
+	for i, d := range ds {
+		if r.Handles(d.Event) {
+			return i
+		}
+	}
+	t.Fatal("no delivery the runner acts on")
+	return -1
+}
+
+// With a hold, the events a runner ignores wait for one it acts on and go
+// in its transaction, instead of one transaction each; without one, each
+// arriving alone is applied alone.
+func TestBatcherHoldsIgnoredEventsForOneItActsOn(t *testing.T) {
+	e := newBatchEnv(t, 2)
+	ctx := context.Background()
+	for _, hold := range []time.Duration{0, time.Hour} {
+		t.Run(fmt.Sprintf("hold=%s", hold), func(t *testing.T) {
+			e.reset()
+			r, commits := e.pickyRunner()
+			k := firstHandled(t, r, e.ds)
+			if k < 2 {
+				t.Fatalf("the first checkout is delivery %d: want ignored ones before it", k)
+			}
+			b := newBatcher(r, DefaultReorderWait, DefaultMaxAckPending)
+			b.hold = hold
+			// The ignored ones arrive one after the other, each alone.
+			done := make(chan error, k)
+			for i, d := range e.ds[:k] {
+				go func() { done <- b.submit(ctx, 0, d) }()
+				if hold == 0 {
+					if err := <-done; err != nil {
+						t.Fatal(err)
+					}
+				} else {
+					waitPending(t, b, i+1)
+				}
+			}
+			if hold == 0 {
+				if n := commits.Load(); n != int64(k) {
+					t.Errorf("without a hold, %d ignored deliveries arriving alone took %d transactions, want %d", k, n, k)
+				}
+				return
+			}
+			if n := commits.Load(); n != 0 {
+				t.Fatalf("%d transactions before the checkout arrived, want 0 (held)", n)
+			}
+			if err := b.submit(ctx, 0, e.ds[k]); err != nil {
+				t.Fatal(err)
+			}
+			for range k {
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := commits.Load(); n != 1 {
+				t.Errorf("%d held deliveries and the checkout took %d transactions, want 1", k, n)
+			}
+			if at, _ := r.Committed(0); at != e.ds[k].Event.Position {
+				t.Errorf("committed %s, want the checkout's %s", at, e.ds[k].Event.Position)
+			}
+		})
+	}
+}
+
+// A hold ends when it runs out, or when a batch is full, even if nothing the
+// runner acts on arrives.
+func TestBatcherHoldEnds(t *testing.T) {
+	e := newBatchEnv(t, 2)
+	ctx := context.Background()
+	r, commits := e.pickyRunner()
+	k := firstHandled(t, r, e.ds)
+	if k < 3 {
+		t.Fatalf("the first checkout is delivery %d: want 3 ignored ones before it", k)
+	}
+	// A full batch (2) goes at once.
+	b := newBatcher(r, DefaultReorderWait, 2)
+	b.hold = time.Hour
+	for _, s := range submitAll(t, b, e.ds[:2], 20*time.Second) {
+		if s.err != nil {
+			t.Fatal(s.err)
+		}
+	}
+	if n := commits.Load(); n != 1 {
+		t.Errorf("a full batch of held deliveries took %d transactions, want 1", n)
+	}
+	// One alone goes when its hold runs out.
+	b.hold = 50 * time.Millisecond
+	start := time.Now()
+	if err := b.submit(ctx, 0, e.ds[2]); err != nil {
+		t.Fatal(err)
+	}
+	if held := time.Since(start); held < b.hold {
+		t.Errorf("a lone ignored delivery was applied after %s, before its hold of %s ran out", held, b.hold)
+	}
+	if at, _ := r.Committed(0); at != e.ds[2].Event.Position {
+		t.Errorf("committed %s, want %s", at, e.ds[2].Event.Position)
+	}
+}

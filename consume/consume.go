@@ -141,6 +141,15 @@ type Options struct {
 	// that outlasts it (another worker's message, or a lost one) turns the
 	// wait off for the partition for a second.
 	ReorderWait time.Duration
+	// HoldUnhandled, when positive, lets a partition's messages that no
+	// projector of the runner acts on (projections.Runner.Handles) wait up
+	// to this long for one that it does, or for MaxAckPending of them,
+	// before they are applied: applying them only moves the bookkeeping,
+	// and a process manager, which ignores most events, would otherwise
+	// pay a transaction for each one that arrives alone. Their checkpoint
+	// and pos.projection.pending lag by as much. Keep it well under
+	// TailCheck and AckWait. Default 0: applied at once.
+	HoldUnhandled time.Duration
 	// MaxRetries and RetryInterval bound the in-process retries of a
 	// failing handler before the message is nacked. Defaults 3 and 100ms
 	// (doubling).
@@ -272,6 +281,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	c := &Consumer{runner: runner, opts: opts, ready: make(chan struct{}),
 		drained: make(chan struct{}),
 		batches: newBatcher(runner, opts.ReorderWait, opts.MaxAckPending)}
+	c.batches.hold = opts.HoldUnhandled
 	c.pendingNow.Store(-1) // not counted yet
 	logger := drainedLogger{watermill.NewSlogLoggerWithLevelMapping(opts.Logger, map[slog.Level]slog.Level{
 		slog.LevelInfo: slog.LevelDebug,

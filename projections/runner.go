@@ -537,6 +537,13 @@ func (r *Runner) handling(e eventstore.RecordedEvent) (handled, outside bool) {
 	return handled, false
 }
 
+// Handles reports whether some projector of r acts on e: applying an event
+// none handles only moves r's bookkeeping past it.
+func (r *Runner) Handles(e eventstore.RecordedEvent) bool {
+	handled, _ := r.handling(e)
+	return handled
+}
+
 // PartitionOf returns the partition of e's merchant, or ErrBadEvent when e
 // names no valid merchant.
 func (r *Runner) PartitionOf(e eventstore.RecordedEvent) (int, error) {

@@ -4,10 +4,11 @@
 //
 // Delivery is at least once. The relay follows the feed from its checkpoint,
 // publishes each batch, waits for the broker's acknowledgement of every
-// message (Publisher) and only then writes the checkpoint. A crash in
-// between republishes the batch: JetStream drops copies whose Nats-Msg-Id
-// (the event id) it saw within the stream's duplicate window, and every
-// consumer is idempotent beyond it. The broker itself may lose
+// message (Publisher) and only then moves the checkpoint, written at most
+// every Options.CheckpointEvery (and when the leadership ends). A crash in
+// between republishes what followed the last write: JetStream drops
+// copies whose Nats-Msg-Id (the event id) it saw within the stream's
+// duplicate window, and every consumer is idempotent beyond it. The broker itself may lose
 // acknowledged messages (its fsync is periodic), so each message carries
 // PrevPosition, the previous event of its merchant partition, for
 // consumers to notice a gap and fill it from the store.
@@ -72,6 +73,9 @@ const (
 	// is published, so it is a floor under projection lag. A read at the
 	// head is one index probe; 100 of them a second cost little.
 	DefaultIdle = 10 * time.Millisecond
+	// DefaultCheckpointEvery is how often, at most, the leader writes its
+	// checkpoint (see Options.CheckpointEvery).
+	DefaultCheckpointEvery = 100 * time.Millisecond
 )
 
 // Options tunes a Relay. The zero value is usable.
@@ -94,6 +98,15 @@ type Options struct {
 	Idle      time.Duration
 	// Wake, when set, cuts Follow's idle wait short.
 	Wake <-chan struct{}
+	// CheckpointEvery bounds how often the leader writes its checkpoint
+	// (and partition heads): after a batch it writes at once when the last
+	// write is at least that old, and otherwise at most that much later, so
+	// that a batch a commit woke it for costs no statement of its own. A
+	// crash republishes what followed the last write, which the broker and
+	// the consumers absorb; the tail check (consume.Options.Heads) sees a
+	// partition's head that much later. Default DefaultCheckpointEvery; a
+	// negative value writes after every batch.
+	CheckpointEvery time.Duration
 	// LockRetry is how often a standby tries the lock. Default 500ms.
 	LockRetry time.Duration
 	// LockCheck is how often the leader checks its lock connection is
@@ -161,6 +174,9 @@ func New(pool *pgxpool.Pool, store eventstore.Store, pub message.Publisher, opts
 	}
 	if opts.Idle <= 0 {
 		opts.Idle = DefaultIdle
+	}
+	if opts.CheckpointEvery == 0 {
+		opts.CheckpointEvery = DefaultCheckpointEvery
 	}
 	if opts.RetryDelay <= 0 {
 		opts.RetryDelay = DefaultRetryDelay
@@ -278,6 +294,13 @@ func (r *Relay) lead(ctx context.Context) error {
 	if cause := context.Cause(lctx); errors.Is(cause, errLockLost) {
 		return cause
 	}
+	// What was published since the last write, so that the next leader
+	// does not publish it again (best effort: it would be harmless).
+	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer fcancel()
+	if ferr := l.flush(fctx); ferr != nil {
+		log.Warn("relay: last checkpoint not written; the next leader republishes what followed the one before", "err", ferr)
+	}
 	return err
 }
 
@@ -286,11 +309,15 @@ func (r *Relay) lead(ctx context.Context) error {
 type leader struct {
 	r *Relay
 	// mu serialises use of conn (a pgx.Conn is not safe for concurrent use)
-	// between the checkpoint writes and the liveness checks.
+	// between the checkpoint writes and the liveness checks, and guards
+	// what the checkpoint writes.
 	mu    sync.Mutex
 	conn  *pgx.Conn
 	pos   eventstore.Position
 	heads []string // per partition: last published position, "" unknown
+	// dirty: pos and heads moved since the last write, at written.
+	dirty   bool
+	written time.Time
 }
 
 // load reads the checkpoint. No row means Start with every partition head at
@@ -377,10 +404,23 @@ func PublishedHeads(ctx context.Context, db projections.Querier, name string, pa
 func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 	t := time.NewTicker(l.r.opts.LockCheck)
 	defer t.Stop()
+	// The checkpoint a batch left to later (Options.CheckpointEvery).
+	var flushes <-chan time.Time
+	if every := l.r.opts.CheckpointEvery; every > 0 {
+		f := time.NewTicker(every)
+		defer f.Stop()
+		flushes = f.C
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-flushes:
+			if err := l.flush(ctx); err != nil && ctx.Err() == nil {
+				cancel(fmt.Errorf("%w: %v", errLockLost, err))
+				return
+			}
+			continue
 		case <-t.C:
 		}
 		pctx, pcancel := context.WithTimeout(ctx, l.r.opts.LockCheck+time.Second)
@@ -396,7 +436,7 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 }
 
 // publish sends one batch, each partition's messages in feed order (the
-// partitions at once), and then writes the checkpoint. Only after every
+// partitions at once), and then moves the checkpoint (see flush). Only after every
 // Publish returned (acknowledged) does the checkpoint move.
 func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
 	n := l.r.opts.Partitions
@@ -460,11 +500,13 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	if published != nil {
 		return published
 	}
-	last := events[len(events)-1].Position
-	if err := l.checkpoint(ctx, last, heads); err != nil {
-		return err
+	l.mu.Lock()
+	l.pos, l.heads, l.dirty = events[len(events)-1].Position, heads, true
+	due := l.r.opts.CheckpointEvery < 0 || time.Since(l.written) >= l.r.opts.CheckpointEvery
+	l.mu.Unlock()
+	if due {
+		return l.flush(ctx)
 	}
-	l.pos, l.heads = last, heads
 	return nil
 }
 
@@ -492,10 +534,18 @@ func merchantOf(e eventstore.RecordedEvent) string {
 	return e.Metadata.MerchantID
 }
 
-// checkpoint records pos and heads on the lock connection: if the session
-// is gone, so is the lock, and the write fails instead of moving a
-// checkpoint another leader now owns.
-func (l *leader) checkpoint(ctx context.Context, pos eventstore.Position, heads []string) error {
+// flush records what was published (pos and heads) on the lock connection,
+// unless that is written already: if the session is gone, so is the lock,
+// and the write fails instead of moving a checkpoint another leader now
+// owns. Only acknowledged publications are recorded (publish moves pos and
+// heads after the broker's answers).
+func (l *leader) flush(ctx context.Context) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.dirty {
+		return nil
+	}
+	pos, heads := l.pos, l.heads
 	m := make(map[string]string, len(heads))
 	for i, h := range heads {
 		m[strconv.Itoa(i)] = h
@@ -504,8 +554,6 @@ func (l *leader) checkpoint(ctx context.Context, pos eventstore.Position, heads 
 	if err != nil {
 		return fmt.Errorf("relay: encode partition heads: %w", err)
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	_, err = l.conn.Exec(ctx, `
 INSERT INTO relay_checkpoints (name, major, minor, partitions, partition_heads, updated_at)
 VALUES ($1, $2, $3, $4, $5, now())
@@ -516,5 +564,6 @@ ON CONFLICT (name) DO UPDATE SET
 	if err != nil {
 		return fmt.Errorf("relay: write checkpoint: %w", err)
 	}
+	l.dirty, l.written = false, time.Now()
 	return nil
 }

@@ -419,3 +419,31 @@ WHERE locktype = 'advisory' AND granted AND database = (SELECT oid FROM pg_datab
 		t.Errorf("JetStream holds %d messages, want %d", got, len(all))
 	}
 }
+
+// The leader writes its checkpoint after a batch only when the last write
+// is CheckpointEvery old, leaves the rest to later, and writes what it
+// published last when its leadership ends.
+func TestCheckpointWritesAreSpacedAndTheLastIsKept(t *testing.T) {
+	e := newEnv(t, 4)
+	first := e.appendEvents(merchants(2), 5)
+	pub := &countingPublisher{Publisher: e.publisher()}
+	_, stop := e.start(pub, relay.Options{CheckpointEvery: time.Hour})
+	// The first batch is written at once: nothing was written before.
+	e.waitCheckpoint(first[len(first)-1].Position, 10*time.Second)
+
+	all := e.appendEvents(merchants(2), 5) // the whole feed
+	deadline := time.Now().Add(10 * time.Second)
+	for pub.n.Load() < int64(len(all)) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d messages published, want %d", pub.n.Load(), len(all))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := e.checkpoint(); got != first[len(first)-1].Position {
+		t.Errorf("checkpoint %s right after the next batch, want it still at %s (the last write is not an hour old)", got, first[len(first)-1].Position)
+	}
+	stop()
+	if got, want := e.checkpoint(), all[len(all)-1].Position; got != want {
+		t.Errorf("checkpoint %s after the leadership ended, want the last published %s", got, want)
+	}
+}

@@ -66,12 +66,14 @@ type worker struct {
 	// maxAckPending is its consumers' window per partition; 0 means
 	// consume's default.
 	maxAckPending int
+	// holdUnhandled is its consumers' consume.Options.HoldUnhandled.
+	holdUnhandled time.Duration
 }
 
 // consumerOptions are w's consumer options, in serve and in pos projector
 // alike; the tail check reads the default relay's heads on pool.
 func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore.Registry, pool *pgxpool.Pool, meter metric.Meter, tracer trace.Tracer) consume.Options {
-	return consume.Options{Partitions: partitions, Logger: log, Meter: meter, Tracer: tracer, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending,
+	return consume.Options{Partitions: partitions, Logger: log, Meter: meter, Tracer: tracer, Upcast: reg.Upcast, Durable: w.durable, MaxAckPending: w.maxAckPending, HoldUnhandled: w.holdUnhandled,
 		Heads: func(ctx context.Context) ([]eventstore.Position, error) {
 			return relay.PublishedHeads(ctx, pool, relay.DefaultName, partitions)
 		}}

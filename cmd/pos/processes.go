@@ -100,6 +100,10 @@ func processHandlers(store eventstore.Store, deps *commands.Deps) *commands.Hand
 	return commands.New(store, &d)
 }
 
+// processHold is how long the process manager's consumers hold the events
+// it ignores (consume.Options.HoldUnhandled).
+const processHold = 250 * time.Millisecond
+
 // processWorker builds the stock process manager's runner over pool, sending
 // its commands through h, and starts its deadline sweeper until ctx ends.
 // Its runner applies one handled event per transaction, with the events
@@ -127,5 +131,10 @@ func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxp
 	// is redelivered and its commands decided again (harmlessly: their
 	// event ids are derived, but at a cost when the machine is already
 	// slow).
-	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 32}, nil
+	//
+	// The events it ignores (most of a sale's) wait up to processHold for
+	// one it handles, rather than each taking a transaction to move the
+	// bookkeeping when it arrives alone.
+	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 32,
+		holdUnhandled: processHold}, nil
 }
