@@ -28,10 +28,10 @@ import (
 // batches then go without waiting for reorderHoldoff, so that sharing does
 // not add reorderWait to every batch, and the wait is tried again after.
 //
-// With hold set (Options.HoldUnhandled), a batch that the runner's
-// projectors would not act on at all (only bookkeeping to write) waits up
-// to hold after its first message arrived for one they would, or for a
-// full batch: a process manager ignores most events, and paid a
+// With hold set (Options.HoldUnhandled), a partition's pending messages
+// that the runner's projectors would not act on at all (only bookkeeping to
+// write) wait up to hold after the first arrived for one they would, or for
+// a full batch: a process manager ignores most events, and paid a
 // transaction for each ignored one that arrived alone.
 //
 // A batcher is safe for concurrent use. Every message's handler blocks in
@@ -142,20 +142,21 @@ func (b *batcher) applyNext(ctx context.Context, partition int, q *partQueue) bo
 		sortPending(q.pending)
 		n := b.followers(partition, q.pending)
 		wait := time.Until(deadline)
+		gaveUp := false
 		if n == 0 && wait <= 0 {
-			n = len(q.pending) // the hole is not filling itself
-			if waits {
+			n, gaveUp = len(q.pending), true // the hole is not filling itself
+		}
+		if n > 0 {
+			if held := b.holding(q.pending); held > 0 {
+				n, wait = 0, held
+			} else if gaveUp && waits {
 				q.timeouts++
 				q.noWaitUntil = time.Now().Add(reorderHoldoff)
+				waits = false
 			}
 		}
 		if n > 0 {
 			n = min(n, b.maxBatch)
-			if held := b.holding(q.pending[:n]); held > 0 {
-				n, wait = 0, held
-			}
-		}
-		if n > 0 {
 			batch = slices.Clone(q.pending[:n])
 			q.pending = slices.Delete(q.pending, 0, n)
 		}
@@ -225,8 +226,9 @@ func (b *batcher) followers(partition int, pending []*waiter) int {
 	return len(pending)
 }
 
-// holding returns how much longer the ready messages ws wait for company
-// (see hold): 0 once any of them would be acted on, the batch is full, or
+// holding returns how much longer the partition's pending messages ws wait
+// for company (see hold): 0 once any of them would be acted on (also one
+// behind a hole: the messages before it go at once), they fill a batch, or
 // the first of them arrived hold ago. Callers hold b.mu.
 func (b *batcher) holding(ws []*waiter) time.Duration {
 	if b.hold <= 0 || len(ws) >= b.maxBatch {

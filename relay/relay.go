@@ -296,9 +296,7 @@ func (r *Relay) lead(ctx context.Context) error {
 	}
 	// What was published since the last write, so that the next leader
 	// does not publish it again (best effort: it would be harmless).
-	fctx, fcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer fcancel()
-	if ferr := l.flush(fctx); ferr != nil {
+	if ferr := l.flush(ctx); ferr != nil {
 		log.Warn("relay: last checkpoint not written; the next leader republishes what followed the one before", "err", ferr)
 	}
 	return err
@@ -417,13 +415,15 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 			return
 		case <-flushes:
 			if err := l.flush(ctx); err != nil && ctx.Err() == nil {
-				cancel(fmt.Errorf("%w: %v", errLockLost, err))
+				cancel(fmt.Errorf("%w: checkpoint: %v", errLockLost, err))
 				return
 			}
 			continue
 		case <-t.C:
 		}
-		pctx, pcancel := context.WithTimeout(ctx, l.r.opts.LockCheck+time.Second)
+		// Not cut short by the leadership's end: pgx closes a connection
+		// whose statement is cancelled, and the last flush needs it.
+		pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), l.r.opts.LockCheck+time.Second)
 		l.mu.Lock()
 		err := l.conn.Ping(pctx)
 		l.mu.Unlock()
@@ -534,6 +534,9 @@ func merchantOf(e eventstore.RecordedEvent) string {
 	return e.Metadata.MerchantID
 }
 
+// flushTimeout bounds a checkpoint write.
+const flushTimeout = 5 * time.Second
+
 // flush records what was published (pos and heads) on the lock connection,
 // unless that is written already: if the session is gone, so is the lock,
 // and the write fails instead of moving a checkpoint another leader now
@@ -545,6 +548,9 @@ func (l *leader) flush(ctx context.Context) error {
 	if !l.dirty {
 		return nil
 	}
+	// Not cut short by the leadership's end either (see watch).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), flushTimeout)
+	defer cancel()
 	pos, heads := l.pos, l.heads
 	m := make(map[string]string, len(heads))
 	for i, h := range heads {
