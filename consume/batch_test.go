@@ -611,9 +611,10 @@ func (p *picky) Apply(context.Context, pgx.Tx, eventstore.RecordedEvent) error {
 	return nil
 }
 
-// pickyRunner returns a runner of picky alone, and a counter of its
-// transactions.
-func (e *batchEnv) pickyRunner() (*projections.Runner, *atomic.Int64) {
+// pickyRunner returns a runner of picky alone, a counter of its
+// transactions, and the index of the first delivery it acts on (after at
+// least three it ignores).
+func (e *batchEnv) pickyRunner() (*projections.Runner, *atomic.Int64, int) {
 	e.t.Helper()
 	commits := new(atomic.Int64)
 	opts := projections.Options{Partitions: 1, AfterCommit: func(context.Context, []eventstore.RecordedEvent) { commits.Add(1) }}
@@ -621,19 +622,11 @@ func (e *batchEnv) pickyRunner() (*projections.Runner, *atomic.Int64) {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return r, commits
-}
-
-// firstHandled returns the index of the first delivery r acts on.
-func firstHandled(t *testing.T, r *projections.Runner, ds []projections.Delivery) int {
-	t.Helper()
-	for i, d := range ds {
-		if r.Handles(d.Event) {
-			return i
-		}
+	k := slices.IndexFunc(e.ds, func(d projections.Delivery) bool { return r.Handles(d.Event) })
+	if k < 3 {
+		e.t.Fatalf("the first delivery the runner acts on is %d: want 3 it ignores before it", k)
 	}
-	t.Fatal("no delivery the runner acts on")
-	return -1
+	return r, commits, k
 }
 
 // With a hold, the events a runner ignores wait for one it acts on and go
@@ -645,11 +638,7 @@ func TestBatcherHoldsIgnoredEventsForOneItActsOn(t *testing.T) {
 	for _, hold := range []time.Duration{0, time.Hour} {
 		t.Run(fmt.Sprintf("hold=%s", hold), func(t *testing.T) {
 			e.reset()
-			r, commits := e.pickyRunner()
-			k := firstHandled(t, r, e.ds)
-			if k < 2 {
-				t.Fatalf("the first checkout is delivery %d: want ignored ones before it", k)
-			}
+			r, commits, k := e.pickyRunner()
 			b := newBatcher(r, DefaultReorderWait, DefaultMaxAckPending)
 			b.hold = hold
 			// The ignored ones arrive one after the other, each alone.
@@ -695,11 +684,7 @@ func TestBatcherHoldsIgnoredEventsForOneItActsOn(t *testing.T) {
 // runner acts on arrives.
 func TestBatcherHoldEnds(t *testing.T) {
 	e := newBatchEnv(t, 2)
-	r, commits := e.pickyRunner()
-	k := firstHandled(t, r, e.ds)
-	if k < 3 {
-		t.Fatalf("the first checkout is delivery %d: want 3 ignored ones before it", k)
-	}
+	r, commits, _ := e.pickyRunner() // deliveries 0 to 2 are ignored
 	// A full batch (2) goes at once.
 	b := newBatcher(r, DefaultReorderWait, 2)
 	b.hold = time.Hour
@@ -732,11 +717,7 @@ func TestBatcherHoldEnds(t *testing.T) {
 // go at once, and it follows once the hole is filled from the store.
 func TestBatcherDoesNotHoldBeforeAMessageItActsOnBehindAHole(t *testing.T) {
 	e := newBatchEnv(t, 2)
-	r, commits := e.pickyRunner()
-	k := firstHandled(t, r, e.ds)
-	if k < 3 {
-		t.Fatalf("the first checkout is delivery %d: want 3 ignored ones before it", k)
-	}
+	r, commits, k := e.pickyRunner()
 	b := newBatcher(r, DefaultReorderWait, DefaultMaxAckPending)
 	b.hold = time.Hour
 	// ds[1] to ds[k-1] never come.
