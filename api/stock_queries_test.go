@@ -138,7 +138,7 @@ func TestStockLevelsByBranchAndSKU(t *testing.T) {
 	feed.reserve(merchant, b1, "TEA", sale, 4)
 	feed.receive(merchant, b2, "TEA", 5, 900)
 	feed.receive(merchant, b1, "CAKE", 2, 25_000)
-	feed.receive(other, b1, "TEA", 7, 800) // another merchant, the same branch id and SKU
+	otherPos := feed.receive(other, b1, "TEA", 7, 800) // another merchant, the same branch id and SKU
 	pos := feed.adjust(merchant, b2, "TEA", -1)
 
 	tea1, tea2, cake1 := feed.ledger(merchant, b1, "TEA"), feed.ledger(merchant, b2, "TEA"), feed.ledger(merchant, b1, "CAKE")
@@ -214,9 +214,12 @@ func TestStockLevelsByBranchAndSKU(t *testing.T) {
 		t.Fatalf("pages held %v", seen)
 	}
 
-	// The other merchant sees its own level only, never this one's.
+	// The other merchant sees its own level only, never this one's (its
+	// partition is applied apart from this merchant's: it waits for its own
+	// write).
 	theirManager := newUser(t, other, "MANAGER")
-	r := must(t, e.do(request{method: "GET", path: "/v1/stock?sku=TEA", user: &theirManager}), 200)
+	r := must(t, e.do(request{method: "GET", path: "/v1/stock?sku=TEA", user: &theirManager,
+		headers: map[string]string{"X-Min-Position": otherPos}}), 200)
 	if items := itemsOf(t, r); len(items) != 1 || !sameJSON(items[0], levelJSON(theirs)) {
 		t.Fatalf("the other merchant's stock: %s", r.body)
 	}
@@ -263,7 +266,7 @@ func TestStockMovementsPaging(t *testing.T) {
 	feed.sell(merchant, b1, "TEA", sale, 4)
 	feed.adjust(merchant, b2, "TEA", 2)
 	feed.receive(merchant, b1, "CAKE", 1, 25_000)
-	feed.receive(other, b1, "TEA", 7, 800)
+	otherPos := feed.receive(other, b1, "TEA", 7, 800)
 	pos := feed.adjust(merchant, b1, "TEA", -3)
 	manager := newUser(t, merchant, "MANAGER")
 
@@ -355,7 +358,10 @@ func TestStockMovementsPaging(t *testing.T) {
 	}
 
 	// The other merchant sees its own TEA only; a SKU never moved is empty.
-	r = must(t, e.do(request{method: "GET", path: "/v1/stock/TEA/movements", user: &theirManager}), 200)
+	// (Its partition is applied apart from this merchant's: it waits for
+	// its own write.)
+	r = must(t, e.do(request{method: "GET", path: "/v1/stock/TEA/movements", user: &theirManager,
+		headers: map[string]string{"X-Min-Position": otherPos}}), 200)
 	if items := itemsOf(t, r); len(items) != 1 || items[0].(map[string]any)["ledger_id"] != stock.LedgerID(other, b1, "TEA").String() {
 		t.Fatalf("the other merchant's movements: %s", r.body)
 	}

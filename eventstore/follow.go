@@ -14,6 +14,12 @@ type FollowOptions struct {
 	// Idle is how long to wait after reaching the head before reading again;
 	// 0 means 100ms.
 	Idle time.Duration
+	// MaxIdle, when above Idle, lets the wait grow while the feed stays
+	// quiet: it doubles after each read at the head that found nothing,
+	// up to MaxIdle, and is Idle again once a read finds events or Wake
+	// fires. A quiet feed then costs few reads, and the first event after
+	// a quiet spell that Wake does not announce waits up to MaxIdle.
+	MaxIdle time.Duration
 	// Wake, when set, cuts an idle wait short (a backend's append
 	// notification, for example).
 	Wake <-chan struct{}
@@ -38,6 +44,7 @@ func Follow(ctx context.Context, store Store, from Position, opts FollowOptions,
 	defer timer.Stop()
 	<-timer.C
 	pos := from
+	wait := idle
 	for {
 		events, err := store.ReadAll(ctx, pos, opts.Filter, batch)
 		if err != nil {
@@ -48,11 +55,12 @@ func Follow(ctx context.Context, store Store, from Position, opts FollowOptions,
 				return err
 			}
 			pos = events[len(events)-1].Position
+			wait = idle
 		}
 		if len(events) == batch {
 			continue
 		}
-		timer.Reset(idle)
+		timer.Reset(wait)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -60,7 +68,11 @@ func Follow(ctx context.Context, store Store, from Position, opts FollowOptions,
 			if !timer.Stop() {
 				<-timer.C
 			}
+			wait = idle
 		case <-timer.C:
+			if len(events) == 0 {
+				wait = min(2*wait, max(opts.MaxIdle, idle))
+			}
 		}
 	}
 }

@@ -69,10 +69,14 @@ const (
 	DefaultLockCheck   = time.Second
 	DefaultRetryDelay  = time.Second
 	// DefaultIdle is how long the relay waits at the head of the feed
-	// before reading again: every event waits up to that long before it
-	// is published, so it is a floor under projection lag. A read at the
-	// head is one index probe; 100 of them a second cost little.
+	// before reading again: every event another process appends (this
+	// process's appends wake it, Options.Wake) waits up to that long before
+	// it is published, so it is a floor under projection lag.
 	DefaultIdle = 10 * time.Millisecond
+	// DefaultMaxIdle is how long that wait grows to while the feed stays
+	// quiet (eventstore.FollowOptions.MaxIdle): an idle relay reads the
+	// feed 10 times a second rather than 100.
+	DefaultMaxIdle = 100 * time.Millisecond
 	// DefaultCheckpointEvery is how often, at most, the leader writes its
 	// checkpoint (see Options.CheckpointEvery).
 	DefaultCheckpointEvery = 100 * time.Millisecond
@@ -92,10 +96,12 @@ type Options struct {
 	// be a valid JetStream stream name prefix (no '.', '*', '>', spaces).
 	// Default "pos_events_p".
 	TopicPrefix string
-	// BatchSize and Idle tune eventstore.Follow. Idle defaults to
-	// DefaultIdle.
+	// BatchSize, Idle and MaxIdle tune eventstore.Follow. Idle defaults to
+	// DefaultIdle; MaxIdle to DefaultMaxIdle with Wake and to no growth
+	// without it.
 	BatchSize int
 	Idle      time.Duration
+	MaxIdle   time.Duration
 	// Wake, when set, cuts Follow's idle wait short.
 	Wake <-chan struct{}
 	// CheckpointEvery bounds how often the leader writes its checkpoint
@@ -174,6 +180,11 @@ func New(pool *pgxpool.Pool, store eventstore.Store, pub message.Publisher, opts
 	}
 	if opts.Idle <= 0 {
 		opts.Idle = DefaultIdle
+	}
+	if opts.MaxIdle == 0 && opts.Wake != nil {
+		// Without Wake every event is found by a read at the head: no
+		// growth, so none waits longer than Idle.
+		opts.MaxIdle = DefaultMaxIdle
 	}
 	if opts.CheckpointEvery == 0 {
 		opts.CheckpointEvery = DefaultCheckpointEvery
@@ -287,6 +298,7 @@ func (r *Relay) lead(ctx context.Context) error {
 	err = eventstore.Follow(lctx, r.store, l.pos, eventstore.FollowOptions{
 		BatchSize: r.opts.BatchSize,
 		Idle:      r.opts.Idle,
+		MaxIdle:   r.opts.MaxIdle,
 		Wake:      r.opts.Wake,
 	}, l.publish)
 	cancel(nil)

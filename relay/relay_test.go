@@ -447,3 +447,43 @@ func TestCheckpointWritesAreSpacedAndTheLastIsKept(t *testing.T) {
 		t.Errorf("checkpoint %s after the leadership ended, want the last published %s", got, want)
 	}
 }
+
+// feedReads counts the store's global feed reads.
+type feedReads struct {
+	eventstore.Store
+	n atomic.Int64
+}
+
+func (f *feedReads) ReadAll(ctx context.Context, after eventstore.Position, filter eventstore.Filter, limit int) ([]eventstore.RecordedEvent, error) {
+	f.n.Add(1)
+	return f.Store.ReadAll(ctx, after, filter, limit)
+}
+
+// A relay told of its process's appends (Wake) reads a quiet feed less and
+// less often, and still publishes what comes after the quiet spell; one
+// without Wake keeps reading every Idle.
+func TestQuietFeedIsReadLessOften(t *testing.T) {
+	for _, wake := range []bool{true, false} {
+		t.Run(fmt.Sprintf("wake=%v", wake), func(t *testing.T) {
+			e := newEnv(t, 2)
+			reads := &feedReads{Store: e.store}
+			e.store = reads
+			opts := relay.Options{}
+			if wake {
+				opts.Wake, opts.MaxIdle = make(chan struct{}), 400*time.Millisecond
+			}
+			e.start(e.publisher(), opts) // Idle 20ms
+			time.Sleep(time.Second)
+			n := reads.n.Load()
+			t.Logf("%d feed reads in a quiet second", n)
+			if wake && n >= 10 {
+				t.Errorf("%d feed reads of a quiet feed in a second, want about 6 (every 20 ms growing to 400 ms)", n)
+			}
+			if !wake && n < 15 {
+				t.Errorf("%d feed reads of a quiet feed in a second without Wake, want about 50 (every 20 ms)", n)
+			}
+			events := e.appendEvents(merchants(1), 1)
+			e.waitCheckpoint(events[len(events)-1].Position, 10*time.Second)
+		})
+	}
+}
