@@ -146,9 +146,10 @@ type Options struct {
 	// to this long for one that it does, or for MaxAckPending of them,
 	// before they are applied: applying them only moves the bookkeeping,
 	// and a process manager, which ignores most events, would otherwise
-	// pay a transaction for each one that arrives alone. Their checkpoint
-	// and pos.projection.pending lag by as much. Keep it well under
-	// TailCheck and AckWait. Default 0: applied at once.
+	// pay a transaction for each one that arrives alone. A message it acts
+	// on ends the wait of those before it, even behind a hole. Their
+	// checkpoint and pos.projection.pending lag by as much. Keep it well
+	// under TailCheck and AckWait. Default 0: applied at once.
 	HoldUnhandled time.Duration
 	// MaxRetries and RetryInterval bound the in-process retries of a
 	// failing handler before the message is nacked. Defaults 3 and 100ms

@@ -8,10 +8,10 @@
 // every Options.CheckpointEvery (and when the leadership ends). A crash in
 // between republishes what followed the last write: JetStream drops
 // copies whose Nats-Msg-Id (the event id) it saw within the stream's
-// duplicate window, and every consumer is idempotent beyond it. The broker itself may lose
-// acknowledged messages (its fsync is periodic), so each message carries
-// PrevPosition, the previous event of its merchant partition, for
-// consumers to notice a gap and fill it from the store.
+// duplicate window, and every consumer is idempotent beyond it. The broker
+// itself may lose acknowledged messages (its fsync is periodic), so each
+// message carries PrevPosition, the previous event of its merchant
+// partition, for consumers to notice a gap and fill it from the store.
 //
 // Subjects: one topic per merchant partition, DefaultTopicPrefix plus two
 // digits ("pos_events_p07"), partition = projections.Partition(merchant, N).
@@ -448,8 +448,8 @@ func (l *leader) watch(ctx context.Context, cancel context.CancelCauseFunc) {
 }
 
 // publish sends one batch, each partition's messages in feed order (the
-// partitions at once), and then moves the checkpoint (see flush). Only after every
-// Publish returned (acknowledged) does the checkpoint move.
+// partitions at once), and then moves the checkpoint (see flush): only
+// after every Publish returned (acknowledged).
 func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent) error {
 	n := l.r.opts.Partitions
 	heads := append([]string(nil), l.heads...)

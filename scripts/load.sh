@@ -152,7 +152,7 @@ server_errors=$((server_errors + $(grep -c '"level":"ERROR"' "$OUT/server-noread
 			errors += err + werr
 			ratio = "-"; target = "-"
 			if (name ~ /^closed/) ratio = sprintf("%.2f", cmds / tps)
-			if (name == "closed-32" || name == "closed-32-noread") {
+			if (name == "closed-32-noread") {
 				# CPU µs a command: server, load generator
 				srv[name] = $10 / cmds * 1e6; gen[name] = $12 / cmds * 1e6
 			}

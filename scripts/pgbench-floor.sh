@@ -1,14 +1,15 @@
 # shellcheck shell=bash
-# The pgbench floor shared by scripts/bench.sh and scripts/load.sh (sourced,
-# not run): a table with the events table's row shape and indexes, and the
-# pgbench scripts that insert into it.
+# The pgbench floor shared by scripts/bench.sh, scripts/load.sh and
+# scripts/readbench.sh (sourced, not run): a table with the events table's
+# row shape and indexes, and the pgbench scripts that insert into it.
 #
 #   1row:  one single-row INSERT per transaction (autocommit);
 #   10row: one 10-row INSERT ... SELECT ... FROM (VALUES ...) of one stream
 #          per transaction (autocommit).
 #
 # and the sales load scenario's own transactions, done by PostgreSQL alone
-# (no server, no HTTP, no Go): a ceiling for scripts/load.sh, not a floor.
+# (no server, no HTTP, no Go): a ceiling for load.sh and readbench.sh, not a
+# floor.
 #
 #   sale-writes: one sale as the fewest transactions its commands need:
 #          7 keyed commands (each BEGIN, its events, its idempotency key,

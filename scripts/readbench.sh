@@ -8,8 +8,8 @@
 #      applied by the projections and the lag from append to the commit of
 #      the read model (pos.projection.lag, p50/p99 from its buckets in
 #      /metrics). Target: p99 <= 100 ms at 1,000 commands/s. Beside it the
-#      ceiling: the same sales, each transaction with the smallest read-side
-#      transaction it causes, run by PostgreSQL alone (pgbench's sale script,
+#      ceiling: the same sales, with a read side batched a sale at a time,
+#      run by PostgreSQL alone (pgbench's sale script,
 #      scripts/pgbench-floor.sh, 32 clients), and the share of the two cores
 #      the target's rate would take at that ceiling. First the same
 #      load at SUSTAINED_RATE commands/s, a rate these two cores carry with
@@ -245,7 +245,7 @@ sed 's/^/  /' "$OUT/replay.txt" >&2
 				if (lag_drained[i] != "true") printf "   %s: the projections were still applying 3 minutes after the load: the lag misses the slowest events\n", nm
 			}
 			if (ln == 0) { print "no lag result"; missed++ }
-			printf "   ceiling: PostgreSQL alone (pgbench sale, 32 clients) runs these sales with the smallest read side at %.0f commands/s on all %d cores;\n", sale_tps * 7, cores
+			printf "   ceiling: PostgreSQL alone (pgbench sale, 32 clients) runs these sales, their read side batched a sale at a time, at %.0f commands/s on all %d cores;\n", sale_tps * 7, cores
 			printf "   %d commands/s would take %.2f of them before any server, broker or load generator\n", salesrate, salesrate / (sale_tps * 7)
 			if (sales_err > 0) printf "   sales load errors: %d\n", sales_err
 			printf "   cache during the writes: %d invalidations failed (each makes that process bypass the cache for 5 min), %d fallbacks\n", inval, wfall

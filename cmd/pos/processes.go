@@ -101,7 +101,9 @@ func processHandlers(store eventstore.Store, deps *commands.Deps) *commands.Hand
 }
 
 // processHold is how long the process manager's consumers hold the events
-// it ignores (consume.Options.HoldUnhandled).
+// it ignores (most of a sale's) for one it handles
+// (consume.Options.HoldUnhandled), rather than each taking a transaction
+// to move the bookkeeping when it arrives alone.
 const processHold = 250 * time.Millisecond
 
 // processWorker builds the stock process manager's runner over pool, sending
@@ -131,10 +133,6 @@ func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxp
 	// is redelivered and its commands decided again (harmlessly: their
 	// event ids are derived, but at a cost when the machine is already
 	// slow).
-	//
-	// The events it ignores (most of a sale's) wait up to processHold for
-	// one it handles, rather than each taking a transaction to move the
-	// bookkeeping when it arrives alone.
 	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 32,
 		holdUnhandled: processHold}, nil
 }
