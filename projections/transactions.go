@@ -348,8 +348,9 @@ func saveTxRows(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, rows []*txRo
 	return nil
 }
 
-// uuidArg returns ids as pgx encodes a uuid[] natively (uuid.UUID goes
-// through its driver.Valuer, as text, which costs more).
+// uuidArg returns ids as pgx encodes a uuid[] natively on any pool (on one
+// without pgpool's uuid codec, uuid.UUID goes through its driver.Valuer, as
+// text, which costs more).
 func uuidArg(ids ...uuid.UUID) [][16]byte {
 	out := make([][16]byte, len(ids))
 	for i, id := range ids {

@@ -502,8 +502,9 @@ SELECT transaction_id, max(global_position) FROM ins GROUP BY transaction_id`
 // insert writes p's events after h in one statement, chaining their hashes.
 func insert(ctx context.Context, q querier, p eventstore.Prepared, h head) (eventstore.AppendResult, head, error) {
 	n := len(p.Events)
-	// pgtype.UUID, not uuid.UUID: pgx encodes the latter through
-	// driver.Valuer (text, parsed back), 20× slower.
+	// pgtype.UUID, not uuid.UUID: on a pool without pgpool's uuid codec
+	// pgx encodes the latter through driver.Valuer (text, parsed back),
+	// 20× slower, and New takes any pool.
 	ids := make([]pgtype.UUID, n)
 	versions := make([]int64, n)
 	types := make([]string, n)

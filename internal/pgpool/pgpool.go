@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	pgxuuid "github.com/vgarvardt/pgx-google-uuid/v5"
 )
 
 // LoginAs returns the connection string url (a URL or keyword/value
@@ -68,6 +69,10 @@ func Open(ctx context.Context, url, role, settings string, maxConns int32) (*pgx
 		setup += "; " + settings
 	}
 	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		// uuid.UUID as the 16 bytes it is: pgx would otherwise take it as
+		// a driver.Valuer, format it as text, fail to encode that in
+		// binary, and parse it back, on every parameter and every scan.
+		pgxuuid.Register(c.TypeMap())
 		_, err := c.Exec(ctx, setup)
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -94,5 +95,27 @@ func TestLoginAsTakesTheRolesOwnPassword(t *testing.T) {
 		if c := cfg.ConnConfig; c.User != "pos_api" || c.Password != "" {
 			t.Errorf("%s as pos_api: user %q, password %q; want no password", url, c.User, c.Password)
 		}
+	}
+}
+
+// TestPoolsTakeUUIDsAsBytes: a pool's connections know google/uuid's UUID
+// (pgxuuid), so it is sent and read as its 16 bytes rather than through
+// its driver.Valuer's text, and a uuid read into an any is a uuid.UUID.
+func TestPoolsTakeUUIDsAsBytes(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	pool, err := pgstore.Connect(ctx, pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	id := uuid.Must(uuid.NewV7())
+	var got any
+	var back uuid.UUID
+	if err := pool.QueryRow(ctx, `SELECT $1::uuid, $1::uuid`, id).Scan(&got, &back); err != nil {
+		t.Fatal(err)
+	}
+	if u, ok := got.(uuid.UUID); !ok || u != id || back != id {
+		t.Fatalf("read %v as %T (%v), want uuid.UUID %v", got, got, back, id)
 	}
 }
