@@ -61,17 +61,23 @@ func (k CursorKey) mac(merchant uuid.UUID, f TransactionFilter, payload []byte) 
 	return m.Sum(nil)
 }
 
+// cursorEncoding is the text of every cursor: unpadded base64url, decoded
+// strictly, so that a cursor has one spelling (the last character's bits
+// that carry no data must be zero; lenient decoding would take an altered
+// cursor for the same bytes, which the MAC then accepts).
+var cursorEncoding = base64.RawURLEncoding.Strict()
+
 func (k CursorKey) encode(merchant uuid.UUID, f TransactionFilter, last keyset) string {
 	b := make([]byte, 0, cursorLen)
 	b = append(b, cursorVersion)
 	b = binary.BigEndian.AppendUint64(b, uint64(last.openedAt.UnixMicro()))
 	b = append(b, last.id[:]...)
 	b = append(b, k.mac(merchant, f, b)...)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return cursorEncoding.EncodeToString(b)
 }
 
 func (k CursorKey) decode(merchant uuid.UUID, f TransactionFilter, cursor string) (keyset, error) {
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	b, err := cursorEncoding.DecodeString(cursor)
 	if err != nil || len(b) != cursorLen || b[0] != cursorVersion {
 		return keyset{}, ErrBadCursor
 	}

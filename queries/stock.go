@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"strconv"
@@ -294,16 +293,16 @@ func (k CursorKey) seal(purpose string, merchant uuid.UUID, filter, keyset []byt
 	b = append(b, stockCursorVersion)
 	b = append(b, keyset...)
 	b = append(b, k.stockMAC(purpose, merchant, filter, b)...)
-	return base64.RawURLEncoding.EncodeToString(b)
+	return cursorEncoding.EncodeToString(b)
 }
 
 // open verifies a cursor made by seal with the same purpose, merchant and
 // filter, and returns its keyset.
 func (k CursorKey) open(purpose string, merchant uuid.UUID, filter []byte, cursor string) ([]byte, error) {
-	if base64.RawURLEncoding.DecodedLen(len(cursor)) > maxStockCursorLen {
+	if cursorEncoding.DecodedLen(len(cursor)) > maxStockCursorLen {
 		return nil, ErrBadCursor
 	}
-	b, err := base64.RawURLEncoding.DecodeString(cursor)
+	b, err := cursorEncoding.DecodeString(cursor)
 	if err != nil || len(b) < 1+sha256.Size || b[0] != stockCursorVersion {
 		return nil, ErrBadCursor
 	}
