@@ -16,6 +16,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"pos/commands"
 	"pos/eventstore"
 	"pos/internal/pgtx"
 )
@@ -55,7 +56,10 @@ import (
 // request. Effects that outlive a failed attempt (a stock ledger, written
 // outside the request's transaction; anything on EventStoreDB) are then
 // recognised by a retry instead of repeated: a stock movement already made
-// changes nothing, a payment already made answers 409 already_exists. A key
+// changes nothing, a payment already made answers 409 already_exists. And
+// on PostgreSQL a request whose key is already stored never reaches a
+// ledger: before its first write there it claims the key in its
+// transaction (keyClaim), which finds the stored key first. A key
 // therefore names one operation for good: the same key and request sent
 // again after the key's record was purged is taken as that operation too.
 //
@@ -124,7 +128,9 @@ func (k keyStore) lookup(ctx context.Context, merchant uuid.UUID, key string) (s
 // first (its transaction waited for, then a unique violation) stops the
 // query before its COMMIT: inserted is false, and the work is rolled back
 // (by tx.Rollback, or already when the insert was its first statement).
-func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key string, r storedResponse) (inserted bool, err error) {
+// claimed says tx already holds the key's row (keyClaim), which then only
+// gains the response.
+func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key string, r storedResponse, claimed bool) (inserted bool, err error) {
 	headers, err := json.Marshal(r.headers)
 	if err != nil {
 		return false, err
@@ -133,8 +139,13 @@ func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key s
 	if body == nil {
 		body = []byte{} // nil would be NULL
 	}
-	_, err = tx.ExecCommit(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
-        VALUES ($1, $2, $3, $4, $5, $6)`, merchant.String(), key, r.hash, r.status, string(headers), body)
+	sql := `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        VALUES ($1, $2, $3, $4, $5, $6)`
+	if claimed {
+		sql = `UPDATE idempotency_keys SET request_hash = $3, status_code = $4, headers = $5, body = $6
+        WHERE merchant_id = $1 AND key = $2`
+	}
+	_, err = tx.ExecCommit(ctx, sql, merchant.String(), key, r.hash, r.status, string(headers), body)
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
 		return false, nil
@@ -143,6 +154,49 @@ func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key s
 		return false, fmt.Errorf("idempotency: store key and commit: %w", err)
 	}
 	return true, nil
+}
+
+// keyClaim is a keyed request's claim on its key, taken in the request's
+// transaction before the command's first write outside it (a stock
+// ledger's, commands.WithOutsideWriteGuard). Such a write commits on its
+// own, so the key insert at COMMIT, which rolls back the work of a request
+// whose key another stored first, would come too late for it: a retry of
+// a refused checkout would reserve the stock, a key reused for another
+// receipt would receive its units, and only the answer would say
+// otherwise. The claim's insert waits for a transaction holding the key
+// to end; when the key is stored, the command writes nothing and the
+// request replays the stored answer (taken). A claim held ends with the
+// transaction: its row gains the response at COMMIT, or goes with a
+// rollback, leaving the key free. Used by one request's goroutine.
+type keyClaim struct {
+	tx       *pgtx.Lazy
+	merchant uuid.UUID
+	key      string
+	hash     []byte
+	held     bool // the row is this transaction's
+	taken    bool // another request stored the key first
+}
+
+// take is the request's outside-write guard.
+func (c *keyClaim) take(ctx context.Context) error {
+	switch {
+	case c.held:
+		return nil
+	case c.taken:
+		return errConflict
+	}
+	_, err := c.tx.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        VALUES ($1, $2, $3, 0, '{}', '')`, c.merchant.String(), c.key, c.hash)
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
+		c.taken = true
+		return errConflict
+	}
+	if err != nil {
+		return fmt.Errorf("idempotency: claim key: %w", err)
+	}
+	c.held = true
+	return nil
 }
 
 // purge deletes keys older than keyTTL, a batch at a time, and returns how
@@ -318,16 +372,20 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 
 	rec = newRecorder()
 	view := s.txStore(tx)
-	rq := r.WithContext(withStore(ctx, view))
+	claim := &keyClaim{tx: tx, merchant: merchant, key: key, hash: hash}
+	rq := r.WithContext(commands.WithOutsideWriteGuard(withStore(ctx, view), claim.take))
 	rq.Body = readerOf(body)
 	next.ServeHTTP(rec, rq)
+	if claim.taken {
+		return nil, true, nil // stored by another request before our first outside write: replay it
+	}
 	if rec.retryable() {
 		return rec, rec.isConflict(), nil
 	}
 	if !rec.storable() {
 		return rec, false, nil
 	}
-	inserted, err := commitWithKey(ctx, tx, merchant, key, rec.stored(hash))
+	inserted, err := commitWithKey(ctx, tx, merchant, key, rec.stored(hash), claim.held)
 	if err != nil {
 		return nil, false, err
 	}

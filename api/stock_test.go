@@ -205,3 +205,104 @@ func TestStockCommands(t *testing.T) {
 	other := newUser(t, uuid.New(), "ADMIN")
 	must(t, e.do(request{method: "GET", path: "/v1/audit/stock/" + ledger + "/state", user: &other}), 404)
 }
+
+// A ledger is written outside the request's transaction, so a keyed request
+// whose key another request stored must not reach it: a key reused for
+// another receipt or adjustment answers 422 and moves no stock, and a
+// checkout refused for a shortage, retried with its key once the stock has
+// come, replays the refusal and reserves nothing. Concurrent requests that
+// reuse one key for different receipts move the stock once.
+func TestStoredKeysKeepStockUntouched(t *testing.T) {
+	e := newEnv(t)
+	merchant, branch := uuid.New(), uuid.New()
+	manager := newUser(t, merchant, "MANAGER")
+	keyed := func(path, key string, body any) resp {
+		return e.do(request{method: "POST", path: path, user: &manager, body: body, headers: map[string]string{"Idempotency-Key": key}})
+	}
+	receipt := func(qty int64) map[string]any {
+		return map[string]any{"branch_id": branch, "sku": "MILK", "qty": qty, "unit_cost": 100}
+	}
+	// What the ledger holds, shown by a receipt of one unit (counted in
+	// extra).
+	var extra int64
+	onHand := func() (int64, int64) {
+		t.Helper()
+		r := e.receiveStock(merchant, branch, "MILK", 1)
+		extra++
+		return r.num(t, "on_hand") - extra, r.num(t, "reserved")
+	}
+	must(t, keyed("/v1/stock/receipts", "rcpt-1", receipt(5)), 201)
+	if c := must(t, keyed("/v1/stock/receipts", "rcpt-1", receipt(7)), 422).code(t); c != "idempotency_key_reused" {
+		t.Fatalf("receipt under a stored key: 422 %s", c)
+	}
+	must(t, keyed("/v1/stock/adjustments", "adj-1", map[string]any{"branch_id": branch, "sku": "MILK", "delta": -1, "reason": "broken"}), 201)
+	if c := must(t, keyed("/v1/stock/adjustments", "adj-1", map[string]any{"branch_id": branch, "sku": "MILK", "delta": -3, "reason": "broken"}), 422).code(t); c != "idempotency_key_reused" {
+		t.Fatalf("adjustment under a stored key: 422 %s", c)
+	}
+	if on, _ := onHand(); on != 4 {
+		t.Fatalf("on hand %d after receiving 5 and adjusting -1, each also refused under its stored key: want 4", on)
+	}
+
+	// Eight receipts of different sizes race under one new key: one
+	// applies, the others answer 422 (or replay it, if sent alike).
+	answers := make([]resp, 8)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range answers {
+		wg.Go(func() {
+			<-start
+			answers[i] = keyed("/v1/stock/receipts", "rcpt-race", receipt(int64(10+i)))
+		})
+	}
+	close(start)
+	wg.Wait()
+	var won int64
+	for i, a := range answers {
+		switch {
+		case a.status == 201 && won == 0:
+			won = int64(10 + i)
+		case a.status == 422 && a.code(t) == "idempotency_key_reused":
+		default:
+			t.Fatalf("receipt %d of the race: %d %s", i, a.status, a.body)
+		}
+	}
+	if on, _ := onHand(); won == 0 || on != 4+won {
+		t.Fatalf("on hand %d after a race of receipts under one key, one of %d units applied: want %d", on, won, 4+won)
+	}
+
+	// A checkout refused for want of stock is final for its key.
+	cashier := newUser(t, merchant, "CASHIER")
+	s := e.open(&cashier, branch)
+	must(t, s.post("/items", map[string]any{"sku": "MILK", "name": "Milk", "qty": 100, "unit_price": 1000}), 201)
+	checkout := request{method: "POST", path: s.path("/checkout"), user: &cashier, body: map[string]any{}, headers: map[string]string{"Idempotency-Key": "co-1"}}
+	first := must(t, e.do(checkout), 422)
+	e.receiveStock(merchant, branch, "MILK", 100)
+	again := must(t, e.do(checkout), 422)
+	if !bytes.Equal(again.body, first.body) || again.header.Get("Idempotent-Replayed") != "true" {
+		t.Fatalf("checkout retried with its key: %s (replayed %q), want the stored %s", again.body, again.header.Get("Idempotent-Replayed"), first.body)
+	}
+	if _, reserved := onHand(); reserved != 0 {
+		t.Fatalf("%d units reserved by a checkout whose key had stored its refusal: want 0", reserved)
+	}
+}
+
+// A transfer id is the client's, unique at its source ledger: one slip may
+// pull the same SKU from two branches. Both transfers arrive; before, the
+// target refused the second after its units had left their branch.
+func TestOneTransferIDFromTwoBranches(t *testing.T) {
+	e := newEnv(t)
+	merchant, b1, b2, b3 := uuid.New(), uuid.New(), uuid.New(), uuid.New()
+	manager := newUser(t, merchant, "MANAGER")
+	e.receiveStock(merchant, b1, "MILK", 10)
+	e.receiveStock(merchant, b3, "MILK", 10)
+	slip := uuid.New()
+	for _, from := range []uuid.UUID{b1, b3} {
+		must(t, e.do(request{method: "POST", path: "/v1/stock/transfers", user: &manager,
+			body: map[string]any{"from_branch_id": from, "to_branch_id": b2, "sku": "MILK", "qty": 4, "transfer_id": slip}}), 201)
+	}
+	for branch, want := range map[uuid.UUID]int64{b1: 6, b2: 8, b3: 6} {
+		if on := e.receiveStock(merchant, branch, "MILK", 1).num(t, "on_hand") - 1; on != want {
+			t.Errorf("branch %s: on hand %d, want %d", branch, on, want)
+		}
+	}
+}

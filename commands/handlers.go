@@ -104,7 +104,7 @@ func (h *Handlers) confirming() *Handlers {
 	}
 	d := *h.deps
 	d.TrustSnapshots = false
-	return &Handlers{store: h.store, deps: &d}
+	return &Handlers{store: h.store, deps: &d, outside: h.outside}
 }
 
 // Handlers runs commands against one event store view (the server's, or one
@@ -113,6 +113,9 @@ func (h *Handlers) confirming() *Handlers {
 type Handlers struct {
 	store eventstore.Store
 	deps  *Deps
+	// outside: store is Deps.Ledgers, apart from the caller's; each
+	// command first passes the context's guard (WithOutsideWriteGuard).
+	outside bool
 }
 
 // New returns handlers over store.
@@ -231,6 +234,12 @@ func execute[A any, E any](ctx context.Context, h *Handlers, k kind[A, E], meta 
 		declined := refused != nil && errors.Is(err, refused) || errors.Is(err, ErrVersionMismatch) || errors.Is(err, eventstore.ErrConcurrency)
 		telemetry.EndSpan(span, err, !declined)
 	}()
+	if h.outside {
+		if err := guardOutside(ctx); err != nil {
+			var zero A
+			return zero, Result{}, err
+		}
+	}
 	retries := h.deps.Retries
 	if retries == 0 {
 		retries = 30

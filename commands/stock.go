@@ -61,7 +61,7 @@ func (h *Handlers) ledgers() *Handlers {
 	if h.deps.Ledgers == nil {
 		return h
 	}
-	return &Handlers{store: h.deps.Ledgers, deps: h.deps}
+	return &Handlers{store: h.deps.Ledgers, deps: h.deps, outside: true}
 }
 
 // Ledger loads the ledger of sku in branch, for reading (a copy).

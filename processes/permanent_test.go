@@ -10,7 +10,7 @@ import (
 )
 
 // An event is skipped only when every part of its failure can never
-// succeed: one transient part among invalid ones is retried.
+// succeed: one transient part among refused ones is retried.
 func TestPermanent(t *testing.T) {
 	invalid := &domain.ValidationError{Field: "reason", Code: domain.CodeTooLong, Reason: "too long"}
 	withCause := &domain.ValidationError{Field: "at", Code: "invalid", Reason: "not a time", Err: errors.New("parse error")}
@@ -25,6 +25,8 @@ func TestPermanent(t *testing.T) {
 		{"a validation error, wrapped", fmt.Errorf("ledger b/TEA: %w", invalid), true},
 		{"a validation error with its own cause", withCause, true},
 		{"transient", transient, false},
+		{"an id used for another movement", fmt.Errorf("ledger b/TEA: %w", fmt.Errorf("%w: transfer_id x was used for another movement", domain.ErrAlreadyExists)), true},
+		{"one SKU's id taken, one transient", errors.Join(fmt.Errorf("ledger b/A: %w", domain.ErrAlreadyExists), transient), false},
 		{"every SKU invalid", errors.Join(fmt.Errorf("ledger b/A: %w", invalid), fmt.Errorf("ledger b/B: %w", domain.ErrInvalid)), true},
 		{"one SKU invalid, one transient", errors.Join(fmt.Errorf("ledger b/A: %w", invalid), fmt.Errorf("ledger b/B: %w", transient)), false},
 		{"the same, wrapped", fmt.Errorf("release: %w", errors.Join(invalid, transient)), false},

@@ -131,10 +131,11 @@ func (p *Stock) timeout() time.Duration {
 
 // Apply implements projections.Projector: it sends the event's follow-up
 // commands, then records or clears the sale's deadline in tx. A command the
-// ledger refuses as invalid input (a SKU or quantity no ledger takes, in a
-// sale from before checkout checked them) can never succeed: it is logged
-// as an error and skipped, rather than stall the partition forever. Every
-// other failure is returned, and the delivery retried.
+// ledger refuses for good (invalid input: a SKU or quantity no ledger
+// takes, in a sale from before checkout checked them; an id it used for
+// another movement) can never succeed: it is logged as an error and
+// skipped, rather than stall the partition forever. Every other failure is
+// returned, and the delivery retried.
 func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent) error {
 	if e.RecordedAt.Before(p.ActiveFrom) {
 		return nil // history from before stock was tracked
@@ -152,16 +153,19 @@ func (p *Stock) Apply(ctx context.Context, tx pgx.Tx, e eventstore.RecordedEvent
 	return err
 }
 
-// permanent reports an error every part of which is domain.ErrInvalid. The
-// ledgers of a sale's SKUs fail one by one (their errors joined): one
-// invalid SKU beside a transient failure of another must be retried, or the
-// other SKU's units would be lost with the skipped event.
+// permanent reports an error every part of which can never succeed:
+// domain.ErrInvalid, or domain.ErrAlreadyExists (an id the ledger used for
+// another movement; its history only grows, so a retry is refused alike,
+// and would hold every merchant of the partition behind this event for
+// good). The ledgers of a sale's SKUs fail one by one (their errors
+// joined): one refused SKU beside a transient failure of another must be
+// retried, or the other SKU's units would be lost with the skipped event.
 func permanent(err error) bool {
 	for e := err; e != nil; e = errors.Unwrap(e) {
-		if _, ok := e.(*domain.ValidationError); e == domain.ErrInvalid || ok {
+		if _, ok := e.(*domain.ValidationError); e == domain.ErrInvalid || e == domain.ErrAlreadyExists || ok {
 			return true
 		}
-		if is, ok := e.(interface{ Is(error) bool }); ok && is.Is(domain.ErrInvalid) {
+		if is, ok := e.(interface{ Is(error) bool }); ok && (is.Is(domain.ErrInvalid) || is.Is(domain.ErrAlreadyExists)) {
 			return true
 		}
 		if j, ok := e.(interface{ Unwrap() []error }); ok {

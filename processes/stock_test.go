@@ -267,6 +267,37 @@ func TestRefundByLinesReturnsUnits(t *testing.T) {
 	f.want("TEA", 7, 0)
 }
 
+// A refund id is the client's, unique within its sale only: two sales
+// refunded under one id each get their units back. Before, the ledger
+// refused the second as an id used for another movement, and the process
+// manager retried it forever, holding its partition.
+func TestOneRefundIDInTwoSalesReturnsUnitsToEach(t *testing.T) {
+	f := newFixture(t)
+	f.receive("TEA", 10, 100)
+	ctx := context.Background()
+	refund := uuid.New()
+	var sales []uuid.UUID
+	for _, qty := range []int64{2, 3} {
+		id, err := f.sale(map[string]int64{"TEA": qty})
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.pay(id)
+		sales = append(sales, id)
+	}
+	f.process()
+	f.want("TEA", 5, 0)
+	for _, id := range sales {
+		t0, _, _ := f.h.Transaction(ctx, f.meta, id)
+		lines := []transaction.RefundLine{{LineID: t0.Lines()[0].LineID, Qty: 1}}
+		if _, _, err := f.h.IssueRefund(ctx, f.meta, id, transaction.Refund{RefundID: refund, Reason: "broken", Lines: lines}); err != nil {
+			t.Fatalf("refund: %v", err)
+		}
+	}
+	f.process()
+	f.want("TEA", 7, 0)
+}
+
 func TestUnpaidSaleTimesOut(t *testing.T) {
 	f := newFixture(t)
 	f.receive("TEA", 5, 100)

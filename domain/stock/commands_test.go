@@ -560,6 +560,22 @@ func TestReturn(t *testing.T) {
 			want:  state{8, 0, 8, 100},
 		},
 		{
+			// A refund id is unique within its sale only: another sale's
+			// refund of the same id returns its own units.
+			name:  "one source in two sales returns for each",
+			given: hist(received(rcpt1, 10, 100, 100), sold(tx1, 3, 0, 100), sold(tx2, 2, 0, 100), returned(tx1, ref1, 1, 100, 100)),
+			when:  rt(tx2, ref1, 1),
+			then:  hist(returned(tx2, ref1, 1, 100, 100)),
+			want:  state{7, 0, 7, 100},
+		},
+		{
+			name:  "a source that was a receipt's id returns",
+			given: hist(received(rcpt1, 10, 100, 100), sold(tx1, 3, 0, 100)),
+			when:  rt(tx1, rcpt1, 1),
+			then:  hist(returned(tx1, rcpt1, 1, 100, 100)),
+			want:  state{8, 0, 8, 100},
+		},
+		{
 			name:  "a return on negative on hand sets the average to the sale's cost",
 			given: hist(received(rcpt1, 2, 100, 100), sold(tx1, 2, 0, 100), received(rcpt2, 1, 300, 300), sold(tx2, 4, 0, 300)),
 			when:  rt(tx1, ref1, 2),
@@ -678,6 +694,24 @@ func TestTransferIn(t *testing.T) {
 			given: hist(histStocked, transferredIn(xfer1, 10, 130, 115)),
 			when:  in(xfer1, 10, 130),
 			want:  state{20, 0, 20, 115},
+		},
+		{
+			// A transfer id is unique at its source ledger only: one slip
+			// may pull the same SKU from two branches. Refused here, the
+			// second transfer's units, already gone from their branch,
+			// would be lost.
+			name:  "one transfer id from two branches is received from each",
+			given: hist(histStocked, transferredIn(xfer1, 10, 130, 115)),
+			when:  transferIn(stock.TransferIn{TransferID: xfer1, FromBranchID: thirdBranch, Qty: 5, UnitCost: 115, At: at(5)}),
+			then:  hist(stock.StockTransferredIn{Key: key, TransferID: xfer1, FromBranchID: thirdBranch, Qty: 5, UnitCost: 115, AvgCost: 115, At: at(5)}),
+			want:  state{25, 0, 25, 115},
+		},
+		{
+			name:  "a transfer id this ledger sent out is received back",
+			given: hist(histStocked, transferredOut(xfer1, 4, 100)),
+			when:  in(xfer1, 4, 100),
+			then:  hist(transferredIn(xfer1, 4, 100, 100)),
+			want:  state{10, 0, 10, 100},
 		},
 		{name: "from its own branch", given: histStocked, when: with(func(c *stock.TransferIn) { c.FromBranchID = branchID }), wantField: "from_branch_id"},
 		{name: "from a nil branch", given: histStocked, when: with(func(c *stock.TransferIn) { c.FromBranchID = [16]byte{} }), wantField: "from_branch_id"},

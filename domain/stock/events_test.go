@@ -212,13 +212,13 @@ func TestReadViewsAreCopies(t *testing.T) {
 	if _, ok := l.Reservation(tx3); ok {
 		t.Errorf("Reservation of an unknown transaction found")
 	}
-	if !l.Seen(rcpt1) || !l.Seen(rcpt2) || l.Seen(tx1) || l.Key() != key {
-		t.Errorf("Seen/Key wrong")
+	if !l.SeenIn(uuid.Nil, rcpt1) || !l.SeenIn(uuid.Nil, rcpt2) || l.SeenIn(uuid.Nil, tx1) || l.Key() != key {
+		t.Errorf("SeenIn/Key wrong")
 	}
 
 	c := l.Clone()
 	applyAll(t, c, hist(released(tx2, 2), received(rcpt3, 1, 100, 100), returned(tx1, ref1, 1, 100, 100)))
-	if l.Reserved() != 2 || l.OnHand() != 12 || l.Seen(rcpt3) || l.Seen(ref1) || l.Version() != 5 {
+	if l.Reserved() != 2 || l.OnHand() != 12 || l.SeenIn(uuid.Nil, rcpt3) || l.SeenIn(tx1, ref1) || l.Version() != 5 {
 		t.Errorf("changing a clone changed the original: %+v v%d", stateOf(l), l.Version())
 	}
 	if r, _ := l.Reservation(tx1); r.Returned != 0 {

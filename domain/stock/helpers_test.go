@@ -21,6 +21,7 @@ var (
 	merchantID  = uuid.MustParse("0193a5c0-0000-7000-8000-0000000000aa")
 	branchID    = uuid.MustParse("0193a5c0-0000-7000-8000-0000000000bb")
 	otherBranch = uuid.MustParse("0193a5c0-0000-7000-8000-0000000000bc")
+	thirdBranch = uuid.MustParse("0193a5c0-0000-7000-8000-0000000000bd")
 	otherMerch  = uuid.MustParse("0193a5c0-0000-7000-8000-0000000000ab")
 
 	rcpt1 = uuid.MustParse("0193a5c0-0000-7000-8000-00000000f001")

@@ -23,13 +23,16 @@ type model struct {
 	// per transaction: units sold, at what unit cost, and units returned
 	soldQty, soldCost, returnedQty map[uuid.UUID]int64
 	seen                           map[uuid.UUID]bool
+	// returns applied, by transaction and source (a source id is unique
+	// within its transaction only)
+	returns map[[2]uuid.UUID]bool
 }
 
 func newModel() *model {
 	return &model{
 		open:    map[uuid.UUID]int64{},
 		soldQty: map[uuid.UUID]int64{}, soldCost: map[uuid.UUID]int64{}, returnedQty: map[uuid.UUID]int64{},
-		seen: map[uuid.UUID]bool{},
+		seen: map[uuid.UUID]bool{}, returns: map[[2]uuid.UUID]bool{},
 	}
 }
 
@@ -109,6 +112,7 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 		next[kind]++
 		return nthID(kind, next[kind])
 	}
+	var usedReturns [][2]uuid.UUID // (transaction, source) of returns applied
 	txCount := 0
 	pickTx := func() uuid.UUID {
 		// Mostly recent transactions, sometimes a new one.
@@ -227,11 +231,16 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			}
 		case 6: // return
 			tid, src := pickTx(), id('s')
+			if len(usedReturns) > 0 && r.IntN(6) == 0 {
+				// A return applied before, sent again.
+				p := usedReturns[r.IntN(len(usedReturns))]
+				tid, src = p[0], p[1]
+			}
 			left := m.soldQty[tid] - m.returnedQty[tid]
 			qty := r.Int64N(max(left, 0) + 3)
 			name = "Return"
 			events, err = l.Return(stock.Return{TransactionID: tid, SourceID: src, Qty: qty, At: at(step)})
-			if m.seen[src] {
+			if m.returns[[2]uuid.UUID{tid, src}] {
 				predict = repeat
 			} else if left <= 0 {
 				predict = nothing
@@ -240,9 +249,15 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 					qty = left
 				}
 				cost := m.soldCost[tid]
-				predict, applied = decides, src
+				predict = decides
 				avg := m.avgWith(qty, cost)
-				commit = func() { m.avg, m.returned = avg, m.returned+qty; m.returnedQty[tid] += qty }
+				commit = func() {
+					m.avg, m.returned = avg, m.returned+qty
+					m.returnedQty[tid] += qty
+					m.returns[[2]uuid.UUID{tid, src}] = true
+					usedReturns = append(usedReturns, [2]uuid.UUID{tid, src})
+					used['s'] = append(used['s'], src)
+				}
 				want = stock.StockReturned{Key: key, TransactionID: tid, SourceID: src, Qty: qty, UnitCost: amt(cost), AvgCost: amt(avg), At: at(step)}
 			}
 		case 7: // transfer out
@@ -365,8 +380,13 @@ func runInvariants(t *testing.T, seed uint64, steps int) {
 			}
 		}
 		for sid := range m.seen {
-			if !l.Seen(sid) {
+			if !l.SeenIn(uuid.Nil, sid) && !l.SeenIn(otherBranch, sid) {
 				t.Fatalf("%s: %s applied but not seen", where, sid)
+			}
+		}
+		for p := range m.returns {
+			if !l.SeenIn(p[0], p[1]) {
+				t.Fatalf("%s: return of %s by %s applied but not seen", where, p[0], p[1])
 			}
 		}
 

@@ -91,10 +91,10 @@ func (e *ShortageError) Unwrap() error { return ErrInsufficientStock }
 
 // Limits.
 const (
-	// MaxQty is the most units one command moves.
-	MaxQty = 1_000_000_000
-	// MaxSKULen is the longest SKU, in characters (as on a sale line).
-	MaxSKULen = 64
+	// MaxQty is the most units one command moves (domain.MaxQty).
+	MaxQty = domain.MaxQty
+	// MaxSKULen is the longest SKU, in characters (domain.MaxSKULen).
+	MaxSKULen = domain.MaxSKULen
 	// MaxReasonLen is the longest adjustment or release reason.
 	MaxReasonLen = 500
 	// MaxActorLen is the longest actor id (the token's sub).
@@ -151,10 +151,10 @@ type Ledger struct {
 	avgCost  money.Amount
 
 	reservations map[uuid.UUID]*Reservation
-	// seen holds every receipt, adjustment, transfer and return source id
-	// already applied, with what it did: the same command again decides
-	// nothing, the same id for something else is refused.
-	seen map[uuid.UUID]string
+	// seen holds every movement already applied, by its seenKey, with what
+	// it did: the same command again decides nothing, the same key for
+	// something else is refused.
+	seen map[seenKey]string
 	// transfersOut holds the transfers sent from this ledger, so the target
 	// half can be completed from the source's state alone.
 	transfersOut map[uuid.UUID]StockTransferredOut
@@ -162,7 +162,7 @@ type Ledger struct {
 
 // New returns the ledger of key with no history: zero on hand, zero cost.
 func New(key Key) *Ledger {
-	return &Ledger{key: key, reservations: map[uuid.UUID]*Reservation{}, seen: map[uuid.UUID]string{},
+	return &Ledger{key: key, reservations: map[uuid.UUID]*Reservation{}, seen: map[seenKey]string{},
 		transfersOut: map[uuid.UUID]StockTransferredOut{}}
 }
 
@@ -203,25 +203,30 @@ func (l *Ledger) Reservations() map[uuid.UUID]Reservation {
 	return out
 }
 
-// Seen reports whether a receipt, adjustment, transfer or return source id
-// has already been applied.
-func (l *Ledger) Seen(id uuid.UUID) bool {
-	_, ok := l.seen[id]
-	return ok
-}
+// seenKey is a movement as a ledger remembers it, by the id its command
+// names within the scope where that id is unique: receipts, adjustments and
+// transfers out by their id alone (one id, one movement of this ledger); a
+// transfer in by its id and source branch (the id was unique at the source
+// ledger only: one slip may pull the same SKU from two branches); a return
+// by its source and transaction (a refund id is unique within its sale
+// only). A key outside its
+// scope would refuse, as taken, a movement the command had every right to:
+// after the source half of a transfer, or a refund already granted, when
+// nothing can undo what came first.
+type seenKey struct{ scope, id uuid.UUID }
 
-// repeated reports whether id was already applied to do exactly print (the
-// command is a repeat: it decides nothing); the same id applied to do
-// something else is ErrAlreadyExists.
-func (l *Ledger) repeated(id uuid.UUID, field, print string) (bool, error) {
-	done, ok := l.seen[id]
+// repeated reports whether key was already applied to do exactly print (the
+// command is a repeat: it decides nothing); the same key applied to do
+// something else is ErrAlreadyExists naming field and the key's id.
+func (l *Ledger) repeated(key seenKey, field, print string) (bool, error) {
+	done, ok := l.seen[key]
 	switch {
 	case !ok:
 		return false, nil
 	case done == print:
 		return true, nil
 	}
-	return false, fmt.Errorf("%w: %s %s was used for another movement of this ledger", ErrAlreadyExists, field, id)
+	return false, fmt.Errorf("%w: %s %s was used for another movement of this ledger", ErrAlreadyExists, field, key.id)
 }
 
 // What a receipt, adjustment, return or transfer did, as repeated compares.
@@ -273,10 +278,10 @@ func (l *Ledger) Apply(e Event) error {
 	case StockReceived:
 		l.onHand += e.Qty
 		l.avgCost = e.AvgCost
-		l.seen[e.ReceiptID] = receiptPrint(e.Qty, e.UnitCost)
+		l.seen[seenKey{id: e.ReceiptID}] = receiptPrint(e.Qty, e.UnitCost)
 	case StockAdjusted:
 		l.onHand += e.Delta
-		l.seen[e.AdjustmentID] = adjustmentPrint(e.Delta, e.Reason)
+		l.seen[seenKey{id: e.AdjustmentID}] = adjustmentPrint(e.Delta, e.Reason)
 	case StockReserved:
 		r := l.reservation(e.TransactionID)
 		l.reserved += e.Qty - r.Reserved
@@ -295,15 +300,15 @@ func (l *Ledger) Apply(e Event) error {
 		l.onHand += e.Qty
 		l.avgCost = e.AvgCost
 		r.Returned += e.Qty
-		l.seen[e.SourceID] = returnPrint(e.TransactionID)
+		l.seen[seenKey{e.TransactionID, e.SourceID}] = returnPrint(e.TransactionID)
 	case StockTransferredOut:
 		l.onHand -= e.Qty
-		l.seen[e.TransferID] = transferOutPrint(e.ToBranchID, e.Qty)
+		l.seen[seenKey{id: e.TransferID}] = transferOutPrint(e.ToBranchID, e.Qty)
 		l.transfersOut[e.TransferID] = e
 	case StockTransferredIn:
 		l.onHand += e.Qty
 		l.avgCost = e.AvgCost
-		l.seen[e.TransferID] = transferInPrint(e.FromBranchID, e.Qty, e.UnitCost)
+		l.seen[seenKey{e.FromBranchID, e.TransferID}] = transferInPrint(e.FromBranchID, e.Qty, e.UnitCost)
 	default:
 		return fmt.Errorf("%w: %T at version %d", ErrInvalidHistory, e, l.version+1)
 	}
@@ -337,7 +342,7 @@ func (l *Ledger) Receive(cmd Receive) ([]Event, error) {
 	if err := firstOf(checkQty("qty", cmd.Qty), checkAmount("unit_cost", cmd.UnitCost), checkActor(cmd.By)); err != nil {
 		return nil, err
 	}
-	if done, err := l.repeated(cmd.ReceiptID, "receipt_id", receiptPrint(cmd.Qty, cmd.UnitCost)); done || err != nil {
+	if done, err := l.repeated(seenKey{id: cmd.ReceiptID}, "receipt_id", receiptPrint(cmd.Qty, cmd.UnitCost)); done || err != nil {
 		return nil, err
 	}
 	avg, err := l.averageWith(cmd.Qty, cmd.UnitCost)
@@ -370,7 +375,7 @@ func (l *Ledger) Adjust(cmd Adjust) ([]Event, error) {
 	if err := firstOf(checkText("reason", cmd.Reason, MaxReasonLen, true), checkActor(cmd.By)); err != nil {
 		return nil, err
 	}
-	if done, err := l.repeated(cmd.AdjustmentID, "adjustment_id", adjustmentPrint(cmd.Delta, cmd.Reason)); done || err != nil {
+	if done, err := l.repeated(seenKey{id: cmd.AdjustmentID}, "adjustment_id", adjustmentPrint(cmd.Delta, cmd.Reason)); done || err != nil {
 		return nil, err
 	}
 	if err := l.fits(l.onHand+cmd.Delta, l.reserved, -cmd.Delta, cmd.AllowNegative); err != nil {
@@ -480,7 +485,8 @@ func (l *Ledger) Sell(cmd Sell) ([]Event, error) {
 type Return struct {
 	TransactionID uuid.UUID
 	// SourceID is what returns them: a refund id, or the transaction id
-	// for a void. Each source returns once.
+	// for a void (a sale is voided only before any refund). Each source
+	// returns once per transaction.
 	SourceID uuid.UUID
 	// Qty is the units to return; 0 means all sold and not yet returned
 	// (a void). It is capped at that, so a ledger never takes back more
@@ -504,7 +510,7 @@ func (l *Ledger) Return(cmd Return) ([]Event, error) {
 	}
 	r, _ := l.Reservation(cmd.TransactionID)
 	left := r.Sold - r.Returned
-	if done, err := l.repeated(cmd.SourceID, "source_id", returnPrint(cmd.TransactionID)); done || err != nil || left <= 0 {
+	if done, err := l.repeated(seenKey{cmd.TransactionID, cmd.SourceID}, "source_id", returnPrint(cmd.TransactionID)); done || err != nil || left <= 0 {
 		return nil, err
 	}
 	qty := cmd.Qty
@@ -544,7 +550,7 @@ func (l *Ledger) TransferOut(cmd TransferOut) ([]Event, error) {
 	if err := firstOf(checkQty("qty", cmd.Qty), checkActor(cmd.By)); err != nil {
 		return nil, err
 	}
-	if done, err := l.repeated(cmd.TransferID, "transfer_id", transferOutPrint(cmd.ToBranchID, cmd.Qty)); done || err != nil {
+	if done, err := l.repeated(seenKey{id: cmd.TransferID}, "transfer_id", transferOutPrint(cmd.ToBranchID, cmd.Qty)); done || err != nil {
 		return nil, err
 	}
 	if err := l.fits(l.onHand-cmd.Qty, l.reserved, cmd.Qty, cmd.AllowNegative); err != nil {
@@ -578,7 +584,7 @@ func (l *Ledger) TransferIn(cmd TransferIn) ([]Event, error) {
 	if err := firstOf(checkQty("qty", cmd.Qty), checkAmount("unit_cost", cmd.UnitCost)); err != nil {
 		return nil, err
 	}
-	if done, err := l.repeated(cmd.TransferID, "transfer_id", transferInPrint(cmd.FromBranchID, cmd.Qty, cmd.UnitCost)); done || err != nil {
+	if done, err := l.repeated(seenKey{cmd.FromBranchID, cmd.TransferID}, "transfer_id", transferInPrint(cmd.FromBranchID, cmd.Qty, cmd.UnitCost)); done || err != nil {
 		return nil, err
 	}
 	avg, err := l.averageWith(cmd.Qty, cmd.UnitCost)

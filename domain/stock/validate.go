@@ -2,8 +2,6 @@ package stock
 
 import (
 	"fmt"
-	"strings"
-	"unicode"
 
 	"pos/domain"
 	"pos/domain/money"
@@ -38,23 +36,8 @@ func (k Key) validate() error {
 	return CheckSKU(k.SKU)
 }
 
-// CheckSKU refuses an empty SKU, one longer than MaxSKULen characters, and
-// one with spaces at either end or control characters (a SKU is an
-// identifier: " A1" and "A1" must not be two ledgers).
-func CheckSKU(sku string) error {
-	if err := checkText("sku", sku, MaxSKULen, true); err != nil {
-		return err
-	}
-	if strings.TrimSpace(sku) != sku {
-		return invalid("sku", domain.CodeInvalid, "must not start or end with spaces")
-	}
-	for _, r := range sku {
-		if unicode.IsControl(r) {
-			return invalid("sku", domain.CodeInvalid, "must not contain control characters")
-		}
-	}
-	return nil
-}
+// CheckSKU is domain.CheckSKU: what a SKU must be, on a sale line too.
+var CheckSKU = domain.CheckSKU
 
 // checkText is domain.CheckText, the text rule every aggregate shares.
 var checkText = domain.CheckText

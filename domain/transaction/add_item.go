@@ -35,7 +35,7 @@ func (t *Transaction) AddItem(cmd AddItem) ([]Event, error) {
 	}
 	if err := firstError(
 		checkID("line_id", cmd.LineID),
-		checkText("sku", cmd.SKU, MaxSKULen, true),
+		domain.CheckSKU(cmd.SKU),
 		checkText("name", cmd.Name, MaxNameLen, true),
 		checkAmount("unit_price", cmd.UnitPrice, false),
 		checkBps("tax_rate_bps", cmd.TaxRateBps),
@@ -43,8 +43,8 @@ func (t *Transaction) AddItem(cmd AddItem) ([]Event, error) {
 	); err != nil {
 		return nil, err
 	}
-	if cmd.Qty <= 0 || cmd.Qty > int64(money.MaxAmount) {
-		return nil, invalid("qty", domain.CodeOutOfRange, fmt.Sprintf("must be within 1..%d", int64(money.MaxAmount)))
+	if cmd.Qty <= 0 || cmd.Qty > MaxQty {
+		return nil, invalid("qty", domain.CodeOutOfRange, fmt.Sprintf("must be within 1..%d", MaxQty))
 	}
 	if err := t.checkCurrency(cmd.Currency); err != nil {
 		return nil, err

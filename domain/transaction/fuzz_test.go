@@ -29,18 +29,20 @@ func known(err error) bool {
 }
 
 // FuzzAddItem checks that no quantity and price, however large, panics or
-// wraps: a line whose gross or totals exceed 2^53−1 is a validation error
-// wrapping money.ErrOutOfRange, and any other valid line is accepted.
+// wraps: a quantity past tx.MaxQty is refused, a line whose gross or totals
+// exceed 2^53−1 is a validation error wrapping money.ErrOutOfRange, and any
+// other valid line is accepted.
 func FuzzAddItem(f *testing.F) {
 	f.Add(int64(3), int64(3333), int64(1100), false)
 	f.Add(int64(1<<40), int64(1<<20), int64(0), false)
+	f.Add(int64(tx.MaxQty), int64(1<<24), int64(0), false)
 	f.Add(int64(money.MaxAmount), int64(money.MaxAmount), int64(10000), true)
 	f.Add(int64(1), int64(money.MaxAmount), int64(1), false)
 	f.Add(int64(-1), int64(5), int64(0), false)
 	f.Fuzz(func(t *testing.T, qty, price, rate int64, inclusive bool) {
 		agg := draft(t, "IDR", inclusive)
 		events, err := agg.AddItem(tx.AddItem{LineID: lineA, SKU: "S", Name: "N", Qty: qty, UnitPrice: money.Amount(price), TaxRateBps: rate, At: at(1)})
-		validInput := qty > 0 && qty <= int64(money.MaxAmount) && money.Amount(price).Valid() && rate >= 0 && rate <= 10000
+		validInput := qty > 0 && qty <= tx.MaxQty && money.Amount(price).Valid() && rate >= 0 && rate <= 10000
 		if !validInput {
 			if !errors.Is(err, tx.ErrInvalid) {
 				t.Fatalf("AddItem(qty %d, price %d, rate %d) err = %v, want ErrInvalid", qty, price, rate, err)

@@ -52,6 +52,13 @@ func TestAddItem(t *testing.T) {
 		{name: "rate above 100 %", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.TaxRateBps = 10001 }), wantErr: tx.ErrInvalid, wantField: "tax_rate_bps"},
 		{name: "nil line id", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.LineID = uuid.Nil }), wantErr: tx.ErrInvalid, wantField: "line_id"},
 		{name: "no sku", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.SKU = "" }), wantErr: tx.ErrInvalid, wantField: "sku"},
+		// A line becomes a stock ledger's reservation at checkout: what a
+		// ledger would refuse is refused here, not after the sale is rung up.
+		{name: "sku with a trailing space", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.SKU = "TEA " }), wantErr: tx.ErrInvalid, wantField: "sku"},
+		{name: "sku with a control character", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.SKU = "TE\x01A" }), wantErr: tx.ErrInvalid, wantField: "sku"},
+		{name: "qty above what a ledger takes", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.Qty = tx.MaxQty + 1; c.UnitPrice = 0 }), wantErr: tx.ErrInvalid, wantField: "qty"},
+		{name: "qty at what a ledger takes", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.Qty = tx.MaxQty; c.UnitPrice = 0 }),
+			then: []tx.Event{tx.ItemAdded{LineID: lineB, SKU: "SKU-B", Name: "Tea", Qty: tx.MaxQty, UnitPrice: 0, TaxRateBps: 1100, At: at(1)}}},
 		{name: "no name", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.Name = "\t" }), wantErr: tx.ErrInvalid, wantField: "name"},
 		{name: "name too long", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.Name = strings.Repeat("é", tx.MaxNameLen+1) }), wantErr: tx.ErrInvalid, wantField: "name"},
 		{name: "name not UTF-8", given: hist(evOpened), when: with(func(c *tx.AddItem) { c.Name = "\xff" }), wantErr: tx.ErrInvalid, wantField: "name"},
@@ -59,14 +66,14 @@ func TestAddItem(t *testing.T) {
 		{
 			name:      "qty × price overflows",
 			given:     hist(evOpened),
-			when:      with(func(c *tx.AddItem) { c.Qty = 1 << 40; c.UnitPrice = 1 << 20 }),
+			when:      with(func(c *tx.AddItem) { c.Qty = tx.MaxQty; c.UnitPrice = 1 << 24 }),
 			wantErr:   money.ErrOutOfRange,
 			wantField: "qty",
 		},
 		{
 			name:      "huge qty × huge price does not wrap",
 			given:     hist(evOpened),
-			when:      with(func(c *tx.AddItem) { c.Qty = int64(money.MaxAmount); c.UnitPrice = money.MaxAmount }),
+			when:      with(func(c *tx.AddItem) { c.Qty = tx.MaxQty; c.UnitPrice = money.MaxAmount }),
 			wantErr:   tx.ErrInvalid,
 			wantField: "qty",
 		},

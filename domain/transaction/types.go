@@ -78,8 +78,11 @@ const (
 	MaxRefunds = 100
 	// MaxCodeLen is the longest human-readable code, in characters.
 	MaxCodeLen = 64
-	// MaxSKULen is the longest SKU, in characters.
-	MaxSKULen = 64
+	// MaxSKULen is the longest SKU, in characters (domain.MaxSKULen).
+	MaxSKULen = domain.MaxSKULen
+	// MaxQty is the most units of a line (domain.MaxQty: what a stock
+	// ledger takes at checkout).
+	MaxQty = domain.MaxQty
 	// MaxNameLen is the longest item name, in characters.
 	MaxNameLen = 200
 	// MaxReasonLen is the longest reason (discount, void, refund, decline).
