@@ -3,6 +3,7 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -20,6 +21,7 @@ import (
 	"pos/api/auth"
 	"pos/audit"
 	"pos/commands"
+	"pos/domain/settings"
 	"pos/domain/stock"
 	"pos/domain/transaction"
 	"pos/eventstore"
@@ -375,69 +377,128 @@ func acceptsNDJSON(r *http.Request) bool {
 	return false
 }
 
-// exportRange reads from and to: RFC 3339 times, or YYYY-MM-DD dates, which
-// are days in the merchant's time zone (zone, called only for a date), as
-// the daily sales count them, and where to covers its whole day. Events
-// recorded in [from, to) are exported; an absent bound is open.
-func exportRange(r *http.Request, zone func() (*time.Location, error)) (from, to time.Time, err error) {
-	parse := func(field string, end bool) (time.Time, error) {
+// exportBound is one end of an export's range: an instant (RFC 3339), or
+// a day (YYYY-MM-DD) in the merchant's time zone, or neither (open).
+type exportBound struct {
+	at  time.Time
+	day string
+}
+
+// exportBounds are an export's from and to. A day is counted as the daily
+// sales count it: in the merchant's time zone in force when the event was
+// recorded (a change of zone applies from the settings event that makes
+// it), so one day's export holds the events its report counts. Events in
+// [from, to] are exported: from an instant on, before an instant, on or
+// after a from day, on or before a to day.
+type exportBounds struct{ from, to exportBound }
+
+// exportRange reads the from and to parameters (see exportBounds).
+func exportRange(r *http.Request) (b exportBounds, err error) {
+	parse := func(field string) (exportBound, error) {
 		v := r.URL.Query().Get(field)
 		if v == "" {
-			return time.Time{}, nil
+			return exportBound{}, nil
 		}
 		if t, err := time.Parse(time.RFC3339Nano, v); err == nil {
-			return t.UTC(), nil
+			return exportBound{at: t.UTC()}, nil
 		}
 		if _, err := time.Parse(time.DateOnly, v); err != nil {
-			return time.Time{}, invalid(field+" must be an RFC 3339 time or a YYYY-MM-DD date", FieldError{Field: field, Code: "invalid"})
+			return exportBound{}, invalid(field+" must be an RFC 3339 time or a YYYY-MM-DD date", FieldError{Field: field, Code: "invalid"})
 		}
-		loc, err := zone()
-		if err != nil {
-			return time.Time{}, err
-		}
-		d, _ := time.Parse(time.DateOnly, v)
-		if end {
-			d = d.AddDate(0, 0, 1)
-		}
-		return dayStart(d, loc), nil
+		return exportBound{day: v}, nil
 	}
-	if from, err = parse("from", false); err != nil {
+	if b.from, err = parse("from"); err != nil {
 		return
 	}
-	if to, err = parse("to", true); err != nil {
+	if b.to, err = parse("to"); err != nil {
 		return
 	}
-	if !from.IsZero() && !to.IsZero() && !from.Before(to) {
+	if !b.from.at.IsZero() && !b.to.at.IsZero() && !b.from.at.Before(b.to.at) || b.from.day != "" && b.to.day != "" && b.from.day > b.to.day {
 		err = invalid("from must be before to", FieldError{Field: "to", Code: "invalid"})
 	}
 	return
 }
 
-// dayStart returns the first instant of date's day (its year, month and
-// day) in loc. Where a clock change skips midnight (America/Santiago in
-// September), the day begins when the clock jumps, not at the midnight
-// time.Date normalises to the evening before.
-func dayStart(date time.Time, loc *time.Location) time.Time {
-	y, m, d := date.Date()
-	t := time.Date(y, m, d, 0, 0, 0, 0, loc)
-	if ty, tm, td := t.Date(); ty != y || tm != m || td != d {
-		_, t = t.ZoneBounds() // the end of the zone the evening before is in
+// keeps reports whether the export holds an event recorded at at, in a
+// merchant whose time zone was then loc.
+func (b exportBounds) keeps(at time.Time, loc *time.Location) bool {
+	day := ""
+	if b.from.day != "" || b.to.day != "" {
+		day = at.In(loc).Format(time.DateOnly)
 	}
-	return t.UTC()
+	switch {
+	case !b.from.at.IsZero() && at.Before(b.from.at), b.from.day != "" && day < b.from.day:
+		return false
+	case !b.to.at.IsZero() && !at.Before(b.to.at), b.to.day != "" && day > b.to.day:
+		return false
+	}
+	return true
 }
 
-// merchantZone is the time zone of the caller's merchant's settings.
-func (s *Server) merchantZone(r *http.Request) (*time.Location, error) {
-	m, err := s.meta(r)
+// past reports whether an event recorded at at, and every one after it in
+// the feed, is beyond the range's end: recorded times follow the feed only
+// roughly (exportClockSkew), and a day ends at the latest 14 hours after
+// its UTC midnight (UTC−12) plus a clock change.
+func (b exportBounds) past(at time.Time) bool {
+	end := b.to.at
+	if b.to.day != "" {
+		d, _ := time.Parse(time.DateOnly, b.to.day)
+		end = d.AddDate(0, 0, 2)
+	}
+	return !end.IsZero() && at.After(end.Add(exportClockSkew))
+}
+
+// exportZones follows the merchant's time zone through its feed, for an
+// export by days: the zone in force after position (the settings stream's
+// last change at or before it, else the default), then each change of the
+// settings stream as the export meets it.
+type exportZones struct {
+	stream string
+	loc    *time.Location
+}
+
+func (s *Server) exportZones(ctx context.Context, merchant uuid.UUID, after eventstore.Position) (*exportZones, error) {
+	z := &exportZones{stream: commands.SettingsStream(merchant)}
+	if err := z.set(settings.Defaults().Timezone); err != nil {
+		return nil, err
+	}
+	history, err := s.store.ReadStream(ctx, z.stream, 1, 0)
 	if err != nil {
 		return nil, err
 	}
-	st, _, err := s.handlers(r).Settings(r.Context(), m)
-	if err != nil {
-		return nil, err
+	for _, e := range history {
+		if after.Less(e.Position) {
+			break
+		}
+		if err := z.see(e); err != nil {
+			return nil, err
+		}
 	}
-	// Known to load: the zone was loaded when the settings were changed.
-	return time.LoadLocation(st.Values().Timezone)
+	return z, nil
+}
+
+// see takes e's change of zone, if e is one.
+func (z *exportZones) see(e eventstore.RecordedEvent) error {
+	if e.Stream != z.stream {
+		return nil
+	}
+	ev, err := settings.Decode(e.Type, e.Data)
+	if err != nil {
+		return err
+	}
+	if c, ok := ev.(settings.SettingsChanged); ok {
+		return z.set(c.Timezone)
+	}
+	return nil
+}
+
+func (z *exportZones) set(name string) error {
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return fmt.Errorf("audit export: time zone %q: %w", name, err)
+	}
+	z.loc = loc
+	return nil
 }
 
 // auditExport streams the merchant's feed after from as NDJSON, one event
@@ -448,7 +509,7 @@ func (s *Server) merchantZone(r *http.Request) (*time.Location, error) {
 // flushed, never accumulated. A failure after the first byte aborts the
 // connection, so a client never mistakes a cut export for a complete one.
 func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, after eventstore.Position) {
-	from, to, err := exportRange(r, func() (*time.Location, error) { return s.merchantZone(r) })
+	bounds, err := exportRange(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -458,7 +519,13 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, after event
 		s.fail(w, r, err)
 		return
 	}
-	filter := eventstore.Filter{MerchantID: principalOf(r).MerchantID.String()}
+	merchant := principalOf(r).MerchantID
+	zones, err := s.exportZones(ctx, merchant, after)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	filter := eventstore.Filter{MerchantID: merchant.String()}
 	first, err := s.store.ReadAll(ctx, after, filter, exportPage)
 	if err != nil {
 		s.fail(w, r, err)
@@ -478,11 +545,14 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, after event
 	page := first
 	for {
 		for _, e := range page {
-			if !to.IsZero() && e.RecordedAt.After(to.Add(exportClockSkew)) {
+			if bounds.past(e.RecordedAt) {
 				page = nil
 				break
 			}
-			if e.RecordedAt.Before(from) || (!to.IsZero() && !e.RecordedAt.Before(to)) {
+			if err := zones.see(e); err != nil {
+				abort(err)
+			}
+			if !bounds.keeps(e.RecordedAt, zones.loc) {
 				continue
 			}
 			if err := enc.Encode(viewEvent(e)); err != nil {

@@ -990,6 +990,64 @@ func TestAuditExportDateRange(t *testing.T) {
 	}
 }
 
+// An export's days are the daily sales' days: in the merchant's time zone
+// in force when each event was recorded. A sale rung up before a change of
+// zone stays on its day in the old zone; the change, and what follows it,
+// are on their days in the new one. Before, every event was dated in
+// today's zone, and one day's export missed what its report counted.
+func TestAuditExportDaysFollowTheZoneInForce(t *testing.T) {
+	e := newAuditEnv(t)
+	merchant := uuid.New()
+	cashier := newUser(t, merchant, "CASHIER")
+	auditor := newUser(t, merchant, "AUDITOR")
+	admin := newUser(t, merchant, "ADMIN")
+	before := e.open(&cashier, uuid.New()) // in the default zone, Asia/Jakarta (UTC+7)
+	before.addItem(1, 100)
+	old, err := time.LoadLocation("Asia/Jakarta")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A zone whose date differs from Jakarta's now.
+	zone := "Etc/GMT+12" // UTC−12
+	if h := time.Now().UTC().Hour(); h >= 12 && h < 17 {
+		zone = "Etc/GMT-14" // UTC+14
+	}
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, e.do(request{method: "PUT", path: "/v1/settings", user: &admin,
+		body: `{"currency":"IDR","prices_include_tax":false,"allow_negative_stock":false,"timezone":"` + zone + `"}`}), 200)
+	after := e.open(&cashier, uuid.New())
+	after.addItem(1, 100)
+
+	at := e.history(&auditor, before.id)[0].RecordedAt
+	oldDay, newDay := at.In(old).Format(time.DateOnly), at.In(loc).Format(time.DateOnly)
+	if oldDay == newDay {
+		t.Fatalf("%s and Asia/Jakarta share the day %s", zone, oldDay)
+	}
+	streams := func(day string) map[string]int {
+		out := map[string]int{}
+		for _, ev := range e.export(&auditor, "from="+day+"&to="+day) {
+			out[ev.Stream]++
+		}
+		return out
+	}
+	sale := func(s *sale) string { return commands.TransactionStream(merchant, uuid.MustParse(s.id)) }
+	settingsStream := commands.SettingsStream(merchant)
+	if got, want := streams(oldDay), map[string]int{sale(before): 2}; !maps.Equal(got, want) {
+		t.Errorf("Jakarta's day %s: events by stream %v, want %v (the sale before the change)", oldDay, got, want)
+	}
+	if got, want := streams(newDay), map[string]int{settingsStream: 1, sale(after): 2}; !maps.Equal(got, want) {
+		t.Errorf("%s's day %s: events by stream %v, want %v (the change and the sale after it)", zone, newDay, got, want)
+	}
+	// From a position after the change, days are the new zone's.
+	pos := e.history(&auditor, after.id)[0].Position
+	if got := e.export(&auditor, "from_position="+url.QueryEscape(pos)+"&from="+newDay+"&to="+newDay); len(got) != 1 || got[0].Stream != sale(after) {
+		t.Errorf("after the sale's first event, on %s: %d events, want the sale's second", newDay, len(got))
+	}
+}
+
 // TestAuditVerifyFindsTampering: a payload edited by a superuser with the
 // triggers disabled, a stream's last event deleted, a whole stream deleted
 // and a forged anchor, each named by GET /v1/audit/verify.

@@ -37,11 +37,16 @@ func (h *Handlers) ChangeSettings(ctx context.Context, meta Meta, cmd settings.C
 // Settings loads the merchant's settings (the defaults when never changed)
 // and the position of their last change.
 func (h *Handlers) Settings(ctx context.Context, meta Meta) (*settings.Settings, Result, error) {
-	s, pos, _, err := load(ctx, h.store, nil, settingsKind, streamName(settingsCategory, meta.MerchantID, meta.MerchantID), false, false)
+	s, pos, _, err := load(ctx, h.store, nil, settingsKind, SettingsStream(meta.MerchantID), false, false)
 	if err != nil {
 		return nil, Result{}, err
 	}
 	return s, Result{Version: s.Version(), Position: pos}, nil
+}
+
+// SettingsStream is the stream of merchant's settings.
+func SettingsStream(merchant uuid.UUID) string {
+	return streamName(settingsCategory, merchant, merchant)
 }
 
 func streamName(category string, merchant, id uuid.UUID) string {
