@@ -124,13 +124,13 @@ func (k keyStore) lookup(ctx context.Context, merchant uuid.UUID, key string) (s
 }
 
 // commitWithKey records a response with its key in tx and commits tx, in
-// one round trip (pgtx.Lazy.ExecCommit). A key that another request stored
-// first (its transaction waited for, then a unique violation) stops the
-// query before its COMMIT: inserted is false, and the work is rolled back
-// (by tx.Rollback, or already when the insert was its first statement).
-// claimed says tx already holds the key's row (keyClaim), which then only
-// gains the response.
-func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key string, r storedResponse, claimed bool) (inserted bool, err error) {
+// one round trip (pgtx.Lazy.ExecCommit). The insert first takes the key's
+// lock (keyLock), so it waits for a request that claimed the key
+// (keyClaim) to end. A key that another request stored first (its
+// transaction waited for, then a unique violation) stops the query before
+// its COMMIT: inserted is false, and the work is rolled back (by
+// tx.Rollback, or already when the insert was its first statement).
+func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key string, r storedResponse) (inserted bool, err error) {
 	headers, err := json.Marshal(r.headers)
 	if err != nil {
 		return false, err
@@ -139,13 +139,9 @@ func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key s
 	if body == nil {
 		body = []byte{} // nil would be NULL
 	}
-	sql := `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
-        VALUES ($1, $2, $3, $4, $5, $6)`
-	if claimed {
-		sql = `UPDATE idempotency_keys SET request_hash = $3, status_code = $4, headers = $5, body = $6
-        WHERE merchant_id = $1 AND key = $2`
-	}
-	_, err = tx.ExecCommit(ctx, sql, merchant.String(), key, r.hash, r.status, string(headers), body)
+	_, err = tx.ExecCommit(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
+        SELECT $1, $2, $3, $4, $5, $6 FROM pg_advisory_xact_lock($7, hashtext($8))`,
+		merchant.String(), key, r.hash, r.status, string(headers), body, keyLockClass, keyLock(merchant, key))
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
 		return false, nil
@@ -156,6 +152,13 @@ func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key s
 	return true, nil
 }
 
+// keyLockClass is the first key of the idempotency keys' transaction-level
+// advisory locks ("keys"); keyLock names the second (hashed by the
+// server: two keys sharing a hash only wait for each other).
+const keyLockClass int32 = 0x6b657973
+
+func keyLock(merchant uuid.UUID, key string) string { return merchant.String() + "/" + key }
+
 // keyClaim is a keyed request's claim on its key, taken in the request's
 // transaction before the command's first write outside it (a stock
 // ledger's, commands.WithOutsideWriteGuard). Such a write commits on its
@@ -163,17 +166,20 @@ func commitWithKey(ctx context.Context, tx *pgtx.Lazy, merchant uuid.UUID, key s
 // whose key another stored first, would come too late for it: a retry of
 // a refused checkout would reserve the stock, a key reused for another
 // receipt would receive its units, and only the answer would say
-// otherwise. The claim's insert waits for a transaction holding the key
-// to end; when the key is stored, the command writes nothing and the
-// request replays the stored answer (taken). A claim held ends with the
-// transaction: its row gains the response at COMMIT, or goes with a
-// rollback, leaving the key free. Used by one request's goroutine.
+// otherwise. The claim takes the key's lock and then looks the key up (two
+// statements, so the look-up sees what the lock's last holder committed):
+// the lock waits for a request holding it (a claim, or a key insert at
+// COMMIT, commitWithKey) to end, and when the key is stored the command
+// writes nothing and the request replays the stored answer (taken). A lock
+// and a read take no transaction id, so a claim never holds back the
+// store's feed while the command works on ledgers, as a key row inserted
+// early would. The lock ends with the transaction. Used by one request's
+// goroutine.
 type keyClaim struct {
 	tx       *pgtx.Lazy
 	merchant uuid.UUID
 	key      string
-	hash     []byte
-	held     bool // the row is this transaction's
+	held     bool // the lock is this transaction's, and the key was free
 	taken    bool // another request stored the key first
 }
 
@@ -185,15 +191,15 @@ func (c *keyClaim) take(ctx context.Context) error {
 	case c.taken:
 		return errConflict
 	}
-	_, err := c.tx.Exec(ctx, `INSERT INTO idempotency_keys (merchant_id, key, request_hash, status_code, headers, body)
-        VALUES ($1, $2, $3, 0, '{}', '')`, c.merchant.String(), c.key, c.hash)
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation
-		c.taken = true
-		return errConflict
-	}
-	if err != nil {
+	b := &pgx.Batch{}
+	b.Queue(`SELECT pg_advisory_xact_lock($1, hashtext($2))`, keyLockClass, keyLock(c.merchant, c.key))
+	b.Queue(`SELECT EXISTS (SELECT FROM idempotency_keys WHERE merchant_id = $1 AND key = $2)`, c.merchant.String(), c.key).
+		QueryRow(func(row pgx.Row) error { return row.Scan(&c.taken) })
+	if err := c.tx.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("idempotency: claim key: %w", err)
+	}
+	if c.taken {
+		return errConflict
 	}
 	c.held = true
 	return nil
@@ -372,7 +378,7 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 
 	rec = newRecorder()
 	view := s.txStore(tx)
-	claim := &keyClaim{tx: tx, merchant: merchant, key: key, hash: hash}
+	claim := &keyClaim{tx: tx, merchant: merchant, key: key}
 	rq := r.WithContext(commands.WithOutsideWriteGuard(withStore(ctx, view), claim.take))
 	rq.Body = readerOf(body)
 	next.ServeHTTP(rec, rq)
@@ -385,7 +391,10 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	if !rec.storable() {
 		return rec, false, nil
 	}
-	inserted, err := commitWithKey(ctx, tx, merchant, key, rec.stored(hash), claim.held)
+	inserted, err := commitWithKey(ctx, tx, merchant, key, rec.stored(hash))
+	if retryablePG(err) {
+		return nil, true, nil // rolled back by a deadlock (a key reused on one aggregate at once): again
+	}
 	if err != nil {
 		return nil, false, err
 	}

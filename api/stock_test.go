@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
 	"pos/commands"
+	"pos/eventstore"
 )
 
 // Fifty cashiers check out fifty sales of the last unit at once: exactly one
@@ -303,6 +307,100 @@ func TestOneTransferIDFromTwoBranches(t *testing.T) {
 	for branch, want := range map[uuid.UUID]int64{b1: 6, b2: 8, b3: 6} {
 		if on := e.receiveStock(merchant, branch, "MILK", 1).num(t, "on_hand") - 1; on != want {
 			t.Errorf("branch %s: on hand %d, want %d", branch, on, want)
+		}
+	}
+}
+
+// stallingStore stalls the first ledger append of merchant until release is
+// closed, telling entered when it is there.
+type stallingStore struct {
+	eventstore.Store
+	merchant         string
+	armed            *atomic.Bool
+	entered, release chan struct{}
+	once             *sync.Once
+}
+
+func (s stallingStore) Append(ctx context.Context, stream string, exp eventstore.ExpectedVersion, ev ...eventstore.EventData) (eventstore.AppendResult, error) {
+	if s.armed.Load() && strings.HasPrefix(stream, "stock-"+s.merchant) {
+		s.once.Do(func() { close(s.entered); <-s.release })
+	}
+	return s.Store.Append(ctx, stream, exp, ev...)
+}
+
+func newStallingEnv(t *testing.T, merchant uuid.UUID) (*env, stallingStore) {
+	st := stallingStore{merchant: merchant.String(), armed: new(atomic.Bool), entered: make(chan struct{}), release: make(chan struct{}), once: &sync.Once{}}
+	e := newEnvWith(t, options{wrap: func(s eventstore.Store) eventstore.Store {
+		st.Store = s
+		return st
+	}})
+	st.armed.Store(true)
+	return e, st
+}
+
+// A keyed stock command claims its key without taking a transaction id (a
+// lock and a read), so while it works on ledgers the store's feed goes on:
+// another merchant's write is readable at once. A key row inserted early
+// held every feed reader back until the command ended.
+func TestKeyClaimHoldsBackNoFeed(t *testing.T) {
+	a, b, branch := uuid.New(), uuid.New(), uuid.New()
+	e, st := newStallingEnv(t, a)
+	manager := newUser(t, a, "MANAGER")
+	done := make(chan resp, 1)
+	go func() {
+		done <- e.do(request{method: "POST", path: "/v1/stock/receipts", user: &manager,
+			body:    map[string]any{"branch_id": branch, "sku": "MILK", "qty": 5, "unit_cost": 100},
+			headers: map[string]string{"Idempotency-Key": "receipt-1"}})
+	}()
+	<-st.entered
+	e.receiveStock(b, branch, "TEA", 3)
+	got, err := e.store.ReadAll(context.Background(), eventstore.Start, eventstore.Filter{MerchantID: b.String()}, 10)
+	close(st.release)
+	must(t, <-done, 201)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("another merchant's receipt, committed while a keyed receipt was in its ledger append: %d events in the feed, want 1", len(got))
+	}
+}
+
+// One key sent at once with two requests on one sale: a checkout, which
+// claims the key and then appends to the sale, and an add-item, which
+// appends to the sale and then stores the key. Each waits for the other;
+// PostgreSQL breaks the deadlock by rolling one back, and that request runs
+// again: the checkout answers, the add-item gets 422 idempotency_key_reused,
+// never a 500.
+func TestKeyReusedOnOneSaleAtOnce(t *testing.T) {
+	merchant, branch := uuid.New(), uuid.New()
+	e, st := newStallingEnv(t, merchant)
+	st.armed.Store(false)
+	cashier := newUser(t, merchant, "CASHIER")
+	e.receiveStock(merchant, branch, "MILK", 10)
+	s := e.open(&cashier, branch)
+	must(t, s.post("/items", map[string]any{"sku": "MILK", "name": "Milk", "qty": 1, "unit_price": 1000}), 201)
+	st.armed.Store(true)
+	key := map[string]string{"Idempotency-Key": "same"}
+	checkout := make(chan resp, 1)
+	go func() {
+		checkout <- e.do(request{method: "POST", path: s.path("/checkout"), user: &cashier, body: map[string]any{}, headers: key})
+	}()
+	<-st.entered
+	item := make(chan resp, 1)
+	go func() {
+		item <- e.do(request{method: "POST", path: s.path("/items"), user: &cashier, body: map[string]any{"sku": "TEA", "name": "Tea", "qty": 1, "unit_price": 10}, headers: key})
+	}()
+	time.Sleep(200 * time.Millisecond) // the add-item waits on the checkout's key lock
+	close(st.release)
+	rc, ri := <-checkout, <-item
+	statuses := []int{rc.status, ri.status}
+	slices.Sort(statuses)
+	if !slices.Equal(statuses, []int{200, 422}) && !slices.Equal(statuses, []int{201, 422}) {
+		t.Fatalf("checkout %d %s; add-item %d %s: want one answered, the other 422 idempotency_key_reused", rc.status, rc.body, ri.status, ri.body)
+	}
+	for _, r := range []resp{rc, ri} {
+		if r.status == 422 && r.code(t) != "idempotency_key_reused" {
+			t.Fatalf("422 %s, want idempotency_key_reused", r.body)
 		}
 	}
 }

@@ -15,6 +15,7 @@ DECLARE
     v bigint;
 BEGIN
     FOR k, v IN SELECT key, value::bigint FROM jsonb_each_text(coalesce(b, '{}'::jsonb)) LOOP
+        CONTINUE WHEN v IS NULL; -- as sum() skips a JSON null
         r := jsonb_set(r, ARRAY[k], to_jsonb(coalesce((r->>k)::numeric, 0) + v));
     END LOOP;
     -- Keys summing to 0 are dropped, a's own included, as before.

@@ -62,9 +62,10 @@ func (k CursorKey) mac(merchant uuid.UUID, f TransactionFilter, payload []byte) 
 }
 
 // cursorEncoding is the text of every cursor: unpadded base64url, decoded
-// strictly, so that a cursor has one spelling (the last character's bits
-// that carry no data must be zero; lenient decoding would take an altered
-// cursor for the same bytes, which the MAC then accepts).
+// strictly: the last character's bits that carry no data must be zero,
+// where lenient decoding would take an altered cursor for the same bytes,
+// which the MAC then accepts. (Like every Go base64 decoder it skips CR and
+// LF, which alter no byte.)
 var cursorEncoding = base64.RawURLEncoding.Strict()
 
 func (k CursorKey) encode(merchant uuid.UUID, f TransactionFilter, last keyset) string {

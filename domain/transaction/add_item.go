@@ -58,6 +58,17 @@ func (t *Transaction) AddItem(cmd AddItem) ([]Event, error) {
 	if err := t.mustBeNew("line", cmd.LineID); err != nil {
 		return nil, err
 	}
+	// Checkout reserves a SKU's units in one ledger command: their sum,
+	// not only each line, must be what a ledger takes.
+	units := cmd.Qty
+	for _, l := range t.lines {
+		if l.SKU == cmd.SKU {
+			units += l.Qty
+		}
+	}
+	if units > MaxQty {
+		return nil, invalid("qty", domain.CodeOutOfRange, fmt.Sprintf("the sale's units of SKU %q would exceed %d", cmd.SKU, MaxQty))
+	}
 	e := ItemAdded{
 		LineID: cmd.LineID, SKU: cmd.SKU, Name: cmd.Name, Qty: cmd.Qty,
 		UnitPrice: cmd.UnitPrice, TaxRateBps: cmd.TaxRateBps, At: utc(cmd.At),
