@@ -31,9 +31,10 @@ type Rebuilds interface {
 var errRebuildBusy = problem(http.StatusConflict, "invalid_state", "a rebuild is already running; follow it at GET /v1/admin/projections")
 
 // adminRoutes mounts the projection endpoints on r (under /v1): ADMIN
-// only, and of an operator merchant when Config.Operators names some.
+// only, without a branch limit, and of an operator merchant when
+// Config.Operators names some.
 func (s *Server) adminRoutes(r chi.Router) {
-	r.Use(onlyRoles(auth.RoleAdmin), s.operatorsOnly)
+	r.Use(onlyRoles(auth.RoleAdmin), wholeMerchant, s.operatorsOnly)
 	r.Get("/admin/projections", s.listProjections)
 	r.Post("/admin/projections/{name}/rebuild", s.startRebuild)
 }

@@ -99,6 +99,10 @@ func TestErrorCodes(t *testing.T) {
 
 	big := `{"sku":"` + strings.Repeat("x", 1<<20) + `"}`
 	existing := draft.id
+	branchAdmin := newUser(t, merchant, "ADMIN", branch)
+	keyed := uuid.NewString() // opened with a key, whose answer is stored
+	must(t, e.do(request{method: "POST", path: "/v1/transactions", user: &cashier, body: map[string]any{"branch_id": branch, "transaction_id": keyed},
+		headers: map[string]string{"Idempotency-Key": "opened-here"}}), 201)
 	cases := []struct {
 		name   string
 		req    request
@@ -144,6 +148,15 @@ func TestErrorCodes(t *testing.T) {
 		{"payment in another currency", request{method: "POST", path: pending.path("/payments"), user: &cashier, body: map[string]any{"method": "CARD", "amount": 1, "currency": "USD"}}, 422, "currency_mismatch"},
 		{"unknown currency", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "ZZZ", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}}, 400, "invalid_request"},
 		{"unknown time zone", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Mars/Olympus"}}, 400, "invalid_request"},
+		// Files of the zone database that name no zone: the host's own
+		// time (its days would move with the host), aliases of formats.
+		{"the host's time zone", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "localtime"}}, 400, "invalid_request"},
+		{"a zone database file that names no zone", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "posixrules"}}, 400, "invalid_request"},
+		{"a zone with leap seconds", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "right/Asia/Jakarta"}}, 400, "invalid_request"},
+		{"settings by an admin limited to a branch", request{method: "PUT", path: "/v1/settings", user: &branchAdmin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}}, 403, "forbidden"},
+		// The same key and request as a branch's own: a caller limited to
+		// another branch gets its error, never the stored answer.
+		{"a malformed If-Match under another branch's stored key", request{method: "POST", path: "/v1/transactions", user: &elsewhere, body: map[string]any{"branch_id": branch, "transaction_id": keyed}, headers: map[string]string{"Idempotency-Key": "opened-here", "If-Match": "bogus"}}, 400, "invalid_request"},
 		{"missing unit price", request{method: "POST", path: draft.path("/items"), user: &cashier, body: map[string]any{"sku": "A", "name": "A", "qty": 1}}, 400, "invalid_request"},
 	}
 	for _, tc := range cases {

@@ -298,6 +298,14 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			s.fail(w, r, invalid("Idempotency-Key must be 1 to 255 visible ASCII characters", FieldError{Field: "Idempotency-Key", Code: "invalid"}))
 			return
 		}
+		// A header the key's request hash leaves out must be valid before
+		// the key is consulted: a malformed If-Match answered by the
+		// command (before its branch check) would otherwise give way to the
+		// stored answer, whoever stored it.
+		if _, err := ifMatch(r); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 		body, err := readBody(w, r)
 		if err != nil {
 			s.fail(w, r, err)

@@ -251,7 +251,7 @@ func (s *Server) Handler() http.Handler {
 				r.Post("/stock/transfers", s.transferStock)
 			})
 			r.Group(func(r chi.Router) {
-				r.Use(onlyRoles(auth.RoleAdmin), s.idempotent)
+				r.Use(onlyRoles(auth.RoleAdmin), wholeMerchant, s.idempotent)
 				r.Put("/settings", s.changeSettings)
 			})
 		})
@@ -363,6 +363,20 @@ func routeAfresh(h http.Handler) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())))
 	}
+}
+
+// wholeMerchant refuses the endpoints that span every branch of the
+// merchant (the audit feed, its export and verify; the settings; the
+// projection endpoints) to a token limited to branches: a branch limit
+// applies whatever the role.
+func wholeMerchant(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(principalOf(r).BranchIDs) > 0 {
+			writeProblem(w, errForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // onlyRoles refuses a route to every role but roles (void, refund, stock

@@ -362,6 +362,21 @@ func (s *Server) refund(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// zoneName reports whether name is a time zone of the IANA database (an
+// Area/Location, or UTC and its aliases), and not one of the database's
+// files that names none: the host's own time ("localtime", "Local"), whose
+// days would move with the host, "posixrules", "Factory", and the "posix/"
+// and "right/" copies of the zones.
+func zoneName(name string) bool {
+	switch {
+	case name == "", strings.EqualFold(name, "local"), name == "localtime", name == "posixrules", name == "Factory",
+		strings.HasPrefix(name, "posix/"), strings.HasPrefix(name, "right/"):
+		return false
+	}
+	_, err := time.LoadLocation(name)
+	return err == nil
+}
+
 func (s *Server) changeSettings(w http.ResponseWriter, r *http.Request) {
 	var req settingsRequest
 	if err := decode(w, r, &req); err != nil {
@@ -378,7 +393,7 @@ func (s *Server) changeSettings(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	if _, err := time.LoadLocation(req.Timezone); err != nil || req.Timezone == "" || strings.EqualFold(req.Timezone, "local") {
+	if !zoneName(req.Timezone) {
 		s.fail(w, r, invalid("timezone must be an IANA time zone name", FieldError{Field: "timezone", Code: "invalid"}))
 		return
 	}
