@@ -139,6 +139,7 @@ func TestErrorCodes(t *testing.T) {
 		{"stale If-Match on a ledger never received", request{method: "POST", path: "/v1/stock/receipts", user: &admin, body: map[string]any{"branch_id": branch, "sku": "NEW", "qty": 1, "unit_cost": 1}, headers: map[string]string{"If-Match": `"3"`}}, 412, "version_mismatch"},
 		{"body over 1 MiB", request{method: "POST", path: draft.path("/items"), user: &cashier, body: big}, 413, "payload_too_large"},
 		{"not JSON", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{}`, headers: map[string]string{"Content-Type": "text/plain"}}, 415, "unsupported_media_type"},
+		{"a line removed with a body not JSON", request{method: "DELETE", path: draft.path("/items/" + uuid.NewString()), user: &cashier, body: `not json`, headers: map[string]string{"Content-Type": "text/plain"}}, 415, "unsupported_media_type"},
 		// The branch received one TEA for each of the two sales checked
 		// out above, and they hold both: none is left for the draft.
 		{"checkout beyond the stock received", request{method: "POST", path: draft.path("/checkout"), user: &cashier, body: `{}`}, 422, "insufficient_stock"},

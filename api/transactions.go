@@ -124,7 +124,7 @@ func (s *Server) transactionCommand(w http.ResponseWriter, r *http.Request, stat
 	run func(h *commands.Handlers, m commands.Meta, id uuid.UUID) (*transaction.Transaction, commands.Result, error),
 	extra func(*transaction.Transaction, *transactionAnswer)) {
 	id, err := pathUUID(r, "id")
-	if err == nil && dst != nil {
+	if err == nil {
 		err = decode(w, r, dst)
 	}
 	var m commands.Meta
@@ -229,7 +229,9 @@ func (s *Server) addItem(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) removeItem(w http.ResponseWriter, r *http.Request) {
-	s.transactionCommand(w, r, http.StatusOK, nil, func(h *commands.Handlers, m commands.Meta, id uuid.UUID) (*transaction.Transaction, commands.Result, error) {
+	// No body is expected; one sent must still be JSON (415) and name no
+	// field (400), as with an Idempotency-Key, whose middleware reads it.
+	s.transactionCommand(w, r, http.StatusOK, &struct{}{}, func(h *commands.Handlers, m commands.Meta, id uuid.UUID) (*transaction.Transaction, commands.Result, error) {
 		line, err := pathUUID(r, "line_id")
 		if err != nil {
 			return nil, commands.Result{}, err
