@@ -175,7 +175,9 @@ type Options struct {
 	// ones; redeliveries included, gap fills not). It runs on the applying
 	// goroutine, before HandleDeliveries goes on, and cannot fail the
 	// delivery: it is for side effects outside PostgreSQL, such as
-	// invalidating caches of the read models just written.
+	// invalidating caches of the read models just written. Its context
+	// carries the delivery's values but not its cancellation: the commit
+	// happened, and so must its side effects (bound them with timeouts).
 	AfterCommit func(ctx context.Context, events []eventstore.RecordedEvent)
 
 	// Meter, when set, receives two instruments, recorded right after each
@@ -512,7 +514,10 @@ func (r *Runner) HandleDeliveries(ctx context.Context, deliveries []Delivery) er
 		}
 		r.record(ctx, events, fresh)
 		if r.afterCommit != nil {
-			r.afterCommit(ctx, events)
+			// Not cancelled with the delivery: its redelivery, dropped as
+			// a copy, would never call it again, and a cache entry the
+			// commit made stale would outlive it.
+			r.afterCommit(context.WithoutCancel(ctx), events)
 		}
 		deliveries = deliveries[n:]
 	}
@@ -727,8 +732,9 @@ func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventsto
 	// message or two still in flight: pages start small and double, so a
 	// short gap costs a short read, not MaxReadLimit events of every
 	// partition decoded and thrown away.
+	feed, current := rawFeed(r.store)
 	for page := fillFirstPage; from.Less(prev); page = min(2*page, eventstore.MaxReadLimit) {
-		events, err := r.store.ReadAll(ctx, from, eventstore.Filter{}, page)
+		events, err := feed.ReadAll(ctx, from, eventstore.Filter{}, page)
 		if err != nil {
 			return fmt.Errorf("projections: fill partition %d after %s: %w", partition, from, err)
 		}
@@ -750,9 +756,13 @@ func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventsto
 				// not turn every later fill into a failure.
 				continue
 			}
-			if Partition(m, r.partitions) == partition {
-				mine = append(mine, e)
+			if Partition(m, r.partitions) != partition {
+				continue
 			}
+			if e, err = current(e); err != nil {
+				return fmt.Errorf("projections: fill partition %d: %w", partition, err)
+			}
+			mine = append(mine, e)
 		}
 		if err := r.Handle(ctx, mine); err != nil {
 			return err
@@ -760,6 +770,23 @@ func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventsto
 		from = events[len(events)-1].Position
 	}
 	return nil
+}
+
+// rawFeed returns the store a gap fill reads every partition's events from,
+// and what makes one of them current: through eventstore.Upcasting, the
+// store it wraps and its upcaster, so that only the partition's own events
+// are upcast. Another partition's event this build cannot read (a newer
+// schema version, written by a newer build in a rolling deploy) is that
+// partition's to hold; read upcast, it would fail every page it is on, and
+// every other partition whose fill spans it would stall behind it.
+func rawFeed(s eventstore.Store) (eventstore.Store, func(eventstore.RecordedEvent) (eventstore.RecordedEvent, error)) {
+	switch u := s.(type) {
+	case eventstore.Upcasting:
+		return u.Store, u.Registry.Upcast
+	case *eventstore.Upcasting:
+		return u.Store, u.Registry.Upcast
+	}
+	return s, func(e eventstore.RecordedEvent) (eventstore.RecordedEvent, error) { return e, nil }
 }
 
 func (r *Runner) minCheckpoint(ctx context.Context, partition int) (eventstore.Position, error) {
