@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +30,12 @@ const anchorBatch = 5000
 // merchant it loads the merchant's latest anchor and starts from its heads,
 // and a head only ever moves to a higher version: an anchor never forgets
 // a stream or events that a previous anchor covered, even if they were
-// deleted from the store meanwhile. Several Anchorers (one per API
+// deleted from the store meanwhile. And it moves only along the chain: to
+// the event that names the head's hash as its predecessor's, so a stream
+// whose anchored tail was cut and written again (the hash is unkeyed: a
+// superuser can re-chain a rewrite) keeps its anchored head, and
+// verification keeps reporting the rewrite instead of the next anchor
+// signing it. Several Anchorers (one per API
 // instance) may run against one database: writers of a merchant queue on an
 // advisory lock, and one that finds a newer anchor than its own reloads it.
 //
@@ -67,6 +73,9 @@ type merchantState struct {
 	// unloaded: loading the latest anchor failed; heads holds only what
 	// the feed showed since, and is rebased before the next anchor.
 	unloaded bool
+	// broken are the streams whose history no longer continues their
+	// head (logged once each).
+	broken map[string]bool
 }
 
 // NewAnchorer returns an Anchorer that reads store, signs with key, writes
@@ -115,7 +124,12 @@ func (a *Anchorer) AnchorOnce(ctx context.Context) ([]Anchor, error) {
 		}
 		for _, e := range events {
 			st := a.state(ctx, e.Metadata.MerchantID)
-			if cur, ok := st.heads[e.Stream]; !ok || e.Version > cur.Version {
+			cur, ok := st.heads[e.Stream]
+			switch {
+			case ok && e.Version <= cur.Version:
+			case ok && (e.Version != cur.Version+1 || !bytes.Equal(e.PrevHash, cur.Hash)):
+				a.breakOff(ctx, st, e, cur)
+			default:
 				st.heads[e.Stream] = eventstore.Head{Version: e.Version, Hash: e.Hash}
 				st.dirty[e.Stream] = struct{}{}
 			}
@@ -154,6 +168,22 @@ func (a *Anchorer) AnchorOnce(ctx context.Context) ([]Anchor, error) {
 		out = append(out, an)
 	}
 	return out, errors.Join(errs...)
+}
+
+// breakOff keeps the head cur of e's stream, which e does not continue (a
+// version skipped, or another predecessor than the anchored event), and
+// logs it once per stream: verification reports the stream against the
+// anchor for as long as its history differs from what was anchored.
+func (a *Anchorer) breakOff(ctx context.Context, st *merchantState, e eventstore.RecordedEvent, cur eventstore.Head) {
+	if st.broken[e.Stream] {
+		return
+	}
+	if st.broken == nil {
+		st.broken = map[string]bool{}
+	}
+	st.broken[e.Stream] = true
+	a.log.ErrorContext(ctx, "audit anchor: a stream's history no longer continues its anchored head; its head stays as anchored",
+		"stream", e.Stream, "anchored_version", cur.Version, "event_version", e.Version, "event_id", e.ID.String())
 }
 
 // state returns what the Anchorer knows of merchant, loading its latest
@@ -235,16 +265,41 @@ func (a *Anchorer) reload(ctx context.Context, merchant string, st *merchantStat
 	merged := cloneHeads(base.Heads)
 	dirty := map[string]struct{}{}
 	for s, h := range st.heads {
-		if b, ok := base.Heads[s]; !ok || h.Version > b.Version {
-			merged[s] = h
-			dirty[s] = struct{}{}
+		b, ok := base.Heads[s]
+		if ok && h.Version <= b.Version {
+			continue
 		}
+		if ok {
+			// A head the feed moved without this anchor to chain from
+			// (collected while it could not be loaded, or past another
+			// Anchorer's): it moves only if the anchored event is still
+			// there, as in AnchorOnce.
+			if kept, err := a.stillAnchored(ctx, s, b); err != nil {
+				return err
+			} else if !kept {
+				a.log.ErrorContext(ctx, "audit anchor: a stream's anchored event is no longer stored as anchored; its head stays as anchored",
+					"stream", s, "anchored_version", b.Version)
+				continue
+			}
+		}
+		merged[s] = h
+		dirty[s] = struct{}{}
 	}
 	st.heads, st.dirty = merged, dirty
 	if st.last.Less(base.Position) {
 		st.last = base.Position
 	}
 	return nil
+}
+
+// stillAnchored reports whether stream's event at head's version is stored
+// with head's hash.
+func (a *Anchorer) stillAnchored(ctx context.Context, stream string, head eventstore.Head) (bool, error) {
+	events, err := a.store.ReadStream(ctx, stream, head.Version, 1)
+	if err != nil {
+		return false, fmt.Errorf("audit anchor: read %s at %d: %w", stream, head.Version, err)
+	}
+	return len(events) == 1 && events[0].Version == head.Version && bytes.Equal(events[0].Hash, head.Hash), nil
 }
 
 // anchor signs and stores one anchor of merchant from st. wrote is false

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -131,9 +132,10 @@ func Check(ctx context.Context, a *Anchor, key PublicKey, heads map[string]event
 
 // CheckLog compares anchors kept outside the database (the "audit anchor"
 // log lines, one JSON object per line; other lines are skipped) with the
-// ledger: each must be signed by key and present in the ledger unchanged.
-// It returns the findings and how many anchors the log held.
-func CheckLog(ctx context.Context, ledger *Ledger, key PublicKey, log io.Reader) ([]Finding, int, error) {
+// ledger: each must be signed by key and present in the ledger unchanged
+// and readable. With merchant set, only that merchant's anchors are
+// checked. It returns the findings and how many anchors it checked.
+func CheckLog(ctx context.Context, ledger *Ledger, key PublicKey, log io.Reader, merchant string) ([]Finding, int, error) {
 	sc := bufio.NewScanner(log)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	var out []Finding
@@ -146,6 +148,9 @@ func CheckLog(ctx context.Context, ledger *Ledger, key PublicKey, log io.Reader)
 		if err != nil {
 			return nil, n, err
 		}
+		if merchant != "" && logged.MerchantID != merchant {
+			continue
+		}
 		n++
 		f := Finding{MerchantID: logged.MerchantID, AnchorSeq: logged.Seq}
 		if !logged.SignatureValid(key) {
@@ -154,6 +159,12 @@ func CheckLog(ctx context.Context, ledger *Ledger, key PublicKey, log io.Reader)
 			continue
 		}
 		stored, found, err := ledger.Get(ctx, logged.Seq)
+		if _, ok := errors.AsType[*MalformedAnchorError](err); ok {
+			// Reported with every other finding, never in their place.
+			f.Reason = ReasonAnchorMalformed
+			out = append(out, f)
+			continue
+		}
 		if err != nil {
 			return nil, n, err
 		}
@@ -174,10 +185,10 @@ func CheckLog(ctx context.Context, ledger *Ledger, key PublicKey, log io.Reader)
 	return out, n, nil
 }
 
-// sortFindings orders findings by merchant, then anchor-level findings
+// SortFindings orders findings by merchant, then anchor-level findings
 // before stream ones, then stream and version, then anchor and reason (so
 // that equal findings are next to each other).
-func sortFindings(fs []Finding) {
+func SortFindings(fs []Finding) {
 	slices.SortStableFunc(fs, func(a, b Finding) int {
 		if c := strings.Compare(a.MerchantID, b.MerchantID); c != 0 {
 			return c

@@ -366,7 +366,7 @@ func TestLoggedAnchorsAreCheckedAgainstTheLedger(t *testing.T) {
 		t.Fatalf("%d anchor log lines:\n%s", n, logged)
 	}
 	ctx := context.Background()
-	fs, n, err := CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(logged))
+	fs, n, err := CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(logged), "")
 	if err != nil || n != 2 {
 		t.Fatalf("CheckLog: %d anchors, %v", n, err)
 	}
@@ -379,17 +379,32 @@ func TestLoggedAnchorsAreCheckedAgainstTheLedger(t *testing.T) {
 	_ = w.store.Pool().QueryRow(ctx, `SELECT max(seq) FROM audit_anchors`).Scan(&last)
 	w.owner(`DELETE FROM audit_anchors WHERE seq = $1`, last)
 	wantFindings(t, w.verify(m).Breaks)
-	fs, _, err = CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(logged))
+	fs, _, err = CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(logged), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	wantFindings(t, fs, fmt.Sprintf("anchor %d: %s", last, ReasonAnchorMissing))
 	// A forged log line does not verify.
 	forged := bytes.Replace(logged, []byte(`"events":2`), []byte(`"events":1`), 1)
-	fs, _, _ = CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(forged))
+	fs, _, _ = CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(forged), "")
 	if g := findings(fs); len(g) == 0 || !strings.Contains(g[0], ReasonSignatureInvalid) {
 		t.Fatalf("forged log line: %v", g)
 	}
+	// Another merchant's check leaves this merchant's anchors out.
+	fs, n, err = CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(logged), storetest.NewMerchant())
+	if err != nil || n != 0 || len(fs) != 0 {
+		t.Fatalf("CheckLog of another merchant: %d anchors, %v, %v", n, findings(fs), err)
+	}
+	// A logged anchor whose row cannot be read is a finding among the
+	// others, not an error that hides them.
+	var first int64
+	_ = w.store.Pool().QueryRow(ctx, `SELECT min(seq) FROM audit_anchors`).Scan(&first)
+	w.owner(`UPDATE audit_anchors SET heads = '\x00' WHERE seq = $1`, first)
+	fs, _, err = CheckLog(ctx, w.ledger, w.key.Public(), bytes.NewReader(logged), "")
+	if err != nil {
+		t.Fatalf("CheckLog over a malformed row: %v", err)
+	}
+	wantFindings(t, fs, fmt.Sprintf("anchor %d: %s", first, ReasonAnchorMalformed), fmt.Sprintf("anchor %d: %s", last, ReasonAnchorMissing))
 }
 
 func TestAnchorerReanchorsWhenAnchorsVanish(t *testing.T) {
@@ -569,4 +584,46 @@ func TestNoAnchorOnTheFeedAloneOverAnUnreadableChain(t *testing.T) {
 		t.Fatalf("anchors written %+v, want only the other merchant's", got)
 	}
 	wantFindings(t, w.verify(m).Breaks, fmt.Sprintf("anchor %d: %s", first, ReasonAnchorMalformed))
+}
+
+// A tail cut after it was anchored, and the stream then written on past the
+// anchored version (a restarted server, which never saw the cut events,
+// re-chains onto what is left): the next anchor keeps the anchored head,
+// and verification goes on reporting the rewrite, for the running
+// anchorer and for a restarted one. Before, the next anchor signed the
+// rewritten history and verification found nothing.
+func TestARewrittenTailIsNeverAnchoredOver(t *testing.T) {
+	w := newWorld(t)
+	m := storetest.NewMerchant()
+	s := w.stream(m, 5)
+	a := w.anchorer()
+	w.anchorOnce(a)
+	wantFindings(t, w.verify(m).Breaks)
+
+	w.owner(`DELETE FROM events WHERE stream_name = $1 AND version >= 4`, s)
+	pool, err := pgstore.Connect(context.Background(), w.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	_, merchant, _, _ := eventstore.ParseStreamName(s)
+	var evs []eventstore.EventData
+	for i := range 3 {
+		evs = append(evs, storetest.Event(merchant, "ItemAdded", map[string]int{"j": i}))
+	}
+	if _, err := pgstore.New(pool).Append(context.Background(), s, eventstore.Any, evs...); err != nil {
+		t.Fatal(err)
+	}
+	before := findings(w.verify(m).Breaks)
+	if len(before) == 0 {
+		t.Fatal("the rewrite is not reported before the next anchor")
+	}
+	w.anchorOnce(a)
+	if after := findings(w.verify(m).Breaks); !slices.Equal(after, before) {
+		t.Fatalf("after the next anchor: %v, want %v as before it", after, before)
+	}
+	w.anchorOnce(w.anchorer())
+	if after := findings(w.verify(m).Breaks); !slices.Equal(after, before) {
+		t.Fatalf("after a restarted anchorer's anchor: %v, want %v as before it", after, before)
+	}
 }

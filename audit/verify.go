@@ -121,7 +121,7 @@ func (a *Auditor) Verify(ctx context.Context, opts eventstore.VerifyOptions) (Re
 		rep.Anchors = append(rep.Anchors, AnchorSummary{MerchantID: an.MerchantID, Seq: an.Seq, Position: an.Position.String(),
 			CreatedAt: an.CreatedAt, Streams: an.Streams, Events: an.Events, KeyID: an.KeyID})
 	}
-	sortFindings(rep.Breaks)
+	SortFindings(rep.Breaks)
 	// The latest anchor and the latest valid one may see the same break.
 	rep.Breaks = slices.Compact(rep.Breaks)
 	return rep, nil

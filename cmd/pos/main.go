@@ -5,6 +5,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"os/signal"
@@ -29,7 +31,11 @@ func main() {
 	// A log reader that went away (the `| tee` of a terminal's Ctrl-C) makes
 	// writes to stderr fail instead of killing the process mid-shutdown.
 	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return // -h: the usage was printed, as asked
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, "pos:", err)
 		os.Exit(1)
 	}

@@ -186,6 +186,11 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		// A stray word stops flag parsing: the flags after it would be
+		// ignored, and a clean report would not say what it left out.
+		return fmt.Errorf("verify: unexpected arguments %q (flags come first: -merchant, -anchor-log, ...)", fs.Args())
+	}
 	if *merchant != "" {
 		if _, err := uuid.Parse(*merchant); err != nil {
 			return fmt.Errorf("verify: -merchant %q is not a UUID", *merchant)
@@ -254,12 +259,13 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		if err != nil {
 			return fmt.Errorf("verify: %w", err)
 		}
-		findings, n, err := audit.CheckLog(ctx, ledger, pub, f)
+		findings, n, err := audit.CheckLog(ctx, ledger, pub, f, *merchant)
 		_ = f.Close()
 		if err != nil {
 			return err
 		}
 		rep.Breaks, logged = append(rep.Breaks, findings...), n
+		audit.SortFindings(rep.Breaks)
 	}
 	fmt.Fprintf(stdout, "streams checked: %d\nevents checked: %d\n", rep.StreamsChecked, rep.EventsChecked)
 	fmt.Fprintf(stdout, "anchors checked: %d (key %s)\n", len(rep.Anchors), pub.ID())

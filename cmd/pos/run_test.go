@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"pos/audit"
@@ -167,6 +168,18 @@ func TestVerifyRefusesAMalformedMerchant(t *testing.T) {
 	err := run(context.Background(), []string{"verify", "-quiet", "-merchant", "acme"}, env(map[string]string{"DATABASE_URL": url}), &out, &out)
 	if err == nil || !strings.Contains(err.Error(), "not a UUID") {
 		t.Fatalf("verify -merchant acme: err = %v, want a refusal", err)
+	}
+}
+
+// A word among verify's flags stops their parsing: "pos verify -quiet $M
+// -anchor-log f" would check every merchant and skip the log, and report
+// clean. It is refused instead.
+func TestVerifyRefusesStrayArguments(t *testing.T) {
+	url := pgtest.NewDatabase(t)
+	var out bytes.Buffer
+	err := run(context.Background(), []string{"verify", "-quiet", uuid.NewString(), "-anchor-log", "anchors.log"}, env(map[string]string{"DATABASE_URL": url}), &out, &out)
+	if err == nil || !strings.Contains(err.Error(), "unexpected arguments") {
+		t.Fatalf("verify with a stray argument: err = %v, want a refusal", err)
 	}
 }
 
