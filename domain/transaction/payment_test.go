@@ -180,7 +180,16 @@ func TestCompleteAndVoid(t *testing.T) {
 		{name: "voids a draft", given: histDraft, when: void("wrong customer"), then: []tx.Event{evVoided}},
 		{
 			name:  "voids a sale awaiting payment",
-			given: histPending,
+			given: hist(histDraft, evCheckout),
+			when:  void("customer left"),
+			then:  []tx.Event{tx.TransactionVoided{Reason: "customer left", PreviousStatus: tx.StatusPendingPayment, At: at(4)}},
+		},
+		// A pending payment's outcome would come after the void, which
+		// refuses it: the gateway's money would have nowhere to go.
+		{name: "refuses a void while a payment is pending", given: histPending, when: void("customer left"), wantErr: tx.ErrInvalidState},
+		{
+			name:  "voids once the pending payment is declined",
+			given: hist(histPending, tx.PaymentDeclined{PaymentID: payCard, Reason: "no", At: at(4)}),
 			when:  void("customer left"),
 			then:  []tx.Event{tx.TransactionVoided{Reason: "customer left", PreviousStatus: tx.StatusPendingPayment, At: at(4)}},
 		},
