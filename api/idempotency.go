@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"time"
@@ -249,6 +250,16 @@ func (s *Server) PurgeKeys(ctx context.Context, interval time.Duration) {
 	}
 }
 
+// forward is the body a keyed request's command reads: the one read, or
+// none (nil) when the request had none, so that the command sees the
+// request as sent (a body with no Content-Type would be refused, 415).
+func forward(body []byte) io.ReadCloser {
+	if body == nil {
+		return http.NoBody
+	}
+	return readerOf(body)
+}
+
 // idSeedKey is the context key of a keyed request's id seed.
 type idSeedKey struct{}
 
@@ -306,6 +317,7 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 			s.fail(w, r, err)
 			return
 		}
+		bodiless := r.Body == nil || r.Body == http.NoBody
 		body, err := readBody(w, r)
 		if err != nil {
 			s.fail(w, r, err)
@@ -313,6 +325,9 @@ func (s *Server) idempotent(next http.Handler) http.Handler {
 		}
 		merchant := principalOf(r).MerchantID
 		hash := requestHash(r, body)
+		if bodiless {
+			body = nil // the command gets no body, as without a key (forward)
+		}
 		r = r.WithContext(context.WithValue(r.Context(), idSeedKey{}, idSeed(merchant, key, hash)))
 		if s.txStore != nil {
 			s.idempotentTx(w, r, next, merchant, key, hash, body)
@@ -388,7 +403,7 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 	view := s.txStore(tx)
 	claim := &keyClaim{tx: tx, merchant: merchant, key: key}
 	rq := r.WithContext(commands.WithOutsideWriteGuard(withStore(ctx, view), claim.take))
-	rq.Body = readerOf(body)
+	rq.Body = forward(body)
 	next.ServeHTTP(rec, rq)
 	if claim.taken {
 		return nil, true, nil // stored by another request before our first outside write: replay it
@@ -443,7 +458,7 @@ func (s *Server) idempotentClaim(w http.ResponseWriter, r *http.Request, next ht
 	}
 	rec := newRecorder()
 	rq := r.WithContext(ctx)
-	rq.Body = readerOf(body)
+	rq.Body = forward(body)
 	next.ServeHTTP(rec, rq)
 	// Resolve the claim even if the client went away: a claim left behind
 	// would let a retry run the command again after claimLease.

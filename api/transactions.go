@@ -371,13 +371,18 @@ func (s *Server) refund(w http.ResponseWriter, r *http.Request) {
 // and "right/" copies of the zones.
 func zoneName(name string) bool {
 	switch {
-	case name == "", strings.EqualFold(name, "local"), name == "localtime", name == "posixrules", name == "Factory",
+	case !zoneForm.MatchString(name), strings.EqualFold(name, "local"), name == "localtime", name == "posixrules", name == "Factory",
 		strings.HasPrefix(name, "posix/"), strings.HasPrefix(name, "right/"):
 		return false
 	}
 	_, err := time.LoadLocation(name)
 	return err == nil
 }
+
+// zoneForm is the shape of a zone database name: segments of letters,
+// digits, '_', '+' and '-' (so no "./localtime" or "Asia//Jakarta", which
+// the host's files would also resolve).
+var zoneForm = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$`)
 
 func (s *Server) changeSettings(w http.ResponseWriter, r *http.Request) {
 	var req settingsRequest

@@ -192,9 +192,11 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 		return fmt.Errorf("verify: unexpected arguments %q (flags come first: -merchant, -anchor-log, ...)", fs.Args())
 	}
 	if *merchant != "" {
-		if _, err := uuid.Parse(*merchant); err != nil {
+		id, err := uuid.Parse(*merchant)
+		if err != nil {
 			return fmt.Errorf("verify: -merchant %q is not a UUID", *merchant)
 		}
+		*merchant = id.String() // as stored: upper case or braces would match nothing
 	}
 	var keyGiven bool
 	fs.Visit(func(f *flag.Flag) { keyGiven = keyGiven || f.Name == "public-key" })

@@ -67,7 +67,11 @@ func (s *Store) tryAppend(ctx context.Context, p eventstore.Prepared) (res event
 	}
 
 	if want, exact := p.Expected.Version(); exact {
-		if headVersion != want {
+		if headVersion != want || head != nil && head.ID == p.Events[len(p.Events)-1].ID {
+			// Behind the head, or at a head this append wrote itself (the
+			// same events decided again with the same ids): the server
+			// deduplicates ids only for a revision behind the head, and
+			// would write these again.
 			res, err := s.resolve(ctx, p)
 			return res, false, err
 		}

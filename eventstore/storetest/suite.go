@@ -309,6 +309,15 @@ func testIdempotentRetry(t *testing.T, b Backend) {
 	if _, err := s.Append(ctx, stream, eventstore.NoStream, spaced...); err != nil {
 		t.Errorf("retry with re-serialised data: %v", err)
 	}
+	// A retry at the head it wrote: the same events decided again on the
+	// aggregate that already holds them, with the same (derived) ids, as a
+	// redelivered process manager's command does. It writes nothing.
+	if again, err := s.Append(ctx, stream, eventstore.Exact(2), batch...); err != nil || again != first {
+		t.Errorf("retry with Exact(2), the head it wrote = %+v, %v; want the original %+v", again, err, first)
+	}
+	if n := len(readStream(t, s, stream)); n != 2 {
+		t.Fatalf("stream has %d events after a retry at its head, want 2", n)
+	}
 	// A retry still succeeds after the stream has moved on.
 	mustAppend(t, s, stream, eventstore.Exact(2), Event(m, "CheckedOut", 3))
 	if again, err := s.Append(ctx, stream, eventstore.NoStream, batch...); err != nil || again != first {
