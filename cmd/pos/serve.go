@@ -166,8 +166,12 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	go srv.PurgeKeys(life, time.Hour)
 	startAnchorer(life, cfg, log, store, pool, key)
 
+	// A request's whole read (headers and a body of at most 1 MiB) is
+	// bounded, so a client trickling its body cannot hold a connection and
+	// its handler forever; responses are not (an audit export streams for
+	// as long as it takes).
 	httpSrv := &http.Server{Addr: cfg.Addr, Handler: srv.Handler(), ReadHeaderTimeout: 5 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		ReadTimeout: requestReadTimeout, IdleTimeout: 2 * time.Minute, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
 	errc := make(chan error, 1)
 	go func() { errc <- httpSrv.ListenAndServe() }()
 	log.Info("serving", "addr", cfg.Addr, "event_store", storeName(cfg), "read_side", cfg.ReadSide)
@@ -248,3 +252,6 @@ func storeName(cfg config) string {
 	}
 	return "postgresql"
 }
+
+// requestReadTimeout bounds reading one request, body included.
+const requestReadTimeout = 30 * time.Second
