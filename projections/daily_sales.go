@@ -42,8 +42,12 @@ import (
 // The merchant's time zone is read from rm_merchant_settings (Asia/Jakarta
 // while the merchant has no row), which MerchantSettings writes: run both in
 // the same Runner, or at least feed MerchantSettings the settings events
-// first. A change of time zone applies to events after it; days already
-// counted are not moved. ApplyBatch reads the zone once for all its events,
+// first. A change of time zone applies to the events after it in the feed
+// (the order the store recorded them), each dated by its own time in that
+// zone; days already counted are not moved. So a sale synced from offline
+// after the change, though rung up before it, is dated in the new zone: the
+// projection keeps the current zone only, not the history of zones a
+// rule by time would need. ApplyBatch reads the zone once for all its events,
 // which is right only because the Runner ends a batch at every settings
 // event: a caller of its own must do the same.
 //
@@ -66,7 +70,7 @@ func (*DailySales) Name() string { return "daily_sales" }
 func (*DailySales) Tables() []string { return []string{"rm_daily_sales", "rm_daily_sales_facts"} }
 
 // Reads returns the settings projector: the business day of an event is
-// in the time zone that held when it happened.
+// in the time zone in force when the event was recorded (see DailySales).
 func (*DailySales) Reads() []string { return []string{MerchantSettings{}.Name()} }
 
 // Categories returns the transaction category.
