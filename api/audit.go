@@ -372,13 +372,15 @@ type exportBound struct {
 	day string
 }
 
-// exportBounds are an export's from and to. A day is counted as the daily
-// sales count it: in the merchant's time zone in force when the event was
-// recorded (a change of zone applies from the settings event that makes
-// it), so one day's export holds the events its report counts. Events in
-// [from, to] are exported: from an instant on, before an instant, on or
-// after a from day, on or before a to day.
+// exportBounds are an export's from and to. A day is read in the
+// merchant's time zone in force when the event was recorded (a change of
+// zone applies from the settings event that makes it), as the daily sales
+// read the zone. Events in [from, to] are exported: from an instant on,
+// before an instant, on or after a from day, on or before a to day.
 type exportBounds struct{ from, to exportBound }
+
+// byDay reports whether a bound is a day, which needs the merchant's zone.
+func (b exportBounds) byDay() bool { return b.from.day != "" || b.to.day != "" }
 
 // exportRange reads the from and to parameters (see exportBounds).
 func exportRange(r *http.Request) (b exportBounds, err error) {
@@ -411,7 +413,7 @@ func exportRange(r *http.Request) (b exportBounds, err error) {
 // merchant whose time zone was then loc.
 func (b exportBounds) keeps(at time.Time, loc *time.Location) bool {
 	day := ""
-	if b.from.day != "" || b.to.day != "" {
+	if b.byDay() {
 		day = at.In(loc).Format(time.DateOnly)
 	}
 	switch {
@@ -465,9 +467,10 @@ func (s *Server) exportZones(ctx context.Context, merchant uuid.UUID, after even
 	return z, nil
 }
 
-// see takes e's change of zone, if e is one.
+// see takes e's change of zone, if e is one (nothing, for an export by
+// instants, whose exportZones has no stream).
 func (z *exportZones) see(e eventstore.RecordedEvent) error {
-	if e.Stream != z.stream {
+	if z.stream == "" || e.Stream != z.stream {
 		return nil
 	}
 	ev, err := settings.Decode(e.Type, e.Data)
@@ -508,10 +511,12 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, after event
 		return
 	}
 	merchant := principalOf(r).MerchantID
-	zones, err := s.exportZones(ctx, merchant, after)
-	if err != nil {
-		s.fail(w, r, err)
-		return
+	zones := &exportZones{}
+	if bounds.byDay() {
+		if zones, err = s.exportZones(ctx, merchant, after); err != nil {
+			s.fail(w, r, err)
+			return
+		}
 	}
 	filter := eventstore.Filter{MerchantID: merchant.String()}
 	first, err := s.store.ReadAll(ctx, after, filter, exportPage)

@@ -4,13 +4,12 @@ import (
 	"errors"
 	"net/http"
 
-	"github.com/jackc/pgx/v5/pgconn"
-
 	"pos/api/auth"
 	"pos/commands"
 	"pos/domain"
 	"pos/domain/transaction"
 	"pos/eventstore"
+	"pos/internal/pgtx"
 	"pos/queries"
 )
 
@@ -36,7 +35,7 @@ func mapError(err error) *Problem {
 		return invalid("the filter cannot be asked: an unknown status, or a date range the wrong way round or too long")
 	case errors.Is(err, commands.ErrVersionMismatch):
 		return errVersion
-	case errors.Is(err, eventstore.ErrConcurrency), retryablePG(err):
+	case errors.Is(err, eventstore.ErrConcurrency), pgtx.Retryable(err):
 		return errConflict
 	case errors.Is(err, domain.ErrInvalidState):
 		return problem(http.StatusConflict, "invalid_state", "not allowed in the current state")
@@ -59,12 +58,4 @@ func mapError(err error) *Problem {
 		return problem(http.StatusUnprocessableEntity, "currency_mismatch", "the amount is in another currency than the transaction's")
 	}
 	return nil
-}
-
-// retryablePG reports a PostgreSQL deadlock or serialization failure: the
-// transaction was rolled back, and the request may run again (a 409
-// concurrency_conflict, which keyed requests retry themselves).
-func retryablePG(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }

@@ -415,7 +415,7 @@ func (s *Server) attemptTx(r *http.Request, next http.Handler, merchant uuid.UUI
 		return rec, false, nil
 	}
 	inserted, err := commitWithKey(ctx, tx, merchant, key, rec.stored(hash))
-	if retryablePG(err) {
+	if pgtx.Retryable(err) {
 		return nil, true, nil // rolled back by a deadlock (a key reused on one aggregate at once): again
 	}
 	if err != nil {

@@ -43,7 +43,6 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
@@ -780,10 +779,7 @@ func (r *Runner) fillPartition(ctx context.Context, partition int, prev eventsto
 // partition's to hold; read upcast, it would fail every page it is on, and
 // every other partition whose fill spans it would stall behind it.
 func rawFeed(s eventstore.Store) (eventstore.Store, func(eventstore.RecordedEvent) (eventstore.RecordedEvent, error)) {
-	switch u := s.(type) {
-	case eventstore.Upcasting:
-		return u.Store, u.Registry.Upcast
-	case *eventstore.Upcasting:
+	if u, ok := s.(eventstore.Upcasting); ok {
 		return u.Store, u.Registry.Upcast
 	}
 	return s, func(e eventstore.RecordedEvent) (eventstore.RecordedEvent, error) { return e, nil }
@@ -839,7 +835,7 @@ func (r *Runner) applyRun(ctx context.Context, partition int, merchants []string
 		err = r.inTx(ctx, func(tx *pgtx.Lazy) error {
 			return r.applyInTx(ctx, tx, partition, merchants, events, fresh)
 		})
-		if !retryable(err) {
+		if !pgtx.Retryable(err) {
 			return fresh, err
 		}
 		wait := time.Duration(rand.Int64N(int64(time.Millisecond) << attempt))
@@ -874,13 +870,6 @@ func (r *Runner) inTx(ctx context.Context, fn func(tx *pgtx.Lazy) error) error {
 		return err
 	}
 	return nil
-}
-
-// retryable reports a deadlock or serialization failure: the transaction
-// rolled back and may succeed when run again.
-func retryable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && (pgErr.Code == "40P01" || pgErr.Code == "40001")
 }
 
 // streamKey names one projector's bookkeeping row of one stream.
