@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -55,8 +56,9 @@ func isJSON(ct string) bool {
 
 func readerOf(b []byte) io.ReadCloser { return io.NopCloser(bytes.NewReader(b)) }
 
-// decode reads r's JSON body into dst strictly: unknown fields, trailing
-// data and wrong types answer 400 invalid_request naming the field.
+// decode reads r's JSON body into dst strictly: unknown fields (names match
+// exactly, see exactNames), a field given twice, trailing data and wrong
+// types answer 400 invalid_request naming the field.
 func decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	body, err := readBody(w, r)
 	if err != nil {
@@ -79,7 +81,7 @@ func decodeJSON(body []byte, dst any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return invalid("the body holds more than one JSON value")
 	}
-	return nil
+	return exactNames(body, reflect.TypeOf(dst))
 }
 
 func jsonProblem(err error) *Problem {

@@ -39,7 +39,8 @@ type DaySales struct {
 // DailySales returns merchant's daily sales from one business day to
 // another, both included (the calendar dates of from and to, read in their
 // own locations), optionally for one branch, ordered by day, branch and
-// currency. Days without sales are absent. A range the wrong way round or
+// currency. Days without sales are absent, also a day whose only sales
+// were voided after payment (whose row the projector leaves at zero). A range the wrong way round or
 // longer than MaxDailySalesDays is ErrInvalidFilter.
 func (r *Reader) DailySales(ctx context.Context, merchant uuid.UUID, from, to time.Time, branch *uuid.UUID) ([]DaySales, error) {
 	first := time.Date(from.Year(), from.Month(), from.Day(), 0, 0, 0, 0, time.UTC)
@@ -66,7 +67,9 @@ func (r *Reader) DailySales(ctx context.Context, merchant uuid.UUID, from, to ti
 			if err := rows.Scan(&d.BranchID, &d.Date, &d.Currency, &d.Count, &d.Gross, &d.Discounts, &d.Tax, &d.Net, &d.Refunds, &d.ByMethod); err != nil {
 				return fmt.Errorf("queries: daily sales: %w", err)
 			}
-			out = append(out, d)
+			if !d.empty() {
+				out = append(out, d)
+			}
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("queries: daily sales: %w", err)
@@ -74,4 +77,18 @@ func (r *Reader) DailySales(ctx context.Context, merchant uuid.UUID, from, to ti
 		return nil
 	})
 	return out, err
+}
+
+// empty reports whether nothing remains of d's day: every sale voided, no
+// refund.
+func (d DaySales) empty() bool {
+	if d.Count != 0 || d.Gross != 0 || d.Discounts != 0 || d.Tax != 0 || d.Net != 0 || d.Refunds != 0 {
+		return false
+	}
+	for _, v := range d.ByMethod {
+		if v != 0 {
+			return false
+		}
+	}
+	return true
 }
