@@ -19,10 +19,12 @@ func FuzzDecodeRequests(f *testing.F) {
 	f.Add([]byte(`{"qty":"1"}`))
 	f.Add([]byte(`{} {}`))
 	f.Add([]byte(`{"unit_price":9007199254740993}`))
+	f.Add([]byte(`{"QTY":1,"qty":2,"lines":[{"Line_ID":"a"}]}`))
+	f.Add([]byte(`{"commands":[{"idempotency_key":"k","body":{"a":[1,{"b":2,"b":3}]}}]}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		targets := []any{
 			&openTransactionRequest{}, &addItemRequest{}, &discountRequest{}, &paymentRequest{},
-			&confirmRequest{}, &reasonRequest{}, &refundRequest{}, &settingsRequest{}, &emptyRequest{},
+			&confirmRequest{}, &reasonRequest{}, &refundRequest{}, &settingsRequest{}, &emptyRequest{}, &syncRequest{},
 		}
 		for _, dst := range targets {
 			err := decodeJSON(body, dst)

@@ -221,8 +221,11 @@ func verify(ctx context.Context, cfg config, args []string, stdout, stderr io.Wr
 	if pub.Equal(audit.DevKey().Public()) {
 		// Anyone can sign with that key: anchors that verify with it
 		// prove nothing, and the auditor must know.
-		fmt.Fprintf(stderr, "verify: warning: anchors are checked against the development key (key_id %s), which anyone can sign with; "+
-			"give -public-key, or set POS_ANCHOR_KEY as the server has it\n", pub.ID())
+		advice := "give -public-key, or set POS_ANCHOR_KEY as the server has it"
+		if *publicKey != "" {
+			advice = "the server signing with it must be given its own POS_ANCHOR_KEY"
+		}
+		fmt.Fprintf(stderr, "verify: warning: anchors are checked against the development key (key_id %s), which anyone can sign with; %s\n", pub.ID(), advice)
 	}
 	pool, store, closeStore, err := openStore(ctx, cfg)
 	if err != nil {

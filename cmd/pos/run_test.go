@@ -122,8 +122,9 @@ func TestVerifyExitsNonZeroOnABreak(t *testing.T) {
 	}
 	errOut.Reset()
 	if err := run(ctx, []string{"verify", "-quiet", "-public-key", audit.DevKey().Public().String()}, vars, &out, &errOut); err != nil ||
-		!strings.Contains(errOut.String(), "warning: anchors are checked against the development key") {
-		t.Errorf("verify -public-key <the development key's>: %v, stderr %q, want the warning", err, errOut.String())
+		!strings.Contains(errOut.String(), "warning: anchors are checked against the development key") ||
+		strings.Contains(errOut.String(), "give -public-key") {
+		t.Errorf("verify -public-key <the development key's>: %v, stderr %q, want the warning, without asking for the flag given", err, errOut.String())
 	}
 	errOut.Reset()
 	keyed := env(map[string]string{"DATABASE_URL": url, "POS_ANCHOR_KEY": base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32))})
