@@ -597,6 +597,83 @@ func TestPosSyncKeepsWhenItHappened(t *testing.T) {
 	}
 }
 
+// TestPosSyncPricesWithTheSettingsOfTheTime: a sale rung up offline under
+// IDR with tax-exclusive prices, synced after the merchant moved to USD with
+// tax-inclusive prices, keeps what the till charged: IDR, tax on top, the
+// exact cash tender without change. Its stock is checked out under the
+// setting of the time too.
+func TestPosSyncPricesWithTheSettingsOfTheTime(t *testing.T) {
+	e := newEnv(t)
+	merchant, branch := uuid.New(), uuid.New()
+	admin := newUser(t, merchant, "ADMIN")
+	cashier := newUser(t, merchant, "CASHIER")
+	rungUp := time.Now().UTC().Add(-2 * time.Hour).Truncate(time.Second)
+	// Negative stock is allowed from now on; the till sold none it did not have.
+	must(t, e.do(request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{
+		"currency": "USD", "prices_include_tax": true, "allow_negative_stock": true, "timezone": "Asia/Jakarta"}}), 200)
+	sale := func(id string, at time.Time) []map[string]any {
+		tx := "/v1/transactions/" + id
+		return []map[string]any{
+			{"idempotency_key": id + "1", "method": "POST", "path": "/v1/transactions", "occurred_at": at, "body": map[string]any{"branch_id": branch, "transaction_id": id}},
+			{"idempotency_key": id + "2", "method": "POST", "path": tx + "/items", "occurred_at": at.Add(time.Minute), "body": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 25000, "tax_rate_bps": 1100}},
+			{"idempotency_key": id + "3", "method": "POST", "path": tx + "/checkout", "occurred_at": at.Add(2 * time.Minute)},
+		}
+	}
+	offline, online := uuid.NewString(), uuid.NewString()
+	batch := append(sale(offline, rungUp), map[string]any{"idempotency_key": "pay", "method": "POST", "path": "/v1/transactions/" + offline + "/payments",
+		"occurred_at": rungUp.Add(3 * time.Minute), "body": map[string]any{"method": "CASH", "amount": 27750}})
+	batch = append(batch, sale(online, time.Now().UTC())...) // rung up after the change
+	r := must(t, e.do(request{method: "POST", path: "/v1/pos/sync", user: &cashier, body: map[string]any{"commands": batch}}), 200)
+	var got struct {
+		Results []struct {
+			Status int             `json:"status"`
+			Body   json.RawMessage `json:"body"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(r.body, &got); err != nil {
+		t.Fatal(err)
+	}
+	type answer struct {
+		Status string `json:"status"`
+		Change int64  `json:"change"`
+		Totals struct {
+			Currency   string `json:"currency"`
+			Tax        int64  `json:"tax"`
+			GrandTotal int64  `json:"grand_total"`
+		} `json:"totals"`
+	}
+	read := func(i int) answer {
+		var a answer
+		if err := json.Unmarshal(got.Results[i].Body, &a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	// Rung up before the change: no stock was received, and negative stock
+	// was not allowed then.
+	if got.Results[2].Status != 422 {
+		t.Fatalf("offline checkout: %d %s, want 422 insufficient_stock (negative stock was not allowed then)", got.Results[2].Status, got.Results[2].Body)
+	}
+	if a := read(1); a.Totals.Currency != "IDR" || a.Totals.Tax != 2750 || a.Totals.GrandTotal != 27750 {
+		t.Errorf("offline sale: %+v, want IDR, tax 2750 on top, 27750", a.Totals)
+	}
+	// After the change: USD, tax included, negative stock allowed.
+	if got.Results[6].Status != 200 {
+		t.Fatalf("checkout after the change: %d %s, want 200 (negative stock allowed)", got.Results[6].Status, got.Results[6].Body)
+	}
+	if a := read(6); a.Totals.Currency != "USD" || a.Totals.GrandTotal != 25000 || a.Totals.Tax != 2477 {
+		t.Errorf("sale after the change: %+v, want USD, 25000 with 2477 tax included", a.Totals)
+	}
+	// The offline sale, stocked now, is paid with what the till took.
+	e.receiveStock(merchant, branch, "A", 1)
+	tx := "/v1/transactions/" + offline
+	must(t, e.do(request{method: "POST", path: tx + "/checkout", user: &cashier, body: map[string]any{}}), 200)
+	paid := must(t, e.do(request{method: "POST", path: tx + "/payments", user: &cashier, body: map[string]any{"method": "CASH", "amount": 27750}}), 201)
+	if paid.str(t, "status") != "paid" || paid.num(t, "change") != 0 {
+		t.Errorf("the till's exact tender: %s, want paid without change", paid.body)
+	}
+}
+
 // Events carry the caller's trace, as children of the request's own span:
 // a recorded one (otelhttp) when spans are exported, a span context of its
 // own (requestTrace) when nothing is.

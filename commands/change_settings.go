@@ -44,6 +44,21 @@ func (h *Handlers) Settings(ctx context.Context, meta Meta) (*settings.Settings,
 	return s, Result{Version: s.Version(), Position: pos}, nil
 }
 
+// settingsFor returns the settings a command on a sale decides with: the
+// current ones, or, for a command a till ran offline (meta.At, its
+// occurred_at), those in force then, so that a change made while the till
+// was offline does not reprice what it rang up.
+func (h *Handlers) settingsFor(ctx context.Context, meta Meta) (settings.Values, error) {
+	s, _, err := h.Settings(ctx, meta)
+	if err != nil {
+		return settings.Values{}, err
+	}
+	if meta.At.IsZero() {
+		return s.Values(), nil
+	}
+	return s.ValuesAt(meta.At), nil
+}
+
 // SettingsStream is the stream of merchant's settings.
 func SettingsStream(merchant uuid.UUID) string {
 	return streamName(settingsCategory, merchant, merchant)

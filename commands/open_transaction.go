@@ -20,20 +20,21 @@ type OpenTransaction struct {
 }
 
 // OpenTransaction opens a draft with a fresh human-readable code, in the
-// merchant's currency and tax mode. Opening an id that exists is
+// merchant's currency and tax mode (those in force when a till offline
+// opened it; see settingsFor). Opening an id that exists is
 // transaction.ErrAlreadyExists.
 func (h *Handlers) OpenTransaction(ctx context.Context, meta Meta, cmd OpenTransaction) (*transaction.Transaction, Result, error) {
 	if !meta.mayActOn(cmd.BranchID) {
 		return nil, Result{}, ErrForbidden
 	}
-	settings, _, err := h.Settings(ctx, meta)
+	settings, err := h.settingsFor(ctx, meta)
 	if err != nil {
 		return nil, Result{}, err
 	}
 	if cmd.TransactionID == uuid.Nil {
 		cmd.TransactionID = h.newID(meta, "transaction")
 	}
-	currency := settings.Values().Currency
+	currency := settings.Currency
 	if cmd.Currency != "" {
 		currency = cmd.Currency
 	}
@@ -47,7 +48,7 @@ func (h *Handlers) OpenTransaction(ctx context.Context, meta Meta, cmd OpenTrans
 		BranchID:         cmd.BranchID,
 		Code:             code,
 		Currency:         currency,
-		PricesIncludeTax: settings.Values().PricesIncludeTax,
+		PricesIncludeTax: settings.PricesIncludeTax,
 		By:               meta.Actor,
 		At:               h.now(meta),
 	}

@@ -97,13 +97,14 @@ func (h *Handlers) readLedger(ctx context.Context, meta Meta, branch uuid.UUID, 
 	return nil
 }
 
-// allowNegativeStock reads the merchant's setting.
+// allowNegativeStock reads the merchant's setting (as it was when a till
+// offline checked a sale out; see settingsFor).
 func (h *Handlers) allowNegativeStock(ctx context.Context, meta Meta) (bool, error) {
-	s, _, err := h.Settings(ctx, meta)
+	s, err := h.settingsFor(ctx, meta)
 	if err != nil {
 		return false, err
 	}
-	return s.Values().AllowNegativeStock, nil
+	return s.AllowNegativeStock, nil
 }
 
 // ShortageError reports every ledger a command found short; it unwraps to

@@ -75,6 +75,13 @@ type Settings struct {
 	version   uint64
 	changedAt time.Time
 	changedBy string
+	// history is every change, in stream order, for ValuesAt.
+	history []dated
+}
+
+type dated struct {
+	at     time.Time
+	values Values
 }
 
 // Load rebuilds the settings from their history, oldest first.
@@ -94,6 +101,19 @@ func (s *Settings) Values() Values {
 		return Defaults()
 	}
 	return s.values
+}
+
+// ValuesAt returns the settings in force at t: those of the last change
+// (in stream order) made at or before t, or the Defaults before the first.
+// A sale rung up offline, at a time its till reports, is priced with these,
+// not with a change made while the till was offline.
+func (s *Settings) ValuesAt(t time.Time) Values {
+	for i := len(s.history) - 1; i >= 0; i-- {
+		if !s.history[i].at.After(t) {
+			return s.history[i].values
+		}
+	}
+	return Defaults()
 }
 
 // Version returns the number of events applied (0 with no history).
@@ -171,6 +191,7 @@ func (s *Settings) Apply(e Event) error {
 	case SettingsChanged:
 		s.values = Values{Currency: e.Currency, PricesIncludeTax: e.PricesIncludeTax, AllowNegativeStock: e.AllowNegativeStock, Timezone: e.Timezone}
 		s.changedAt, s.changedBy = e.At, e.ChangedBy
+		s.history = append(s.history, dated{at: e.At, values: s.values})
 	default:
 		return fmt.Errorf("%w: %T at version %d", ErrInvalidHistory, e, s.version+1)
 	}

@@ -84,9 +84,12 @@ func TestChange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			before := *s
+			state := func() any {
+				return [...]any{s.Values(), s.Version(), s.ChangedAt(), s.ChangedBy(), s.ValuesAt(tt.when.At)}
+			}
+			before := state()
 			got, err := s.Change(tt.when)
-			if *s != before {
+			if state() != before {
 				t.Errorf("the command changed the state")
 			}
 			if !errors.Is(err, tt.wantErr) {
@@ -151,5 +154,40 @@ func TestEvents(t *testing.T) {
 	}
 	if _, err := settings.Load([]settings.Event{nil}); !errors.Is(err, settings.ErrInvalidHistory) {
 		t.Errorf("Load(bad) err = %v", err)
+	}
+}
+
+// TestValuesAt: the settings in force at a time are those of the last
+// change made by then, the defaults before any.
+func TestValuesAt(t *testing.T) {
+	usd := settings.SettingsChanged{Currency: "USD", PricesIncludeTax: true, Timezone: "America/New_York", At: t0}
+	jpy := settings.SettingsChanged{Currency: "JPY", AllowNegativeStock: true, Timezone: "Asia/Tokyo", At: t0.Add(time.Hour)}
+	valuesOf := func(e settings.SettingsChanged) settings.Values {
+		return settings.Values{Currency: e.Currency, PricesIncludeTax: e.PricesIncludeTax, AllowNegativeStock: e.AllowNegativeStock, Timezone: e.Timezone}
+	}
+	s, err := settings.Load([]settings.Event{usd, jpy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		at   time.Time
+		want settings.Values
+	}{
+		{"before any change", t0.Add(-time.Second), settings.Defaults()},
+		{"at the first change", t0, valuesOf(usd)},
+		{"between the changes", t0.Add(59 * time.Minute), valuesOf(usd)},
+		{"at the second change", t0.Add(time.Hour), valuesOf(jpy)},
+		{"after both", t0.Add(48 * time.Hour), valuesOf(jpy)},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := s.ValuesAt(tt.at); got != tt.want {
+				t.Errorf("ValuesAt(%s) = %+v, want %+v", tt.at, got, tt.want)
+			}
+		})
+	}
+	if got := (&settings.Settings{}).ValuesAt(t0); got != settings.Defaults() {
+		t.Errorf("no history: ValuesAt = %+v, want the defaults", got)
 	}
 }
