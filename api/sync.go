@@ -26,9 +26,43 @@ type syncCommand struct {
 	Body           json.RawMessage `json:"body,omitempty"`
 	// OccurredAt is when the terminal ran the command offline (RFC 3339),
 	// used by the commands that ring up a sale (ringsUpASale) and ignored
-	// by the others; absent, the command happens now. It is bounded (maxClockSkew, maxOffline) but not
+	// by the others; absent or null, the command happens now. It is bounded (maxClockSkew, maxOffline) but not
 	// checked against the sale's earlier events: the till's order stands.
-	OccurredAt *time.Time `json:"occurred_at,omitempty"`
+	// It is parsed per command (checkSyncCommand), so one malformed time
+	// fails its own command, not the batch.
+	OccurredAt json.RawMessage `json:"occurred_at,omitempty"`
+}
+
+// occurred parses c.OccurredAt: nil when absent or null.
+func (c syncCommand) occurred() (*time.Time, error) {
+	raw := bytes.TrimSpace(c.OccurredAt)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var at time.Time
+	if err := json.Unmarshal(raw, &at); err != nil {
+		return nil, err
+	}
+	return &at, nil
+}
+
+// saleOf returns the sale a command acts on, from its path or, for an
+// open, its body's transaction_id; "" for another command or an open
+// whose id the server picks.
+func (c syncCommand) saleOf() string {
+	if rest, ok := strings.CutPrefix(c.Path, "/v1/transactions/"); ok {
+		id, _, _ := strings.Cut(rest, "/")
+		return strings.ToLower(id)
+	}
+	if c.Path == "/v1/transactions" {
+		var open struct {
+			TransactionID string `json:"transaction_id"`
+		}
+		if json.Unmarshal(c.Body, &open) == nil {
+			return strings.ToLower(open.TransactionID)
+		}
+	}
+	return ""
 }
 
 // Bounds of a sync command's occurred_at: a terminal's clock may run a
@@ -71,14 +105,28 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 			return
 		}
 		results := make([]syncResult, len(req.Commands))
+		// Sales with a command that failed for a passing reason in this
+		// batch (5xx, concurrency_conflict: answers not stored for their
+		// keys): their later commands are held back, since what they would
+		// answer (404 before the open, 409 before the checkout) would be
+		// stored and replayed when the till re-sends the batch. A refusal
+		// that the same command would meet again (a 400 of the batch, a
+		// 403) holds nothing: re-sending could not lift it.
+		unsettled := map[string]bool{}
 		for i, c := range req.Commands {
-			if p := checkSyncCommand(i, c, time.Now()); p != nil {
+			sale := c.saleOf()
+			if sale != "" && unsettled[sale] {
+				results[i] = s.syncFailure(c, heldBack)
+				continue
+			}
+			at, p := checkSyncCommand(i, c, time.Now())
+			if p != nil {
 				results[i] = s.syncFailure(c, p) // this one only: the rest still run
 				continue
 			}
 			body := []byte(c.Body)
-			if len(bytes.TrimSpace(body)) == 0 {
-				body = []byte("{}")
+			if t := bytes.TrimSpace(body); len(t) == 0 || string(t) == "null" {
+				body = []byte("{}") // as a request without a body reads
 			}
 			sub, err := http.NewRequestWithContext(r.Context(), c.Method, c.Path, bytes.NewReader(body))
 			if err != nil {
@@ -93,11 +141,14 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 				}
 			}
 			ctx := context.WithValue(r.Context(), chi.RouteCtxKey, chi.NewRouteContext())
-			if c.OccurredAt != nil && ringsUpASale(c.Path) {
-				ctx = context.WithValue(ctx, occurredAtKey{}, c.OccurredAt.UTC())
+			if at != nil && ringsUpASale(c.Path) {
+				ctx = context.WithValue(ctx, occurredAtKey{}, at.UTC())
 			}
 			rec := newRecorder()
 			commands.ServeHTTP(rec, sub.WithContext(ctx))
+			if sale != "" && rec.retryable() {
+				unsettled[sale] = true
+			}
 			out := rec.body.Bytes()
 			if !json.Valid(out) {
 				out, _ = json.Marshal(string(out))
@@ -120,22 +171,32 @@ func ringsUpASale(path string) bool {
 	return strings.HasPrefix(path, "/v1/transactions/") && !strings.HasSuffix(path, "/void") && !strings.HasSuffix(path, "/refunds")
 }
 
-// checkSyncCommand refuses a command that is not one sync may replay.
-func checkSyncCommand(i int, c syncCommand, now time.Time) *Problem {
+// heldBack answers a command of a sale whose earlier command in the batch
+// got no final answer. It is not stored for the command's key, and says
+// what a till does with a 409 concurrency_conflict: send it again.
+var heldBack = problem(http.StatusConflict, "concurrency_conflict",
+	"an earlier command of this sale in the batch did not complete; re-send the batch")
+
+// checkSyncCommand refuses a command that is not one sync may replay, and
+// returns its occurred_at (nil when absent).
+func checkSyncCommand(i int, c syncCommand, now time.Time) (*time.Time, *Problem) {
 	field := func(name string) FieldError {
 		return FieldError{Field: fmt.Sprintf("commands[%d].%s", i, name), Code: "invalid"}
 	}
+	at, err := c.occurred()
 	switch {
 	case !validKey(c.IdempotencyKey):
-		return invalid("every command needs its own idempotency_key", field("idempotency_key"))
+		return nil, invalid("every command needs its own idempotency_key", field("idempotency_key"))
 	case c.Method != http.MethodPost && c.Method != http.MethodDelete && c.Method != http.MethodPut:
-		return invalid("method must be POST, PUT or DELETE", field("method"))
+		return nil, invalid("method must be POST, PUT or DELETE", field("method"))
 	case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
-		return invalid("path must be a /v1 command path", field("path"))
-	case c.OccurredAt != nil && ringsUpASale(c.Path) && (c.OccurredAt.After(now.Add(maxClockSkew)) || c.OccurredAt.Before(now.Add(-maxOffline))):
-		return invalid("occurred_at must be within the last 30 days and not in the future", FieldError{Field: fmt.Sprintf("commands[%d].occurred_at", i), Code: "out_of_range"})
+		return nil, invalid("path must be a /v1 command path", field("path"))
+	case err != nil:
+		return nil, invalid("occurred_at must be an RFC 3339 time", field("occurred_at"))
+	case at != nil && ringsUpASale(c.Path) && (at.After(now.Add(maxClockSkew)) || at.Before(now.Add(-maxOffline))):
+		return nil, invalid("occurred_at must be within the last 30 days and not in the future", FieldError{Field: fmt.Sprintf("commands[%d].occurred_at", i), Code: "out_of_range"})
 	}
-	return nil
+	return at, nil
 }
 
 func (s *Server) syncFailure(c syncCommand, p *Problem) syncResult {
