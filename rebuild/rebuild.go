@@ -328,12 +328,8 @@ func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
 			_ = conn.Close(context.WithoutCancel(ctx))
 		}
 	}()
-	var got bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1, $2)`, lockClass, lockKey).Scan(&got); err != nil {
-		return nil, fmt.Errorf("rebuild: claim the slot: %w", err)
-	}
-	if !got {
-		return nil, ErrBusy
+	if err := b.takeSlot(ctx, conn); err != nil {
+		return nil, err
 	}
 	if c.id, err = uuid.NewV7(); err != nil {
 		return nil, fmt.Errorf("rebuild: id: %w", err)
@@ -357,6 +353,38 @@ func (b *Rebuilder) claim(ctx context.Context, name string) (*claim, error) {
 	b.opts.Log.Info("rebuild started", "rebuild_id", c.id, "projections", c.names)
 	return c, nil
 }
+
+// takeSlot takes the slot's lock on conn, or answers ErrBusy while another
+// rebuild runs. A rebuild that has recorded its end may hold the lock a
+// little longer (its last writes, its connection closing): while no row is
+// running, the lock is tried again for up to slotWait, so a rebuild started
+// once the last one shows done is not refused.
+func (b *Rebuilder) takeSlot(ctx context.Context, conn *pgx.Conn) error {
+	deadline := time.Now().Add(slotWait)
+	for {
+		var got, running bool
+		err := conn.QueryRow(ctx, `
+            SELECT pg_try_advisory_lock($1, $2), EXISTS (SELECT FROM projection_rebuilds WHERE state = 'running')`,
+			lockClass, lockKey).Scan(&got, &running)
+		switch {
+		case err != nil:
+			return fmt.Errorf("rebuild: claim the slot: %w", err)
+		case got:
+			return nil
+		case running || time.Now().After(deadline):
+			return ErrBusy
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// slotWait bounds how long takeSlot waits for a rebuild that has ended to
+// let go of the slot.
+const slotWait = 5 * time.Second
 
 // execute runs a claimed rebuild to its end and records the outcome.
 func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progress)) (err error) {
@@ -391,6 +419,11 @@ func (b *Rebuilder) execute(ctx context.Context, c *claim, progress func(Progres
              WHERE rebuild_id = $1`, c.id, p.State, int64(p.Done), msg, p.UpdatedAt, p.FinishedAt); uerr != nil {
 			b.opts.Log.Warn("rebuild: record the outcome", "rebuild_id", c.id, "err", uerr)
 		}
+		// Closing returns before the server has ended the session, and
+		// with it the lock: unlocked first, the slot is free on return.
+		uctx, cancel := context.WithTimeout(bg, 5*time.Second)
+		_, _ = c.conn.Exec(uctx, `SELECT pg_advisory_unlock($1, $2)`, lockClass, lockKey)
+		cancel()
 		_ = c.conn.Close(bg)
 		if progress != nil {
 			progress(p)
@@ -705,7 +738,7 @@ type Watcher struct {
 	db interface {
 		QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 	}
-	seen time.Time
+	seen int64 // swaps recorded: rows that reached 'done', which no later write changes
 }
 
 // NewWatcher returns a Watcher of db's rebuilds, from the latest swap
@@ -721,10 +754,13 @@ func NewWatcher(ctx context.Context, db interface {
 	return w, nil
 }
 
-func (w *Watcher) latest(ctx context.Context) (time.Time, error) {
-	var last time.Time
-	err := w.db.QueryRow(ctx, `SELECT coalesce(max(finished_at), 'epoch') FROM projection_rebuilds WHERE state = 'done'`).Scan(&last)
-	return last, err
+// latest counts the swaps recorded. Not the latest finished_at: that is
+// the clock of whichever host ran the rebuild, and one swap stamped by a
+// clock ahead would hide every later swap until real time caught up.
+func (w *Watcher) latest(ctx context.Context) (int64, error) {
+	var n int64
+	err := w.db.QueryRow(ctx, `SELECT count(*) FROM projection_rebuilds WHERE state = 'done'`).Scan(&n)
+	return n, err
 }
 
 // Run polls every interval and calls swapped after each swap it sees (several
@@ -750,7 +786,7 @@ func (w *Watcher) Run(ctx context.Context, every time.Duration, log *slog.Logger
 			}
 			failing = true
 		case err == nil:
-			if failing || !last.Equal(w.seen) {
+			if failing || last != w.seen {
 				swapped(ctx)
 			}
 			w.seen, failing = last, false
