@@ -150,6 +150,8 @@ func TestErrorCodes(t *testing.T) {
 		{"refund above paid", request{method: "POST", path: paid.path("/refunds"), user: &manager, body: map[string]any{"reason": "x", "amount": 11101}}, 422, "refund_exceeds_paid"},
 		{"payment in another currency", request{method: "POST", path: pending.path("/payments"), user: &cashier, body: map[string]any{"method": "CARD", "amount": 1, "currency": "USD"}}, 422, "currency_mismatch"},
 		{"unknown currency", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "ZZZ", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}}, 400, "invalid_request"},
+		{"withdrawn currency", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "DEM", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Asia/Jakarta"}}, 400, "invalid_request"},
+		{"a sale in gold", request{method: "POST", path: "/v1/transactions", user: &cashier, body: map[string]any{"branch_id": branch, "currency": "XAU"}}, 400, "invalid_request"},
 		{"unknown time zone", request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": false, "timezone": "Mars/Olympus"}}, 400, "invalid_request"},
 		// Files of the zone database that name no zone: the host's own
 		// time (its days would move with the host), aliases of formats.

@@ -178,7 +178,10 @@ func (s *Server) openTransaction(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if req.Currency != nil {
-		if cmd.Currency, err = parseCurrency(*req.Currency); err != nil {
+		if cmd.Currency, err = parseCurrency(*req.Currency); err == nil && !cmd.Currency.InUse() {
+			err = invalid("currency must be in use as legal tender", FieldError{Field: "currency", Code: "invalid"})
+		}
+		if err != nil {
 			s.fail(w, r, err)
 			return
 		}

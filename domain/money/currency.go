@@ -3,6 +3,7 @@ package money
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"golang.org/x/text/currency"
 )
@@ -32,6 +33,22 @@ func ParseCurrency(s string) (Currency, error) {
 	}
 	return Currency(u.String()), nil
 }
+
+// InUse reports whether c is legal tender somewhere now, as
+// golang.org/x/text/currency's data has it: a withdrawn currency (DEM, FRF)
+// is not, nor is a unit that is not money (XAU, CLF, XDR). Only a currency
+// chosen for new sales is held to it; stored sales keep theirs (Validate
+// does not ask), whatever later data says of it.
+func (c Currency) InUse() bool { return tender()[c] }
+
+// tender is the set of currencies legal tender in some region now.
+var tender = sync.OnceValue(func() map[Currency]bool {
+	m := map[Currency]bool{}
+	for it := currency.Query(); it.Next(); {
+		m[Currency(it.Unit().String())] = true
+	}
+	return m
+})
 
 // Validate returns nil when c is a usable code in canonical form, and an
 // error wrapping ErrInvalidCurrency otherwise ("idr" is refused here, though

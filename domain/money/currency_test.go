@@ -63,3 +63,21 @@ func TestCurrencyValidateWantsCanonicalForm(t *testing.T) {
 		t.Errorf("Exponent(idr) err = %v, want ErrInvalidCurrency", err)
 	}
 }
+
+// TestCurrencyInUse: withdrawn currencies and units that are not money are
+// valid codes (stored sales in them still load) but not in use.
+func TestCurrencyInUse(t *testing.T) {
+	for _, c := range []money.Currency{"IDR", "USD", "EUR", "JPY", "KWD", "XAF", "XOF", "CHF"} {
+		if !c.InUse() {
+			t.Errorf("%s: not in use, want in use", c)
+		}
+	}
+	for _, c := range []money.Currency{"DEM", "FRF", "ESP", "LTL", "ZWL", "XAU", "XPT", "CLF", "XDR", "USN"} {
+		if c.InUse() {
+			t.Errorf("%s: in use, want withdrawn or not money", c)
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: Validate = %v, want a valid code (history in it must load)", c, err)
+		}
+	}
+}

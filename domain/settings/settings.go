@@ -147,6 +147,11 @@ func (s *Settings) Change(cmd Change) ([]Event, error) {
 	if err := cmd.Currency.Validate(); err != nil {
 		return nil, &ValidationError{Field: "currency", Code: domain.CodeInvalid, Reason: "must be an ISO 4217 code in upper case", Err: err}
 	}
+	// Only a new currency: a merchant whose currency the data later
+	// calls withdrawn can still change its other settings.
+	if cmd.Currency != s.Values().Currency && !cmd.Currency.InUse() {
+		return nil, &ValidationError{Field: "currency", Code: domain.CodeInvalid, Reason: "must be a currency in use as legal tender (not a withdrawn one, nor a metal or unit of account)"}
+	}
 	if err := checkTimezone(cmd.Timezone); err != nil {
 		return nil, err
 	}

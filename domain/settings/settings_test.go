@@ -191,3 +191,25 @@ func TestValuesAt(t *testing.T) {
 		t.Errorf("no history: ValuesAt = %+v, want the defaults", got)
 	}
 }
+
+// TestChangeToACurrencyNotInUse: a merchant cannot move to a withdrawn
+// currency or a unit that is not money, but one whose currency is no longer
+// in use can still change its other settings.
+func TestChangeToACurrencyNotInUse(t *testing.T) {
+	for _, c := range []money.Currency{"DEM", "XAU", "CLF"} {
+		s := &settings.Settings{}
+		_, err := s.Change(settings.Change{Currency: c, Timezone: "Asia/Jakarta", By: "admin-1", At: t0})
+		var v *settings.ValidationError
+		if !errors.As(err, &v) || v.Field != "currency" {
+			t.Errorf("change to %s: %v, want a currency ValidationError", c, err)
+		}
+	}
+	legacy, err := settings.Load([]settings.Event{settings.SettingsChanged{Currency: "DEM", Timezone: "Europe/Berlin", At: t0}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, err := legacy.Change(settings.Change{Currency: "DEM", Timezone: "Europe/Paris", By: "admin-1", At: t0.Add(time.Hour)})
+	if err != nil || len(events) != 1 {
+		t.Errorf("a DEM merchant changing its zone: %v, %v; want one event", events, err)
+	}
+}
