@@ -285,3 +285,18 @@ func TestSameTransactionIDInTwoMerchants(t *testing.T) {
 		t.Fatal("two merchants' transactions read the same")
 	}
 }
+
+// A report from year 0 is a bad request, not a failure: PostgreSQL's dates
+// have no year 0.
+func TestDailySalesYearZeroIsABadRequest(t *testing.T) {
+	e := newReadEnv(t)
+	auditor := newUser(t, uuid.New(), "AUDITOR")
+	for _, p := range []string{
+		"/v1/reports/daily-sales?from=0000-01-01&to=0000-01-01",
+		"/v1/reports/daily-sales?from=0000-12-31&to=0001-01-01",
+	} {
+		if r := e.do(request{method: "GET", path: p, user: &auditor}); r.status != 400 || r.code(t) != "invalid_request" {
+			t.Errorf("%s: %d %s, want 400 invalid_request", p, r.status, r.body)
+		}
+	}
+}

@@ -48,6 +48,9 @@ func (r *Reader) DailySales(ctx context.Context, merchant uuid.UUID, from, to ti
 	if last.Before(first) {
 		return nil, fmt.Errorf("%w: to is before from", ErrInvalidFilter)
 	}
+	if first.Year() < 1 { // PostgreSQL's dates have no year 0
+		return nil, fmt.Errorf("%w: a date before 0001-01-01", ErrInvalidFilter)
+	}
 	if days := int(last.Sub(first).Hours()/24) + 1; days > MaxDailySalesDays {
 		return nil, fmt.Errorf("%w: %d days, at most %d", ErrInvalidFilter, days, MaxDailySalesDays)
 	}

@@ -413,6 +413,11 @@ func TestDailySales(t *testing.T) {
 			t.Errorf("DailySales: %v, want ErrInvalidFilter", err)
 		}
 	})
+	t.Run("a date in year 0", func(t *testing.T) {
+		if _, err := f.reader.DailySales(ctx, f.a, day("0000-12-31"), day("0001-01-01"), nil); !errors.Is(err, queries.ErrInvalidFilter) {
+			t.Errorf("DailySales: %v, want ErrInvalidFilter (PostgreSQL has no year 0)", err)
+		}
+	})
 	t.Run("a range too long", func(t *testing.T) {
 		if _, err := f.reader.DailySales(ctx, f.a, day("2024-01-01"), day("2025-03-10"), nil); !errors.Is(err, queries.ErrInvalidFilter) {
 			t.Errorf("DailySales: %v, want ErrInvalidFilter", err)
