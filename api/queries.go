@@ -314,7 +314,8 @@ type daySalesView struct {
 }
 
 type dailySalesView struct {
-	Items []daySalesView `json:"items"`
+	Items      []daySalesView `json:"items"`
+	NextCursor string         `json:"next_cursor,omitempty"`
 }
 
 func viewTotals(t queries.Totals) totalsView {
@@ -457,6 +458,10 @@ func (s *Server) dailySales(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		branch, err = branchFilter(r)
 	}
+	limit := 0
+	if err == nil {
+		limit, err = queryLimit(r)
+	}
 	if err == nil {
 		err = s.consistent(w, r, projections.NewDailySales().Name())
 	}
@@ -464,18 +469,30 @@ func (s *Server) dailySales(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	// As for transaction details, a read that asks for its own write goes
-	// to PostgreSQL.
-	var src DailySalesGetter = s.reader
-	if s.hotDailySales != nil && r.Header.Get("X-Min-Position") == "" && r.URL.Query().Get("min_position") == "" {
-		src = s.hotDailySales
+	merchant, cursor := principalOf(r).MerchantID, r.URL.Query().Get("cursor")
+	var page queries.DailySalesPage
+	if from.Equal(to) {
+		// One day is a few rows (branches × currencies), read whole and
+		// paged here, so that today's can come from the cache; as for
+		// transaction details, a read that asks for its own write goes to
+		// PostgreSQL.
+		var src DailySalesGetter = s.reader
+		if s.hotDailySales != nil && r.Header.Get("X-Min-Position") == "" && r.URL.Query().Get("min_position") == "" {
+			src = s.hotDailySales
+		}
+		var days []queries.DaySales
+		if days, err = src.DailySales(r.Context(), merchant, from, to, branch); err == nil {
+			page, err = s.reader.PageDays(merchant, from, to, branch, days, cursor, limit)
+		}
+	} else {
+		page, err = s.reader.DailySalesPage(r.Context(), merchant, from, to, branch, cursor, limit)
 	}
-	days, err := src.DailySales(r.Context(), principalOf(r).MerchantID, from, to, branch)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	out := dailySalesView{Items: make([]daySalesView, 0, len(days))}
+	days := page.Days
+	out := dailySalesView{Items: make([]daySalesView, 0, len(days)), NextCursor: page.NextCursor}
 	for _, d := range days {
 		by := d.ByMethod
 		if by == nil {

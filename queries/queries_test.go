@@ -413,6 +413,74 @@ func TestDailySales(t *testing.T) {
 			t.Errorf("DailySales: %v, want ErrInvalidFilter", err)
 		}
 	})
+	t.Run("pages", func(t *testing.T) {
+		// Every page size, from the table and from a copy of the whole
+		// report (the cache's): the same rows, in order, each once, and
+		// the cursors of one path serve the other.
+		from, to := day("2025-03-01"), day("2025-03-31")
+		for limit := 1; limit <= len(want)+1; limit++ {
+			var fromTable, fromCopy []queries.DaySales
+			cursor := ""
+			for pages := 0; ; pages++ {
+				if pages > len(want) {
+					t.Fatalf("limit %d: more pages than rows", limit)
+				}
+				p, err := f.reader.DailySalesPage(ctx, f.a, from, to, nil, cursor, limit)
+				if err != nil {
+					t.Fatalf("limit %d: DailySalesPage: %v", limit, err)
+				}
+				c, err := f.reader.PageDays(f.a, from, to, nil, got, cursor, limit)
+				if err != nil || !sameDays(c.Days, p.Days) || (c.NextCursor == "") != (p.NextCursor == "") {
+					t.Fatalf("limit %d: PageDays %+v, %v; the table gave %+v", limit, c.Days, err, p.Days)
+				}
+				if len(p.Days) > limit {
+					t.Fatalf("limit %d: %d rows", limit, len(p.Days))
+				}
+				fromTable, fromCopy = append(fromTable, p.Days...), append(fromCopy, c.Days...)
+				if p.NextCursor == "" {
+					break
+				}
+				cursor = c.NextCursor // one path's cursor, the other's next page
+			}
+			if !sameDays(fromTable, want) || !sameDays(fromCopy, want) {
+				t.Errorf("limit %d: pages gave %+v, want %+v", limit, fromTable, want)
+			}
+		}
+		p, err := f.reader.DailySalesPage(ctx, f.a, from, to, nil, "", 1)
+		if err != nil || p.NextCursor == "" {
+			t.Fatalf("first page: %+v, %v", p, err)
+		}
+		b1 := f.branch1
+		altered := []byte(p.NextCursor)
+		if altered[10] == 'x' {
+			altered[10] = 'y'
+		} else {
+			altered[10] = 'x'
+		}
+		for name, try := range map[string]func() error{
+			"another range": func() error {
+				_, err := f.reader.DailySalesPage(ctx, f.a, from, day("2025-03-30"), nil, p.NextCursor, 1)
+				return err
+			},
+			"another branch": func() error { _, err := f.reader.DailySalesPage(ctx, f.a, from, to, &b1, p.NextCursor, 1); return err },
+			"another merchant": func() error {
+				_, err := f.reader.DailySalesPage(ctx, f.b, from, to, nil, p.NextCursor, 1)
+				return err
+			},
+			"altered": func() error {
+				_, err := f.reader.DailySalesPage(ctx, f.a, from, to, nil, string(altered), 1)
+				return err
+			},
+			"altered, on a copy": func() error {
+				_, err := f.reader.PageDays(f.a, from, to, nil, got, string(altered), 1)
+				return err
+			},
+		} {
+			if err := try(); !errors.Is(err, queries.ErrBadCursor) {
+				t.Errorf("a cursor used with %s: %v, want ErrBadCursor", name, err)
+			}
+		}
+	})
 	t.Run("a date in year 0", func(t *testing.T) {
 		if _, err := f.reader.DailySales(ctx, f.a, day("0000-12-31"), day("0001-01-01"), nil); !errors.Is(err, queries.ErrInvalidFilter) {
 			t.Errorf("DailySales: %v, want ErrInvalidFilter (PostgreSQL has no year 0)", err)
