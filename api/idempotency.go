@@ -558,8 +558,13 @@ func (rec *recorder) retryable() bool { return rec.status >= 500 || rec.isConfli
 
 // storable responses are final for their key. A 403 is not: it says who
 // asked, not what the command did, and the same key may come back from
-// someone allowed to send it.
-func (rec *recorder) storable() bool { return !rec.retryable() && !rec.aboutCaller() }
+// someone allowed to send it. Nor is a 412: it says the client's If-Match
+// (which the request's hash leaves out) was stale, and the command did
+// nothing; the client reloads and sends the command again, often under the
+// same key, and must then have it run, not see the 412 forever.
+func (rec *recorder) storable() bool {
+	return !rec.retryable() && !rec.aboutCaller() && rec.status != http.StatusPreconditionFailed
+}
 
 // aboutCaller reports a refusal of the caller (401, 403) rather than an
 // outcome of the command.

@@ -118,3 +118,26 @@ func TestSyncOccurredAtIsCheckedPerCommand(t *testing.T) {
 		t.Errorf("the checkout synced with a null body: %s, want the stored answer %s", got.Results[3].Body, direct.body)
 	}
 }
+
+// TestStaleIfMatchLeavesTheKeyFree: a 412 did nothing and is not kept for
+// its key, so the client that reloads and sends the command again under
+// the same key, with the version it now holds, has it run.
+func TestStaleIfMatchLeavesTheKeyFree(t *testing.T) {
+	e := newEnv(t)
+	merchant, branch := uuid.New(), uuid.New()
+	u := newUser(t, merchant, "CASHIER")
+	s := e.open(&u, branch)
+	added := s.addItem(1, 100)
+	key := map[string]string{"Idempotency-Key": "add-tea", "If-Match": `"1"`}
+	body := map[string]any{"sku": "TEA", "name": "Tea", "qty": 1, "unit_price": 100}
+	must(t, e.do(request{method: "POST", path: s.path("/items"), user: &u, body: body, headers: key}), 412)
+	key["If-Match"] = added.header.Get("ETag")
+	again := must(t, e.do(request{method: "POST", path: s.path("/items"), user: &u, body: body, headers: key}), 201)
+	if again.header.Get("Idempotent-Replayed") != "" || again.num(t, "version") != 3 {
+		t.Fatalf("the command sent again with the current version: %s, want it run (version 3)", again.body)
+	}
+	replay := must(t, e.do(request{method: "POST", path: s.path("/items"), user: &u, body: body, headers: key}), 201)
+	if replay.header.Get("Idempotent-Replayed") != "true" || string(replay.body) != string(again.body) {
+		t.Fatalf("the same request once more: %s, want the stored answer replayed", replay.body)
+	}
+}
