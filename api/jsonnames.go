@@ -20,9 +20,11 @@ import (
 //     {"qty":1,"qty":9} would be read as 9 here and as 1 by a proxy,
 //     validator or log that keeps the first).
 //
-// Inside a value whose type decodes itself (json.Unmarshaler, such as a
-// sync item's json.RawMessage body, decoded again later) or that is not a
-// struct, only duplicates are refused.
+// A value whose type decodes itself (json.Unmarshaler, such as a sync
+// item's json.RawMessage body, checked when its own command decodes it) is
+// skipped whole, so that one command's bad body fails that command, not
+// the batch; inside any other value that is not a struct, only duplicates
+// are refused.
 func exactNames(body []byte, t reflect.Type) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
@@ -35,6 +37,13 @@ var (
 )
 
 func walkNames(dec *json.Decoder, t reflect.Type, path string) error {
+	if decodesItself(t) {
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return invalid("the body is not valid JSON")
+		}
+		return nil
+	}
 	tok, err := dec.Token()
 	if err != nil {
 		return invalid("the body is not valid JSON")
@@ -101,10 +110,19 @@ func shapeOf(t reflect.Type) reflect.Type {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t == nil || reflect.PointerTo(t).Implements(unmarshalerType) || reflect.PointerTo(t).Implements(textUnmarshalerType) {
+	if t == nil || decodesItself(t) {
 		return nil
 	}
 	return t
+}
+
+// decodesItself reports a type (or pointer to one) that parses its own
+// JSON, to which field names do not apply.
+func decodesItself(t reflect.Type) bool {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t != nil && (reflect.PointerTo(t).Implements(unmarshalerType) || reflect.PointerTo(t).Implements(textUnmarshalerType))
 }
 
 func joinPath(path, name string) string {

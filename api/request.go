@@ -69,6 +69,10 @@ func decode(w http.ResponseWriter, r *http.Request, dst any) error {
 
 // decodeJSON is decode's parser, separate so it can be fuzzed.
 func decodeJSON(body []byte, dst any) error {
+	// Names first: {"QTY":"x"} is an unknown field, not qty of a wrong type.
+	if err := exactNames(body, reflect.TypeOf(dst)); err != nil {
+		return err
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
@@ -81,7 +85,7 @@ func decodeJSON(body []byte, dst any) error {
 	if _, err := dec.Token(); err != io.EOF {
 		return invalid("the body holds more than one JSON value")
 	}
-	return exactNames(body, reflect.TypeOf(dst))
+	return nil
 }
 
 func jsonProblem(err error) *Problem {

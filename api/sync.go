@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
+	"github.com/google/uuid"
 )
 
 // maxSyncCommands bounds one offline batch (API.md: at most 500).
@@ -47,22 +48,27 @@ func (c syncCommand) occurred() (*time.Time, error) {
 }
 
 // saleOf returns the sale a command acts on, from its path or, for an
-// open, its body's transaction_id; "" for another command or an open
-// whose id the server picks.
-func (c syncCommand) saleOf() string {
+// open, its body's transaction_id, in any form uuid.Parse takes (as the
+// routes do); uuid.Nil for another command or an open whose id the server
+// picks.
+func (c syncCommand) saleOf() uuid.UUID {
+	var id string
 	if rest, ok := strings.CutPrefix(c.Path, "/v1/transactions/"); ok {
-		id, _, _ := strings.Cut(rest, "/")
-		return strings.ToLower(id)
-	}
-	if c.Path == "/v1/transactions" {
+		id, _, _ = strings.Cut(rest, "/")
+	} else if c.Path == "/v1/transactions" {
 		var open struct {
 			TransactionID string `json:"transaction_id"`
 		}
-		if json.Unmarshal(c.Body, &open) == nil {
-			return strings.ToLower(open.TransactionID)
+		if json.Unmarshal(c.Body, &open) != nil {
+			return uuid.Nil
 		}
+		id = open.TransactionID
 	}
-	return ""
+	sale, err := uuid.Parse(id)
+	if err != nil {
+		return uuid.Nil
+	}
+	return sale
 }
 
 // Bounds of a sync command's occurred_at: a terminal's clock may run a
@@ -112,10 +118,10 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 		// stored and replayed when the till re-sends the batch. A refusal
 		// that the same command would meet again (a 400 of the batch, a
 		// 403) holds nothing: re-sending could not lift it.
-		unsettled := map[string]bool{}
+		unsettled := map[uuid.UUID]bool{}
 		for i, c := range req.Commands {
 			sale := c.saleOf()
-			if sale != "" && unsettled[sale] {
+			if sale != uuid.Nil && unsettled[sale] {
 				results[i] = s.syncFailure(c, heldBack)
 				continue
 			}
@@ -146,7 +152,7 @@ func (s *Server) posSync(commands http.Handler) http.HandlerFunc {
 			}
 			rec := newRecorder()
 			commands.ServeHTTP(rec, sub.WithContext(ctx))
-			if sale != "" && rec.retryable() {
+			if sale != uuid.Nil && rec.retryable() {
 				unsettled[sale] = true
 			}
 			out := rec.body.Bytes()
@@ -191,7 +197,7 @@ func checkSyncCommand(i int, c syncCommand, now time.Time) (*time.Time, *Problem
 		return nil, invalid("method must be POST, PUT or DELETE", field("method"))
 	case !strings.HasPrefix(c.Path, "/v1/") || strings.HasPrefix(c.Path, "/v1/pos/") || strings.ContainsAny(c.Path, "?#"):
 		return nil, invalid("path must be a /v1 command path", field("path"))
-	case err != nil:
+	case err != nil && ringsUpASale(c.Path): // the others ignore it, whatever it holds
 		return nil, invalid("occurred_at must be an RFC 3339 time", field("occurred_at"))
 	case at != nil && ringsUpASale(c.Path) && (at.After(now.Add(maxClockSkew)) || at.Before(now.Add(-maxOffline))):
 		return nil, invalid("occurred_at must be within the last 30 days and not in the future", FieldError{Field: fmt.Sprintf("commands[%d].occurred_at", i), Code: "out_of_range"})

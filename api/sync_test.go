@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/uuid"
 
@@ -59,7 +61,8 @@ func TestSyncHoldsBackASaleAfterAFailure(t *testing.T) {
 	batch := map[string]any{"commands": []map[string]any{
 		{"idempotency_key": id + "-open", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": branch, "transaction_id": id}},
 		{"idempotency_key": other + "-open", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": branch, "transaction_id": other}},
-		{"idempotency_key": id + "-item", "method": "POST", "path": tx + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 500}},
+		// The same sale, its id written another way the routes take.
+		{"idempotency_key": id + "-item", "method": "POST", "path": "/v1/transactions/" + strings.ToUpper(id) + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 500}},
 		{"idempotency_key": id + "-checkout", "method": "POST", "path": tx + "/checkout"},
 		{"idempotency_key": id + "-cash", "method": "POST", "path": tx + "/payments", "body": map[string]any{"method": "CASH", "amount": 500}},
 	}}
@@ -99,9 +102,13 @@ func TestSyncOccurredAtIsCheckedPerCommand(t *testing.T) {
 	 {"idempotency_key":"a1","method":"POST","path":"/v1/transactions","body":{"branch_id":"` + branch.String() + `"}},
 	 {"idempotency_key":"a2","method":"POST","path":"/v1/transactions","body":{"branch_id":"` + branch.String() + `"},"occurred_at":"2024-05-01 10:00"},
 	 {"idempotency_key":"a3","method":"POST","path":"/v1/transactions","body":{"branch_id":"` + branch.String() + `"},"occurred_at":null},
-	 {"idempotency_key":"co-1","method":"POST","path":"` + s.path("/checkout") + `","body":null}]}`
+	 {"idempotency_key":"co-1","method":"POST","path":"` + s.path("/checkout") + `","body":null},
+	 {"idempotency_key":"a5","method":"POST","path":"/v1/transactions","body":{"branch_id":"` + branch.String() + `","branch_id":"` + branch.String() + `"}},
+	 {"idempotency_key":"a6","method":"POST","path":"/v1/stock/receipts","body":{"branch_id":"` + branch.String() + `","sku":"B","qty":1,"unit_cost":1},"occurred_at":"not a time"}]}`
 	got := e.sync(t, &u, batch)
-	for i, want := range []int{201, 400, 201, 200} {
+	// a5: a body with a member twice fails its own command; a6: a command
+	// that ignores occurred_at ignores a malformed one too.
+	for i, want := range []int{201, 400, 201, 200, 400, 201} {
 		if got.Results[i].Status != want {
 			t.Errorf("result %d: %d %s, want %d", i, got.Results[i].Status, got.Results[i].Body, want)
 		}
@@ -139,5 +146,33 @@ func TestStaleIfMatchLeavesTheKeyFree(t *testing.T) {
 	replay := must(t, e.do(request{method: "POST", path: s.path("/items"), user: &u, body: body, headers: key}), 201)
 	if replay.header.Get("Idempotent-Replayed") != "true" || string(replay.body) != string(again.body) {
 		t.Fatalf("the same request once more: %s, want the stored answer replayed", replay.body)
+	}
+}
+
+// TestSyncCannotDateBackIntoLooserStockRules: a till may date its checkout
+// back, but not into a time when negative stock was allowed if it is no
+// longer: an ADMIN's tightened rule holds.
+func TestSyncCannotDateBackIntoLooserStockRules(t *testing.T) {
+	e := newEnv(t)
+	merchant, branch := uuid.New(), uuid.New()
+	admin := newUser(t, merchant, "ADMIN")
+	cashier := newUser(t, merchant, "CASHIER")
+	put := func(negative bool) {
+		must(t, e.do(request{method: "PUT", path: "/v1/settings", user: &admin, body: map[string]any{
+			"currency": "IDR", "prices_include_tax": false, "allow_negative_stock": negative, "timezone": "Asia/Jakarta"}}), 200)
+	}
+	put(true)
+	loose := time.Now().UTC()
+	time.Sleep(50 * time.Millisecond)
+	put(false)
+	id := uuid.NewString()
+	tx := "/v1/transactions/" + id
+	got := e.sync(t, &cashier, map[string]any{"commands": []map[string]any{
+		{"idempotency_key": "n1", "method": "POST", "path": "/v1/transactions", "occurred_at": loose, "body": map[string]any{"branch_id": branch, "transaction_id": id}},
+		{"idempotency_key": "n2", "method": "POST", "path": tx + "/items", "occurred_at": loose, "body": map[string]any{"sku": "NONE", "name": "None", "qty": 1, "unit_price": 100}},
+		{"idempotency_key": "n3", "method": "POST", "path": tx + "/checkout", "occurred_at": loose},
+	}})
+	if got.Results[2].Status != 422 {
+		t.Fatalf("a checkout dated back to when negative stock was allowed: %d %s, want 422 insufficient_stock", got.Results[2].Status, got.Results[2].Body)
 	}
 }

@@ -93,7 +93,10 @@ func dailySalesField(day time.Time, branch *uuid.UUID) string {
 	if branch != nil {
 		b = branch.String()
 	}
-	return day.Format(time.DateOnly) + "|" + b
+	// "2|": rows as the reader of 2026-12 answers them (wholly voided days
+	// left out); fields of an older form are never read again, and go
+	// with their key's TTL.
+	return "2|" + day.Format(time.DateOnly) + "|" + b
 }
 
 // fillDailyScript sets field ARGV[2] of the hash KEYS[1] to ARGV[3] unless

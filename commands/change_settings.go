@@ -44,10 +44,11 @@ func (h *Handlers) Settings(ctx context.Context, meta Meta) (*settings.Settings,
 	return s, Result{Version: s.Version(), Position: pos}, nil
 }
 
-// settingsFor returns the settings a command on a sale decides with: the
-// current ones, or, for a command a till ran offline (meta.At, its
-// occurred_at), those in force then, so that a change made while the till
-// was offline does not reprice what it rang up.
+// settingsFor returns the settings a sale is opened with: the current
+// ones, or, for a sale a till opened offline (meta.At, its occurred_at),
+// those in force then, so that a change made while the till was offline
+// does not reprice what it rang up (negative stock: see
+// allowNegativeStock).
 func (h *Handlers) settingsFor(ctx context.Context, meta Meta) (settings.Values, error) {
 	s, _, err := h.Settings(ctx, meta)
 	if err != nil {

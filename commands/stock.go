@@ -97,14 +97,20 @@ func (h *Handlers) readLedger(ctx context.Context, meta Meta, branch uuid.UUID, 
 	return nil
 }
 
-// allowNegativeStock reads the merchant's setting (as it was when a till
-// offline checked a sale out; see settingsFor).
+// allowNegativeStock reads the merchant's setting. A checkout a till ran
+// offline may go negative only if the setting allowed it both then and now:
+// a till can date a command up to 30 days back, and must not thereby pick
+// a rule an ADMIN has since tightened.
 func (h *Handlers) allowNegativeStock(ctx context.Context, meta Meta) (bool, error) {
-	s, err := h.settingsFor(ctx, meta)
+	s, _, err := h.Settings(ctx, meta)
 	if err != nil {
 		return false, err
 	}
-	return s.AllowNegativeStock, nil
+	now := s.Values().AllowNegativeStock
+	if meta.At.IsZero() {
+		return now, nil
+	}
+	return now && s.ValuesAt(meta.At).AllowNegativeStock, nil
 }
 
 // ShortageError reports every ledger a command found short; it unwraps to

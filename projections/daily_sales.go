@@ -17,7 +17,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
-	"pos/domain/money"
 	"pos/domain/settings"
 	"pos/domain/transaction"
 	"pos/eventstore"
@@ -145,6 +144,16 @@ func (d *DailySales) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventst
 	if len(events) == 0 {
 		return nil
 	}
+	// A day's deltas are summed in int64 before the upsert adds them to
+	// the table's exact numeric sums. An event moves a figure by at most
+	// 2^53−1, so up to 1,024 of them never overflow: longer batches go a
+	// chunk at a time.
+	if len(events) > maxSummed {
+		if err := d.ApplyBatch(ctx, tx, events[:maxSummed]); err != nil {
+			return err
+		}
+		return d.ApplyBatch(ctx, tx, events[maxSummed:])
+	}
 	merchant, ids, decoded, err := decodeBatch(ctx, events)
 	if err != nil {
 		return err
@@ -172,13 +181,13 @@ func (d *DailySales) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventst
 			days[k] = sum
 		}
 		sum.count += c.count
-		sum.gross = satAdd(sum.gross, c.gross)
-		sum.discounts = satAdd(sum.discounts, c.discounts)
-		sum.tax = satAdd(sum.tax, c.tax)
-		sum.net = satAdd(sum.net, c.net)
-		sum.refunds = satAdd(sum.refunds, c.refunds)
+		sum.gross += c.gross
+		sum.discounts += c.discounts
+		sum.tax += c.tax
+		sum.net += c.net
+		sum.refunds += c.refunds
 		for m, v := range c.byMethod {
-			sum.byMethod[m] = satAdd(sum.byMethod[m], v)
+			sum.byMethod[m] += v
 		}
 		if c.updatedAt.After(sum.updatedAt) {
 			sum.updatedAt = c.updatedAt
@@ -433,29 +442,15 @@ func addDays(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, days map[dayKey
             $11::text[], $12::timestamptz[])
             AS v(branch, day, currency, count, gross, discounts, tax, net, refunds, by_method, updated_at)
         ON CONFLICT (merchant_id, branch_id, business_day, currency) DO UPDATE SET
-            count = d.count + excluded.count,
-            gross = least(greatest(d.gross + excluded.gross, -9007199254740991), 9007199254740991),
-            discounts = least(greatest(d.discounts + excluded.discounts, -9007199254740991), 9007199254740991),
-            tax = least(greatest(d.tax + excluded.tax, -9007199254740991), 9007199254740991),
-            net = least(greatest(d.net + excluded.net, -9007199254740991), 9007199254740991),
-            refunds = least(greatest(d.refunds + excluded.refunds, -9007199254740991), 9007199254740991),
+            count = d.count + excluded.count, gross = d.gross + excluded.gross, discounts = d.discounts + excluded.discounts,
+            tax = d.tax + excluded.tax, net = d.net + excluded.net, refunds = d.refunds + excluded.refunds,
             by_method = public.rm_jsonb_add(d.by_method, excluded.by_method), updated_at = greatest(d.updated_at, excluded.updated_at)`,
 		merchant, branches, businessDays, currencies, counts, gross, discounts, taxes, net, refs, byMethods, updatedAt)
 	return wrap("upsert rm_daily_sales", err)
 }
 
-// maxSum bounds every daily-sales figure at the API's money range
-// (2^53−1, as satAdd and the upsert clamp them; rm_jsonb_add does the same
-// for by_method). One sale stays within it, but a day of many enormous ones
-// would not: the JSON clients could not read it exactly, and past 2^63 the
-// bigint columns would overflow, failing every batch of the partition, so
-// that any cashier could stop the read models of every merchant sharing it.
-// A figure that reached the bound stays there and is no longer exact.
-const maxSum = int64(money.MaxAmount)
-
-// satAdd is a+b clamped to ±maxSum; |a| and |b| are at most 2^53, so the
-// sum itself never overflows.
-func satAdd(a, b int64) int64 { return min(max(a+b, -maxSum), maxSum) }
+// maxSummed is the most events whose deltas ApplyBatch sums in int64.
+const maxSummed = 1000
 
 // location returns the merchant's time zone (settings.Defaults' while the
 // merchant has no settings row).

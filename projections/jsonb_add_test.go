@@ -12,12 +12,11 @@ import (
 )
 
 // TestJSONBAddMatchesTheAggregate holds the migrations' rm_jsonb_add (the
-// PL/pgSQL one of 00015, bounded by 00016) to the results of the SQL
-// aggregate it replaced, with sums held within ±(2^53−1), on edge cases and
-// on random objects of a few payment methods: keys added one by one, sums
-// of 0 dropped (a's own zeros too), NULL as {}, a JSON null skipped, sums
-// past bigint's range held at the bound, and non-integer values refused by
-// both.
+// PL/pgSQL one of 00015) to the results of the SQL aggregate it replaced,
+// on edge cases and on random objects of a few payment methods: keys added
+// one by one, sums of 0 dropped (a's own zeros too), NULL as {}, a JSON null
+// skipped, sums past bigint's range kept exact, and non-integer values
+// refused by both.
 func TestJSONBAddMatchesTheAggregate(t *testing.T) {
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, pgtest.NewDatabase(t))
@@ -28,7 +27,7 @@ func TestJSONBAddMatchesTheAggregate(t *testing.T) {
 	if _, err := conn.Exec(ctx, `
         CREATE FUNCTION pg_temp.aggregate_add(a jsonb, b jsonb) RETURNS jsonb
         LANGUAGE sql IMMUTABLE AS $$
-            SELECT coalesce(jsonb_object_agg(k, least(greatest(s, -9007199254740991), 9007199254740991)), '{}'::jsonb)
+            SELECT coalesce(jsonb_object_agg(k, s), '{}'::jsonb)
             FROM (
                 SELECT k, sum(v) AS s
                 FROM (
@@ -52,8 +51,6 @@ func TestJSONBAddMatchesTheAggregate(t *testing.T) {
 		{ptr(`{"CASH": 5}`), ptr(`{"CASH": -5, "CARD": 3}`)},
 		{ptr(`{"CASH": 0, "CARD": 2}`), ptr(`{}`)},
 		{ptr(`{"CASH": 9223372036854775807}`), ptr(`{"CASH": 9223372036854775807}`)},
-		{ptr(`{"CASH": 9007199254740991}`), ptr(`{"CASH": -1, "CARD": -9007199254740991}`)},
-		{ptr(`{"CASH": -9007199254740991}`), ptr(`{"CASH": -9007199254740991}`)},
 		{ptr(`{"QRIS": -7}`), ptr(`{"QRIS": 7, "EWALLET": -1}`)},
 		{ptr(`{"CASH": 5}`), ptr(`{"CASH": null, "CARD": null}`)},
 	}

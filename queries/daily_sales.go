@@ -181,7 +181,12 @@ func (r *Reader) daysPage(merchant uuid.UUID, first, last time.Time, branch *uui
 // is no sale and left out.
 func (r *Reader) readDays(ctx context.Context, merchant uuid.UUID, first, last time.Time, branch *uuid.UUID, after *dayKeyset, limit int) ([]DaySales, error) {
 	args := []any{merchant, first.Format(time.DateOnly), last.Format(time.DateOnly), branch}
-	sql := `SELECT branch_id, business_day, currency, count, gross, discounts, tax, net, refunds, by_method
+	// The table's sums are exact (numeric); an answer holds each within
+	// the API's money range, ±(2^53−1), which only a day of enormous sales
+	// passes: past it a figure reads as the bound and is not exact.
+	sql := `SELECT branch_id, business_day, currency, count, ` + bounded("gross") + `, ` + bounded("discounts") + `, ` +
+		bounded("tax") + `, ` + bounded("net") + `, ` + bounded("refunds") + `,
+            (SELECT coalesce(jsonb_object_agg(key, ` + bounded("value::numeric") + `), '{}'::jsonb) FROM jsonb_each_text(by_method))
         FROM rm_daily_sales
         WHERE merchant_id = $1 AND business_day BETWEEN $2::date AND $3::date AND ($4::uuid IS NULL OR branch_id = $4)
           AND NOT (count = 0 AND gross = 0 AND discounts = 0 AND tax = 0 AND net = 0 AND refunds = 0 AND by_method = '{}'::jsonb)`
@@ -214,4 +219,9 @@ func (r *Reader) readDays(ctx context.Context, merchant uuid.UUID, first, last t
 		return nil
 	})
 	return out, err
+}
+
+// bounded is SQL holding expr within ±(2^53−1) as a bigint.
+func bounded(expr string) string {
+	return "least(greatest(" + expr + ", -9007199254740991), 9007199254740991)::bigint"
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"pos/domain/money"
 	"pos/domain/transaction"
 	"pos/eventstore"
 	"pos/projections"
@@ -573,5 +574,82 @@ func TestDailySalesLeaveOutADayWhollyVoided(t *testing.T) {
 	day := time.Date(t0.Year(), t0.Month(), t0.Day()+1, 0, 0, 0, 0, time.UTC)
 	if len(got) != 1 || !got[0].Date.Equal(day) || got[0].Count != 1 || got[0].Gross != 20_000 {
 		t.Fatalf("DailySales: %+v; want one row, the day after, of one sale", got)
+	}
+}
+
+// TestDailySalesBeyondTheMoneyRange: a day of sales each at the largest
+// amount sums past 2^53−1 (and, at 1,024 of them, past bigint's range).
+// The table keeps exact sums, so voids take off exactly what the sales
+// added whatever the batches; the report holds each figure at 2^53−1.
+func TestDailySalesBeyondTheMoneyRange(t *testing.T) {
+	env := projtest.New(t)
+	ctx := context.Background()
+	merchant, branch := projtest.NewID(t), projtest.NewID(t)
+	env.ChangeSettings(t, merchant, "UTC", t0.Add(-time.Hour))
+	runner, err := projections.NewRunner(env.Pool, env.Store, projections.Options{}, projections.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	catchup := func() {
+		t.Helper()
+		if _, err := runner.Catchup(ctx, eventstore.Start); err != nil {
+			t.Fatalf("Catchup: %v", err)
+		}
+	}
+	var sales []*projtest.Sale
+	sell := func(n int) {
+		for range n {
+			s := env.OpenSale(t, merchant, branch, "G-001", t0)
+			s.AddItem("GOLD", 1, money.MaxAmount, 0, t0)
+			s.Checkout(t0)
+			s.PayDue(t0)
+			sales = append(sales, s)
+		}
+		catchup()
+	}
+	reader := newReader(t, env.URL, bytes.Repeat([]byte("k"), 32))
+	report := func() []queries.DaySales {
+		t.Helper()
+		days, err := reader.DailySales(ctx, merchant, t0, t0, nil)
+		if err != nil {
+			t.Fatalf("DailySales: %v", err)
+		}
+		return days
+	}
+	exact := func() string {
+		t.Helper()
+		var gross string
+		err := pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchant.String()); err != nil {
+				return err
+			}
+			return tx.QueryRow(ctx, `SELECT gross::text || ' ' || (by_method->>'CASH') FROM rm_daily_sales WHERE merchant_id = $1`, merchant).Scan(&gross)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return gross
+	}
+	max := int64(money.MaxAmount)
+	sell(3) // one batch
+	sell(2) // onto the stored row
+	if got, want := exact(), "45035996273704955 45035996273704955"; got != want {
+		t.Errorf("the table's gross and cash: %s, want the exact %s", got, want)
+	}
+	d := report()
+	if len(d) != 1 || d[0].Count != 5 || d[0].Gross != max || d[0].Net != max || d[0].ByMethod["CASH"] != max {
+		t.Fatalf("report: %+v, want 5 sales, each figure held at 2^53−1", d)
+	}
+	for _, s := range sales[:4] {
+		s.Void(t0.Add(time.Minute))
+	}
+	catchup()
+	if d := report(); len(d) != 1 || d[0].Count != 1 || d[0].Gross != max || d[0].ByMethod["CASH"] != max {
+		t.Fatalf("after four voids: %+v, want one sale of 2^53−1", d)
+	}
+	sales[4].Void(t0.Add(time.Minute))
+	catchup()
+	if d := report(); len(d) != 0 {
+		t.Fatalf("every sale voided: %+v, want no row", d)
 	}
 }

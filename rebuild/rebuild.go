@@ -754,9 +754,10 @@ func NewWatcher(ctx context.Context, db interface {
 	return w, nil
 }
 
-// latest counts the swaps recorded. Not the latest finished_at: that is
-// the clock of whichever host ran the rebuild, and one swap stamped by a
-// clock ahead would hide every later swap until real time caught up.
+// latest counts the swaps recorded (nothing deletes a projection_rebuilds
+// row, and a done one stays done: keep it so). Not the latest finished_at:
+// that is the clock of whichever host ran the rebuild, and one swap stamped
+// by a clock ahead would hide every later swap until real time caught up.
 func (w *Watcher) latest(ctx context.Context) (int64, error) {
 	var n int64
 	err := w.db.QueryRow(ctx, `SELECT count(*) FROM projection_rebuilds WHERE state = 'done'`).Scan(&n)

@@ -34,11 +34,13 @@ func ParseCurrency(s string) (Currency, error) {
 	return Currency(u.String()), nil
 }
 
-// InUse reports whether c is legal tender somewhere now, as
-// golang.org/x/text/currency's data has it: a withdrawn currency (DEM, FRF)
-// is not, nor is a unit that is not money (XAU, CLF, XDR). Only a currency
-// chosen for new sales is held to it; stored sales keep theirs (Validate
-// does not ask), whatever later data says of it.
+// InUse reports whether c is legal tender somewhere now, as the data of
+// the golang.org/x/text/currency in go.mod has it: a withdrawn currency
+// (DEM, FRF) is not, nor is a unit that is not money (XAU, CLF, XDR). That
+// data lags: it still counts HRK, and knows no VES or MRU at all (which
+// ParseCurrency refuses). Upgrading x/text changes what this accepts. Only a
+// currency chosen for new sales is held to it; stored sales keep theirs
+// (Validate does not ask), whatever later data says of it.
 func (c Currency) InUse() bool { return tender()[c] }
 
 // tender is the set of currencies legal tender in some region now.

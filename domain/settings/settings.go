@@ -75,7 +75,8 @@ type Settings struct {
 	version   uint64
 	changedAt time.Time
 	changedBy string
-	// history is every change, in stream order, for ValuesAt.
+	// history is every change, in stream order, for ValuesAt. A copy of
+	// a Settings shares it: a clone (for snapshots, say) must copy it.
 	history []dated
 }
 
