@@ -67,3 +67,46 @@ func TestDailySalesThroughHotReads(t *testing.T) {
 		}
 	}
 }
+
+// threeBranches answers three rows of one day, in the report's order.
+type threeBranches struct{}
+
+func (threeBranches) DailySales(_ context.Context, _ uuid.UUID, from, _ time.Time, _ *uuid.UUID) ([]queries.DaySales, error) {
+	var out []queries.DaySales
+	for i := range 3 {
+		out = append(out, queries.DaySales{BranchID: uuid.MustParse("0193a5c0-0000-7000-8000-00000000000" + string(rune('1'+i))), Date: from, Currency: "IDR", Count: int64(i + 1)})
+	}
+	return out, nil
+}
+
+// Today's report from the hot reader pages like the read model's: limit,
+// then next_cursor to the rest, each row once.
+func TestDailySalesPagesThroughHotReads(t *testing.T) {
+	e := newEnv(t)
+	reader, checkpoints := startReads(t, e.dbURL, e.pool, e.store)
+	v, err := auth.NewHS256(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := api.New(api.Config{
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: e.store, Verifier: v, Pool: e.pool,
+		Reader: reader, Checkpoints: checkpoints, HotDailySales: threeBranches{},
+	})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	c := e.sub(t)
+	c.url = ts.URL
+	manager := newUser(t, uuid.New(), "MANAGER")
+	day := time.Now().UTC().Format(time.DateOnly)
+	path := "/v1/reports/daily-sales?from=" + day + "&to=" + day + "&limit=2"
+	first := must(t, c.do(request{method: "GET", path: path, user: &manager}), 200).json(t)
+	cursor, _ := first["next_cursor"].(string)
+	if its := first["items"].([]any); len(its) != 2 || cursor == "" {
+		t.Fatalf("first page: %v, want two rows and a cursor", first)
+	}
+	second := must(t, c.do(request{method: "GET", path: path + "&cursor=" + cursor, user: &manager}), 200).json(t)
+	its := second["items"].([]any)
+	if _, more := second["next_cursor"]; len(its) != 1 || more || its[0].(map[string]any)["count"].(float64) != 3 {
+		t.Fatalf("second page: %v, want the third row alone, and no cursor", second)
+	}
+}
