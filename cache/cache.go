@@ -92,6 +92,17 @@ type Options struct {
 	Log *slog.Logger
 }
 
+// LogTo sends what go-redis logs (a pool that cannot dial, say) to log at
+// WARN, as JSON like every other line, instead of its own plain text on
+// stderr. It sets go-redis's process-wide logger: call it once, at start.
+func LogTo(log *slog.Logger) { redis.SetLogger(slogPrintf{log}) }
+
+type slogPrintf struct{ log *slog.Logger }
+
+func (l slogPrintf) Printf(ctx context.Context, format string, v ...any) {
+	l.log.WarnContext(ctx, "redis: "+fmt.Sprintf(format, v...))
+}
+
 // NewClient returns a go-redis client for url (redis://…) tuned for a cache
 // that must not slow reads down when Redis is away: timeout on dial, read,
 // write and pool wait, no retries.

@@ -310,7 +310,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	// The subscriber's connection is ours to drain (see Run). The drain is
 	// bounded by the time a handed-over message may take: a callback waits
 	// for its acknowledgement for at most AckWait.
-	nc, err := nats.Connect(url, append(opts.NatsOptions, nats.DrainTimeout(opts.AckWait+10*time.Second))...)
+	nc, err := nats.Connect(url, append(withReconnects(opts.NatsOptions), nats.DrainTimeout(opts.AckWait+10*time.Second))...)
 	if err != nil {
 		return nil, fmt.Errorf("consume: connect: %w", err)
 	}
@@ -359,7 +359,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 	c.sub = sub
 	dlq, err := wmnats.NewPublisher(wmnats.PublisherConfig{
 		URL:         url,
-		NatsOptions: opts.NatsOptions,
+		NatsOptions: withReconnects(opts.NatsOptions),
 		Marshaler:   &wmnats.NATSMarshaler{},
 		JetStream:   wmnats.JetStreamConfig{AutoProvision: true},
 	}, logger)
@@ -413,7 +413,7 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 // stall. Created here, the durable belongs to no worker; subscriptions only
 // bind to it. The settings must match the subscriber's options.
 func provisionDurables(url string, opts Options) error {
-	nc, err := nats.Connect(url, opts.NatsOptions...)
+	nc, err := nats.Connect(url, withReconnects(opts.NatsOptions)...)
 	if err != nil {
 		return fmt.Errorf("consume: provision: %w", err)
 	}
@@ -594,6 +594,14 @@ func (c *Consumer) Run(ctx context.Context) error {
 			err = errors.New("router stopped")
 		}
 		return fmt.Errorf("consume: %w", err)
+	case <-c.drained:
+		// The connection closed, not by shutdown (it would drain it only
+		// after ctx ended): it gave up reconnecting, or a NatsOptions
+		// bounded that. Said, so that serve renews the consumer and
+		// `pos projector` exits to its supervisor, rather than consuming
+		// nothing more in silence.
+		_ = c.shutdown(errc)
+		return errors.New("consume: the broker connection closed")
 	case <-ctx.Done():
 	}
 	return c.shutdown(errc)
@@ -779,6 +787,14 @@ func (c *Consumer) checkTails(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// withReconnects is opts after an unbounded reconnect budget (opts may set
+// another). nats.go gives up after 60 attempts two seconds apart; a worker
+// whose connection had closed for good after a two-minute broker outage
+// would consume nothing more, its partitions moved only by tail checks.
+func withReconnects(opts []nats.Option) []nats.Option {
+	return append([]nats.Option{nats.MaxReconnects(-1)}, opts...)
 }
 
 // shutdown drains the subscriber's connection, then closes the router and

@@ -3,7 +3,9 @@ package consume
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -27,6 +29,14 @@ func StartEmbedded(dir string, port int) (*Embedded, error) {
 	}
 	if port == 0 {
 		port = server.RANDOM_PORT
+	} else {
+		// The server, logging nothing, would only fail to become ready:
+		// a port in use is said at once, by name.
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			return nil, fmt.Errorf("consume: embedded NATS: %w", err)
+		}
+		_ = ln.Close()
 	}
 	srv, err := server.NewServer(&server.Options{
 		ServerName: "pos-embedded",

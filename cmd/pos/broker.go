@@ -160,7 +160,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		wg.Go(func() {
 			keepConsuming(ctx, log, consumers[i], func() (*consume.Consumer, error) { return consume.New(url, w.runner, copts) })
 		})
-		log.Info("workers consuming NATS", "worker", w.name, "durable", w.durable, "url", url, "partitions", partitions)
+		log.Info("workers consuming NATS", "worker", w.name, "durable", w.durable, "url", redactURL(url), "partitions", partitions)
 	}
 	go stop()
 	stopped := make(chan struct{})

@@ -238,3 +238,29 @@ func loadConfig(getenv func(string) string) (config, error) {
 		TracesURL:          traces,
 	}, nil
 }
+
+// redactURL is u fit for a log line: a password, or a user that stands for
+// a token (nats://TOKEN@host), shows as xxxxx, in each URL of a
+// comma-separated list (as NATS_URL may be). A URL that does not parse
+// shows as nothing of it.
+func redactURL(u string) string {
+	if strings.Contains(u, ",") {
+		parts := strings.Split(u, ",")
+		for i, part := range parts {
+			parts[i] = redactURL(part)
+		}
+		return strings.Join(parts, ",")
+	}
+	p, err := url.Parse(u)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if p.User == nil {
+		return u
+	}
+	if _, ok := p.User.Password(); ok {
+		return p.Redacted()
+	}
+	p.User = url.User("xxxxx")
+	return p.String()
+}

@@ -65,7 +65,7 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 			_ = g.Wait() // the workers already running stop before the pools close
 			return err
 		}
-		log.Info("workers consuming", "worker", w.name, "url", cfg.NATSURL, "partitions", runner.Partitions())
+		log.Info("workers consuming", "worker", w.name, "url", redactURL(cfg.NATSURL), "partitions", runner.Partitions())
 		g.Go(func() error { return c.Run(gctx) })
 	}
 	if err := g.Wait(); err != nil {

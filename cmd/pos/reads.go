@@ -185,6 +185,7 @@ func readCache(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Co
 		log.Warn("REDIS_URL is empty: hot reads are not cached")
 		return nil, nil
 	}
+	cache.LogTo(log)
 	rdb, err := cache.NewClient(cfg.RedisURL, 0)
 	if err != nil {
 		return nil, err

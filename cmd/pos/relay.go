@@ -39,7 +39,7 @@ func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	log.Info("relay running", "url", cfg.NATSURL, "partitions", projections.DefaultPartitions)
+	log.Info("relay running", "url", redactURL(cfg.NATSURL), "partitions", projections.DefaultPartitions)
 	if err := rel.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 		return fmt.Errorf("relay: %w", err)
 	}

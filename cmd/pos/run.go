@@ -67,6 +67,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	log := slog.New(telemetry.LogHandler(slog.NewJSONHandler(stderr, nil)))
 	switch args[0] {
+	case "serve", "projector", "relay", "migrate":
+		// Configured by the environment only: a word after the command
+		// is a mistake (a flag it does not have), not something to ignore.
+		if len(args) > 1 {
+			return fmt.Errorf("%s: unexpected arguments %q (it takes its settings from the environment)", args[0], args[1:])
+		}
+	}
+	switch args[0] {
 	case "serve":
 		return serve(ctx, cfg, log)
 	case "projector":

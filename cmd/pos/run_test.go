@@ -265,3 +265,35 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		t.Errorf("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: traces go to %q (%v), want %q, as the SDK has it", cfg.TracesURL, err, want)
 	}
 }
+
+// Broker URLs are logged without their secrets.
+func TestRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://127.0.0.1:4222":                       "nats://127.0.0.1:4222",
+		"nats://user:s3cret@127.0.0.1:4222":           "nats://user:xxxxx@127.0.0.1:4222",
+		"nats://T0KEN@127.0.0.1:4222":                 "nats://xxxxx@127.0.0.1:4222",
+		"nats://user:s3cret@a:4222,nats://T0KEN@b:42": "nats://user:xxxxx@a:4222,nats://xxxxx@b:42",
+		"nats://user:s3cret@[::1":                     "(unparsable URL)",
+	} {
+		if got := redactURL(in); got != want || strings.Contains(got, "s3cret") || strings.Contains(got, "T0KEN") {
+			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// A stray word is refused, not ignored: the flags after it would be lost
+// (a token minted for a CASHIER instead of an ADMIN), and the commands
+// configured by the environment take no words at all.
+func TestCommandsRefuseStrayArguments(t *testing.T) {
+	for _, args := range [][]string{
+		{"token", "-merchant", uuid.NewString(), "stray", "-role", "ADMIN"},
+		{"migrate", "now"},
+		{"serve", "-addr", ":9999"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), args, env(map[string]string{"DATABASE_URL": "postgres://postgres@127.0.0.1:1/none"}), &out, &out)
+		if err == nil || !strings.Contains(err.Error(), "unexpected arguments") {
+			t.Errorf("%q: err = %v, output %q; want a refusal", args, err, out.String())
+		}
+	}
+}

@@ -122,6 +122,9 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 }
 
 func serve(ctx context.Context, cfg config, log *slog.Logger) error {
+	if err := checkServeSettings(ctx, cfg); err != nil {
+		return err
+	}
 	v, err := migrate(ctx, cfg)
 	if err != nil {
 		return err
@@ -186,7 +189,37 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()
-	return httpSrv.Shutdown(sctx)
+	if err := httpSrv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+		// A stop all the same, as asked: said, not a failure of the
+		// process (a client that lost its answer retries its key).
+		log.Warn("requests still running at the end of the shutdown grace were cut off", "grace", cfg.ShutdownGrace.String())
+		_ = httpSrv.Close()
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("serve: shut down: %w", err)
+	}
+	return nil
+}
+
+// checkServeSettings refuses, before anything changes, the settings serve
+// would refuse only after migrating: a deploy with a bad one must not move
+// the schema and then fail on every restart. (A JWKS URL is fetched later:
+// its issuer may come up after this process.)
+func checkServeSettings(ctx context.Context, cfg config) error {
+	quiet := slog.New(slog.DiscardHandler) // the real start says the warnings
+	if cfg.Cache != cacheOn && cfg.Cache != cacheOff {
+		return fmt.Errorf("POS_CACHE %q: want %q or %q", cfg.Cache, cacheOn, cacheOff)
+	}
+	if cfg.JWKSURL == "" {
+		if _, err := verifier(ctx, cfg, quiet); err != nil {
+			return err
+		}
+	}
+	if _, err := cursorKey(cfg, quiet); err != nil {
+		return err
+	}
+	_, err := anchorKey(cfg, quiet)
+	return err
 }
 
 // startTelemetry builds the process's metrics and traces (cfg.TracesURL) and

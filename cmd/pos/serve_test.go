@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -152,5 +153,77 @@ func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
 	}
 	if len(errs) > 0 {
 		t.Fatalf("%d errors logged (%d sales completed); the first:\n%s", len(errs), n, strings.Join(errs[:min(3, len(errs))], "\n"))
+	}
+}
+
+// A request still running when the shutdown grace ends is cut off, and
+// said in the log; the stop itself succeeds (a supervisor must not count a
+// requested stop as a crash).
+func TestServeCutsOffARequestPastTheGrace(t *testing.T) {
+	addr := freeAddr(t)
+	vars := map[string]string{
+		"DATABASE_URL":               pgtest.NewEmptyDatabase(t),
+		"POS_ADDR":                   addr,
+		"POS_READ_SIDE":              "off",
+		"POS_SHUTDOWN_GRACE_SECONDS": "1",
+	}
+	logs := &testlog.Buffer{}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- run(ctx, []string{"serve"}, env(vars), logs, logs) }()
+	var conn net.Conn
+	for range 200 {
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A body announced and never sent: the request stays in its handler.
+	fmt.Fprintf(conn, "POST /v1/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+	time.Sleep(200 * time.Millisecond)
+	stop()
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Fatalf("serve stopped with %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	if !strings.Contains(logs.String(), "cut off") {
+		t.Errorf("nothing said of the cut-off request:\n%s", logs.String())
+	}
+}
+
+// A setting serve refuses is refused before the database is touched: a
+// deploy with a bad one must not migrate the schema and then crash.
+func TestServeRefusesBadSettingsBeforeMigrating(t *testing.T) {
+	for name, v := range map[string]map[string]string{
+		"POS_CACHE":      {"POS_CACHE": "false"},
+		"POS_JWT_SECRET": {"POS_JWT_SECRET": "short"},
+		"POS_CURSOR_KEY": {"POS_CURSOR_KEY": "c2hvcnQ="},
+		"POS_ANCHOR_KEY": {"POS_ANCHOR_KEY": "not a key"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			url := pgtest.NewEmptyDatabase(t)
+			vars := map[string]string{"DATABASE_URL": url, "POS_ADDR": freeAddr(t), "POS_READ_SIDE": "off"}
+			maps.Copy(vars, v)
+			logs := &testlog.Buffer{}
+			if err := run(context.Background(), []string{"serve"}, env(vars), logs, logs); err == nil {
+				t.Fatal("serve started")
+			}
+			if strings.Contains(logs.String(), "migrations applied") {
+				t.Errorf("the database was migrated before the refusal:\n%s", logs.String())
+			}
+		})
 	}
 }

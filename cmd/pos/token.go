@@ -41,6 +41,11 @@ func token(cfg config, args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		// A stray word stops flag parsing: the flags after it would be
+		// ignored, and the token minted with defaults (a CASHIER).
+		return fmt.Errorf("token: unexpected arguments %q (flags only: -merchant, -role, ...)", fs.Args())
+	}
 	m, err := uuid.Parse(*merchant)
 	if err != nil {
 		return errors.New("token: -merchant must be a UUID")

@@ -1,0 +1,72 @@
+package consume_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"pos/consume"
+)
+
+// A consumer whose connection closed for good (its reconnect budget spent
+// during a broker outage) says so: Run returns an error, on which serve
+// renews the consumer and `pos projector` exits to its supervisor, rather
+// than consuming nothing more in silence. The budget is bounded here so
+// the test runs in seconds; by default it is unbounded.
+func TestConsumerNoticesItsConnectionClosed(t *testing.T) {
+	dir, port := t.TempDir(), freePort(t)
+	srv, err := consume.StartEmbedded(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv.URL())
+	c, err := consume.New(e.url, e.runner, consume.Options{Partitions: partitions, TopicPrefix: e.prefix, Logger: e.logger(),
+		NatsOptions: []nats.Option{nats.MaxReconnects(2), nats.ReconnectWait(100 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.Ready()
+	srv.Shutdown()
+	time.Sleep(2 * time.Second) // the budget is spent: the connection closes
+	srv, err = consume.StartEmbedded(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("Run returned nil, want the closed connection said")
+		}
+	case <-time.After(10 * time.Second):
+		cancel()
+		<-done
+		t.Fatal("the broker is back, the consumer's connection closed for good, and Run still runs")
+	}
+}
+
+// A port in use is said at once, by name, not after a ten-second wait.
+func TestEmbeddedOnAPortInUse(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	start := time.Now()
+	srv, err := consume.StartEmbedded(t.TempDir(), ln.Addr().(*net.TCPAddr).Port)
+	if err == nil {
+		srv.Shutdown()
+		t.Fatal("started on a port in use")
+	}
+	if !strings.Contains(err.Error(), "address already in use") || time.Since(start) > 5*time.Second {
+		t.Errorf("after %s: %v, want the port in use named at once", time.Since(start), err)
+	}
+}
