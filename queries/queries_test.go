@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -651,5 +652,38 @@ func TestDailySalesBeyondTheMoneyRange(t *testing.T) {
 	catchup()
 	if d := report(); len(d) != 0 {
 		t.Fatalf("every sale voided: %+v, want no row", d)
+	}
+}
+
+// TestDailySalesExactOverLongBatches: a runner batch of more events than
+// the projector sums in int64 at once (1,100 sales of 2^53−1, whose sum
+// passes 2^63) is applied a chunk at a time, and the table's sum is exact.
+func TestDailySalesExactOverLongBatches(t *testing.T) {
+	env := projtest.New(t)
+	ctx := context.Background()
+	merchant, branch := projtest.NewID(t), projtest.NewID(t)
+	const sales = 1100
+	for range sales {
+		s := env.OpenSale(t, merchant, branch, "G-001", t0)
+		s.AddItem("GOLD", 1, money.MaxAmount, 0, t0)
+		s.Checkout(t0)
+		s.PayDue(t0)
+	}
+	runner, err := projections.NewRunner(env.Pool, env.Store, projections.Options{BatchSize: 10 * sales}, projections.All()...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := runner.Catchup(ctx, eventstore.Start); err != nil {
+		t.Fatalf("Catchup: %v", err)
+	}
+	var gross string
+	err = pgx.BeginFunc(ctx, env.Pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('pos.merchant_id', $1, true)`, merchant.String()); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `SELECT gross::text FROM rm_daily_sales WHERE merchant_id = $1`, merchant).Scan(&gross)
+	})
+	if want := new(big.Int).Mul(big.NewInt(sales), big.NewInt(int64(money.MaxAmount))).String(); err != nil || gross != want {
+		t.Fatalf("the table's gross: %s, %v; want the exact %s", gross, err, want)
 	}
 }
