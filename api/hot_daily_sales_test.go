@@ -28,17 +28,16 @@ func (c *cannedDailySales) DailySales(_ context.Context, _ uuid.UUID, from, _ ti
 	return []queries.DaySales{{BranchID: b, Date: from, Currency: "IDR", Count: 7, ByMethod: map[string]int64{"CASH": 1}}}, nil
 }
 
-// The daily-sales report reads through Config.HotDailySales, except a read
-// that asks for its own write (X-Min-Position, min_position), which goes to
-// the read model.
-func TestDailySalesThroughHotReads(t *testing.T) {
+// withHotDailySales is a server on a fresh environment whose daily sales
+// read through hot, and a client of it.
+func withHotDailySales(t *testing.T, hot api.DailySalesGetter) *env {
+	t.Helper()
 	e := newEnv(t)
 	reader, checkpoints := startReads(t, e.dbURL, e.pool, e.store)
 	v, err := auth.NewHS256(secret)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hot := &cannedDailySales{}
 	srv := api.New(api.Config{
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: e.store, Verifier: v, Pool: e.pool,
 		Reader: reader, Checkpoints: checkpoints, HotDailySales: hot,
@@ -47,6 +46,15 @@ func TestDailySalesThroughHotReads(t *testing.T) {
 	t.Cleanup(ts.Close)
 	c := e.sub(t)
 	c.url = ts.URL
+	return c
+}
+
+// The daily-sales report reads through Config.HotDailySales, except a read
+// that asks for its own write (X-Min-Position, min_position), which goes to
+// the read model.
+func TestDailySalesThroughHotReads(t *testing.T) {
+	hot := &cannedDailySales{}
+	c := withHotDailySales(t, hot)
 
 	manager := newUser(t, uuid.New(), "MANAGER")
 	day := time.Now().UTC().Format(time.DateOnly)
@@ -82,20 +90,7 @@ func (threeBranches) DailySales(_ context.Context, _ uuid.UUID, from, _ time.Tim
 // Today's report from the hot reader pages like the read model's: limit,
 // then next_cursor to the rest, each row once.
 func TestDailySalesPagesThroughHotReads(t *testing.T) {
-	e := newEnv(t)
-	reader, checkpoints := startReads(t, e.dbURL, e.pool, e.store)
-	v, err := auth.NewHS256(secret)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := api.New(api.Config{
-		Log: slog.New(slog.NewTextHandler(io.Discard, nil)), Store: e.store, Verifier: v, Pool: e.pool,
-		Reader: reader, Checkpoints: checkpoints, HotDailySales: threeBranches{},
-	})
-	ts := httptest.NewServer(srv.Handler())
-	t.Cleanup(ts.Close)
-	c := e.sub(t)
-	c.url = ts.URL
+	c := withHotDailySales(t, threeBranches{})
 	manager := newUser(t, uuid.New(), "MANAGER")
 	day := time.Now().UTC().Format(time.DateOnly)
 	path := "/v1/reports/daily-sales?from=" + day + "&to=" + day + "&limit=2"
