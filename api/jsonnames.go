@@ -10,8 +10,10 @@ import (
 	"sync"
 )
 
-// exactNames refuses what encoding/json's decoder lets through in a body
-// already decoded into a value of type t:
+// exactNames refuses what encoding/json's decoder would let through in a
+// body meant for a value of type t (decodeJSON checks it first, so that a
+// misspelt name is reported as such, not as a type error of the field it
+// would have filled):
 //
 //   - a member spelled otherwise than its field (the decoder matches names
 //     case-insensitively, so {"QTY":5} would fill qty, where API.md wants

@@ -62,7 +62,7 @@ func TestSyncHoldsBackASaleAfterAFailure(t *testing.T) {
 		{"idempotency_key": id + "-open", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": branch, "transaction_id": id}},
 		{"idempotency_key": other + "-open", "method": "POST", "path": "/v1/transactions", "body": map[string]any{"branch_id": branch, "transaction_id": other}},
 		// The same sale, its id written another way the routes take.
-		{"idempotency_key": id + "-item", "method": "POST", "path": "/v1/transactions/" + strings.ToUpper(id) + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 500}},
+		{"idempotency_key": id + "-item", "method": "POST", "path": "/v1/transactions/urn:uuid:" + strings.ToUpper(id) + "/items", "body": map[string]any{"sku": "A", "name": "A", "qty": 1, "unit_price": 500}},
 		{"idempotency_key": id + "-checkout", "method": "POST", "path": tx + "/checkout"},
 		{"idempotency_key": id + "-cash", "method": "POST", "path": tx + "/payments", "body": map[string]any{"method": "CASH", "amount": 500}},
 	}}

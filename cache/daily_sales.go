@@ -6,7 +6,7 @@ package cache
 // # Keys
 //
 //	pos:<merchant>:daily     a hash, one field per day and branch filter:
-//	                         "<YYYY-MM-DD>|<branch id or *>" → JSON of []queries.DaySales
+//	                         "2|<YYYY-MM-DD>|<branch id or *>" → JSON of []queries.DaySales
 //	pos:<merchant>:daily:g   the merchant's invalidation generation
 //
 // # Which reads are cached

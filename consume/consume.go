@@ -540,7 +540,8 @@ func (c *Consumer) Handled() int64 { return c.handled.Load() }
 // Run subscribes to every partition and handles messages until ctx ends,
 // then closes the consumer and returns nil. It returns an error early when
 // the router fails, subscribing included (router.Run returns that error
-// without Running ever firing, so it is run in a goroutine and watched).
+// without Running ever firing, so it is run in a goroutine and watched),
+// and when the subscriber's connection closes for good (see withReconnects).
 // Run may be called once.
 //
 // Shutdown drains the subscriber's NATS connection before the router

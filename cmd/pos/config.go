@@ -241,21 +241,29 @@ func loadConfig(getenv func(string) string) (config, error) {
 
 // redactURL is u fit for a log line: a password, or a user that stands for
 // a token (nats://TOKEN@host), shows as xxxxx, in each URL of a
-// comma-separated list (as NATS_URL may be). A URL that does not parse
-// shows as nothing of it.
+// comma-separated list (as NATS_URL may be, spaces allowed), with or
+// without its scheme (nats.go adds nats://). A URL whose user part it
+// cannot tell shows as nothing of it.
 func redactURL(u string) string {
-	if strings.Contains(u, ",") {
-		parts := strings.Split(u, ",")
-		for i, part := range parts {
-			parts[i] = redactURL(part)
-		}
-		return strings.Join(parts, ",")
+	parts := strings.Split(u, ",")
+	for i, part := range parts {
+		parts[i] = redactOne(strings.TrimSpace(part))
+	}
+	return strings.Join(parts, ",")
+}
+
+func redactOne(u string) string {
+	if !strings.Contains(u, "://") {
+		u = "nats://" + u
 	}
 	p, err := url.Parse(u)
-	if err != nil {
+	switch {
+	case err != nil:
 		return "(unparsable URL)"
-	}
-	if p.User == nil {
+	case p.User == nil:
+		if strings.Contains(u, "@") { // a user part url.Parse did not see as one
+			return "(unparsable URL)"
+		}
 		return u
 	}
 	if _, ok := p.User.Password(); ok {

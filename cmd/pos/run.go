@@ -70,6 +70,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	case "serve", "projector", "relay", "migrate":
 		// Configured by the environment only: a word after the command
 		// is a mistake (a flag it does not have), not something to ignore.
+		if len(args) == 2 && (args[1] == "-h" || args[1] == "--help") {
+			fmt.Fprint(stdout, usage)
+			return nil
+		}
 		if len(args) > 1 {
 			return fmt.Errorf("%s: unexpected arguments %q (it takes its settings from the environment)", args[0], args[1:])
 		}

@@ -274,6 +274,9 @@ func TestRedactURL(t *testing.T) {
 		"nats://T0KEN@127.0.0.1:4222":                 "nats://xxxxx@127.0.0.1:4222",
 		"nats://user:s3cret@a:4222,nats://T0KEN@b:42": "nats://user:xxxxx@a:4222,nats://xxxxx@b:42",
 		"nats://user:s3cret@[::1":                     "(unparsable URL)",
+		"nats://a:4222, nats://user:s3cret@b:4222":    "nats://a:4222,nats://user:xxxxx@b:4222",
+		"user:s3cret@127.0.0.1:4222":                  "nats://user:xxxxx@127.0.0.1:4222",
+		"nats://user:1234#s3cret@127.0.0.1:4222":      "(unparsable URL)",
 	} {
 		if got := redactURL(in); got != want || strings.Contains(got, "s3cret") || strings.Contains(got, "T0KEN") {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)

@@ -34,7 +34,11 @@ func verifier(ctx context.Context, cfg config, log *slog.Logger) (*auth.Verifier
 		log.Warn("POS_JWT_SECRET is not set: using the development secret; set it in production", "secret", devJWTSecret)
 		secret = devJWTSecret
 	}
-	return auth.NewHS256([]byte(secret))
+	v, err := auth.NewHS256([]byte(secret))
+	if err != nil {
+		return nil, fmt.Errorf("POS_JWT_SECRET: %w", err)
+	}
+	return v, nil
 }
 
 // apiServer wires the API over an opened store and pool; anchors verifies

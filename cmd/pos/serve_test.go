@@ -218,8 +218,9 @@ func TestServeRefusesBadSettingsBeforeMigrating(t *testing.T) {
 			vars := map[string]string{"DATABASE_URL": url, "POS_ADDR": freeAddr(t), "POS_READ_SIDE": "off"}
 			maps.Copy(vars, v)
 			logs := &testlog.Buffer{}
-			if err := run(context.Background(), []string{"serve"}, env(vars), logs, logs); err == nil {
-				t.Fatal("serve started")
+			err := run(context.Background(), []string{"serve"}, env(vars), logs, logs)
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Fatalf("serve: %v, want a refusal naming %s", err, name)
 			}
 			if strings.Contains(logs.String(), "migrations applied") {
 				t.Errorf("the database was migrated before the refusal:\n%s", logs.String())
