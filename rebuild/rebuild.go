@@ -53,6 +53,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -277,6 +278,33 @@ type claim struct {
 	started time.Time
 	// schema is the rebuild's own shadow schema, pos_rebuild_<id in hex>.
 	schema string
+}
+
+// ErrSchemaChanged reports live tables whose columns no longer match their
+// shadows': a migration ran while the rebuild did. A shadow table is made
+// LIKE its live one, and swapping it in would undo the migration (a column
+// type changed back, say). Run the rebuild again.
+var ErrSchemaChanged = errors.New("rebuild: the database was migrated while the rebuild ran; run it again")
+
+// changedTables names the tables, among the swapped ones, whose live
+// columns (names and types) differ from their shadows' in schema.
+func changedTables(ctx context.Context, tx pgx.Tx, tables []string, schema string) ([]string, error) {
+	rows, err := tx.Query(ctx, `
+        WITH cols AS (
+            SELECT t, n.nspname = 'public' AS live,
+                   string_agg(a.attname || ' ' || format_type(a.atttypid, a.atttypmod), ', ' ORDER BY a.attname) AS columns
+            FROM unnest($1::text[]) AS t
+            JOIN pg_class c ON c.relname = t
+            JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname IN ('public', $2)
+            JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+            GROUP BY t, n.nspname
+        )
+        SELECT l.t FROM cols l JOIN cols s ON s.t = l.t AND NOT s.live
+        WHERE l.live AND l.columns IS DISTINCT FROM s.columns`, tables, schema)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
 // Start claims the slot for a rebuild of name (a projection, or All) and
@@ -585,6 +613,13 @@ func (b *Rebuilder) swap(ctx context.Context, c *claim, runner *projections.Runn
 	}
 	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
 		return err
+	}
+	// Under the locks, a migration of these tables is either committed
+	// (and seen here) or waits for the swap, and then alters the new ones.
+	if changed, err := changedTables(ctx, tx, c.tables, c.schema); err != nil {
+		return err
+	} else if len(changed) > 0 {
+		return fmt.Errorf("%w (%s)", ErrSchemaChanged, strings.Join(changed, ", "))
 	}
 	// No Settle here: it would wait for live transactions that are waiting
 	// for this one's locks. Hazard: an ACCESS EXCLUSIVE lock takes a
