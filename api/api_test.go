@@ -113,6 +113,7 @@ func TestErrorCodes(t *testing.T) {
 		{"unknown field", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":1,"unit_price":1,"colour":"red"}`}, 400, "invalid_request"},
 		{"wrong type", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":"one","unit_price":1}`}, 400, "invalid_request"},
 		{"a field in another case", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","QTY":1,"unit_price":1}`}, 400, "invalid_request"},
+		{"a decline without a reason", request{method: "POST", path: pending.path("/payments/" + uuid.NewString() + "/decline"), user: &cashier, body: `{}`}, 400, "invalid_request"},
 		{"a field given twice", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":1,"qty":1000,"unit_price":1}`}, 400, "invalid_request"},
 		{"qty zero", request{method: "POST", path: draft.path("/items"), user: &cashier, body: map[string]any{"sku": "A", "name": "A", "qty": 0, "unit_price": 1}}, 400, "invalid_request"},
 		{"price above 2^53-1", request{method: "POST", path: draft.path("/items"), user: &cashier, body: `{"sku":"A","name":"A","qty":1,"unit_price":9007199254740992}`}, 400, "invalid_request"},

@@ -10,7 +10,7 @@ import (
 // pending payment.
 type DeclinePayment struct {
 	PaymentID uuid.UUID
-	// Reason is the gateway's reason, optional.
+	// Reason is the gateway's reason, required.
 	Reason string
 	At     time.Time
 }
@@ -25,7 +25,7 @@ func (t *Transaction) DeclinePayment(cmd DeclinePayment) ([]Event, error) {
 	}
 	if err := firstError(
 		checkID("payment_id", cmd.PaymentID),
-		checkText("reason", cmd.Reason, MaxReasonLen, false),
+		checkText("reason", cmd.Reason, MaxReasonLen, true),
 		checkAt(cmd.At),
 	); err != nil {
 		return nil, err

@@ -138,12 +138,13 @@ func TestDeclinePayment(t *testing.T) {
 			then:  []tx.Event{tx.PaymentDeclined{PaymentID: payCard, Reason: "insufficient funds", At: at(4)}},
 		},
 		{
+			// API.md: the decline's body is {"reason"}, not {"reason"?}.
 			name:  "without a reason",
 			given: histPending,
 			when: func(a *tx.Transaction) ([]tx.Event, error) {
 				return a.DeclinePayment(tx.DeclinePayment{PaymentID: payCard, At: at(4)})
 			},
-			then: []tx.Event{tx.PaymentDeclined{PaymentID: payCard, At: at(4)}},
+			wantErr: tx.ErrInvalid, wantField: "reason",
 		},
 		{name: "unknown payment", given: histPending, when: decline(payNew), wantErr: tx.ErrNotFound},
 		{name: "declined twice", given: hist(histPending, tx.PaymentDeclined{PaymentID: payCard, At: at(4)}), when: decline(payCard), wantErr: tx.ErrInvalidState},
