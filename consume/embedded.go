@@ -5,16 +5,19 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 
+	"github.com/gofrs/flock"
 	"github.com/nats-io/nats-server/v2/server"
 )
 
 // Embedded is an in-process NATS server with JetStream, for `serve` on a
 // laptop when NATS_URL is unset (SPEC §8).
 type Embedded struct {
-	srv *server.Server
+	srv  *server.Server
+	lock *flock.Flock
 }
 
 // StartEmbedded starts a NATS server with JetStream listening on
@@ -27,6 +30,21 @@ func StartEmbedded(dir string, port int) (*Embedded, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("consume: embedded NATS data directory: %w", err)
 	}
+	// One server per store directory: two (two serve processes left on
+	// the default POS_DATA_DIR) would both write its streams, and JetStream
+	// does not refuse that itself.
+	lock := flock.New(filepath.Join(dir, "pos-embedded.lock"))
+	if locked, err := lock.TryLock(); err != nil {
+		return nil, fmt.Errorf("consume: embedded NATS data directory: %w", err)
+	} else if !locked {
+		return nil, fmt.Errorf("consume: embedded NATS: another process keeps its streams in %s (give each its own POS_DATA_DIR)", dir)
+	}
+	started := false
+	defer func() {
+		if !started {
+			_ = lock.Unlock()
+		}
+	}()
 	if port == 0 {
 		port = server.RANDOM_PORT
 	} else {
@@ -57,7 +75,8 @@ func StartEmbedded(dir string, port int) (*Embedded, error) {
 		srv.WaitForShutdown()
 		return nil, errors.New("consume: embedded NATS did not start within 10s")
 	}
-	return &Embedded{srv: srv}, nil
+	started = true
+	return &Embedded{srv: srv, lock: lock}, nil
 }
 
 // URL is the client URL to connect to.
@@ -68,4 +87,5 @@ func (e *Embedded) URL() string { return e.srv.ClientURL() }
 func (e *Embedded) Shutdown() {
 	e.srv.Shutdown()
 	e.srv.WaitForShutdown()
+	_ = e.lock.Unlock()
 }

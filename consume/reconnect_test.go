@@ -70,3 +70,29 @@ func TestEmbeddedOnAPortInUse(t *testing.T) {
 		t.Errorf("after %s: %v, want the port in use named at once", time.Since(start), err)
 	}
 }
+
+// One embedded server per data directory: a second process (or server) on
+// the same POS_DATA_DIR is refused, by name, and the directory is free
+// again once the first stops.
+func TestEmbeddedOwnsItsDataDirectory(t *testing.T) {
+	dir := t.TempDir()
+	first, err := consume.StartEmbedded(dir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := consume.StartEmbedded(dir, 0)
+	if err == nil {
+		second.Shutdown()
+		first.Shutdown()
+		t.Fatal("two embedded servers on one data directory")
+	}
+	if !strings.Contains(err.Error(), "POS_DATA_DIR") {
+		t.Errorf("refusal %q does not say what to change", err)
+	}
+	first.Shutdown()
+	again, err := consume.StartEmbedded(dir, 0)
+	if err != nil {
+		t.Fatalf("after the first stopped: %v", err)
+	}
+	again.Shutdown()
+}

@@ -116,6 +116,9 @@ const devJWTSecret = "pos-development-secret-do-not-use-in-production"
 // POS_ANCHOR_INTERVAL is unset.
 const defaultAnchorInterval = time.Minute
 
+// minAnchorInterval is the shortest POS_ANCHOR_INTERVAL accepted.
+const minAnchorInterval = time.Second
+
 // defaultMetricsAddr is where `pos projector` and `pos relay` serve /metrics and /healthz
 // unless POS_METRICS_ADDR says otherwise (serve answers them on POS_ADDR).
 const defaultMetricsAddr = "127.0.0.1:9464"
@@ -148,6 +151,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	}
 	grace := number("POS_SHUTDOWN_GRACE_SECONDS", "10", 0, 3600)
 	anchorEvery := duration("POS_ANCHOR_INTERVAL", defaultAnchorInterval, true)
+	if anchorEvery > 0 && anchorEvery < minAnchorInterval {
+		// Each anchoring reads every stream head changed since the last:
+		// back to back, it would take a core and the pool for nothing.
+		errs = append(errs, fmt.Errorf("POS_ANCHOR_INTERVAL=%q: at least %s, or 0 to disable anchoring", getenv("POS_ANCHOR_INTERVAL"), minAnchorInterval))
+	}
 	natsPort := number("POS_NATS_PORT", "0", 0, 65535)
 	reservation := duration("POS_RESERVATION_TIMEOUT", processes.DefaultReservationTimeout, false)
 	consistencyWait := duration("POS_CONSISTENCY_WAIT", api.DefaultConsistencyWait, false)
