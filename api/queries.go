@@ -181,6 +181,13 @@ func (c *positionCache) get(name string, partition int, read func() (map[int]eve
 	return v.(map[int]eventstore.Position)[partition], nil
 }
 
+// readsOwnWrite reports a read that names a position to wait for
+// (X-Min-Position, min_position): it is answered from PostgreSQL, since a
+// cache can trail a commit.
+func readsOwnWrite(r *http.Request) bool {
+	return r.Header.Get("X-Min-Position") != "" || r.URL.Query().Get("min_position") != ""
+}
+
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -383,7 +390,7 @@ func (s *Server) getTransaction(w http.ResponseWriter, r *http.Request) {
 	// The cache can trail a commit by one Redis round trip, so a read that
 	// asks for its own write goes to PostgreSQL.
 	var src TransactionGetter = s.reader
-	if s.hotReads != nil && r.Header.Get("X-Min-Position") == "" && r.URL.Query().Get("min_position") == "" {
+	if s.hotReads != nil && !readsOwnWrite(r) {
 		src = s.hotReads
 	}
 	t, err := src.GetTransaction(r.Context(), principalOf(r).MerchantID, id)
@@ -477,7 +484,7 @@ func (s *Server) dailySales(w http.ResponseWriter, r *http.Request) {
 		// transaction details, a read that asks for its own write goes to
 		// PostgreSQL.
 		var src DailySalesGetter = s.reader
-		if s.hotDailySales != nil && r.Header.Get("X-Min-Position") == "" && r.URL.Query().Get("min_position") == "" {
+		if s.hotDailySales != nil && !readsOwnWrite(r) {
 			src = s.hotDailySales
 		}
 		var days []queries.DaySales

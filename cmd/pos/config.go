@@ -162,6 +162,11 @@ func loadConfig(getenv func(string) string) (config, error) {
 	if consistencyWait > maxConsistencyWait {
 		errs = append(errs, fmt.Errorf("POS_CONSISTENCY_WAIT=%q: at most %s (a query holds a connection's worth of polling meanwhile)", getenv("POS_CONSISTENCY_WAIT"), maxConsistencyWait))
 	}
+	switch c := get("POS_CACHE", cacheOn); c {
+	case cacheOn, cacheOff:
+	default:
+		errs = append(errs, fmt.Errorf("POS_CACHE=%q: want %q or %q", c, cacheOn, cacheOff))
+	}
 	switch readSide := get("POS_READ_SIDE", readSideNATS); readSide {
 	case readSideNATS, readSideInProcess, readSideOff:
 	default:

@@ -204,6 +204,7 @@ func TestUnusableConfigurationIsRefused(t *testing.T) {
 		{"POS_RESERVATION_TIMEOUT", "0s"},
 		{"POS_ANCHOR_INTERVAL", "-1m"},
 		{"POS_ANCHOR_INTERVAL", "1ns"},
+		{"POS_CACHE", "false"},
 		{"POS_CONSISTENCY_WAIT", "2"},
 		{"POS_CONSISTENCY_WAIT", "0s"},
 		{"POS_CONSISTENCY_WAIT", "10m"},

@@ -211,9 +211,6 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 // its issuer may come up after this process.)
 func checkServeSettings(ctx context.Context, cfg config) error {
 	quiet := slog.New(slog.DiscardHandler) // the real start says the warnings
-	if cfg.Cache != cacheOn && cfg.Cache != cacheOff {
-		return fmt.Errorf("POS_CACHE %q: want %q or %q", cfg.Cache, cacheOn, cacheOff)
-	}
 	if cfg.JWKSURL == "" {
 		if _, err := verifier(ctx, cfg, quiet); err != nil {
 			return err
