@@ -488,7 +488,8 @@ func (e *env) withOrderRecorder() {
 	e.t.Helper()
 	ctx := context.Background()
 	conn := e.admin()
-	if _, err := conn.Exec(ctx, `CREATE TABLE apply_order (seq bigserial PRIMARY KEY, stream_name text NOT NULL, version bigint NOT NULL);
+	if _, err := conn.Exec(ctx, `CREATE TABLE apply_order (seq bigserial PRIMARY KEY, stream_name text NOT NULL, version bigint NOT NULL,
+            tx xid8 NOT NULL DEFAULT pg_current_xact_id());
         GRANT INSERT, SELECT ON apply_order TO pos_app; GRANT USAGE ON SEQUENCE apply_order_seq_seq TO pos_app`); err != nil {
 		e.t.Fatal(err)
 	}
@@ -533,6 +534,54 @@ func (e *env) checkAppliedInOrder(feed []eventstore.RecordedEvent) {
 			e.t.Errorf("%s: applied up to version %d of %d", stream, next[stream], v)
 		}
 	}
+}
+
+// A partition's backlog is applied a window at a time: the subscriber
+// hands a partition's messages to the router as they arrive, so the batcher
+// takes them into one transaction. watermill-nats' subscriber, which hands
+// a subscription's next message over only after the last one's
+// acknowledgement, kept batches at a few messages (the broker spreads a
+// partition's messages over the subscriptions at random, and the first
+// subscription to draw two holds up the batch behind its second).
+func TestABacklogIsAppliedAWindowAtATime(t *testing.T) {
+	e := newEnv(t, natsURL)
+	e.withOrderRecorder()
+	m := projtest.NewID(t)
+	e.db.ChangeSettings(t, m, "Asia/Jakarta", t0)
+	for i := range 40 {
+		e.sale(m, fmt.Sprintf("000-%03d", i))
+	}
+	feed := e.feed()
+	e.relay(relay.Options{})
+	// Everything published before any worker runs: a backlog.
+	part := projections.Partition(m.String(), partitions)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		heads, err := relay.PublishedHeads(context.Background(), e.db.Pool, relay.DefaultName, partitions)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if heads[part] == feed[len(feed)-1].Position {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("relay did not publish the backlog within 20s (head %s)", heads[part])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	e.consumer(consume.Options{})
+	e.waitApplied(20 * time.Second)
+	e.checkAppliedInOrder(feed)
+	var txs int
+	if err := e.admin().QueryRow(context.Background(), `SELECT count(DISTINCT tx) FROM apply_order`).Scan(&txs); err != nil {
+		t.Fatal(err)
+	}
+	// The backlog fits the window of 256: one transaction, give or take
+	// the first messages arriving alone.
+	if most := len(feed) / 25; txs > most {
+		t.Errorf("%d events applied in %d transactions, want at most %d", len(feed), txs, most)
+	}
+	t.Logf("%d events applied in %d transactions", len(feed), txs)
 }
 
 // publish publishes msg on partition's topic, as if the relay had.
