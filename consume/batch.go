@@ -17,8 +17,9 @@ import (
 // statements per event fall as the rate rises, while a lone message is
 // applied at once.
 //
-// Messages of one partition reach it concurrently (Options.MaxAckPending
-// subscriptions per partition) and so slightly out of order. Before a batch
+// Messages of one partition reach it concurrently (the router runs each
+// message's handler on a goroutine of its own, up to Options.MaxAckPending
+// of a partition at once) and so slightly out of order. Before a batch
 // whose first message does not follow what the runner has committed, the
 // leader waits up to reorderWait for the missing ones, which are most likely
 // a few microseconds behind, rather than have the runner fill the gap from

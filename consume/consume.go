@@ -54,7 +54,9 @@
 // pos.projector.dead_letters counter) and acknowledges it, so the next
 // message of the partition goes on. If the message was a real event the
 // runner later fills it from the store, noticing the gap by the next
-// message's PrevPosition.
+// message's PrevPosition. A NATS message that is not a Watermill message at
+// all (its headers do not decode) never reaches the router: the subscriber
+// logs it and terminates it, and the gap is filled the same way.
 //
 // An event of the store that a projector cannot apply (its payload does not
 // decode, or a projector refuses it as ErrBadEvent) is not a poison message:
@@ -309,9 +311,9 @@ func New(url string, runner *projections.Runner, opts Options) (*Consumer, error
 		}
 	}
 
-	// The subscriber's connection is ours to drain (see Run). The drain is
-	// bounded by the time a handed-over message may take: a callback waits
-	// for its acknowledgement for at most AckWait.
+	// The subscriber's connection is ours to drain (see Run), once the
+	// subscriptions have drained (subscriber.drain): what is left to flush
+	// then is the acknowledgements.
 	nc, err := nats.Connect(url, append(withReconnects(opts.NatsOptions), nats.DrainTimeout(opts.AckWait+10*time.Second))...)
 	if err != nil {
 		return nil, fmt.Errorf("consume: connect: %w", err)
@@ -784,10 +786,10 @@ func (c *Consumer) shutdown(errc <-chan error) error {
 	// The subscriptions first, the connection open: the messages delivered
 	// to this worker are applied and acknowledged, not left to redeliver
 	// after AckWait. Their wait is bounded by AckWait, past which JetStream
-	// redelivers them anyway.
-	c.sub.drain(c.opts.AckWait)
+	// redelivers them anyway, and skipped while the broker is unreachable.
+	c.sub.drain(c.nc, c.opts.AckWait)
 	// A connection that cannot drain (NATS unreachable: it is
-	// reconnecting) is not waited for.
+	// reconnecting) is not waited for either.
 	if err := c.nc.Drain(); err == nil {
 		<-c.drained // bounded by the connection's DrainTimeout
 	}

@@ -96,3 +96,44 @@ func TestEmbeddedOwnsItsDataDirectory(t *testing.T) {
 	}
 	again.Shutdown()
 }
+
+// A worker stopped while the broker is unreachable stops at once: nothing
+// it holds could be acknowledged, and a drain of each subscription would
+// wait for a flush the reconnecting connection answers only once the
+// broker is back (10 s a subscription, so the whole AckWait).
+func TestStopDuringABrokerOutageIsPrompt(t *testing.T) {
+	dir, port := t.TempDir(), freePort(t)
+	srv, err := consume.StartEmbedded(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv.URL())
+	c, err := consume.New(e.url, e.runner, consume.Options{Partitions: partitions, TopicPrefix: e.prefix, Logger: e.logger(),
+		NatsOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	select {
+	case <-c.Ready():
+	case err := <-done:
+		t.Fatalf("Run: %v", err)
+	}
+	srv.Shutdown()
+	time.Sleep(500 * time.Millisecond) // the connection is reconnecting
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		if d := time.Since(start); d > 5*time.Second {
+			t.Errorf("stopping during a broker outage took %s", d.Round(time.Millisecond))
+		}
+	case <-time.After(90 * time.Second):
+		t.Fatal("Run did not return within 90s")
+	}
+}

@@ -25,8 +25,9 @@ import (
 // the first has committed, and the partition's next batch stops at that
 // hole: under load batches stayed at about 7 messages whatever the backlog,
 // and every batch is a PostgreSQL transaction. Here a partition's messages
-// reach the batcher together and in order, and JetStream's MaxAckPending
-// alone bounds how many are in flight.
+// reach the router in order and the batcher together (each handler on a
+// goroutine of its own, so in nearly that order), and JetStream's
+// MaxAckPending alone bounds how many are in flight.
 //
 // Each message handed over waits (at most ackWait) for the router's answer:
 // an Ack is sent on as JetStream's, a Nack as a delayed negative
@@ -52,8 +53,8 @@ type subscriber struct {
 	hand       sync.RWMutex
 	handClosed bool
 	// inflight counts the messages handed over and not yet answered. Add
-	// happens only under hand.RLock while !handClosed, so Wait after that
-	// is set (or after every subscription has drained) sees them all.
+	// happens only in a subscription's callback, so Wait after every
+	// subscription has drained (drain) sees them all.
 	inflight sync.WaitGroup
 
 	mu      sync.Mutex
@@ -155,21 +156,36 @@ func (s *subscriber) answer(m *nats.Msg, msg *message.Message, cancel context.Ca
 
 // drain stops every subscription taking messages, hands the ones already
 // delivered to this process over, and waits until the router has answered
-// all of them, at most until timeout. The connection must stay open for
-// the answers to reach the broker.
-func (s *subscriber) drain(timeout time.Duration) {
+// all of them, at most until timeout, and not at all once the connection
+// nc is down: nothing could be acknowledged then. The connection must stay
+// open for the answers to reach the broker.
+func (s *subscriber) drain(nc *nats.Conn, timeout time.Duration) {
+	// Nothing held can be acknowledged without the connection, and a
+	// subscription's drain waits on a flush that a reconnecting
+	// connection answers only once it is back (up to 10s a subscription).
+	if !nc.IsConnected() {
+		return
+	}
+	lost := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	s.mu.Lock()
 	subs := append([]*nats.Subscription(nil), s.subs...)
 	s.mu.Unlock()
+	// Every subscription stops at once; then each is waited for.
+	var dones []<-chan nats.SubStatus
 	for _, sub := range subs {
 		done := sub.StatusChanged(nats.SubscriptionClosed)
 		if err := sub.Drain(); err != nil {
 			continue // already closed, or the connection is
 		}
+		dones = append(dones, done)
+	}
+	for _, done := range dones {
 		select {
 		case <-done:
+		case <-lost:
+			return
 		case <-deadline.C:
 			return
 		}
@@ -179,6 +195,7 @@ func (s *subscriber) drain(timeout time.Duration) {
 	go func() { s.inflight.Wait(); close(answered) }()
 	select {
 	case <-answered:
+	case <-lost:
 	case <-deadline.C:
 	}
 }

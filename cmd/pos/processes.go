@@ -128,11 +128,12 @@ func processWorker(ctx context.Context, cfg config, log *slog.Logger, pool *pgxp
 	// of 8 left the process manager seconds behind at 350 commands/s (lag
 	// p50 0.16–0.5 s, p99 5 s, against 0.06–0.08 s and 1–2 s with 64);
 	// on a later build, 32 against 64: p99 0.1–0.125 s against 0.25–0.8 s
-	// (same-hour pairs). A wider window only lengthens the wait of a
-	// message behind the others' commands towards AckWait, after which it
-	// is redelivered and its commands decided again (harmlessly: their
-	// event ids are derived, but at a cost when the machine is already
-	// slow).
+	// (same-hour pairs; measured with watermill-nats' subscriber, one
+	// subscription per message of the window). A wider window only
+	// lengthens the wait of a message behind the others' commands towards
+	// AckWait, after which it is redelivered and its commands decided
+	// again (harmlessly: their event ids are derived, but at a cost when
+	// the machine is already slow).
 	return worker{name: "processes", runner: runner, durable: processDurable, names: []string{processes.Name}, maxAckPending: 32,
 		holdUnhandled: processHold}, nil
 }
