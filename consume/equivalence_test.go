@@ -16,8 +16,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"pos/consume"
-	"pos/domain/money"
-	"pos/domain/stock"
 	"pos/domain/transaction"
 	"pos/eventstore"
 	"pos/projections"
@@ -292,117 +290,38 @@ func salesOf(t *testing.T, db *projtest.Env, m uuid.UUID, branches []uuid.UUID) 
 // received, adjusted, reserved (and reserved again), released, sold,
 // returned and transferred.
 func stockOf(t *testing.T, db *projtest.Env, m uuid.UUID, branches []uuid.UUID) []*script {
-	a, b := newStockLedger(t, db, m, branches[0], "TEA"), newStockLedger(t, db, m, branches[1], "TEA")
-	c := newStockLedger(t, db, m, branches[0], "CAKE")
+	a, b := db.OpenLedger(t, m, branches[0], "TEA"), db.OpenLedger(t, m, branches[1], "TEA")
+	c := db.OpenLedger(t, m, branches[0], "CAKE")
 	s1, s2, s3 := projtest.NewID(t), projtest.NewID(t), projtest.NewID(t)
 	return []*script{
 		{steps: []func(time.Time){
-			func(at time.Time) { a.receive(40, 9_000, at) },
-			func(at time.Time) { a.reserve(s1, 3, at) },
-			func(at time.Time) { a.reserve(s1, 5, at) }, // replaces the open one
-			func(at time.Time) { a.sell(s1, 5, at) },
-			func(at time.Time) { a.reserve(s2, 2, at) },
-			func(at time.Time) { a.release(s2, at) },
-			func(at time.Time) { a.receive(10, 11_000, at) },
-			func(at time.Time) { a.giveBack(s1, 2, at) },
-			func(at time.Time) { a.transfer(b, 7, at) },
-			func(at time.Time) { a.adjust(-1, at) },
-			func(at time.Time) { a.reserve(s3, 4, at) }, // left open
+			func(at time.Time) { a.Receive(40, 9_000, at) },
+			func(at time.Time) { a.Reserve(s1, 3, at) },
+			func(at time.Time) { a.Reserve(s1, 5, at) }, // replaces the open one
+			func(at time.Time) { a.Sell(s1, 5, at) },
+			func(at time.Time) { a.Reserve(s2, 2, at) },
+			func(at time.Time) { a.Release(s2, at) },
+			func(at time.Time) { a.Receive(10, 11_000, at) },
+			func(at time.Time) { a.GiveBack(s1, 2, at) },
+			func(at time.Time) { a.Transfer(b, 7, at) },
+			func(at time.Time) { a.Adjust(-1, at) },
+			func(at time.Time) { a.Reserve(s3, 4, at) }, // left open
 		}},
 		{steps: []func(time.Time){
-			func(at time.Time) { b.receive(5, 8_000, at) },
-			func(at time.Time) { b.sell(projtest.NewID(t), 2, at) }, // without a reservation
-			func(at time.Time) { b.adjust(3, at) },
+			func(at time.Time) { b.Receive(5, 8_000, at) },
+			func(at time.Time) { b.Sell(projtest.NewID(t), 2, at) }, // without a reservation
+			func(at time.Time) { b.Adjust(3, at) },
 		}},
 		{steps: []func(time.Time){
-			func(at time.Time) { c.receive(12, 20_000, at) },
-			func(at time.Time) { c.reserve(s3, 1, at) },
-			func(at time.Time) { c.sell(s3, 1, at) },
-			func(at time.Time) { c.reserve(s2, 2, at) },
-			func(at time.Time) { c.reserve(s2, 1, at) },
-			func(at time.Time) { c.release(s2, at) },
-			func(at time.Time) { c.reserve(s2, 3, at) }, // reopened, left open
+			func(at time.Time) { c.Receive(12, 20_000, at) },
+			func(at time.Time) { c.Reserve(s3, 1, at) },
+			func(at time.Time) { c.Sell(s3, 1, at) },
+			func(at time.Time) { c.Reserve(s2, 2, at) },
+			func(at time.Time) { c.Reserve(s2, 1, at) },
+			func(at time.Time) { c.Release(s2, at) },
+			func(at time.Time) { c.Reserve(s2, 3, at) }, // reopened, left open
 		}},
 	}
-}
-
-// stockLedger is one stock ledger moved through its aggregate, as the
-// command side would.
-type stockLedger struct {
-	t      *testing.T
-	db     *projtest.Env
-	agg    *stock.Ledger
-	stream string
-}
-
-func newStockLedger(t *testing.T, db *projtest.Env, merchant, branch uuid.UUID, sku string) *stockLedger {
-	key := stock.NewKey(merchant, branch, sku)
-	return &stockLedger{t: t, db: db, agg: stock.New(key),
-		stream: eventstore.StreamName(projections.StockCategory, merchant.String(), key.LedgerID.String())}
-}
-
-func (l *stockLedger) do(decide func(*stock.Ledger) ([]stock.Event, error)) {
-	l.t.Helper()
-	events, err := decide(l.agg)
-	if err != nil {
-		l.t.Fatalf("ledger %s: %v", l.agg.Key().SKU, err)
-	}
-	out := make([]interface{ EventType() string }, len(events))
-	for i, e := range events {
-		if err := l.agg.Apply(e); err != nil {
-			l.t.Fatalf("apply: %v", err)
-		}
-		out[i] = e
-	}
-	l.db.Append(l.t, l.stream, l.agg.Key().MerchantID.String(), out...)
-}
-
-func (l *stockLedger) receive(qty int64, cost money.Amount, at time.Time) {
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Receive(stock.Receive{ReceiptID: projtest.NewID(l.t), Qty: qty, UnitCost: cost, By: "clerk", At: at})
-	})
-}
-
-func (l *stockLedger) adjust(delta int64, at time.Time) {
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(l.t), Delta: delta, Reason: "count", By: "manager", At: at})
-	})
-}
-
-func (l *stockLedger) reserve(tx uuid.UUID, qty int64, at time.Time) {
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, At: at})
-	})
-}
-
-func (l *stockLedger) release(tx uuid.UUID, at time.Time) {
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Release(stock.Release{TransactionID: tx, Reason: "voided", At: at})
-	})
-}
-
-func (l *stockLedger) sell(tx uuid.UUID, qty int64, at time.Time) {
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Sell(stock.Sell{TransactionID: tx, Qty: qty, At: at})
-	})
-}
-
-func (l *stockLedger) giveBack(tx uuid.UUID, qty int64, at time.Time) {
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Return(stock.Return{TransactionID: tx, SourceID: projtest.NewID(l.t), Qty: qty, At: at})
-	})
-}
-
-func (l *stockLedger) transfer(to *stockLedger, qty int64, at time.Time) {
-	id := projtest.NewID(l.t)
-	var cost money.Amount
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		cost = x.AvgCost()
-		return x.TransferOut(stock.TransferOut{TransferID: id, ToBranchID: to.agg.Key().BranchID, Qty: qty, By: "clerk", At: at})
-	})
-	to.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.TransferIn(stock.TransferIn{TransferID: id, FromBranchID: l.agg.Key().BranchID, Qty: qty, UnitCost: cost, At: at})
-	})
 }
 
 // waitPublished waits until the relay has published every partition up to

@@ -59,15 +59,15 @@ func TestBatchesApplyAsOneEventAtATime(t *testing.T) {
 				s = append(s, func() { env.ChangeSettings(t, merchant, "America/Los_Angeles", at) })
 			}
 		}
-		l := newLedger(t, env, merchant, branch, "TEA")
-		s = append(s, func() { l.receive(10, 5_000, at) })
+		l := env.OpenLedger(t, merchant, branch, "TEA")
+		s = append(s, func() { l.Receive(10, 5_000, at) })
 		for k := range 3 {
 			txID := projtest.NewID(t)
-			s = append(s, func() { l.reserve(txID, 2, at) })
+			s = append(s, func() { l.Reserve(txID, 2, at) })
 			if k == 1 {
-				s = append(s, func() { l.release(txID, at) })
+				s = append(s, func() { l.Release(txID, at) })
 			} else {
-				s = append(s, func() { l.sell(txID, 2, at) })
+				s = append(s, func() { l.Sell(txID, 2, at) })
 			}
 		}
 		steps = append(steps, s)

@@ -47,11 +47,11 @@ func applyStock(t *testing.T, env *projtest.Env, merchant uuid.UUID, one bool, b
 
 // checkLedgers compares the rows of every ledger that moved with its
 // aggregate (checkLedger).
-func checkLedgers(t *testing.T, url string, ledgers []*ledger) {
+func checkLedgers(t *testing.T, url string, ledgers []*projtest.Ledger) {
 	t.Helper()
 	db := admin(t, url)
 	for _, l := range ledgers {
-		if l.agg.Version() > 0 {
+		if l.Aggregate().Version() > 0 {
 			checkLedger(t, db, l)
 		}
 	}
@@ -69,7 +69,7 @@ func TestStockBatchMatchesOneByOne(t *testing.T) {
 	env := projtest.New(t)
 	rng := rand.New(rand.NewPCG(5, 23))
 	ledgers := stockLedgers(t, env, 1, 3)
-	merchant := ledgers[0].agg.Key().MerchantID
+	merchant := ledgers[0].Aggregate().Key().MerchantID
 	kinds := randomStock(t, rng, ledgers)
 
 	events := feed(t, env)
@@ -182,13 +182,13 @@ func TestStockBatchRefusesBadEvents(t *testing.T) {
 	env := projtest.New(t)
 	ctx := context.Background()
 	merchant, other, branch := projtest.NewID(t), projtest.NewID(t), projtest.NewID(t)
-	tea := newLedger(t, env, merchant, branch, "TEA")
-	tea.receive(3, 100, t0)
+	tea := env.OpenLedger(t, merchant, branch, "TEA")
+	tea.Receive(3, 100, t0)
 	cake := stock.NewKey(merchant, branch, "CAKE")
-	bad := env.Append(t, tea.stream, merchant.String(),
+	bad := env.Append(t, tea.Stream(), merchant.String(),
 		stock.StockReceived{Key: cake, ReceiptID: projtest.NewID(t), Qty: 1, UnitCost: 1, AvgCost: 1, By: "x", At: t0})
-	theirs := newLedger(t, env, other, branch, "TEA")
-	theirs.receive(1, 100, t0)
+	theirs := env.OpenLedger(t, other, branch, "TEA")
+	theirs.Receive(1, 100, t0)
 
 	for name, batch := range map[string][]eventstore.RecordedEvent{
 		"another ledger":  {tea.Events[0], bad[0]},

@@ -19,102 +19,6 @@ import (
 	"pos/projections/projtest"
 )
 
-// ledger is one stock ledger being moved: each method decides a command on
-// the aggregate, appends the events to the store and applies them to the
-// aggregate, as the command side would.
-type ledger struct {
-	t      *testing.T
-	env    *projtest.Env
-	agg    *stock.Ledger
-	stream string
-	// Events are every event of the ledger so far, as recorded.
-	Events []eventstore.RecordedEvent
-}
-
-func newLedger(t *testing.T, env *projtest.Env, merchant, branch uuid.UUID, sku string) *ledger {
-	key := stock.NewKey(merchant, branch, sku)
-	return &ledger{t: t, env: env, agg: stock.New(key),
-		stream: eventstore.StreamName(projections.StockCategory, merchant.String(), key.LedgerID.String())}
-}
-
-// do appends what decide decides and reports whether it decided anything; a
-// refused command fails the test unless refusable (then it reports false).
-func (l *ledger) do(decide func(*stock.Ledger) ([]stock.Event, error), refusable bool) bool {
-	l.t.Helper()
-	events, err := decide(l.agg)
-	if err != nil {
-		if refusable {
-			return false
-		}
-		l.t.Fatalf("ledger %s: %v", l.agg.Key().SKU, err)
-	}
-	out := make([]interface{ EventType() string }, len(events))
-	for i, e := range events {
-		if err := l.agg.Apply(e); err != nil {
-			l.t.Fatalf("apply: %v", err)
-		}
-		out[i] = e
-	}
-	l.Events = append(l.Events, l.env.Append(l.t, l.stream, l.agg.Key().MerchantID.String(), out...)...)
-	return len(events) > 0
-}
-
-func (l *ledger) receive(qty int64, cost money.Amount, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Receive(stock.Receive{ReceiptID: projtest.NewID(l.t), Qty: qty, UnitCost: cost, By: "clerk", At: at})
-	}, false)
-}
-
-func (l *ledger) adjust(delta int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(l.t), Delta: delta, Reason: "count", By: "manager", At: at})
-	}, false)
-}
-
-func (l *ledger) reserve(tx uuid.UUID, qty int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, At: at})
-	}, false)
-}
-
-func (l *ledger) release(tx uuid.UUID, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Release(stock.Release{TransactionID: tx, Reason: "voided", At: at})
-	}, false)
-}
-
-func (l *ledger) sell(tx uuid.UUID, qty int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Sell(stock.Sell{TransactionID: tx, Qty: qty, At: at})
-	}, false)
-}
-
-func (l *ledger) giveBack(tx uuid.UUID, qty int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Return(stock.Return{TransactionID: tx, SourceID: projtest.NewID(l.t), Qty: qty, At: at})
-	}, false)
-}
-
-// transfer moves qty from l to to (the same SKU in another branch).
-func (l *ledger) transfer(to *ledger, qty int64, at time.Time) {
-	l.t.Helper()
-	id := projtest.NewID(l.t)
-	var cost money.Amount
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		cost = x.AvgCost()
-		return x.TransferOut(stock.TransferOut{TransferID: id, ToBranchID: to.agg.Key().BranchID, Qty: qty, By: "clerk", At: at})
-	}, false)
-	to.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.TransferIn(stock.TransferIn{TransferID: id, FromBranchID: l.agg.Key().BranchID, Qty: qty, UnitCost: cost, At: at})
-	}, false)
-}
-
 // movement is one rm_stock_movements row.
 type movement struct {
 	Version  int64
@@ -128,10 +32,10 @@ type movement struct {
 // checkLedger compares the ledger's rows with its aggregate: the level, the
 // open reservations, and one movement per event whose on-hand kinds add up
 // to on hand.
-func checkLedger(t *testing.T, c *pgx.Conn, l *ledger) []movement {
+func checkLedger(t *testing.T, c *pgx.Conn, l *projtest.Ledger) []movement {
 	t.Helper()
 	ctx := context.Background()
-	key := l.agg.Key()
+	key := l.Aggregate().Key()
 	var branch uuid.UUID
 	var sku string
 	var onHand, reserved, avgCost, version int64
@@ -140,10 +44,10 @@ func checkLedger(t *testing.T, c *pgx.Conn, l *ledger) []movement {
 	if err != nil {
 		t.Fatalf("ledger %s/%s: read level: %v", key.BranchID, key.SKU, err)
 	}
-	if branch != key.BranchID || sku != key.SKU || onHand != l.agg.OnHand() || reserved != l.agg.Reserved() ||
-		avgCost != int64(l.agg.AvgCost()) || version != int64(l.agg.Version()) {
+	if branch != key.BranchID || sku != key.SKU || onHand != l.Aggregate().OnHand() || reserved != l.Aggregate().Reserved() ||
+		avgCost != int64(l.Aggregate().AvgCost()) || version != int64(l.Aggregate().Version()) {
 		t.Errorf("level of %s: %s on hand %d reserved %d avg %d v%d; aggregate: on hand %d reserved %d avg %d v%d",
-			key.SKU, branch, onHand, reserved, avgCost, version, l.agg.OnHand(), l.agg.Reserved(), l.agg.AvgCost(), l.agg.Version())
+			key.SKU, branch, onHand, reserved, avgCost, version, l.Aggregate().OnHand(), l.Aggregate().Reserved(), l.Aggregate().AvgCost(), l.Aggregate().Version())
 	}
 
 	rows, err := c.Query(ctx, `SELECT transaction_id, qty FROM rm_stock_reservations WHERE merchant_id = $1 AND ledger_id = $2`, key.MerchantID, key.LedgerID)
@@ -163,7 +67,7 @@ func checkLedger(t *testing.T, c *pgx.Conn, l *ledger) []movement {
 		t.Fatal(err)
 	}
 	want := map[uuid.UUID]int64{}
-	for tx, r := range l.agg.Reservations() {
+	for tx, r := range l.Aggregate().Reservations() {
 		if r.Reserved > 0 {
 			want[tx] = r.Reserved
 		}
@@ -190,8 +94,8 @@ func checkLedger(t *testing.T, c *pgx.Conn, l *ledger) []movement {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(moves) != int(l.agg.Version()) {
-		t.Fatalf("%d movements, want one per event (%d)", len(moves), l.agg.Version())
+	if len(moves) != int(l.Aggregate().Version()) {
+		t.Fatalf("%d movements, want one per event (%d)", len(moves), l.Aggregate().Version())
 	}
 	var sum, reservedSum int64
 	for i, m := range moves {
@@ -205,11 +109,11 @@ func checkLedger(t *testing.T, c *pgx.Conn, l *ledger) []movement {
 			sum += m.Qty
 		}
 	}
-	if sum != l.agg.OnHand() {
-		t.Errorf("on-hand movements add up to %d, on hand is %d", sum, l.agg.OnHand())
+	if sum != l.Aggregate().OnHand() {
+		t.Errorf("on-hand movements add up to %d, on hand is %d", sum, l.Aggregate().OnHand())
 	}
-	if reservedSum < l.agg.Reserved() {
-		t.Errorf("reserve and release movements add up to %d, below the %d reserved", reservedSum, l.agg.Reserved())
+	if reservedSum < l.Aggregate().Reserved() {
+		t.Errorf("reserve and release movements add up to %d, below the %d reserved", reservedSum, l.Aggregate().Reserved())
 	}
 	return moves
 }
@@ -219,42 +123,42 @@ func TestStockMirrorsTheLedger(t *testing.T) {
 	r := newRunner(t, env)
 	db := admin(t, env.URL)
 	merchant, main, kiosk := projtest.NewID(t), projtest.NewID(t), projtest.NewID(t)
-	tea := newLedger(t, env, merchant, main, "TEA")
-	kioskTea := newLedger(t, env, merchant, kiosk, "TEA")
+	tea := env.OpenLedger(t, merchant, main, "TEA")
+	kioskTea := env.OpenLedger(t, merchant, kiosk, "TEA")
 	step := func(name string) {
 		t.Helper()
 		handle(t, r, tea.Events...) // earlier events are redeliveries
 		handle(t, r, kioskTea.Events...)
 		t.Run(name, func(t *testing.T) {
 			checkLedger(t, db, tea)
-			if kioskTea.agg.Version() > 0 {
+			if kioskTea.Aggregate().Version() > 0 {
 				checkLedger(t, db, kioskTea)
 			}
 		})
 	}
 	sale1, sale2, sale3 := projtest.NewID(t), projtest.NewID(t), projtest.NewID(t)
 
-	tea.receive(10, 1_000, t0)
+	tea.Receive(10, 1_000, t0)
 	step("received")
-	tea.receive(5, 1_301, t0.Add(time.Minute)) // avg (10×1000 + 5×1301) / 15 = 1100.33 → 1100
+	tea.Receive(5, 1_301, t0.Add(time.Minute)) // avg (10×1000 + 5×1301) / 15 = 1100.33 → 1100
 	step("received at another cost")
-	tea.reserve(sale1, 3, t0.Add(2*time.Minute))
-	tea.reserve(sale1, 4, t0.Add(3*time.Minute)) // a checkout retried with another quantity
-	tea.reserve(sale2, 2, t0.Add(3*time.Minute))
+	tea.Reserve(sale1, 3, t0.Add(2*time.Minute))
+	tea.Reserve(sale1, 4, t0.Add(3*time.Minute)) // a checkout retried with another quantity
+	tea.Reserve(sale2, 2, t0.Add(3*time.Minute))
 	step("reserved")
-	tea.release(sale2, t0.Add(4*time.Minute))
+	tea.Release(sale2, t0.Add(4*time.Minute))
 	step("released")
-	tea.sell(sale1, 4, t0.Add(5*time.Minute))
-	tea.sell(sale3, 1, t0.Add(5*time.Minute)) // no reservation
+	tea.Sell(sale1, 4, t0.Add(5*time.Minute))
+	tea.Sell(sale3, 1, t0.Add(5*time.Minute)) // no reservation
 	step("sold")
-	tea.giveBack(sale1, 2, t0.Add(6*time.Minute))
-	tea.adjust(-1, t0.Add(7*time.Minute))
+	tea.GiveBack(sale1, 2, t0.Add(6*time.Minute))
+	tea.Adjust(-1, t0.Add(7*time.Minute))
 	step("returned and adjusted")
-	tea.transfer(kioskTea, 3, t0.Add(8*time.Minute))
+	tea.Transfer(kioskTea, 3, t0.Add(8*time.Minute))
 	step("transferred")
 
-	if tea.agg.OnHand() != 15-4-1+2-1-3 || tea.agg.Reserved() != 0 || tea.agg.AvgCost() != 1_100 {
-		t.Fatalf("the scenario went elsewhere: %d on hand, %d reserved, avg %d", tea.agg.OnHand(), tea.agg.Reserved(), tea.agg.AvgCost())
+	if tea.Aggregate().OnHand() != 15-4-1+2-1-3 || tea.Aggregate().Reserved() != 0 || tea.Aggregate().AvgCost() != 1_100 {
+		t.Fatalf("the scenario went elsewhere: %d on hand, %d reserved, avg %d", tea.Aggregate().OnHand(), tea.Aggregate().Reserved(), tea.Aggregate().AvgCost())
 	}
 	cost := func(v int64) *int64 { return &v }
 	want := []movement{
@@ -289,14 +193,14 @@ func TestStockMirrorsTheLedger(t *testing.T) {
 
 // stockLedgers returns a TEA and a CAKE ledger in each of branches branches
 // of each of merchants merchants, in that order.
-func stockLedgers(t *testing.T, env *projtest.Env, merchants, branches int) []*ledger {
-	var ledgers []*ledger
+func stockLedgers(t *testing.T, env *projtest.Env, merchants, branches int) []*projtest.Ledger {
+	var ledgers []*projtest.Ledger
 	for range merchants {
 		merchant := projtest.NewID(t)
 		for range branches {
 			branch := projtest.NewID(t)
 			for _, sku := range []string{"TEA", "CAKE"} {
-				ledgers = append(ledgers, newLedger(t, env, merchant, branch, sku))
+				ledgers = append(ledgers, env.OpenLedger(t, merchant, branch, sku))
 			}
 		}
 	}
@@ -313,24 +217,24 @@ func stockLedgers(t *testing.T, env *projtest.Env, merchants, branches int) []*l
 // branches of a merchant. Refused commands decide nothing. It fails the
 // test unless the history holds at least five events of every stock event
 // type, and returns how many it holds of each.
-func randomStock(t *testing.T, rng *rand.Rand, ledgers []*ledger) map[string]int {
+func randomStock(t *testing.T, rng *rand.Rand, ledgers []*projtest.Ledger) map[string]int {
 	t.Helper()
 	for _, l := range ledgers[:max(0, len(ledgers)-2)] {
-		l.receive(20, money.Amount(800+rng.IntN(400)), t0)
+		l.Receive(20, money.Amount(800+rng.IntN(400)), t0)
 	}
 	sales := make([]uuid.UUID, 5) // live transactions; one is replaced now and then
 	for i := range sales {
 		sales[i] = projtest.NewID(t)
 	}
-	reserve := func(l *ledger, tx uuid.UUID, qty int64, at time.Time) bool {
-		return l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+	reserve := func(l *projtest.Ledger, tx uuid.UUID, qty int64, at time.Time) bool {
+		return l.Do(func(x *stock.Ledger) ([]stock.Event, error) {
 			return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, Attempt: uint64(rng.IntN(3)), AllowNegative: rng.IntN(4) == 0, At: at})
 		}, true)
 	}
 	// open returns a transaction with an open reservation on l, if any.
-	open := func(l *ledger) (uuid.UUID, bool) {
+	open := func(l *projtest.Ledger) (uuid.UUID, bool) {
 		for _, tx := range sales {
-			if r, ok := l.agg.Reservation(tx); ok && r.Reserved > 0 {
+			if r, ok := l.Aggregate().Reservation(tx); ok && r.Reserved > 0 {
 				return tx, true
 			}
 		}
@@ -347,53 +251,53 @@ func randomStock(t *testing.T, rng *rand.Rand, ledgers []*ledger) map[string]int
 		qty := int64(1 + rng.IntN(5))
 		switch rng.IntN(12) {
 		case 0, 1:
-			l.receive(qty, money.Amount(500+rng.IntN(1000)), at)
+			l.Receive(qty, money.Amount(500+rng.IntN(1000)), at)
 		case 2:
 			delta := qty
 			if rng.IntN(2) == 0 {
 				delta = -qty
 			}
-			l.do(func(x *stock.Ledger) ([]stock.Event, error) {
+			l.Do(func(x *stock.Ledger) ([]stock.Event, error) {
 				return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(t), Delta: delta, Reason: "count", By: "m", AllowNegative: rng.IntN(4) == 0, At: at})
 			}, true)
 		case 3, 4:
 			reserve(l, tx, qty, at) // a new reservation, or one replaced
 		case 5:
 			if tx, ok := open(l); ok {
-				l.release(tx, at)
+				l.Release(tx, at)
 				if rng.IntN(2) == 0 {
 					reserve(l, tx, qty, at) // reserved again after its release
 				}
 			}
 		case 6:
 			if tx, ok := open(l); ok {
-				r, _ := l.agg.Reservation(tx)
-				l.sell(tx, r.Reserved, at)
+				r, _ := l.Aggregate().Reservation(tx)
+				l.Sell(tx, r.Reserved, at)
 			}
 		case 7:
-			if r, ok := l.agg.Reservation(tx); !ok || r.Sold == 0 {
-				l.sell(tx, qty, at) // with whatever it holds, often nothing
+			if r, ok := l.Aggregate().Reservation(tx); !ok || r.Sold == 0 {
+				l.Sell(tx, qty, at) // with whatever it holds, often nothing
 			}
 		case 8, 9:
 			var sold []uuid.UUID
-			for tx, r := range l.agg.Reservations() {
+			for tx, r := range l.Aggregate().Reservations() {
 				if r.Sold > r.Returned {
 					sold = append(sold, tx)
 				}
 			}
 			if len(sold) > 0 {
 				slices.SortFunc(sold, func(a, b uuid.UUID) int { return bytes.Compare(a[:], b[:]) })
-				l.giveBack(sold[rng.IntN(len(sold))], int64(rng.IntN(3)), at)
+				l.GiveBack(sold[rng.IntN(len(sold))], int64(rng.IntN(3)), at)
 			}
 		case 10, 11:
-			var to []*ledger // the SKU in the merchant's other branches
+			var to []*projtest.Ledger // the SKU in the merchant's other branches
 			for _, o := range ledgers {
-				if o != l && o.agg.Key().MerchantID == l.agg.Key().MerchantID && o.agg.Key().SKU == l.agg.Key().SKU {
+				if o != l && o.Aggregate().Key().MerchantID == l.Aggregate().Key().MerchantID && o.Aggregate().Key().SKU == l.Aggregate().Key().SKU {
 					to = append(to, o)
 				}
 			}
-			if len(to) > 0 && l.agg.Available() >= qty {
-				l.transfer(to[rng.IntN(len(to))], qty, at)
+			if len(to) > 0 && l.Aggregate().Available() >= qty {
+				l.Transfer(to[rng.IntN(len(to))], qty, at)
 			}
 		}
 	}
@@ -438,7 +342,7 @@ func TestStockRandomHistories(t *testing.T) {
 	}
 	moved := 0
 	for _, l := range ledgers {
-		if l.agg.Version() == 0 {
+		if l.Aggregate().Version() == 0 {
 			continue
 		}
 		moved++

@@ -12,73 +12,12 @@ import (
 	"github.com/google/uuid"
 
 	"pos/domain"
-	"pos/domain/money"
 	"pos/domain/stock"
 	"pos/eventstore"
 	"pos/projections"
 	"pos/projections/projtest"
 	"pos/queries"
 )
-
-// stockLedger moves one ledger through its aggregate and appends the events
-// to the store, as the command side would.
-type stockLedger struct {
-	t      *testing.T
-	env    *projtest.Env
-	agg    *stock.Ledger
-	stream string
-}
-
-func newStockLedger(t *testing.T, env *projtest.Env, merchant, branch uuid.UUID, sku string) *stockLedger {
-	key := stock.NewKey(merchant, branch, sku)
-	return &stockLedger{t: t, env: env, agg: stock.New(key), stream: eventstore.StreamName("stock", merchant.String(), key.LedgerID.String())}
-}
-
-func (l *stockLedger) do(decide func(*stock.Ledger) ([]stock.Event, error)) {
-	l.t.Helper()
-	events, err := decide(l.agg)
-	if err != nil {
-		l.t.Fatalf("ledger %s: %v", l.agg.Key().SKU, err)
-	}
-	out := make([]interface{ EventType() string }, len(events))
-	for i, e := range events {
-		if err := l.agg.Apply(e); err != nil {
-			l.t.Fatal(err)
-		}
-		out[i] = e
-	}
-	l.env.Append(l.t, l.stream, l.agg.Key().MerchantID.String(), out...)
-}
-
-func (l *stockLedger) receive(qty int64, cost int64, at time.Time) uuid.UUID {
-	l.t.Helper()
-	id := projtest.NewID(l.t)
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Receive(stock.Receive{ReceiptID: id, Qty: qty, UnitCost: money.Amount(cost), By: "clerk", At: at})
-	})
-	return id
-}
-
-func (l *stockLedger) reserve(tx uuid.UUID, qty int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Reserve(stock.Reserve{TransactionID: tx, Qty: qty, At: at})
-	})
-}
-
-func (l *stockLedger) sell(tx uuid.UUID, qty int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Sell(stock.Sell{TransactionID: tx, Qty: qty, At: at})
-	})
-}
-
-func (l *stockLedger) adjust(delta int64, at time.Time) {
-	l.t.Helper()
-	l.do(func(x *stock.Ledger) ([]stock.Event, error) {
-		return x.Adjust(stock.Adjust{AdjustmentID: projtest.NewID(l.t), Delta: delta, Reason: "count", By: "manager", At: at})
-	})
-}
 
 // stockFixture is two merchants' ledgers, projected, and a reader on them.
 type stockFixture struct {
@@ -88,35 +27,35 @@ type stockFixture struct {
 	branch1, branch2 uuid.UUID // merchant a's branches
 	// Merchant a: TEA in both branches, CAKE in branch 1; merchant b: TEA in
 	// its own branch.
-	tea1, tea2, cake1, teaB *stockLedger
+	tea1, tea2, cake1, teaB *projtest.Ledger
 }
 
 func newStockFixture(t *testing.T) *stockFixture {
 	t.Helper()
 	env := projtest.New(t)
 	f := &stockFixture{env: env, a: projtest.NewID(t), b: projtest.NewID(t), branch1: projtest.NewID(t), branch2: projtest.NewID(t)}
-	f.tea1 = newStockLedger(t, env, f.a, f.branch1, "TEA")
-	f.tea2 = newStockLedger(t, env, f.a, f.branch2, "TEA")
-	f.cake1 = newStockLedger(t, env, f.a, f.branch1, "CAKE")
-	f.teaB = newStockLedger(t, env, f.b, projtest.NewID(t), "TEA")
+	f.tea1 = env.OpenLedger(t, f.a, f.branch1, "TEA")
+	f.tea2 = env.OpenLedger(t, f.a, f.branch2, "TEA")
+	f.cake1 = env.OpenLedger(t, f.a, f.branch1, "CAKE")
+	f.teaB = env.OpenLedger(t, f.b, projtest.NewID(t), "TEA")
 
 	// TEA in branch 1: seven movements, the middle three at the same
 	// instant (ledger and version break the tie).
-	f.tea1.receive(20, 1_000, t0)
-	f.tea1.receive(10, 1_300, t0.Add(time.Minute))
+	f.tea1.Receive(20, 1_000, t0)
+	f.tea1.Receive(10, 1_300, t0.Add(time.Minute))
 	sale := projtest.NewID(t)
-	f.tea1.reserve(sale, 4, t0.Add(2*time.Minute))
-	f.tea1.sell(sale, 4, t0.Add(2*time.Minute))
-	f.tea1.adjust(-2, t0.Add(2*time.Minute))
-	f.tea1.reserve(projtest.NewID(t), 3, t0.Add(3*time.Minute)) // still open
-	f.tea1.receive(1, 1_000, t0.Add(4*time.Minute))
+	f.tea1.Reserve(sale, 4, t0.Add(2*time.Minute))
+	f.tea1.Sell(sale, 4, t0.Add(2*time.Minute))
+	f.tea1.Adjust(-2, t0.Add(2*time.Minute))
+	f.tea1.Reserve(projtest.NewID(t), 3, t0.Add(3*time.Minute)) // still open
+	f.tea1.Receive(1, 1_000, t0.Add(4*time.Minute))
 	// TEA in branch 2: three, interleaved in time with branch 1's.
-	f.tea2.receive(5, 900, t0.Add(30*time.Second))
-	f.tea2.adjust(1, t0.Add(2*time.Minute))
-	f.tea2.adjust(-3, t0.Add(5*time.Minute))
-	f.cake1.receive(2, 25_000, t0)
-	f.teaB.receive(7, 800, t0)
-	f.teaB.adjust(-1, t0.Add(time.Minute))
+	f.tea2.Receive(5, 900, t0.Add(30*time.Second))
+	f.tea2.Adjust(1, t0.Add(2*time.Minute))
+	f.tea2.Adjust(-3, t0.Add(5*time.Minute))
+	f.cake1.Receive(2, 25_000, t0)
+	f.teaB.Receive(7, 800, t0)
+	f.teaB.Adjust(-1, t0.Add(time.Minute))
 
 	r, err := projections.NewRunner(env.Pool, env.Store, projections.Options{}, projections.All()...)
 	if err != nil {
@@ -129,10 +68,10 @@ func newStockFixture(t *testing.T) *stockFixture {
 	return f
 }
 
-func levelOf(l *stockLedger) queries.StockLevel {
-	k := l.agg.Key()
-	return queries.StockLevel{LedgerID: k.LedgerID, BranchID: k.BranchID, SKU: k.SKU, OnHand: l.agg.OnHand(), Reserved: l.agg.Reserved(),
-		Available: l.agg.Available(), AvgCost: int64(l.agg.AvgCost()), Version: l.agg.Version()}
+func levelOf(l *projtest.Ledger) queries.StockLevel {
+	k := l.Aggregate().Key()
+	return queries.StockLevel{LedgerID: k.LedgerID, BranchID: k.BranchID, SKU: k.SKU, OnHand: l.Aggregate().OnHand(), Reserved: l.Aggregate().Reserved(),
+		Available: l.Aggregate().Available(), AvgCost: int64(l.Aggregate().AvgCost()), Version: l.Aggregate().Version()}
 }
 
 func sameLevel(got, want queries.StockLevel) bool {
@@ -167,7 +106,7 @@ func TestStockLevels(t *testing.T) {
 	f := newStockFixture(t)
 	b1, b2, other := f.branch1, f.branch2, projtest.NewID(t)
 	// Ordered by branch id, then SKU.
-	byBranch := func(ls ...*stockLedger) []queries.StockLevel {
+	byBranch := func(ls ...*projtest.Ledger) []queries.StockLevel {
 		out := make([]queries.StockLevel, len(ls))
 		for i, l := range ls {
 			out[i] = levelOf(l)

@@ -1,8 +1,8 @@
 // Package projtest appends real domain events to a fresh PostgreSQL event
-// store for the tests of the read side (projections, queries): sales are
-// decided by domain/transaction's own commands and appended as
-// commands.Handlers would append them, so the events are exactly the ones the
-// service writes.
+// store for the tests of the read side (projections, queries, consume):
+// sales are decided by domain/transaction's own commands and stock ledgers'
+// moves by domain/stock's (Ledger), and appended as commands.Handlers would
+// append them, so the events are exactly the ones the service writes.
 package projtest
 
 import (
