@@ -106,6 +106,14 @@ func (e *env) relay(opts relay.Options) {
 // consumer runs a consumer until the test ends and waits until it runs.
 func (e *env) consumer(opts consume.Options) *consume.Consumer {
 	e.t.Helper()
+	c, _ := e.startConsumer(opts)
+	return c
+}
+
+// startConsumer runs a consumer until the returned stop (or the test's
+// end), and waits until it runs.
+func (e *env) startConsumer(opts consume.Options) (c *consume.Consumer, stop func()) {
+	e.t.Helper()
 	opts.Partitions, opts.TopicPrefix = partitions, e.prefix
 	opts.RetryInterval, opts.NakDelay, opts.MaxNakDelay = 10*time.Millisecond, 100*time.Millisecond, time.Second
 	opts.Logger = e.logger()
@@ -117,14 +125,15 @@ func (e *env) consumer(opts consume.Options) *consume.Consumer {
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
 	var once sync.Once
-	e.t.Cleanup(func() {
+	stop = func() {
 		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
 				e.t.Errorf("consumer Run: %v", err)
 			}
 		})
-	})
+	}
+	e.t.Cleanup(stop)
 	select {
 	case <-c.Ready():
 	case err := <-done:
@@ -133,7 +142,7 @@ func (e *env) consumer(opts consume.Options) *consume.Consumer {
 	case <-time.After(20 * time.Second):
 		e.t.Fatal("consumer not running after 20s")
 	}
-	return c
+	return c, stop
 }
 
 // sale rings up a completed cash sale for merchant and returns it.

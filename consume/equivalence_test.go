@@ -57,7 +57,7 @@ func TestLargeBatchesGiveTheReadModelsOfOneEventAtATime(t *testing.T) {
 	// The whole backlog published before any worker runs.
 	e.relay(relay.Options{})
 	e.waitPublished(feed)
-	stop := e.runConsumer(consume.Options{})
+	_, stop := e.startConsumer(consume.Options{})
 	e.waitApplied(30 * time.Second)
 	stop() // nothing more may touch the read models below
 
@@ -350,36 +350,6 @@ func (e *env) waitPublished(feed []eventstore.RecordedEvent) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// runConsumer runs a consumer on e's runner until the returned function (or
-// the test's end) stops it.
-func (e *env) runConsumer(opts consume.Options) (stop func()) {
-	e.t.Helper()
-	opts.Partitions, opts.TopicPrefix, opts.Logger = partitions, e.prefix, e.logger()
-	c, err := consume.New(e.url, e.runner, opts)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			cancel()
-			if err := <-done; err != nil {
-				e.t.Errorf("consumer Run: %v", err)
-			}
-		})
-	}
-	e.t.Cleanup(stop)
-	select {
-	case <-c.Ready():
-	case <-time.After(20 * time.Second):
-		e.t.Fatal("consumer not running after 20s")
-	}
-	return stop
 }
 
 // batchShapes records what the live runner's transactions held

@@ -19,16 +19,7 @@ import (
 // the test runs in seconds; by default it is unbounded.
 func TestConsumerNoticesItsConnectionClosed(t *testing.T) {
 	dir, port := t.TempDir(), freePort(t)
-	srv, err := consume.StartEmbedded(dir, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, srv.URL())
-	c, err := consume.New(e.url, e.runner, consume.Options{Partitions: partitions, TopicPrefix: e.prefix, Logger: e.logger(),
-		NatsOptions: []nats.Option{nats.MaxReconnects(2), nats.ReconnectWait(100 * time.Millisecond)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, c := embeddedConsumer(t, dir, port, nats.MaxReconnects(2))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -36,7 +27,7 @@ func TestConsumerNoticesItsConnectionClosed(t *testing.T) {
 	<-c.Ready()
 	srv.Shutdown()
 	time.Sleep(2 * time.Second) // the budget is spent: the connection closes
-	srv, err = consume.StartEmbedded(dir, port)
+	srv, err := consume.StartEmbedded(dir, port)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,17 +93,7 @@ func TestEmbeddedOwnsItsDataDirectory(t *testing.T) {
 // wait for a flush the reconnecting connection answers only once the
 // broker is back (10 s a subscription, so the whole AckWait).
 func TestStopDuringABrokerOutageIsPrompt(t *testing.T) {
-	dir, port := t.TempDir(), freePort(t)
-	srv, err := consume.StartEmbedded(dir, port)
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := newEnv(t, srv.URL())
-	c, err := consume.New(e.url, e.runner, consume.Options{Partitions: partitions, TopicPrefix: e.prefix, Logger: e.logger(),
-		NatsOptions: []nats.Option{nats.ReconnectWait(100 * time.Millisecond)}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, c := embeddedConsumer(t, t.TempDir(), freePort(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -136,4 +117,21 @@ func TestStopDuringABrokerOutageIsPrompt(t *testing.T) {
 	case <-time.After(90 * time.Second):
 		t.Fatal("Run did not return within 90s")
 	}
+}
+
+// embeddedConsumer starts an embedded NATS server in dir on port and a
+// consumer of it (not running) that reconnects every 100ms, with natsOpts.
+func embeddedConsumer(t *testing.T, dir string, port int, natsOpts ...nats.Option) (*consume.Embedded, *consume.Consumer) {
+	t.Helper()
+	srv, err := consume.StartEmbedded(dir, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, srv.URL())
+	c, err := consume.New(e.url, e.runner, consume.Options{Partitions: partitions, TopicPrefix: e.prefix, Logger: e.logger(),
+		NatsOptions: append([]nats.Option{nats.ReconnectWait(100 * time.Millisecond)}, natsOpts...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, c
 }
