@@ -93,7 +93,13 @@ func TestEmbeddedOwnsItsDataDirectory(t *testing.T) {
 // wait for a flush the reconnecting connection answers only once the
 // broker is back (10 s a subscription, so the whole AckWait).
 func TestStopDuringABrokerOutageIsPrompt(t *testing.T) {
-	srv, c := embeddedConsumer(t, t.TempDir(), freePort(t))
+	lost := make(chan struct{}, 8) // one for each of the consumer's connections
+	srv, c := embeddedConsumer(t, t.TempDir(), freePort(t), nats.DisconnectErrHandler(func(*nats.Conn, error) {
+		select {
+		case lost <- struct{}{}:
+		default:
+		}
+	}))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
@@ -101,9 +107,16 @@ func TestStopDuringABrokerOutageIsPrompt(t *testing.T) {
 	case <-c.Ready():
 	case err := <-done:
 		t.Fatalf("Run: %v", err)
+	case <-time.After(20 * time.Second):
+		cancel()
+		t.Fatal("consumer not running after 20s")
 	}
 	srv.Shutdown()
-	time.Sleep(500 * time.Millisecond) // the connection is reconnecting
+	select {
+	case <-lost: // the connection is reconnecting
+	case <-time.After(20 * time.Second):
+		t.Fatal("no disconnection seen 20s after the broker stopped")
+	}
 	start := time.Now()
 	cancel()
 	select {

@@ -149,7 +149,7 @@ func (s *subscriber) answer(m *nats.Msg, msg *message.Message, cancel context.Ca
 	case <-t.C:
 		return
 	}
-	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) {
+	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionDraining) {
 		s.logger.Error("consume: answer JetStream", err, watermill.LogFields{"message_uuid": msg.UUID})
 	}
 }
@@ -163,10 +163,10 @@ func (s *subscriber) drain(nc *nats.Conn, timeout time.Duration) {
 	// Nothing held can be acknowledged without the connection, and a
 	// subscription's drain waits on a flush that a reconnecting
 	// connection answers only once it is back (up to 10s a subscription).
+	lost := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED) // before the check: a loss in between is seen
 	if !nc.IsConnected() {
 		return
 	}
-	lost := nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	s.mu.Lock()
