@@ -361,6 +361,9 @@ func BenchmarkApplyOneByOne(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	if err := env.Store.Settle(ctx); err != nil {
+		b.Fatal(err)
+	}
 	var all []eventstore.RecordedEvent
 	for pos := eventstore.Start; ; {
 		page, err := env.Store.ReadAll(ctx, pos, eventstore.Filter{}, 1000)
