@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -158,14 +157,14 @@ func (d *DailySales) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventst
 	if err != nil {
 		return err
 	}
-	facts, err := loadFacts(ctx, tx, merchant, distinct(ids))
+	facts, tz, err := loadFacts(ctx, tx, merchant, distinct(ids))
 	if err != nil {
 		return err
 	}
-	var loc *time.Location // read at the first event that needs it
+	var loc *time.Location // loaded at the first event that needs it
 	businessDay := func(at time.Time) (string, error) {
 		if loc == nil {
-			l, err := d.location(ctx, tx, merchant)
+			l, err := d.zone(tz)
 			if err != nil {
 				return "", err
 			}
@@ -321,23 +320,44 @@ func wrap(what string, err error) error {
 
 // loadFacts reads the merchant's facts of ids, in one statement; ids without
 // a row have no entry.
-func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*saleFacts, error) {
+func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*saleFacts, string, error) {
 	out := make(map[uuid.UUID]*saleFacts, len(ids))
-	rows, err := tx.Query(ctx, `SELECT transaction_id, branch_id, currency, subtotal, discount, tax, grand_total, payments, paid_day, paid_by_method
-        FROM rm_daily_sales_facts WHERE merchant_id = $1 AND transaction_id = ANY($2::uuid[])`, merchant, uuidArg(ids...))
+	// The merchant's time zone comes with the facts, in the same round
+	// trip: every row carries it, and the one row of a batch without facts
+	// (transaction_id NULL) carries it alone. NULL while the merchant has
+	// no settings row: settings.Defaults' zone.
+	rows, err := tx.Query(ctx, `SELECT f.transaction_id, f.branch_id, f.currency, f.subtotal, f.discount, f.tax, f.grand_total, f.payments,
+            f.paid_day, f.paid_by_method, s.timezone
+        FROM (SELECT 1) AS one
+        LEFT JOIN rm_merchant_settings s ON s.merchant_id = $1
+        LEFT JOIN rm_daily_sales_facts f ON f.merchant_id = $1 AND f.transaction_id = ANY($2::uuid[])`, merchant, uuidArg(ids...))
 	if err != nil {
-		return nil, fmt.Errorf("read rm_daily_sales_facts: %w", err)
+		return nil, "", fmt.Errorf("read rm_daily_sales_facts: %w", err)
 	}
 	defer rows.Close()
+	tz := settings.Defaults().Timezone
 	for rows.Next() {
-		f := &saleFacts{}
-		var payments, paidByMethod []byte
-		var paidDay *time.Time
-		if err := rows.Scan((*[16]byte)(&f.id), (*[16]byte)(&f.branch), &f.currency, &f.subtotal, &f.discount, &f.tax, &f.grand, &payments, &paidDay, &paidByMethod); err != nil {
-			return nil, fmt.Errorf("read rm_daily_sales_facts: %w", err)
+		var (
+			id, branch                     *[16]byte
+			currency                       *string
+			subtotal, discount, tax, grand *int64
+			payments, paidByMethod         []byte
+			paidDay                        *time.Time
+			zone                           *string
+		)
+		if err := rows.Scan(&id, &branch, &currency, &subtotal, &discount, &tax, &grand, &payments, &paidDay, &paidByMethod, &zone); err != nil {
+			return nil, "", fmt.Errorf("read rm_daily_sales_facts: %w", err)
 		}
+		if zone != nil {
+			tz = *zone
+		}
+		if id == nil {
+			continue // no facts: the zone alone
+		}
+		f := &saleFacts{id: uuid.UUID(*id), branch: uuid.UUID(*branch), currency: *currency,
+			subtotal: *subtotal, discount: *discount, tax: *tax, grand: *grand}
 		if err := json.Unmarshal(payments, &f.payments); err != nil {
-			return nil, fmt.Errorf("decode rm_daily_sales_facts payments of %s: %w", f.id, err)
+			return nil, "", fmt.Errorf("decode rm_daily_sales_facts payments of %s: %w", f.id, err)
 		}
 		if f.payments == nil { // a JSON null
 			f.payments = map[string]factPayment{}
@@ -348,15 +368,15 @@ func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UU
 		}
 		if paidByMethod != nil {
 			if err := json.Unmarshal(paidByMethod, &f.paidByMethod); err != nil {
-				return nil, fmt.Errorf("decode rm_daily_sales_facts paid_by_method of %s: %w", f.id, err)
+				return nil, "", fmt.Errorf("decode rm_daily_sales_facts paid_by_method of %s: %w", f.id, err)
 			}
 		}
 		out[f.id] = f
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read rm_daily_sales_facts: %w", err)
+		return nil, "", fmt.Errorf("read rm_daily_sales_facts: %w", err)
 	}
-	return out, nil
+	return out, tz, nil
 }
 
 // saveFacts writes facts in one upsert: a sale opened in the batch is
@@ -451,17 +471,6 @@ func addDays(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, days map[dayKey
 
 // maxSummed is the most events whose deltas ApplyBatch sums in int64.
 const maxSummed = 1000
-
-// location returns the merchant's time zone (settings.Defaults' while the
-// merchant has no settings row).
-func (d *DailySales) location(ctx context.Context, tx pgx.Tx, merchant uuid.UUID) (*time.Location, error) {
-	tz := settings.Defaults().Timezone
-	err := tx.QueryRow(ctx, `SELECT timezone FROM rm_merchant_settings WHERE merchant_id = $1`, merchant).Scan(&tz)
-	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-		return nil, fmt.Errorf("read rm_merchant_settings: %w", err)
-	}
-	return d.zone(tz)
-}
 
 func (d *DailySales) zone(name string) (*time.Location, error) {
 	d.mu.Lock()
