@@ -140,11 +140,11 @@ type Options struct {
 	// messages still in flight before the runner fills the gap from the
 	// store instead. Default 20ms. A partition's messages reach the
 	// router in order and the batcher each on a goroutine of its own, so a
-	// late one is most likely a few scheduler turns behind; a busy machine can make
-	// that milliseconds, and a fill reads a whole page of the partition's
-	// feed for an event that was on its way. A hole
-	// that outlasts it (another worker's message, or a lost one) turns the
-	// wait off for the partition for a second.
+	// late one is most likely a few scheduler turns behind; a busy machine
+	// can make that milliseconds, and a fill reads a whole page of the
+	// partition's feed for an event that was on its way. A hole that
+	// outlasts it (another worker's message, or a lost one) turns the wait
+	// off for the partition for a second.
 	ReorderWait time.Duration
 	// HoldUnhandled, when positive, lets a partition's messages that no
 	// projector of the runner acts on (projections.Runner.Handles) wait up
@@ -495,8 +495,9 @@ func (c *Consumer) handle(msg *message.Message) (err error) {
 		// leader's, ended with it): the message is left to JetStream,
 		// without the retries and error lines of a failure. The connection
 		// may be drained and closed by then, so the nack may not reach the
-		// server: it is redelivered after AckWait at the latest. Any other failure, this message's own context ended by
-		// its AckWait included, is an error: retried, then logged.
+		// server: it is redelivered after AckWait at the latest. Any other
+		// failure, this message's own context ended by its AckWait
+		// included, is an error: retried, then logged.
 		if c.closing.Load() && errors.Is(err, context.Canceled) {
 			msg.Nack()
 			return nil
@@ -791,8 +792,8 @@ func (c *Consumer) shutdown(errc <-chan error) error {
 	c.closing.Store(true)
 	// The subscriptions first, the connection open: the messages delivered
 	// to this worker are applied and acknowledged, not left to redeliver
-	// after AckWait. Their wait is bounded by AckWait, past which JetStream
-	// redelivers them anyway, and skipped while the broker is unreachable.
+	// after AckWait. Their wait is bounded (drainWait, AckWait if shorter),
+	// and skipped while the broker is unreachable.
 	c.sub.drain(c.nc, min(c.opts.AckWait, drainWait))
 	// A connection that cannot drain (NATS unreachable: it is
 	// reconnecting) is not waited for either.

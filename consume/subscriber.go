@@ -149,7 +149,7 @@ func (s *subscriber) answer(m *nats.Msg, msg *message.Message, cancel context.Ca
 	case <-t.C:
 		return
 	}
-	if err != nil && !errors.Is(err, nats.ErrConnectionClosed) && !errors.Is(err, nats.ErrConnectionDraining) {
+	if err != nil { // quiet during a shutdown (the Consumer's drainedLogger)
 		s.logger.Error("consume: answer JetStream", err, watermill.LogFields{"message_uuid": msg.UUID})
 	}
 }

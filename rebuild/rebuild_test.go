@@ -556,22 +556,35 @@ func TestWatcherSeesSwaps(t *testing.T) {
 	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(ctx, "transactions", nil); err != nil {
 		t.Fatal(err)
 	}
-	var calls atomic.Int64
-	done := make(chan struct{})
+	calls, done := watch(ctx, w)
+	if n := waitCalls(calls); n != 1 {
+		t.Fatalf("%d calls after one swap, want 1", n)
+	}
+	stop()
+	<-done
+}
+
+// watch runs w until ctx ends (done is closed then) and counts the swaps it
+// reports.
+func watch(ctx context.Context, w *rebuild.Watcher) (calls *atomic.Int64, done <-chan struct{}) {
+	calls = new(atomic.Int64)
+	d := make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(d)
 		w.Run(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func(context.Context) { calls.Add(1) })
 	}()
+	return calls, d
+}
+
+// waitCalls waits (up to 10 s) for a first swap reported, then 100 ms more
+// for any other, and returns how many there were.
+func waitCalls(calls *atomic.Int64) int64 {
 	deadline := time.Now().Add(10 * time.Second)
 	for calls.Load() < 1 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond) // and no more
-	if n := calls.Load(); n != 1 {
-		t.Fatalf("%d calls after one swap, want 1", n)
-	}
-	stop()
-	<-done
+	return calls.Load()
 }
 
 // heldTransactions is the transactions projector, whose ApplyBatch, once

@@ -2,10 +2,7 @@ package rebuild_test
 
 import (
 	"context"
-	"log/slog"
-	"sync/atomic"
 	"testing"
-	"time"
 
 	"pos/projections/projtest"
 	"pos/rebuild"
@@ -26,20 +23,15 @@ func TestWatcherSeesASwapAfterOneFromAClockAhead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var calls atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		w.Run(ctx, 10*time.Millisecond, slog.New(slog.DiscardHandler), func(context.Context) { calls.Add(1) })
-	}()
+	calls, done := watch(ctx, w)
 	// A minute later in real time, this process rebuilds and swaps.
 	if _, err := newRebuilder(t, env, rebuild.Options{}).Run(ctx, "transactions", nil); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	n := waitCalls(calls)
 	stop()
 	<-done
-	if n := calls.Load(); n != 1 {
+	if n != 1 {
 		t.Fatalf("the Watcher saw %d swaps after a real swap, want 1: serving processes keep the pre-swap rendered bodies and cache entries", n)
 	}
 }
