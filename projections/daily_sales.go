@@ -318,24 +318,49 @@ func wrap(what string, err error) error {
 	return nil
 }
 
-// loadFacts reads the merchant's facts of ids, in one statement; ids without
-// a row have no entry.
+// loadFacts reads the merchant's facts of ids, and its time zone, in one
+// statement (or takes them preloaded); ids without a row have no entry.
 func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*saleFacts, string, error) {
-	out := make(map[uuid.UUID]*saleFacts, len(ids))
-	// The merchant's time zone comes with the facts, in the same round
-	// trip: every row carries it, and the one row of a batch without facts
-	// (transaction_id NULL) carries it alone. NULL while the merchant has
-	// no settings row: settings.Defaults' zone.
-	rows, err := tx.Query(ctx, `SELECT f.transaction_id, f.branch_id, f.currency, f.subtotal, f.discount, f.tax, f.grand_total, f.payments,
-            f.paid_day, f.paid_by_method, s.timezone
-        FROM (SELECT 1) AS one
-        LEFT JOIN rm_merchant_settings s ON s.merchant_id = $1
-        LEFT JOIN rm_daily_sales_facts f ON f.merchant_id = $1 AND f.transaction_id = ANY($2::uuid[])`, merchant, uuidArg(ids...))
+	if f, ok := takePreload[uuid.UUID, loadedFacts](ctx, merchant, ids); ok {
+		return f.facts, f.tz, nil
+	}
+	rows, err := tx.Query(ctx, factsSQL, merchant, uuidArg(ids...))
 	if err != nil {
 		return nil, "", fmt.Errorf("read rm_daily_sales_facts: %w", err)
 	}
+	f, err := scanFacts(rows)
+	return f.facts, f.tz, err
+}
+
+// preload implements preloader: the facts of the events' sales, and the
+// merchant's time zone.
+func (*DailySales) preload(_ context.Context, b *pgx.Batch, merchant uuid.UUID, events []eventstore.RecordedEvent) any {
+	ids, ok := aggregatesOf(merchant, events)
+	if !ok {
+		return nil // ApplyBatch refuses the batch
+	}
+	return newPreload[uuid.UUID, loadedFacts](merchant, ids).queue(b, scanFacts, factsSQL, merchant, uuidArg(ids...))
+}
+
+// loadedFacts is what factsSQL reads: facts by sale, and the time zone.
+type loadedFacts struct {
+	facts map[uuid.UUID]*saleFacts
+	tz    string
+}
+
+// factsSQL reads a merchant's facts of some sales, and its time zone in the
+// same round trip: every row carries it, and the one row of a batch without
+// facts (transaction_id NULL) carries it alone. NULL while the merchant has
+// no settings row: settings.Defaults' zone.
+const factsSQL = `SELECT f.transaction_id, f.branch_id, f.currency, f.subtotal, f.discount, f.tax, f.grand_total, f.payments,
+            f.paid_day, f.paid_by_method, s.timezone
+        FROM (SELECT 1) AS one
+        LEFT JOIN rm_merchant_settings s ON s.merchant_id = $1
+        LEFT JOIN rm_daily_sales_facts f ON f.merchant_id = $1 AND f.transaction_id = ANY($2::uuid[])`
+
+func scanFacts(rows pgx.Rows) (loadedFacts, error) {
 	defer rows.Close()
-	tz := settings.Defaults().Timezone
+	out := loadedFacts{facts: map[uuid.UUID]*saleFacts{}, tz: settings.Defaults().Timezone}
 	for rows.Next() {
 		var (
 			id, branch                     *[16]byte
@@ -346,10 +371,10 @@ func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UU
 			zone                           *string
 		)
 		if err := rows.Scan(&id, &branch, &currency, &subtotal, &discount, &tax, &grand, &payments, &paidDay, &paidByMethod, &zone); err != nil {
-			return nil, "", fmt.Errorf("read rm_daily_sales_facts: %w", err)
+			return loadedFacts{}, fmt.Errorf("read rm_daily_sales_facts: %w", err)
 		}
 		if zone != nil {
-			tz = *zone
+			out.tz = *zone
 		}
 		if id == nil {
 			continue // no facts: the zone alone
@@ -357,7 +382,7 @@ func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UU
 		f := &saleFacts{id: uuid.UUID(*id), branch: uuid.UUID(*branch), currency: *currency,
 			subtotal: *subtotal, discount: *discount, tax: *tax, grand: *grand}
 		if err := json.Unmarshal(payments, &f.payments); err != nil {
-			return nil, "", fmt.Errorf("decode rm_daily_sales_facts payments of %s: %w", f.id, err)
+			return loadedFacts{}, fmt.Errorf("decode rm_daily_sales_facts payments of %s: %w", f.id, err)
 		}
 		if f.payments == nil { // a JSON null
 			f.payments = map[string]factPayment{}
@@ -368,15 +393,15 @@ func loadFacts(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UU
 		}
 		if paidByMethod != nil {
 			if err := json.Unmarshal(paidByMethod, &f.paidByMethod); err != nil {
-				return nil, "", fmt.Errorf("decode rm_daily_sales_facts paid_by_method of %s: %w", f.id, err)
+				return loadedFacts{}, fmt.Errorf("decode rm_daily_sales_facts paid_by_method of %s: %w", f.id, err)
 			}
 		}
-		out[f.id] = f
+		out.facts[f.id] = f
 	}
 	if err := rows.Err(); err != nil {
-		return nil, "", fmt.Errorf("read rm_daily_sales_facts: %w", err)
+		return loadedFacts{}, fmt.Errorf("read rm_daily_sales_facts: %w", err)
 	}
-	return out, tz, nil
+	return out, nil
 }
 
 // saveFacts writes facts in one upsert: a sale opened in the batch is

@@ -903,11 +903,12 @@ func (r *Runner) applyInTx(ctx context.Context, tx *pgtx.Lazy, partition int, me
 		return nil
 	}
 	segs, segOf := segmentsOf(events, merchants)
-	current := "" // the merchant row-level security sees
-	if set, err := r.lockStreams(ctx, st, events, segs[0]); err != nil {
+	pre := make([][]any, len(r.projectors)) // per projector and segment: a preloader's read
+	current, err := r.lockStreams(ctx, st, events, segs[0], func(b *pgx.Batch) string {
+		return r.preload(ctx, b, events, segs, segOf, segs[0], pre)
+	})
+	if err != nil {
 		return err
-	} else if set {
-		current = segs[0]
 	}
 	// First decide, per projector, what to apply: gaps filled from the store,
 	// redeliveries dropped. Each item remembers its segment (see segmentsOf).
@@ -977,7 +978,11 @@ func (r *Runner) applyInTx(ctx context.Context, tx *pgtx.Lazy, partition int, me
 			current = merchant
 		}
 		for i, p := range r.projectors {
-			if err := r.apply(ctx, tx, p, batches[i]); err != nil {
+			pctx := ctx
+			if pre[i] != nil {
+				pctx = withPreload(ctx, pre[i][s])
+			}
+			if err := r.apply(pctx, tx, p, batches[i]); err != nil {
 				return err
 			}
 		}
@@ -1063,7 +1068,10 @@ func (r *Runner) inScope(i int, category string) bool {
 // lockStreams locks, for the rest of the transaction, every stream of events
 // for every projector that reads its category, then reads their applied
 // versions (0 for a stream never seen): a concurrent delivery of one of the
-// streams waits for this transaction, so each event is applied once.
+// streams waits for this transaction, so each event is applied once. more
+// queues further reads in the same round trip (the preloads), after
+// merchant is set, and returns the merchant they leave set; lockStreams
+// returns it ("" when nothing was sent).
 //
 // The locks are transaction-scoped advisory locks (the two-key form, whose
 // first key is streamLockClass, apart from every one-key lock the store
@@ -1073,7 +1081,7 @@ func (r *Runner) inScope(i int, category string) bool {
 // process managers includes their commands. The rows are written once, at
 // the end. Locks are taken in key order, so two transactions never wait on
 // each other crosswise (a deadlock is retried all the same).
-func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.RecordedEvent, merchant string) (merchantSet bool, err error) {
+func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.RecordedEvent, merchant string, more func(*pgx.Batch) string) (current string, err error) {
 	var names, streams []string
 	seen := map[string]bool{}
 	for _, e := range events {
@@ -1090,11 +1098,12 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 		}
 	}
 	if len(names) == 0 {
-		return false, nil
+		return "", nil
 	}
 	// One round trip: the statements of a batch still run one after the
 	// other, each read committed statement with a snapshot taken when it
-	// starts, so the versions are read after the locks are held.
+	// starts, so the versions and the preloads are read after the locks
+	// are held.
 	b := &pgx.Batch{}
 	b.Queue(`SELECT set_config('pos.merchant_id', $1, true)`, merchant)
 	b.Queue(`
@@ -1110,10 +1119,63 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 		})
 		return err
 	})
+	current = more(b)
 	if err := st.tx.SendBatch(ctx, b).Close(); err != nil {
-		return false, fmt.Errorf("projections: lock streams and read their versions: %w", err)
+		return "", fmt.Errorf("projections: lock streams and read their versions: %w", err)
 	}
-	return true, nil
+	return current, nil
+}
+
+// preload queues on b, after the locks and versions, the reads of the
+// projectors that are preloaders (see preloader) for each segment of the run
+// (segs, segOf: see segmentsOf) that holds no settings event, and records
+// them in pre[projector][segment]. Such a segment is its merchant's first
+// (any later one starts with a settings event), so nothing the transaction
+// writes before it is applied touches its merchant's rows. b sets merchant
+// first; preload returns the merchant b leaves set.
+func (r *Runner) preload(ctx context.Context, b *pgx.Batch, events []eventstore.RecordedEvent, segs []string, segOf []int, merchant string, pre [][]any) string {
+	skip := make([]bool, len(segs))
+	for j, e := range events {
+		if category, _, _, _ := eventstore.ParseStreamName(e.Stream); category == SettingsCategory {
+			skip[segOf[j]] = true
+		}
+	}
+	n := len(r.projectors)
+	want := make([][]eventstore.RecordedEvent, len(segs)*n) // [segment*n + projector]
+	for j, e := range events {
+		if skip[segOf[j]] {
+			continue
+		}
+		category, _, _, _ := eventstore.ParseStreamName(e.Stream)
+		for i, p := range r.projectors {
+			if _, ok := p.(preloader); ok && r.inScope(i, category) && p.Handles(e.Type) {
+				want[segOf[j]*n+i] = append(want[segOf[j]*n+i], e)
+			}
+		}
+	}
+	current := merchant
+	for s, m := range segs {
+		for i, p := range r.projectors {
+			if len(want[s*n+i]) == 0 {
+				continue
+			}
+			reads := &pgx.Batch{}
+			v := p.(preloader).preload(ctx, reads, uuid.MustParse(m), want[s*n+i])
+			if v == nil {
+				continue
+			}
+			if m != current {
+				b.Queue(`SELECT set_config('pos.merchant_id', $1, true)`, m)
+				current = m
+			}
+			b.QueuedQueries = append(b.QueuedQueries, reads.QueuedQueries...)
+			if pre[i] == nil {
+				pre[i] = make([]any, len(segs))
+			}
+			pre[i][s] = v
+		}
+	}
+	return current
 }
 
 // appliedVersionsSQL reads the applied version of each (projection, stream)

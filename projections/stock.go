@@ -99,9 +99,9 @@ func (Stock) ApplyBatch(ctx context.Context, tx pgx.Tx, events []eventstore.Reco
 	var resKeys []reservationKey
 	seenRes := map[reservationKey]bool{}
 	for i, e := range events {
-		ev, err := stock.Decode(e.Type, e.Data)
+		ev, err := decodeStock(ctx, e)
 		if err != nil {
-			return fmt.Errorf("%s@%d: %w", e.Stream, e.Version, err)
+			return err
 		}
 		m, ledger, err := aggregateOf(e)
 		if err != nil {
@@ -241,40 +241,101 @@ func (r *reservation) close() int64 {
 	return q
 }
 
-// loadReservations reads, in one statement, the open reservations of keys,
-// and returns an entry for every key (open or not).
+// loadReservations reads, in one statement (or takes preloaded), the open
+// reservations of keys, and returns an entry for every key (open or not).
 func loadReservations(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, keys []reservationKey) (map[reservationKey]*reservation, error) {
-	out := make(map[reservationKey]*reservation, len(keys))
 	if len(keys) == 0 {
-		return out, nil
+		return map[reservationKey]*reservation{}, nil
 	}
-	ledgers, transactions := make([]uuid.UUID, len(keys)), make([]uuid.UUID, len(keys))
-	for i, k := range keys {
-		ledgers[i], transactions[i] = k.ledger, k.transaction
-		out[k] = &reservation{}
+	if res, ok := takePreload[reservationKey, map[reservationKey]*reservation](ctx, merchant, keys); ok {
+		return res, nil
 	}
-	rows, err := tx.Query(ctx, `
-        SELECT r.ledger_id, r.transaction_id, r.qty FROM rm_stock_reservations r
-        JOIN unnest($2::uuid[], $3::uuid[]) AS k(ledger_id, transaction_id) ON r.ledger_id = k.ledger_id AND r.transaction_id = k.transaction_id
-        WHERE r.merchant_id = $1`, merchant, ledgers, transactions)
+	ledgers, transactions := reservationArgs(keys)
+	rows, err := tx.Query(ctx, reservationsSQL, merchant, ledgers, transactions)
 	if err != nil {
 		return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		var k reservationKey
-		var qty int64
-		if err := rows.Scan(&k.ledger, &k.transaction, &qty); err != nil {
+	return scanReservations(keys)(rows)
+}
+
+// preload implements preloader: the reservations the events open or close.
+func (Stock) preload(ctx context.Context, b *pgx.Batch, merchant uuid.UUID, events []eventstore.RecordedEvent) any {
+	var keys []reservationKey
+	seen := map[reservationKey]bool{}
+	for _, e := range events {
+		ev, err := decodeStock(ctx, e)
+		if err != nil {
+			return nil // ApplyBatch refuses the batch
+		}
+		if t, ok := reservationOf(ev); ok {
+			if k := (reservationKey{ev.LedgerKey().LedgerID, t}); !seen[k] {
+				seen[k] = true
+				keys = append(keys, k)
+			}
+		}
+	}
+	if len(keys) == 0 {
+		return nil
+	}
+	ledgers, transactions := reservationArgs(keys)
+	return newPreload[reservationKey, map[reservationKey]*reservation](merchant, keys).
+		queue(b, scanReservations(keys), reservationsSQL, merchant, ledgers, transactions)
+}
+
+// decodeStock decodes a stock event, once per Runner transaction (see
+// decodeMemo).
+func decodeStock(ctx context.Context, e eventstore.RecordedEvent) (stock.Event, error) {
+	memo, _ := ctx.Value(decodeMemoKey{}).(decodeMemo)
+	if ev, ok := memo[e.ID].(stock.Event); ok {
+		return ev, nil
+	}
+	ev, err := stock.Decode(e.Type, e.Data)
+	if err != nil {
+		return nil, fmt.Errorf("%s@%d: %w", e.Stream, e.Version, err)
+	}
+	if memo != nil {
+		memo[e.ID] = ev
+	}
+	return ev, nil
+}
+
+const reservationsSQL = `
+        SELECT r.ledger_id, r.transaction_id, r.qty FROM rm_stock_reservations r
+        JOIN unnest($2::uuid[], $3::uuid[]) AS k(ledger_id, transaction_id) ON r.ledger_id = k.ledger_id AND r.transaction_id = k.transaction_id
+        WHERE r.merchant_id = $1`
+
+func reservationArgs(keys []reservationKey) (ledgers, transactions []uuid.UUID) {
+	ledgers, transactions = make([]uuid.UUID, len(keys)), make([]uuid.UUID, len(keys))
+	for i, k := range keys {
+		ledgers[i], transactions[i] = k.ledger, k.transaction
+	}
+	return ledgers, transactions
+}
+
+// scanReservations returns what reads reservationsSQL's rows of keys into
+// an entry for every key.
+func scanReservations(keys []reservationKey) func(pgx.Rows) (map[reservationKey]*reservation, error) {
+	return func(rows pgx.Rows) (map[reservationKey]*reservation, error) {
+		defer rows.Close()
+		out := make(map[reservationKey]*reservation, len(keys))
+		for _, k := range keys {
+			out[k] = &reservation{}
+		}
+		for rows.Next() {
+			var k reservationKey
+			var qty int64
+			if err := rows.Scan(&k.ledger, &k.transaction, &qty); err != nil {
+				return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
+			}
+			if r := out[k]; r != nil {
+				*r = reservation{stored: true, open: true, qty: qty}
+			}
+		}
+		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
 		}
-		if r := out[k]; r != nil {
-			*r = reservation{stored: true, open: true, qty: qty}
-		}
+		return out, nil
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read rm_stock_reservations: %w", err)
-	}
-	return out, nil
 }
 
 // writeReservations deletes the reservations the batch closed and upserts

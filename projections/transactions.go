@@ -249,41 +249,62 @@ var errNoRow = errors.New("projections: no read-model row for the transaction (w
 // row: bookkeeping and read model disagree the other way.
 var errOpenedTwice = errors.New("projections: transaction opened again, its read-model row exists (was the bookkeeping emptied without the read model?)")
 
-// loadTxRows reads the merchant's rows of ids, in one statement; ids
-// without a row have no entry.
+// loadTxRows reads the merchant's rows of ids, in one statement (or takes
+// them preloaded); ids without a row have no entry.
 func loadTxRows(ctx context.Context, tx pgx.Tx, merchant uuid.UUID, ids []uuid.UUID) (map[uuid.UUID]*txRow, error) {
-	out := make(map[uuid.UUID]*txRow, len(ids))
-	rows, err := tx.Query(ctx, `
-        SELECT transaction_id, code, branch_id, status, currency, prices_include_tax, subtotal, discount, tax, grand_total,
-               paid, refunded, lines, discounts, payments, refunds, opened_at
-        FROM rm_transactions WHERE merchant_id = $1 AND transaction_id = ANY($2::uuid[])`, merchant, uuidArg(ids...))
+	if rows, ok := takePreload[uuid.UUID, map[uuid.UUID]*txRow](ctx, merchant, ids); ok {
+		return rows, nil
+	}
+	rows, err := tx.Query(ctx, txRowsSQL, merchant, uuidArg(ids...))
 	if err != nil {
 		return nil, fmt.Errorf("read rm_transactions: %w", err)
 	}
-	defer rows.Close()
-	for rows.Next() {
-		row := &txRow{merchant: merchant}
-		var status, currency string
-		var lines, discounts, payments, refunds []byte
-		if err := rows.Scan((*[16]byte)(&row.id), &row.code, (*[16]byte)(&row.branch), &status, &currency, &row.inclusive, &row.subtotal, &row.discount,
-			&row.tax, &row.grandTotal, &row.paid, &row.refunded, &lines, &discounts, &payments, &refunds, &row.openedAt); err != nil {
+	return scanTxRows(merchant)(rows)
+}
+
+// preload implements preloader: the rows of the events' transactions.
+func (Transactions) preload(_ context.Context, b *pgx.Batch, merchant uuid.UUID, events []eventstore.RecordedEvent) any {
+	ids, ok := aggregatesOf(merchant, events)
+	if !ok {
+		return nil // ApplyBatch refuses the batch
+	}
+	return newPreload[uuid.UUID, map[uuid.UUID]*txRow](merchant, ids).queue(b, scanTxRows(merchant), txRowsSQL, merchant, uuidArg(ids...))
+}
+
+const txRowsSQL = `
+        SELECT transaction_id, code, branch_id, status, currency, prices_include_tax, subtotal, discount, tax, grand_total,
+               paid, refunded, lines, discounts, payments, refunds, opened_at
+        FROM rm_transactions WHERE merchant_id = $1 AND transaction_id = ANY($2::uuid[])`
+
+// scanTxRows returns what reads txRowsSQL's rows, by transaction id.
+func scanTxRows(merchant uuid.UUID) func(pgx.Rows) (map[uuid.UUID]*txRow, error) {
+	return func(rows pgx.Rows) (map[uuid.UUID]*txRow, error) {
+		defer rows.Close()
+		out := map[uuid.UUID]*txRow{}
+		for rows.Next() {
+			row := &txRow{merchant: merchant}
+			var status, currency string
+			var lines, discounts, payments, refunds []byte
+			if err := rows.Scan((*[16]byte)(&row.id), &row.code, (*[16]byte)(&row.branch), &status, &currency, &row.inclusive, &row.subtotal, &row.discount,
+				&row.tax, &row.grandTotal, &row.paid, &row.refunded, &lines, &discounts, &payments, &refunds, &row.openedAt); err != nil {
+				return nil, fmt.Errorf("read rm_transactions: %w", err)
+			}
+			row.status, row.currency = transaction.Status(status), money.Currency(currency)
+			for _, c := range []struct {
+				data []byte
+				into any
+			}{{lines, &row.lines}, {discounts, &row.discounts}, {payments, &row.payments}, {refunds, &row.refunds}} {
+				if err := json.Unmarshal(c.data, c.into); err != nil {
+					return nil, fmt.Errorf("decode rm_transactions row %s: %w", row.id, err)
+				}
+			}
+			out[row.id] = row
+		}
+		if err := rows.Err(); err != nil {
 			return nil, fmt.Errorf("read rm_transactions: %w", err)
 		}
-		row.status, row.currency = transaction.Status(status), money.Currency(currency)
-		for _, c := range []struct {
-			data []byte
-			into any
-		}{{lines, &row.lines}, {discounts, &row.discounts}, {payments, &row.payments}, {refunds, &row.refunds}} {
-			if err := json.Unmarshal(c.data, c.into); err != nil {
-				return nil, fmt.Errorf("decode rm_transactions row %s: %w", row.id, err)
-			}
-		}
-		out[row.id] = row
+		return out, nil
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("read rm_transactions: %w", err)
-	}
-	return out, nil
 }
 
 // saveTxRows writes rows in one upsert: a row opened in the batch is
