@@ -3,7 +3,7 @@
 # the same session (`make load`; `make bench` runs it after bench.sh).
 #
 # Builds bin/pos and bin/posload, starts `bin/pos serve` as `make run` does
-# (every default, so the PostgreSQL event store and a pool of 32) but on a
+# (every default, so the PostgreSQL event store and a pool of 8) but on a
 # fresh database pos_load and a free loopback port, runs pgbench's 1row
 # script (scripts/pgbench-floor.sh) at 32 clients, and its sale-writes and
 # sale scripts (the scenario's own transactions in PostgreSQL alone: a

@@ -15,6 +15,7 @@ import (
 
 	"pos/consume"
 	"pos/eventstore"
+	"pos/eventstore/pgstore"
 	"pos/internal/telemetry"
 	"pos/projections"
 	"pos/relay"
@@ -79,6 +80,10 @@ func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore
 		}}
 }
 
+// relayPoolSize is the connections of serve's relay: one holds its lease
+// (package relay), the others read the feed and write its checkpoints.
+const relayPoolSize = 3
+
 // startProjections keeps the workers' runners fed until ctx ends, as
 // POS_READ_SIDE says: "inprocess", each runner follows the store's feed in
 // this process (followProjections); otherwise the relay publishes the feed
@@ -131,8 +136,24 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	if n, ok := store.(interface{ Appended() <-chan struct{} }); ok {
 		ropts.Wake = n.Appended() // this process's appends are published at once
 	}
-	rel, err := relay.New(pool, store, pub, ropts)
+	// The relay works on a pool of its own: on the requests' it held one
+	// connection for its lease, and under overload its reads of the feed
+	// queued behind every request waiting for another, and the read side
+	// starved (233 events/s applied while 906 commands/s were served,
+	// docs/performance.md).
+	rpool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, relayPoolSize)
 	if err != nil {
+		_ = pub.Close()
+		go stop()
+		return nil, err
+	}
+	rstore := store
+	if _, ok := store.(*pgstore.Store); ok {
+		rstore = pgstore.New(rpool)
+	}
+	rel, err := relay.New(rpool, rstore, pub, ropts)
+	if err != nil {
+		rpool.Close()
 		_ = pub.Close()
 		go stop()
 		return nil, err
@@ -144,12 +165,14 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 			for _, c := range consumers[:i] {
 				c.Close()
 			}
+			rpool.Close()
 			_ = pub.Close()
 			go stop()
 			return nil, err
 		}
 	}
 	wg.Go(func() {
+		defer rpool.Close()
 		defer func() { _ = pub.Close() }()
 		if err := rel.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			log.Error("relay stopped", "err", err)

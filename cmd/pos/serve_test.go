@@ -29,6 +29,50 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// startServe runs serve with vars until ctx ends, and returns once it
+// answers /readyz: the channel receives what serve returns, logs holds
+// what it logs.
+func startServe(t *testing.T, ctx context.Context, vars map[string]string) (served <-chan error, logs *testlog.Buffer) {
+	t.Helper()
+	logs = &testlog.Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"serve"}, env(vars), logs, logs) }()
+	client := &http.Client{Timeout: 2 * time.Second}
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		if resp, err := client.Get("http://" + vars["POS_ADDR"] + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return done, logs
+			}
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve returned before it was ready: %v\n%s", err, logs.String())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Fatalf("serve not ready after 20s\n%s", logs.String())
+	return nil, nil
+}
+
+// postJSON posts body to base+path with tok and a fresh Idempotency-Key,
+// and returns the status and the X-Position header.
+func postJSON(client *http.Client, base, tok, path, body string) (code int, position string, err error) {
+	req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
+	if err != nil {
+		return 0, "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Idempotency-Key", uuid.NewString())
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	_ = resp.Body.Close()
+	return resp.StatusCode, resp.Header.Get("X-Position"), nil
+}
+
 // `serve` stopped in the middle of a sales load (the signal comes while
 // requests run and the read side's workers hold messages, the process
 // manager's stock commands among them) shuts down cleanly: it returns nil
@@ -54,45 +98,14 @@ func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
 	}
 	manager, cashier := token("MANAGER"), token("CASHIER")
 
-	logs := &testlog.Buffer{}
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- run(ctx, []string{"serve"}, env(vars), logs, logs) }()
+	served, logs := startServe(t, ctx, vars)
 	base := "http://" + addr
 	client := &http.Client{Timeout: 10 * time.Second}
 	post := func(tok, path, body string) (int, error) {
-		req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
-		if err != nil {
-			return 0, err
-		}
-		req.Header.Set("Authorization", "Bearer "+tok)
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Idempotency-Key", uuid.NewString())
-		resp, err := client.Do(req)
-		if err != nil {
-			return 0, err
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode, nil
-	}
-	ready := false
-	for range 200 {
-		if resp, err := client.Get(base + "/readyz"); err == nil {
-			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				ready = true
-				break
-			}
-		}
-		select {
-		case err := <-served:
-			t.Fatalf("serve returned before it was ready: %v\n%s", err, logs.String())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	if !ready {
-		t.Fatalf("serve not ready after 20s\n%s", logs.String())
+		code, _, err := postJSON(client, base, tok, path, body)
+		return code, err
 	}
 	if code, err := post(manager, "/v1/stock/receipts", fmt.Sprintf(`{"branch_id":%q,"sku":"TEA","qty":1000000,"unit_cost":6000}`, branch)); err != nil || code != http.StatusCreated && code != http.StatusOK {
 		t.Fatalf("receive stock: %d, %v", code, err)
@@ -226,5 +239,58 @@ func TestServeRefusesBadSettingsBeforeMigrating(t *testing.T) {
 				t.Errorf("the database was migrated before the refusal:\n%s", logs.String())
 			}
 		})
+	}
+}
+
+// serve with a pool of one connection (pool_max_conns=1 in DATABASE_URL)
+// still takes commands and reads its writes: the relay, which holds a
+// connection for its lease as long as it leads, works on a pool of its own,
+// not on the requests' (where it took the only connection, and under load
+// its reads of the feed waited behind every request).
+func TestServeWithAPoolOfOneReadsItsWrites(t *testing.T) {
+	addr, url, sep := freeAddr(t), pgtest.NewEmptyDatabase(t), "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	vars := map[string]string{
+		"DATABASE_URL": url + sep + "pool_max_conns=1",
+		"POS_ADDR":     addr,
+		"POS_DATA_DIR": t.TempDir(),
+		"POS_CACHE":    "off",
+	}
+	merchant, branch := uuid.New(), uuid.New()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-merchant", merchant.String(), "-role", "CASHIER", "-sub", "test"}, env(vars), &out, &out); err != nil {
+		t.Fatalf("token: %v: %s", err, out.String())
+	}
+	tok := strings.TrimSpace(out.String())
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served, logs := startServe(t, ctx, vars)
+
+	base := "http://" + addr
+	client := &http.Client{Timeout: 10 * time.Second}
+	tx := uuid.New()
+	code, pos, err := postJSON(client, base, tok, "/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, branch, tx))
+	if err != nil || code != http.StatusCreated || pos == "" {
+		t.Fatalf("open a sale: %d (X-Position %q), %v\n%s", code, pos, err, logs.String())
+	}
+	req, err := http.NewRequest(http.MethodGet, base+"/v1/transactions/"+tx.String(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("X-Min-Position", pos)
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("read the sale: %v", err)
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("read the sale at its own X-Position: %d, want 200\n%s", resp.StatusCode, logs.String())
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Errorf("serve returned %v after the signal", err)
 	}
 }

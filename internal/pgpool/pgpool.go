@@ -31,10 +31,15 @@ func LoginAs(url, role string) string {
 	return url + " user='" + role + "' password=''"
 }
 
-// DefaultMaxConns is the pool size unless the URL sets pool_max_conns:
-// pgxpool's own default (4 on this machine) queues concurrent requests
-// behind each other, while PostgreSQL handles far more connections.
-const DefaultMaxConns = 32
+// DefaultMaxConns is the pool size unless the URL sets pool_max_conns.
+// PostgreSQL's cores, not the requests waiting, bound how much of their
+// work runs at once: connections beyond a few per core only queue for
+// those cores inside PostgreSQL, where every backend, the projections'
+// too, waits its turn behind them. On two cores, 8 rather than 32 halved
+// the projections' lag and cut the commands' p99 under the same open-loop
+// load, and kept the closed loop's throughput (docs/performance.md);
+// pgxpool's own default (4 here) left requests waiting with cores idle.
+const DefaultMaxConns = 8
 
 // Open returns a pool on url whose every connection logs in as role, runs
 // any extra settings (SQL, run on connect), and ends a transaction left idle
