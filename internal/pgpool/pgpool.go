@@ -36,9 +36,10 @@ func LoginAs(url, role string) string {
 // work runs at once: connections beyond a few per core only queue for
 // those cores inside PostgreSQL, where every backend, the projections'
 // too, waits its turn behind them. On two cores, 8 rather than 32 halved
-// the projections' lag and cut the commands' p99 under the same open-loop
-// load, and kept the closed loop's throughput (docs/performance.md);
-// pgxpool's own default (4 here) left requests waiting with cores idle.
+// the projections' lag and the commands' p99 under the same load, open or
+// closed loop, for a closed-loop throughput within the noise
+// (docs/performance.md); pgxpool's own default (4 here) left requests
+// waiting with cores idle.
 const DefaultMaxConns = 8
 
 // Open returns a pool on url whose every connection logs in as role, runs
