@@ -81,7 +81,7 @@ func consumerOptions(w worker, partitions int, log *slog.Logger, reg *eventstore
 }
 
 // relayPoolSize is the connections of serve's relay: one holds its lease
-// (package relay), the others read the feed and write its checkpoints.
+// and writes its checkpoints (package relay), the others read the feed.
 const relayPoolSize = 3
 
 // startProjections keeps the workers' runners fed until ctx ends, as

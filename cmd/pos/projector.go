@@ -10,6 +10,7 @@ import (
 	"pos/commands"
 	"pos/consume"
 	"pos/eventstore"
+	"pos/eventstore/pgstore"
 	"pos/projections"
 )
 
@@ -44,8 +45,24 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	if hot != nil {
 		opts.AfterCommit = hot.Invalidate
 	}
+	// The pools split as serve's do: the runners on the workers' own, the
+	// stock ledgers on theirs, the process manager's commands on the
+	// store's. On one pool, transactions of the process manager holding a
+	// connection each while their commands wait for another could take
+	// every connection and wait forever.
+	pools, closePools := context.WithCancel(context.WithoutCancel(ctx))
+	defer closePools() // after the workers stopped (g.Wait below)
+	wpool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, workerPoolSize)
+	if err != nil {
+		return err
+	}
+	context.AfterFunc(pools, wpool.Close)
+	ledgers, err := ledgerStore(ctx, pools, cfg, store, reg)
+	if err != nil {
+		return err
+	}
 	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
-	runner, err := projections.NewRunner(pool, upcasting, opts, projections.All()...)
+	runner, err := projections.NewRunner(wpool, upcasting, opts, projections.All()...)
 	if err != nil {
 		return err
 	}
@@ -53,7 +70,7 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	// deadline sweeper stops with ctx.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	procs, err := processWorker(ctx, cfg, log, pool, upcasting, processHandlers(upcasting, commandDeps(upcasting, nil, procMeter, tel.Tracer("pos/processes"))), procMeter)
+	procs, err := processWorker(ctx, cfg, log, wpool, upcasting, processHandlers(upcasting, commandDeps(ledgers, nil, procMeter, tel.Tracer("pos/processes"))), procMeter)
 	if err != nil {
 		return err
 	}
