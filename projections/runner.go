@@ -905,7 +905,7 @@ func (r *Runner) applyInTx(ctx context.Context, tx *pgtx.Lazy, partition int, me
 	segs, segOf := segmentsOf(events, merchants)
 	pre := make([][]any, len(r.projectors)) // per projector and segment: a preloader's read
 	current, err := r.lockStreams(ctx, st, events, segs[0], func(b *pgx.Batch) string {
-		return r.preload(ctx, b, events, segs, segOf, segs[0], pre)
+		return r.preload(ctx, b, events, segs, segOf, pre)
 	})
 	if err != nil {
 		return err
@@ -1121,7 +1121,7 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 	})
 	current = more(b)
 	if err := st.tx.SendBatch(ctx, b).Close(); err != nil {
-		return "", fmt.Errorf("projections: lock streams and read their versions: %w", err)
+		return "", fmt.Errorf("projections: lock streams, read their versions and the projectors' first reads: %w", err)
 	}
 	return current, nil
 }
@@ -1131,9 +1131,9 @@ func (r *Runner) lockStreams(ctx context.Context, st *run, events []eventstore.R
 // (segs, segOf: see segmentsOf) that holds no settings event, and records
 // them in pre[projector][segment]. Such a segment is its merchant's first
 // (any later one starts with a settings event), so nothing the transaction
-// writes before it is applied touches its merchant's rows. b sets merchant
-// first; preload returns the merchant b leaves set.
-func (r *Runner) preload(ctx context.Context, b *pgx.Batch, events []eventstore.RecordedEvent, segs []string, segOf []int, merchant string, pre [][]any) string {
+// writes before it is applied touches its merchant's rows. b sets the first
+// segment's merchant first; preload returns the merchant b leaves set.
+func (r *Runner) preload(ctx context.Context, b *pgx.Batch, events []eventstore.RecordedEvent, segs []string, segOf []int, pre [][]any) string {
 	skip := make([]bool, len(segs))
 	for j, e := range events {
 		if category, _, _, _ := eventstore.ParseStreamName(e.Stream); category == SettingsCategory {
@@ -1153,7 +1153,7 @@ func (r *Runner) preload(ctx context.Context, b *pgx.Batch, events []eventstore.
 			}
 		}
 	}
-	current := merchant
+	current := segs[0]
 	for s, m := range segs {
 		for i, p := range r.projectors {
 			if len(want[s*n+i]) == 0 {
