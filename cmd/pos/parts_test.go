@@ -187,6 +187,13 @@ func TestProjectorOnAPoolOfOneSellsTheStock(t *testing.T) {
 		}
 		go func() { ended <- run(ctx, []string{part}, env(v), logs, logs) }()
 	}
+	// The process manager acts on events after its activation only: the
+	// sale must come once it consumes.
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), `"msg":"workers consuming","worker":"processes"`); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the projector's process manager not consuming after 30s\n%s", logs)
+		}
+	}
 
 	if code, _, body := manager("POST", "/v1/stock/receipts", `{"branch_id":"`+branch.String()+`","sku":"TEA","qty":10,"unit_cost":6000}`); code != http.StatusCreated {
 		t.Fatalf("receive stock: %d %v", code, body)
