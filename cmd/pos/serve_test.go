@@ -55,24 +55,6 @@ func startServe(t *testing.T, ctx context.Context, vars map[string]string) (serv
 	return nil, nil
 }
 
-// postJSON posts body to base+path with tok and a fresh Idempotency-Key,
-// and returns the status and the X-Position header.
-func postJSON(client *http.Client, base, tok, path, body string) (code int, position string, err error) {
-	req, err := http.NewRequest(http.MethodPost, base+path, strings.NewReader(body))
-	if err != nil {
-		return 0, "", err
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", uuid.NewString())
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, "", err
-	}
-	_ = resp.Body.Close()
-	return resp.StatusCode, resp.Header.Get("X-Position"), nil
-}
-
 // `serve` stopped in the middle of a sales load (the signal comes while
 // requests run and the read side's workers hold messages, the process
 // manager's stock commands among them) shuts down cleanly: it returns nil
@@ -101,14 +83,9 @@ func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served, logs := startServe(t, ctx, vars)
-	base := "http://" + addr
-	client := &http.Client{Timeout: 10 * time.Second}
-	post := func(tok, path, body string) (int, error) {
-		code, _, err := postJSON(client, base, tok, path, body)
-		return code, err
-	}
-	if code, err := post(manager, "/v1/stock/receipts", fmt.Sprintf(`{"branch_id":%q,"sku":"TEA","qty":1000000,"unit_cost":6000}`, branch)); err != nil || code != http.StatusCreated && code != http.StatusOK {
-		t.Fatalf("receive stock: %d, %v", code, err)
+	asManager, asCashier := caller(addr, manager), caller(addr, cashier)
+	if code, _, body := asManager("POST", "/v1/stock/receipts", fmt.Sprintf(`{"branch_id":%q,"sku":"TEA","qty":1000000,"unit_cost":6000}`, branch)); code != http.StatusCreated && code != http.StatusOK {
+		t.Fatalf("receive stock: %d %v", code, body)
 	}
 
 	// Cashiers ring up complete sales until the signal; what they see
@@ -128,9 +105,9 @@ func TestServeStopsUnderLoadWithoutErrors(t *testing.T) {
 					{"/v1/transactions/" + tx.String() + "/complete", `{}`},
 				}
 				for _, s := range steps {
-					if code, err := post(cashier, s.path, s.body); err != nil || code >= 300 {
+					if code, _, body := asCashier("POST", s.path, s.body); code == 0 || code >= 300 {
 						if ctx.Err() == nil {
-							t.Errorf("POST %s: %d, %v", s.path, code, err)
+							t.Errorf("POST %s: %d %v", s.path, code, body)
 						}
 						return
 					}
@@ -268,26 +245,15 @@ func TestServeWithAPoolOfOneReadsItsWrites(t *testing.T) {
 	defer stop()
 	served, logs := startServe(t, ctx, vars)
 
-	base := "http://" + addr
-	client := &http.Client{Timeout: 10 * time.Second}
+	do := caller(addr, tok)
 	tx := uuid.New()
-	code, pos, err := postJSON(client, base, tok, "/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, branch, tx))
-	if err != nil || code != http.StatusCreated || pos == "" {
-		t.Fatalf("open a sale: %d (X-Position %q), %v\n%s", code, pos, err, logs.String())
+	code, h, body := do("POST", "/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, branch, tx))
+	pos := h.Get("X-Position")
+	if code != http.StatusCreated || pos == "" {
+		t.Fatalf("open a sale: %d (X-Position %q) %v\n%s", code, pos, body, logs.String())
 	}
-	req, err := http.NewRequest(http.MethodGet, base+"/v1/transactions/"+tx.String(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("X-Min-Position", pos)
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatalf("read the sale: %v", err)
-	}
-	_ = resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("read the sale at its own X-Position: %d, want 200\n%s", resp.StatusCode, logs.String())
+	if code, _, body := do("GET", "/v1/transactions/"+tx.String(), "", "X-Min-Position", pos); code != http.StatusOK {
+		t.Fatalf("read the sale at its own X-Position: %d %v, want 200\n%s", code, body, logs.String())
 	}
 	stop()
 	if err := <-served; err != nil {
