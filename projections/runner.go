@@ -223,6 +223,10 @@ type Tabled interface {
 	Reads() []string
 }
 
+// LagBuckets returns the bucket boundaries of pos.projection.lag (see
+// lagBuckets), for the other lags measured from an event's append.
+func LagBuckets() []float64 { return slices.Clone(lagBuckets) }
+
 // lagBuckets are the bucket boundaries (seconds) of pos.projection.lag: ten
 // per decade from 0.5 ms to 1 s (each about 25 % above the last, so a
 // quantile interpolated within a bucket is off by at most that much), then

@@ -51,6 +51,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/errgroup"
@@ -128,6 +129,12 @@ type Options struct {
 	// wrote it), ended when the broker answered; the message carries
 	// that span's context, so a consumer's span is its child.
 	Tracer trace.Tracer
+	// Meter, when set, records pos.relay.lag: how long after its append
+	// each event's publication was acknowledged by the broker. Beside
+	// pos.projection.lag (append to the read models' commit) it tells
+	// whether a lag builds before the broker (the feed's horizon, the
+	// relay, JetStream) or after it (delivery, the projections).
+	Meter metric.Meter
 	// SkipEvent is for tests only: an event for which it returns true is
 	// not published (the checkpoint and partition heads still move past
 	// it), simulating a message the broker lost. Never set it in
@@ -144,6 +151,7 @@ type Relay struct {
 	opts    Options
 	lockKey int64
 	leading atomic.Bool
+	lag     metric.Float64Histogram // nil without Options.Meter
 }
 
 // New returns a relay that reads store, publishes to pub and keeps its lock
@@ -197,13 +205,23 @@ func New(pool *pgxpool.Pool, store eventstore.Store, pub message.Publisher, opts
 	}
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("pos/relay:" + opts.Name))
-	return &Relay{
+	r := &Relay{
 		pool:    pool,
 		store:   store,
 		pub:     pub,
 		opts:    opts,
 		lockKey: int64(h.Sum64()),
-	}, nil
+	}
+	if opts.Meter != nil {
+		var err error
+		r.lag, err = opts.Meter.Float64Histogram("pos.relay.lag", metric.WithUnit("s"),
+			metric.WithDescription("time from an event's recording in the store to the broker's acknowledgement of its publication"),
+			metric.WithExplicitBucketBoundaries(projections.LagBuckets()...))
+		if err != nil {
+			return nil, fmt.Errorf("relay: lag histogram: %w", err)
+		}
+	}
+	return r, nil
 }
 
 // Topic returns the topic (and subject, and stream name) of partition p.
@@ -511,6 +529,14 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	endSpans()
 	if published != nil {
 		return published
+	}
+	if l.r.lag != nil {
+		now := time.Now()
+		for _, e := range events {
+			if l.r.opts.SkipEvent == nil || !l.r.opts.SkipEvent(e) {
+				l.r.lag.Record(ctx, max(0, now.Sub(e.RecordedAt).Seconds()))
+			}
+		}
 	}
 	l.mu.Lock()
 	l.pos, l.heads, l.dirty = events[len(events)-1].Position, heads, true

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
@@ -376,6 +378,48 @@ func TestSkippedEventLeavesAGapInPrevPosition(t *testing.T) {
 	}
 	if before := got[1].delivery.Event.Position; *after.PrevPosition == before {
 		t.Error("prev_position hides the gap")
+	}
+}
+
+// pos.relay.lag gets one value per event the broker acknowledged, none for
+// an event not published, each measured from the event's append: events
+// appended before the relay started are at least that old when published.
+func TestLagIsRecordedForEachPublishedEvent(t *testing.T) {
+	e := newEnv(t, 2)
+	events := e.appendEvents(merchants(3), 12)
+	skipped := events[5]
+	reader := sdkmetric.NewManualReader()
+	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	t.Cleanup(func() { _ = meters.Shutdown(context.Background()) })
+	started := time.Now()
+	e.start(e.publisher(), relay.Options{
+		Meter:     meters.Meter("test"),
+		SkipEvent: func(ev eventstore.RecordedEvent) bool { return ev.ID == skipped.ID },
+	})
+	e.waitCheckpoint(events[len(events)-1].Position, 10*time.Second)
+
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var points []metricdata.HistogramDataPoint[float64]
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if h, ok := m.Data.(metricdata.Histogram[float64]); ok && m.Name == "pos.relay.lag" {
+				points = append(points, h.DataPoints...)
+			}
+		}
+	}
+	if len(points) != 1 {
+		t.Fatalf("pos.relay.lag: %d data points, want 1", len(points))
+	}
+	p := points[0]
+	if p.Count != uint64(len(events)-1) {
+		t.Errorf("pos.relay.lag: %d values, want %d (every event but the one not published)", p.Count, len(events)-1)
+	}
+	youngest := started.Sub(events[len(events)-1].RecordedAt).Seconds()
+	if lowest, ok := p.Min.Value(); !ok || lowest < youngest {
+		t.Errorf("pos.relay.lag: least value %v (%v), want at least %v: the youngest event's age when the relay started", lowest, ok, youngest)
 	}
 }
 

@@ -133,6 +133,9 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		return nil, fmt.Errorf("relay publisher: %w", err)
 	}
 	ropts := relay.Options{Partitions: partitions, Logger: log, Tracer: tel.Tracer("pos/relay")}
+	if tel != nil {
+		ropts.Meter = tel.Meter("pos/relay")
+	}
 	if n, ok := store.(interface{ Appended() <-chan struct{} }); ok {
 		ropts.Wake = n.Appended() // this process's appends are published at once
 	}
@@ -143,6 +146,12 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 	// docs/performance.md).
 	rpool, err := pgstore.ConnectSized(ctx, cfg.AppDatabaseURL, relayPoolSize)
 	if err != nil {
+		_ = pub.Close()
+		go stop()
+		return nil, err
+	}
+	if err := tel.ObservePool("relay", rpool); err != nil {
+		rpool.Close()
 		_ = pub.Close()
 		go stop()
 		return nil, err

@@ -15,6 +15,7 @@ import (
 	"pos/consume"
 	"pos/eventstore"
 	"pos/eventstore/pgstore"
+	"pos/internal/telemetry"
 	"pos/processes"
 	"pos/projections"
 )
@@ -72,7 +73,7 @@ const ledgerPoolSize = 8
 // closed when pools ends. Requests holding a connection of the main pool in
 // their transaction append to ledgers outside it; on the same pool, as
 // many such requests as connections would wait forever for one more.
-func ledgerStore(ctx, pools context.Context, cfg config, store eventstore.Store, reg *eventstore.Registry) (eventstore.Store, error) {
+func ledgerStore(ctx, pools context.Context, cfg config, tel *telemetry.Telemetry, store eventstore.Store, reg *eventstore.Registry) (eventstore.Store, error) {
 	sales, ok := store.(*pgstore.Store)
 	if !ok {
 		return eventstore.Upcasting{Store: store, Registry: reg}, nil
@@ -82,6 +83,9 @@ func ledgerStore(ctx, pools context.Context, cfg config, store eventstore.Store,
 		return nil, err
 	}
 	context.AfterFunc(pools, pool.Close)
+	if err := tel.ObservePool("ledgers", pool); err != nil {
+		return nil, err
+	}
 	ledgers := pgstore.New(pool)
 	ledgers.SignalAppendsTo(sales) // the relay follows both
 	return eventstore.Upcasting{Store: ledgers, Registry: reg}, nil

@@ -57,7 +57,10 @@ func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	context.AfterFunc(pools, wpool.Close)
-	ledgers, err := ledgerStore(ctx, pools, cfg, store, reg)
+	if err := tel.ObservePool("workers", wpool); err != nil {
+		return err
+	}
+	ledgers, err := ledgerStore(ctx, pools, cfg, tel, store, reg)
 	if err != nil {
 		return err
 	}

@@ -82,6 +82,9 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		return nil, nil, err
 	}
 	context.AfterFunc(ctx, qpool.Close)
+	if err := apiCfg.Telemetry.ObservePool("queries", qpool); err != nil {
+		return nil, nil, err
+	}
 	addReadyCheck(&apiCfg.ReadyChecks, "read_store", qpool.Ping)
 	reader, err := queries.New(qpool, key)
 	if err != nil {
@@ -123,6 +126,9 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		return nil, nil, err
 	}
 	context.AfterFunc(closing, wpool.Close)
+	if err := apiCfg.Telemetry.ObservePool("workers", wpool); err != nil {
+		return nil, nil, err
+	}
 	upcasting := eventstore.Upcasting{Store: store, Registry: reg}
 	runner, err := projections.NewRunner(wpool, upcasting, opts, projections.All()...)
 	if err != nil {

@@ -35,7 +35,7 @@ func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	defer func() { _ = pub.Close() }()
 	// As many partitions as the workers' runners use (their default).
-	rel, err := relay.New(pool, store, pub, relay.Options{Partitions: projections.DefaultPartitions, Logger: log, Tracer: tel.Tracer("pos/relay")})
+	rel, err := relay.New(pool, store, pub, relay.Options{Partitions: projections.DefaultPartitions, Logger: log, Tracer: tel.Tracer("pos/relay"), Meter: tel.Meter("pos/relay")})
 	if err != nil {
 		return err
 	}
@@ -64,6 +64,11 @@ func brokerProcess(ctx context.Context, cfg config, log *slog.Logger, name strin
 	if err != nil {
 		closeStore()
 		return nil, nil, nil, nil, fmt.Errorf("%s: %w", name, err)
+	}
+	if err := tel.ObservePool("store", pool); err != nil {
+		closeTel()
+		closeStore()
+		return nil, nil, nil, nil, err
 	}
 	closeMetrics, err := serveMetrics(cfg, log, tel, name)
 	if err != nil {

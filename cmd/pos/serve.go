@@ -61,11 +61,14 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 		return nil, nil, err
 	}
 	context.AfterFunc(pools, codesPool.Close)
+	if err := tel.ObservePool("codes", codesPool); err != nil {
+		return nil, nil, err
+	}
 	var meter metric.Meter
 	if tel != nil {
 		meter = tel.Meter("pos/commands")
 	}
-	ledgers, err := ledgerStore(ctx, pools, cfg, store, reg)
+	ledgers, err := ledgerStore(ctx, pools, cfg, tel, store, reg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,6 +148,9 @@ func serve(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	defer closeTel()
+	if err := tel.ObservePool("store", pool); err != nil {
+		return err
+	}
 	key, err := anchorKey(cfg, log)
 	if err != nil {
 		return err

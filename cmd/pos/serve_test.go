@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -219,28 +221,36 @@ func TestServeRefusesBadSettingsBeforeMigrating(t *testing.T) {
 	}
 }
 
+// pooledServe returns serve's address and environment on a fresh database
+// whose DATABASE_URL sets pool_max_conns (the requests' and queries' pools),
+// without the cache, and a CASHIER token of a new merchant.
+func pooledServe(t *testing.T, maxConns int) (addr string, vars map[string]string, token string) {
+	t.Helper()
+	addr, url, sep := freeAddr(t), pgtest.NewEmptyDatabase(t), "?"
+	if strings.Contains(url, "?") {
+		sep = "&"
+	}
+	vars = map[string]string{
+		"DATABASE_URL": fmt.Sprintf("%s%spool_max_conns=%d", url, sep, maxConns),
+		"POS_ADDR":     addr,
+		"POS_DATA_DIR": t.TempDir(),
+		"POS_CACHE":    "off",
+	}
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"token", "-merchant", uuid.NewString(), "-role", "CASHIER", "-sub", "test"}, env(vars), &out, &out); err != nil {
+		t.Fatalf("token: %v: %s", err, out.String())
+	}
+	return addr, vars, strings.TrimSpace(out.String())
+}
+
 // serve with a pool of one connection (pool_max_conns=1 in DATABASE_URL)
 // still takes commands and reads its writes: the relay, which holds a
 // connection for its lease as long as it leads, works on a pool of its own,
 // not on the requests' (where it took the only connection, and under load
 // its reads of the feed waited behind every request).
 func TestServeWithAPoolOfOneReadsItsWrites(t *testing.T) {
-	addr, url, sep := freeAddr(t), pgtest.NewEmptyDatabase(t), "?"
-	if strings.Contains(url, "?") {
-		sep = "&"
-	}
-	vars := map[string]string{
-		"DATABASE_URL": url + sep + "pool_max_conns=1",
-		"POS_ADDR":     addr,
-		"POS_DATA_DIR": t.TempDir(),
-		"POS_CACHE":    "off",
-	}
-	merchant, branch := uuid.New(), uuid.New()
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"token", "-merchant", merchant.String(), "-role", "CASHIER", "-sub", "test"}, env(vars), &out, &out); err != nil {
-		t.Fatalf("token: %v: %s", err, out.String())
-	}
-	tok := strings.TrimSpace(out.String())
+	addr, vars, tok := pooledServe(t, 1)
+	branch := uuid.New()
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	served, logs := startServe(t, ctx, vars)
@@ -254,6 +264,71 @@ func TestServeWithAPoolOfOneReadsItsWrites(t *testing.T) {
 	}
 	if code, _, body := do("GET", "/v1/transactions/"+tx.String(), "", "X-Min-Position", pos); code != http.StatusOK {
 		t.Fatalf("read the sale at its own X-Position: %d %v, want 200\n%s", code, body, logs.String())
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Errorf("serve returned %v after the signal", err)
+	}
+}
+
+// Every pool serve opens is on /metrics under its name, with its size and
+// its use (pgxpool's statistics, see telemetry.ObservePool): a pool whose
+// connections run out shows there as empty-acquire waits. The store's and
+// the queries' pools take DATABASE_URL's pool_max_conns; the others have
+// sizes of their own.
+func TestServeReportsEachPoolOnMetrics(t *testing.T) {
+	addr, vars, tok := pooledServe(t, 5)
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	served, logs := startServe(t, ctx, vars)
+	do := caller(addr, tok)
+	if code, _, body := do("POST", "/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, uuid.New(), uuid.New())); code != http.StatusCreated {
+		t.Fatalf("open a sale: %d %v\n%s", code, body, logs.String())
+	}
+
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// pool name → metric name → value, from lines like
+	// pgxpool_max_connections{...,pool="store"} 5
+	got := map[string]map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		name, rest, ok := strings.Cut(line, "{")
+		if !ok || !strings.HasPrefix(name, "pgxpool_") {
+			continue
+		}
+		_, pool, ok := strings.Cut(rest, `pool="`)
+		if !ok {
+			continue
+		}
+		pool, _, _ = strings.Cut(pool, `"`)
+		var v float64
+		if _, err := fmt.Sscan(rest[strings.LastIndex(rest, " ")+1:], &v); err != nil {
+			t.Fatalf("%q: %v", line, err)
+		}
+		if got[pool] == nil {
+			got[pool] = map[string]float64{}
+		}
+		got[pool][name] = v
+	}
+	want := map[string]float64{"store": 5, "queries": 5, "codes": 2, "ledgers": ledgerPoolSize, "relay": relayPoolSize, "workers": workerPoolSize}
+	for pool, size := range want {
+		if m := got[pool]["pgxpool_max_connections"]; m != size {
+			t.Errorf("pool %q: pgxpool_max_connections %v, want %v (pools reported: %v)", pool, m, size, slices.Sorted(maps.Keys(got)))
+		}
+	}
+	if len(got) != len(want) {
+		t.Errorf("pools reported: %v, want %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
+	}
+	// The sale's transaction took a connection of the store's pool.
+	if n := got["store"]["pgxpool_acquires_total"]; n < 1 {
+		t.Errorf("store pool: pgxpool_acquires_total %v after a command, want ≥ 1", n)
 	}
 	stop()
 	if err := <-served; err != nil {

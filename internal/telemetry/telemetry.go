@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"os"
 
+	"github.com/exaring/otelpgx"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -120,6 +122,24 @@ func EndSpan(span trace.Span, err error, failed bool) {
 
 // Meter returns a meter for an instrumentation scope.
 func (t *Telemetry) Meter(name string) metric.Meter { return t.Meters.Meter(name) }
+
+// ObservePool reports pool's statistics (pgxpool.Stat, through otelpgx:
+// connections acquired, idle and in all, acquires, and the time spent by
+// those that found the pool empty), labelled pool=name, at every scrape
+// for as long as the process lives. A pool too small for its work, or one
+// whose connections are held idle (a transaction waiting on another
+// pool), shows first as pgxpool_empty_acquire_wait_time. Nil t reports
+// nothing.
+func (t *Telemetry) ObservePool(name string, pool *pgxpool.Pool) error {
+	if t == nil {
+		return nil
+	}
+	if err := otelpgx.RecordStats(pool, otelpgx.WithStatsMeterProvider(t.Meters),
+		otelpgx.WithStatsAttributes(attribute.String("pool", name))); err != nil {
+		return fmt.Errorf("telemetry: observe the %s pool: %w", name, err)
+	}
+	return nil
+}
 
 // MetricsHandler serves the registry in Prometheus text format.
 func (t *Telemetry) MetricsHandler() http.Handler {
