@@ -130,10 +130,13 @@ type Options struct {
 	// that span's context, so a consumer's span is its child.
 	Tracer trace.Tracer
 	// Meter, when set, records pos.relay.lag: how long after its append
-	// each event's publication was acknowledged by the broker. Beside
+	// (the recorded_at of its transaction's start) each event's
+	// publication was acknowledged by the broker. Beside
 	// pos.projection.lag (append to the read models' commit) it tells
-	// whether a lag builds before the broker (the feed's horizon, the
-	// relay, JetStream) or after it (delivery, the projections).
+	// whether a lag builds before the broker (the command's transaction,
+	// the feed's horizon, the relay, JetStream) or after it (delivery,
+	// the projections). A batch that fails is recorded once published;
+	// one published again after a crash or a hand-over is recorded again.
 	Meter metric.Meter
 	// SkipEvent is for tests only: an event for which it returns true is
 	// not published (the checkpoint and partition heads still move past
@@ -472,6 +475,7 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	n := l.r.opts.Partitions
 	heads := append([]string(nil), l.heads...)
 	byPartition := make(map[int][]*message.Message)
+	recordedAt := make(map[int][]time.Time) // of byPartition's events
 	var order []int
 	// The producer spans end when the broker has answered (or nothing was
 	// sent): their error is the publication's, not the checkpoint's.
@@ -511,10 +515,12 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 			order = append(order, p)
 		}
 		byPartition[p] = append(byPartition[p], msg)
+		recordedAt[p] = append(recordedAt[p], e.RecordedAt)
 	}
 	// Partitions are independent streams: publish them at once.
+	acked := make([]time.Time, len(order)) // by index in order
 	g, gctx := errgroup.WithContext(ctx)
-	for _, p := range order {
+	for i, p := range order {
 		g.Go(func() error {
 			if err := gctx.Err(); err != nil {
 				return err
@@ -522,19 +528,19 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 			if err := l.r.pub.Publish(l.r.Topic(p), byPartition[p]...); err != nil {
 				return fmt.Errorf("relay: publish to %s: %w", l.r.Topic(p), err)
 			}
+			acked[i] = time.Now()
 			return nil
 		})
 	}
 	published = g.Wait()
 	endSpans()
 	if published != nil {
-		return published
+		return published // nothing recorded: the batch is published again, and recorded then
 	}
 	if l.r.lag != nil {
-		now := time.Now()
-		for _, e := range events {
-			if l.r.opts.SkipEvent == nil || !l.r.opts.SkipEvent(e) {
-				l.r.lag.Record(ctx, max(0, now.Sub(e.RecordedAt).Seconds()))
+		for i, p := range order {
+			for _, at := range recordedAt[p] {
+				l.r.lag.Record(ctx, max(0, acked[i].Sub(at).Seconds()))
 			}
 		}
 	}

@@ -382,8 +382,10 @@ func TestSkippedEventLeavesAGapInPrevPosition(t *testing.T) {
 }
 
 // pos.relay.lag gets one value per event the broker acknowledged, none for
-// an event not published, each measured from the event's append: events
-// appended before the relay started are at least that old when published.
+// an event not published and none for a publication that failed (its batch
+// is recorded once published again), each measured from the event's
+// append: events appended before the relay started are at least that old
+// when published, and none older than the oldest event now.
 func TestLagIsRecordedForEachPublishedEvent(t *testing.T) {
 	e := newEnv(t, 2)
 	events := e.appendEvents(merchants(3), 12)
@@ -392,11 +394,12 @@ func TestLagIsRecordedForEachPublishedEvent(t *testing.T) {
 	meters := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	t.Cleanup(func() { _ = meters.Shutdown(context.Background()) })
 	started := time.Now()
-	e.start(e.publisher(), relay.Options{
+	e.start(&failingOnce{Publisher: e.publisher()}, relay.Options{
 		Meter:     meters.Meter("test"),
 		SkipEvent: func(ev eventstore.RecordedEvent) bool { return ev.ID == skipped.ID },
 	})
 	e.waitCheckpoint(events[len(events)-1].Position, 10*time.Second)
+	oldest := time.Since(events[0].RecordedAt).Seconds()
 
 	var rm metricdata.ResourceMetrics
 	if err := reader.Collect(context.Background(), &rm); err != nil {
@@ -415,12 +418,28 @@ func TestLagIsRecordedForEachPublishedEvent(t *testing.T) {
 	}
 	p := points[0]
 	if p.Count != uint64(len(events)-1) {
-		t.Errorf("pos.relay.lag: %d values, want %d (every event but the one not published)", p.Count, len(events)-1)
+		t.Errorf("pos.relay.lag: %d values, want %d (every event but the one not published, once)", p.Count, len(events)-1)
 	}
 	youngest := started.Sub(events[len(events)-1].RecordedAt).Seconds()
 	if lowest, ok := p.Min.Value(); !ok || lowest < youngest {
 		t.Errorf("pos.relay.lag: least value %v (%v), want at least %v: the youngest event's age when the relay started", lowest, ok, youngest)
 	}
+	if highest, ok := p.Max.Value(); !ok || highest > oldest {
+		t.Errorf("pos.relay.lag: greatest value %v (%v), want at most %v: the oldest event's age now", highest, ok, oldest)
+	}
+}
+
+// failingOnce fails its first Publish, as a broker that did not answer.
+type failingOnce struct {
+	message.Publisher
+	failed atomic.Bool
+}
+
+func (f *failingOnce) Publish(topic string, msgs ...*message.Message) error {
+	if f.failed.CompareAndSwap(false, true) {
+		return errors.New("test: the broker did not answer")
+	}
+	return f.Publisher.Publish(topic, msgs...)
 }
 
 // TestKilledLeaderSessionHandsOver ends the leader's database session, as a

@@ -132,10 +132,7 @@ func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers
 		go stop()
 		return nil, fmt.Errorf("relay publisher: %w", err)
 	}
-	ropts := relay.Options{Partitions: partitions, Logger: log, Tracer: tel.Tracer("pos/relay")}
-	if tel != nil {
-		ropts.Meter = tel.Meter("pos/relay")
-	}
+	ropts := relay.Options{Partitions: partitions, Logger: log, Tracer: tel.Tracer("pos/relay"), Meter: tel.Meter("pos/relay")}
 	if n, ok := store.(interface{ Appended() <-chan struct{} }); ok {
 		ropts.Wake = n.Appended() // this process's appends are published at once
 	}

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,8 +119,9 @@ func TestEachPartRunsAlone(t *testing.T) {
 		t.Fatalf("the API alone runs a relay\n%s", logs)
 	}
 
-	start([]string{"relay"}, map[string]string{"POS_METRICS_ADDR": freeAddr(t)})
-	start([]string{"projector"}, map[string]string{"POS_METRICS_ADDR": freeAddr(t)})
+	relayMetrics, projectorMetrics := freeAddr(t), freeAddr(t)
+	start([]string{"relay"}, map[string]string{"POS_METRICS_ADDR": relayMetrics})
+	start([]string{"projector"}, map[string]string{"POS_METRICS_ADDR": projectorMetrics})
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		code, _, body := do("GET", "/v1/transactions/"+id, "", "X-Min-Position", pos)
 		if code == http.StatusOK && body["id"] == id && body["status"] == "draft" {
@@ -126,6 +129,19 @@ func TestEachPartRunsAlone(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("with a relay and a projector of their own: %d %v\n%s", code, body, logs)
+		}
+	}
+	// Each reports its pools by what they are for (see
+	// TestServeReportsEachPoolOnMetrics): both were at work on the sale.
+	for addr, pools := range map[string][]string{relayMetrics: {"relay"}, projectorMetrics: {"store", "workers", "ledgers"}} {
+		got := poolSizes(t, addr)
+		if len(got) != len(pools) {
+			t.Errorf("%s/metrics: pools %v, want %v", addr, slices.Sorted(maps.Keys(got)), pools)
+		}
+		for _, p := range pools {
+			if got[p]["pgxpool_max_connections"] <= 0 {
+				t.Errorf("%s/metrics: no %s pool (pools %v)", addr, p, slices.Sorted(maps.Keys(got)))
+			}
 		}
 	}
 	stop()

@@ -22,7 +22,7 @@ import (
 func projector(ctx context.Context, cfg config, log *slog.Logger) error {
 	// The workers' metrics (lag, dead letters, conflicts) are scraped on
 	// POS_METRICS_ADDR.
-	pool, store, tel, closeAll, err := brokerProcess(ctx, cfg, log, "projector")
+	pool, store, tel, closeAll, err := brokerProcess(ctx, cfg, log, "projector", "store")
 	if err != nil {
 		return err
 	}

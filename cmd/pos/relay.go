@@ -24,7 +24,7 @@ import (
 // `pos relay`, or a serve with its own relay, waits and takes over within
 // seconds when the leader dies. Migrations are serve's job.
 func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
-	pool, store, tel, closeAll, err := brokerProcess(ctx, cfg, log, "relay")
+	pool, store, tel, closeAll, err := brokerProcess(ctx, cfg, log, "relay", "relay") // the relay's own pool, as in serve
 	if err != nil {
 		return err
 	}
@@ -50,9 +50,9 @@ func relayOnly(ctx context.Context, cfg config, log *slog.Logger) error {
 // brokerProcess opens what a process of the read side without the API
 // (`pos projector`, `pos relay`: name) needs: NATS_URL, which it requires
 // (an embedded server lives in serve's process), the store and its pool,
-// telemetry, and /metrics on POS_METRICS_ADDR. closeAll closes them, last
-// opened first.
-func brokerProcess(ctx context.Context, cfg config, log *slog.Logger, name string) (pool *pgxpool.Pool, store eventstore.Store, tel *telemetry.Telemetry, closeAll func(), err error) {
+// telemetry, and /metrics on POS_METRICS_ADDR, where the pool is reported
+// as poolName. closeAll closes them, last opened first.
+func brokerProcess(ctx context.Context, cfg config, log *slog.Logger, name, poolName string) (pool *pgxpool.Pool, store eventstore.Store, tel *telemetry.Telemetry, closeAll func(), err error) {
 	if cfg.NATSURL == "" {
 		return nil, nil, nil, nil, fmt.Errorf("%s: NATS_URL is required (an embedded server lives in serve's process)", name)
 	}
@@ -65,7 +65,7 @@ func brokerProcess(ctx context.Context, cfg config, log *slog.Logger, name strin
 		closeStore()
 		return nil, nil, nil, nil, fmt.Errorf("%s: %w", name, err)
 	}
-	if err := tel.ObservePool("store", pool); err != nil {
+	if err := tel.ObservePool(poolName, pool); err != nil {
 		closeTel()
 		closeStore()
 		return nil, nil, nil, nil, err

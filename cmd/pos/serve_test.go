@@ -282,28 +282,58 @@ func TestServeReportsEachPoolOnMetrics(t *testing.T) {
 	defer stop()
 	served, logs := startServe(t, ctx, vars)
 	do := caller(addr, tok)
-	if code, _, body := do("POST", "/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, uuid.New(), uuid.New())); code != http.StatusCreated {
-		t.Fatalf("open a sale: %d %v\n%s", code, body, logs.String())
-	}
 
+	before := poolSizes(t, addr)
+	want := map[string]float64{"store": 5, "queries": 5, "codes": 2, "ledgers": ledgerPoolSize, "relay": relayPoolSize, "workers": workerPoolSize}
+	for pool, size := range want {
+		if m := before[pool]["pgxpool_max_connections"]; m != size {
+			t.Errorf("pool %q: pgxpool_max_connections %v, want %v (pools reported: %v)", pool, m, size, slices.Sorted(maps.Keys(before)))
+		}
+	}
+	if len(before) != len(want) {
+		t.Errorf("pools reported: %v, want %v", slices.Sorted(maps.Keys(before)), slices.Sorted(maps.Keys(want)))
+	}
+	// The statistics are live: each command's transaction takes a
+	// connection of the store's pool. (otelpgx reads them at most once a
+	// second.)
+	time.Sleep(1100 * time.Millisecond)
+	const sales = 5
+	for range sales {
+		if code, _, body := do("POST", "/v1/transactions", fmt.Sprintf(`{"branch_id":%q,"transaction_id":%q}`, uuid.New(), uuid.New())); code != http.StatusCreated {
+			t.Fatalf("open a sale: %d %v\n%s", code, body, logs.String())
+		}
+	}
+	after := poolSizes(t, addr)
+	if got := after["store"]["pgxpool_acquires_total"] - before["store"]["pgxpool_acquires_total"]; got < sales {
+		t.Errorf("store pool: pgxpool_acquires_total grew by %v over %d commands, want at least %d", got, sales, sales)
+	}
+	stop()
+	if err := <-served; err != nil {
+		t.Errorf("serve returned %v after the signal", err)
+	}
+}
+
+// poolSizes scrapes addr's /metrics and returns the pgxpool_* values by
+// pool label and metric name, from lines such as
+// pgxpool_max_connections{...,pool="store"} 5.
+func poolSizes(t *testing.T, addr string) map[string]map[string]float64 {
+	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	raw, err := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("%s/metrics: %d %v", addr, resp.StatusCode, err)
 	}
-	// pool name → metric name → value, from lines like
-	// pgxpool_max_connections{...,pool="store"} 5
 	got := map[string]map[string]float64{}
 	for _, line := range strings.Split(string(raw), "\n") {
 		name, rest, ok := strings.Cut(line, "{")
 		if !ok || !strings.HasPrefix(name, "pgxpool_") {
 			continue
 		}
-		_, pool, ok := strings.Cut(rest, `pool="`)
+		_, pool, ok := strings.Cut(rest, `,pool="`)
 		if !ok {
 			continue
 		}
@@ -317,21 +347,5 @@ func TestServeReportsEachPoolOnMetrics(t *testing.T) {
 		}
 		got[pool][name] = v
 	}
-	want := map[string]float64{"store": 5, "queries": 5, "codes": 2, "ledgers": ledgerPoolSize, "relay": relayPoolSize, "workers": workerPoolSize}
-	for pool, size := range want {
-		if m := got[pool]["pgxpool_max_connections"]; m != size {
-			t.Errorf("pool %q: pgxpool_max_connections %v, want %v (pools reported: %v)", pool, m, size, slices.Sorted(maps.Keys(got)))
-		}
-	}
-	if len(got) != len(want) {
-		t.Errorf("pools reported: %v, want %v", slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want)))
-	}
-	// The sale's transaction took a connection of the store's pool.
-	if n := got["store"]["pgxpool_acquires_total"]; n < 1 {
-		t.Errorf("store pool: pgxpool_acquires_total %v after a command, want ≥ 1", n)
-	}
-	stop()
-	if err := <-served; err != nil {
-		t.Errorf("serve returned %v after the signal", err)
-	}
+	return got
 }

@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	otelprom "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
@@ -120,16 +121,24 @@ func EndSpan(span trace.Span, err error, failed bool) {
 	span.End()
 }
 
-// Meter returns a meter for an instrumentation scope.
-func (t *Telemetry) Meter(name string) metric.Meter { return t.Meters.Meter(name) }
+// Meter returns a meter for an instrumentation scope; on a nil Telemetry,
+// one whose instruments record nothing.
+func (t *Telemetry) Meter(name string) metric.Meter {
+	if t == nil {
+		return metricnoop.Meter{}
+	}
+	return t.Meters.Meter(name)
+}
 
 // ObservePool reports pool's statistics (pgxpool.Stat, through otelpgx:
 // connections acquired, idle and in all, acquires, and the time spent by
 // those that found the pool empty), labelled pool=name, at every scrape
-// for as long as the process lives. A pool too small for its work, or one
-// whose connections are held idle (a transaction waiting on another
-// pool), shows first as pgxpool_empty_acquire_wait_time. Nil t reports
-// nothing.
+// (read at most once a second) for as long as t lives: a pool closed
+// before then goes on being reported, with no connections. Names must be
+// unique: a second pool of the same name hides the first. A pool too small
+// for its work, or one whose connections are held idle (a transaction
+// waiting on another pool), shows first as
+// pgxpool_empty_acquire_wait_time_nanoseconds_total. Nil t reports nothing.
 func (t *Telemetry) ObservePool(name string, pool *pgxpool.Pool) error {
 	if t == nil {
 		return nil
