@@ -226,7 +226,9 @@ sed 's/^/  /' "$OUT/replay.txt" >&2
 		# A lag quantile at the histogram'"'"'s top bound is only known to be above it.
 		function ms(v) { return (lag_top > 0 && v >= lag_top) ? sprintf(">%d", lag_top) : sprintf("%.2f", v) }
 		# posload -read-side: LAG name events/s p50-ms p99-ms events drained top-bucket-ms
-		$1 == "LAG" { ln++; lag_name[ln] = $2; lag_eps[ln] = $3; lag50[ln] = $4; lag99[ln] = $5; lag_n[ln] = $6; lag_drained[ln] = $7; lag_top = $8 }
+		#   relay-p50-ms relay-p99-ms (-1 from a server without pos_relay_lag_seconds)
+		$1 == "LAG" { ln++; lag_name[ln] = $2; lag_eps[ln] = $3; lag50[ln] = $4; lag99[ln] = $5; lag_n[ln] = $6; lag_drained[ln] = $7; lag_top = $8
+			relay50[ln] = $9; relay99[ln] = $10 }
 		# posload (sales): ROW name sales/s commands/s p50 p95 p99 errors warm-up-errors CPU×4
 		$1 == "ROW" && NF == 13 { sales_cmds[$2] = $4; sales_p95[$2] = $6; sales_p99[$2] = $7; sales_err += $8 + $9 }
 		# posload reads: ROW name target mode rate ok/s p50 p95 p99 errors warm-up-errors hit-rate
@@ -242,6 +244,8 @@ sed 's/^/  /' "$OUT/replay.txt" >&2
 				nm = lag_name[i]
 				t = (nm == "open-" salesrate "/s") ? "p99<=100 " verdict(lag99[i] >= 0 && lag99[i] <= 100) : "- (a rate the cores sustain)"
 				printf "%-14s %10.1f %14.1f %11s %11s %9d %5.0f/%-6.0f  %s\n", nm, sales_cmds[nm], lag_eps[i], ms(lag50[i]), ms(lag99[i]), lag_n[i], sales_p95[nm], sales_p99[nm], t
+				if (relay50[i] != "" && relay50[i] + 0 >= 0)
+					printf "   %s: the part before the broker (append to its acknowledgement, pos_relay_lag_seconds): p50 %s ms, p99 %s ms\n", nm, ms(relay50[i]), ms(relay99[i])
 				if (lag_drained[i] != "true") printf "   %s: the projections were still applying 3 minutes after the load: the lag misses the slowest events\n", nm
 			}
 			if (ln == 0) { print "no lag result"; missed++ }

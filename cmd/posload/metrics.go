@@ -26,6 +26,7 @@ const (
 	metricCacheFallbacks = "pos_cache_fallbacks_total"
 	metricProjEvents     = "pos_projection_events_total"
 	metricProjLag        = "pos_projection_lag_seconds"
+	metricRelayLag       = "pos_relay_lag_seconds"
 )
 
 // promSample is one line of the text format: a series and its value.
@@ -238,6 +239,7 @@ type readSnapshot struct {
 	at                              time.Time
 	hits, misses, fallbacks, events float64
 	lag                             []bucket
+	relayLag                        []bucket // empty from a server without pos_relay_lag_seconds
 }
 
 // scrape reads base/metrics.
@@ -261,7 +263,7 @@ func scrape(ctx context.Context, client *http.Client, base string) (readSnapshot
 	transactions := func(l map[string]string) bool { return l["kind"] == "" || l["kind"] == "transaction" }
 	return readSnapshot{at: time.Now(), hits: p.sum(metricCacheHits, transactions), misses: p.sum(metricCacheMisses, transactions),
 		fallbacks: p.sum(metricCacheFallbacks, transactions), events: p.sum(metricProjEvents, readModels),
-		lag: p.histogram(metricProjLag, readModels)}, nil
+		lag: p.histogram(metricProjLag, readModels), relayLag: p.histogram(metricRelayLag, nil)}, nil
 }
 
 // readSide is the difference between two snapshots.
@@ -282,6 +284,19 @@ type readSide struct {
 	// Drained is false when the projections were still applying events
 	// when the watch gave up waiting (the lag then misses the slowest).
 	Drained bool `json:"drained"`
+	// RelayLagP50 and RelayLagP99 are the quantiles (ms) of the part of
+	// the lag before the broker (append to JetStream's acknowledgement,
+	// pos_relay_lag_seconds) over the same events; NaN from diff when the
+	// server reports none, -1 in a report (JSON has no NaN).
+	RelayLagP50 float64 `json:"relay_lag_p50_ms"`
+	RelayLagP99 float64 `json:"relay_lag_p99_ms"`
+}
+
+// reportable replaces what JSON cannot hold (NaN: no reads, no lag) by -1,
+// in every field that can be NaN.
+func (d *readSide) reportable() {
+	d.HitRate, d.LagP50, d.LagP99 = jsonFloat(d.HitRate), jsonFloat(d.LagP50), jsonFloat(d.LagP99)
+	d.RelayLagP50, d.RelayLagP99 = jsonFloat(d.RelayLagP50), jsonFloat(d.RelayLagP99)
 }
 
 // diff returns what happened between before and after. Events and lag may
@@ -310,6 +325,10 @@ func diff(before, after, drained readSnapshot) readSide {
 		d.LagTop = lag[len(lag)-2].LE * 1000
 	}
 	d.LagP50, d.LagP99 = quantile(0.50, lag)*1000, quantile(0.99, lag)*1000
+	d.RelayLagP50, d.RelayLagP99 = math.NaN(), math.NaN()
+	if relay := subBuckets(drained.relayLag, before.relayLag); len(relay) > 0 && relay[len(relay)-1].Count > 0 {
+		d.RelayLagP50, d.RelayLagP99 = quantile(0.50, relay)*1000, quantile(0.99, relay)*1000
+	}
 	return d
 }
 
@@ -374,6 +393,6 @@ func (w *sideWatch) finish(ctx context.Context) (*readSide, error) {
 	}
 	d := diff(w.before, after, drained)
 	d.Drained = still >= quiet
-	d.HitRate, d.LagP50, d.LagP99 = jsonFloat(d.HitRate), jsonFloat(d.LagP50), jsonFloat(d.LagP99)
+	d.reportable()
 	return &d, nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"math"
 	"path/filepath"
 	"strings"
@@ -115,7 +116,9 @@ func TestDiff(t *testing.T) {
 	after := readSnapshot{at: t0.Add(2 * time.Second), hits: 1000, misses: 20, fallbacks: 0, events: 2500}
 	drained := readSnapshot{at: t0.Add(3 * time.Second), events: 2600,
 		// 100 new observations: 50 up to 10 ms, 50 in (10, 100] ms.
-		lag: []bucket{{0.01, 60}, {0.1, 110}, {math.Inf(1), 110}}}
+		lag: []bucket{{0.01, 60}, {0.1, 110}, {math.Inf(1), 110}},
+		// The relay's: 100 new, all up to 10 ms (before had none).
+		relayLag: []bucket{{0.01, 100}, {0.1, 100}, {math.Inf(1), 100}}}
 	d := diff(before, after, drained)
 	if d.Hits != 900 || d.Misses != 10 || math.Abs(d.HitRate-900.0/910) > 1e-12 {
 		t.Errorf("cache %+v", d)
@@ -129,8 +132,17 @@ func TestDiff(t *testing.T) {
 	if d.LagTop != 100 {
 		t.Errorf("top bucket %v ms, want 100", d.LagTop)
 	}
-	if d := diff(before, before, before); !math.IsNaN(d.HitRate) {
-		t.Errorf("hit rate without reads = %v, want NaN", d.HitRate)
+	if math.Abs(d.RelayLagP50-5) > 1e-9 || math.Abs(d.RelayLagP99-9.9) > 1e-9 {
+		t.Errorf("relay lag p50 %v ms, p99 %v ms, want 5 and 9.9", d.RelayLagP50, d.RelayLagP99)
+	}
+	empty := diff(before, before, before)
+	if !math.IsNaN(empty.HitRate) || !math.IsNaN(empty.RelayLagP50) || !math.IsNaN(empty.RelayLagP99) {
+		t.Errorf("without reads or a relay: hit rate %v, relay lag %v/%v, want NaN", empty.HitRate, empty.RelayLagP50, empty.RelayLagP99)
+	}
+	// A report holds -1 where there is nothing to say: JSON has no NaN.
+	empty.reportable()
+	if _, err := json.Marshal(empty); err != nil || empty.HitRate != -1 || empty.RelayLagP50 != -1 || empty.RelayLagP99 != -1 {
+		t.Errorf("reportable: %v, hit rate %v, relay lag %v/%v, want -1", err, empty.HitRate, empty.RelayLagP50, empty.RelayLagP99)
 	}
 }
 

@@ -269,10 +269,7 @@ func runReads(ctx context.Context, args []string, getenv func(string) string, st
 			o.label, d.Hits, d.Misses, d.Fallbacks, rate)
 		// One machine-readable line for scripts/readbench.sh.
 		fmt.Fprintf(stdout, "CACHE %s %.0f %.0f %.0f %s\n", o.label, d.Hits, d.Misses, d.Fallbacks, rate)
-		if math.IsNaN(d.HitRate) {
-			d.HitRate = -1 // JSON has no NaN
-		}
-		d.LagP50, d.LagP99 = jsonFloat(d.LagP50), jsonFloat(d.LagP99)
+		d.reportable()
 		rep.Cache = &d
 	}
 	if o.jsonPath != "" {

@@ -388,7 +388,11 @@ func printReport(w io.Writer, r *report) {
 		}
 		fmt.Fprintf(w, "  projected %.0f events applied in the window: %.1f events/s; lag p50 %s, p99 %s over %.0f events (%s)\n",
 			s.Events, s.EventsPerSec, lag(s.LagP50), lag(s.LagP99), s.LagCount, drain)
-		fmt.Fprintf(w, "LAG %s %.1f %.2f %.2f %.0f %t %.0f\n", r.Name, s.EventsPerSec, s.LagP50, s.LagP99, s.LagCount, s.Drained, s.LagTop)
+		if s.RelayLagP50 >= 0 {
+			fmt.Fprintf(w, "  relayed   append to the broker's acknowledgement: p50 %s, p99 %s\n", lag(s.RelayLagP50), lag(s.RelayLagP99))
+		}
+		fmt.Fprintf(w, "LAG %s %.1f %.2f %.2f %.0f %t %.0f %.2f %.2f\n", r.Name, s.EventsPerSec, s.LagP50, s.LagP99, s.LagCount, s.Drained, s.LagTop,
+			s.RelayLagP50, s.RelayLagP99)
 	}
 	for _, e := range r.ErrorSamples {
 		fmt.Fprintf(w, "  error     %s\n", e)
