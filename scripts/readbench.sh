@@ -244,7 +244,7 @@ sed 's/^/  /' "$OUT/replay.txt" >&2
 				nm = lag_name[i]
 				t = (nm == "open-" salesrate "/s") ? "p99<=100 " verdict(lag99[i] >= 0 && lag99[i] <= 100) : "- (a rate the cores sustain)"
 				printf "%-14s %10.1f %14.1f %11s %11s %9d %5.0f/%-6.0f  %s\n", nm, sales_cmds[nm], lag_eps[i], ms(lag50[i]), ms(lag99[i]), lag_n[i], sales_p95[nm], sales_p99[nm], t
-				if (relay50[i] != "" && relay50[i] + 0 >= 0)
+				if (relay50[i] ~ /^[0-9.]+$/ && relay99[i] ~ /^[0-9.]+$/)
 					printf "   %s: the part before the broker (append to its acknowledgement, pos_relay_lag_seconds): p50 %s ms, p99 %s ms\n", nm, ms(relay50[i]), ms(relay99[i])
 				if (lag_drained[i] != "true") printf "   %s: the projections were still applying 3 minutes after the load: the lag misses the slowest events\n", nm
 			}

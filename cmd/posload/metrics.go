@@ -286,8 +286,11 @@ type readSide struct {
 	Drained bool `json:"drained"`
 	// RelayLagP50 and RelayLagP99 are the quantiles (ms) of the part of
 	// the lag before the broker (append to JetStream's acknowledgement,
-	// pos_relay_lag_seconds) over the same events; NaN from diff when the
-	// server reports none, -1 in a report (JSON has no NaN).
+	// pos_relay_lag_seconds) over the same window as the lag's; NaN from
+	// diff when the server reports none (it predates the metric, or its
+	// relay runs in another process), -1 in a report (JSON has no NaN).
+	// The relay's histogram has the projections' buckets
+	// (projections.LagBuckets), so LagTop bounds both.
 	RelayLagP50 float64 `json:"relay_lag_p50_ms"`
 	RelayLagP99 float64 `json:"relay_lag_p99_ms"`
 }

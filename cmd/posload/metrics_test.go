@@ -112,13 +112,16 @@ func TestQuantile(t *testing.T) {
 func TestDiff(t *testing.T) {
 	t0 := time.Now()
 	before := readSnapshot{at: t0, hits: 100, misses: 10, events: 500,
-		lag: []bucket{{0.01, 10}, {0.1, 10}, {math.Inf(1), 10}}}
-	after := readSnapshot{at: t0.Add(2 * time.Second), hits: 1000, misses: 20, fallbacks: 0, events: 2500}
+		lag:      []bucket{{0.01, 10}, {0.1, 10}, {math.Inf(1), 10}},
+		relayLag: []bucket{{0.01, 0}, {0.1, 40}, {math.Inf(1), 40}}}
+	after := readSnapshot{at: t0.Add(2 * time.Second), hits: 1000, misses: 20, fallbacks: 0, events: 2500,
+		relayLag: []bucket{{0.01, 70}, {0.1, 120}, {math.Inf(1), 120}}}
 	drained := readSnapshot{at: t0.Add(3 * time.Second), events: 2600,
 		// 100 new observations: 50 up to 10 ms, 50 in (10, 100] ms.
 		lag: []bucket{{0.01, 60}, {0.1, 110}, {math.Inf(1), 110}},
-		// The relay's: 100 new, all up to 10 ms (before had none).
-		relayLag: []bucket{{0.01, 100}, {0.1, 100}, {math.Inf(1), 100}}}
+		// The relay's since before: 100 new, all up to 10 ms (after, at the
+		// load's end, is not the window's end).
+		relayLag: []bucket{{0.01, 100}, {0.1, 140}, {math.Inf(1), 140}}}
 	d := diff(before, after, drained)
 	if d.Hits != 900 || d.Misses != 10 || math.Abs(d.HitRate-900.0/910) > 1e-12 {
 		t.Errorf("cache %+v", d)

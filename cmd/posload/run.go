@@ -390,6 +390,8 @@ func printReport(w io.Writer, r *report) {
 			s.Events, s.EventsPerSec, lag(s.LagP50), lag(s.LagP99), s.LagCount, drain)
 		if s.RelayLagP50 >= 0 {
 			fmt.Fprintf(w, "  relayed   append to the broker's acknowledgement: p50 %s, p99 %s\n", lag(s.RelayLagP50), lag(s.RelayLagP99))
+		} else {
+			fmt.Fprintln(w, "  relayed   no pos_relay_lag_seconds on this server (its relay runs elsewhere, or it predates the metric)")
 		}
 		fmt.Fprintf(w, "LAG %s %.1f %.2f %.2f %.0f %t %.0f %.2f %.2f\n", r.Name, s.EventsPerSec, s.LagP50, s.LagP99, s.LagCount, s.Drained, s.LagTop,
 			s.RelayLagP50, s.RelayLagP99)
