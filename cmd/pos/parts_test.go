@@ -134,7 +134,7 @@ func TestEachPartRunsAlone(t *testing.T) {
 	// Each reports its pools by what they are for (see
 	// TestServeReportsEachPoolOnMetrics): both were at work on the sale.
 	for addr, pools := range map[string][]string{relayMetrics: {"relay"}, projectorMetrics: {"store", "workers", "ledgers"}} {
-		got := poolSizes(t, addr)
+		got := poolStats(t, addr)
 		if len(got) != len(pools) {
 			t.Errorf("%s/metrics: pools %v, want %v", addr, slices.Sorted(maps.Keys(got)), pools)
 		}

@@ -283,7 +283,7 @@ func TestServeReportsEachPoolOnMetrics(t *testing.T) {
 	served, logs := startServe(t, ctx, vars)
 	do := caller(addr, tok)
 
-	before := poolSizes(t, addr)
+	before := poolStats(t, addr)
 	want := map[string]float64{"store": 5, "queries": 5, "codes": 2, "ledgers": ledgerPoolSize, "relay": relayPoolSize, "workers": workerPoolSize}
 	for pool, size := range want {
 		if m := before[pool]["pgxpool_max_connections"]; m != size {
@@ -303,7 +303,7 @@ func TestServeReportsEachPoolOnMetrics(t *testing.T) {
 			t.Fatalf("open a sale: %d %v\n%s", code, body, logs.String())
 		}
 	}
-	after := poolSizes(t, addr)
+	after := poolStats(t, addr)
 	if got := after["store"]["pgxpool_acquires_total"] - before["store"]["pgxpool_acquires_total"]; got < sales {
 		t.Errorf("store pool: pgxpool_acquires_total grew by %v over %d commands, want at least %d", got, sales, sales)
 	}
@@ -313,10 +313,10 @@ func TestServeReportsEachPoolOnMetrics(t *testing.T) {
 	}
 }
 
-// poolSizes scrapes addr's /metrics and returns the pgxpool_* values by
+// poolStats scrapes addr's /metrics and returns the pgxpool_* values by
 // pool label and metric name, from lines such as
 // pgxpool_max_connections{...,pool="store"} 5.
-func poolSizes(t *testing.T, addr string) map[string]map[string]float64 {
+func poolStats(t *testing.T, addr string) map[string]map[string]float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + addr + "/metrics")
 	if err != nil {
