@@ -475,7 +475,7 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 	n := l.r.opts.Partitions
 	heads := append([]string(nil), l.heads...)
 	byPartition := make(map[int][]*message.Message)
-	recordedAt := make(map[int][]time.Time) // of byPartition's events
+	recordedAt := map[int][]time.Time{} // of byPartition's events, for pos.relay.lag
 	var order []int
 	// The producer spans end when the broker has answered (or nothing was
 	// sent): their error is the publication's, not the checkpoint's.
@@ -515,7 +515,9 @@ func (l *leader) publish(ctx context.Context, events []eventstore.RecordedEvent)
 			order = append(order, p)
 		}
 		byPartition[p] = append(byPartition[p], msg)
-		recordedAt[p] = append(recordedAt[p], e.RecordedAt)
+		if l.r.lag != nil {
+			recordedAt[p] = append(recordedAt[p], e.RecordedAt)
+		}
 	}
 	// Partitions are independent streams: publish them at once.
 	acked := make([]time.Time, len(order)) // by index in order

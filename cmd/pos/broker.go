@@ -95,10 +95,7 @@ const relayPoolSize = 3
 // down: the pools the workers use must stay open until then, and the process
 // must not exit before the broker has flushed its streams.
 func startProjections(ctx context.Context, cfg config, log *slog.Logger, workers []worker, store eventstore.Store, pool *pgxpool.Pool, reg *eventstore.Registry, tel *telemetry.Telemetry, brokerUp func(url string) error) (<-chan struct{}, error) {
-	var meter metric.Meter // dead letters, stalled partitions
-	if tel != nil {
-		meter = tel.Meter("pos/consume")
-	}
+	meter := tel.Meter("pos/consume") // dead letters, stalled partitions
 	switch cfg.ReadSide {
 	case readSideInProcess:
 		var wg sync.WaitGroup

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"go.opentelemetry.io/otel/metric"
 
 	"pos/api"
 	"pos/cache"
@@ -111,10 +110,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		close(wdone)
 		return wdone, hot, nil
 	}
-	opts := projections.Options{}
-	if apiCfg.Telemetry != nil {
-		opts.Meter = apiCfg.Telemetry.Meter("pos/projections") // lag and events applied
-	}
+	opts := projections.Options{Meter: apiCfg.Telemetry.Meter("pos/projections")} // lag and events applied
 	if hot != nil {
 		opts.AfterCommit = hot.Invalidate
 	}
@@ -135,11 +131,7 @@ func readSide(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Con
 		return nil, nil, err
 	}
 	apiReads(ctx, cfg, log, apiCfg, pool, store, reg, reader, hot, runner.Partitions())
-	var meter metric.Meter
-	if apiCfg.Telemetry != nil {
-		meter = apiCfg.Telemetry.Meter("pos/processes")
-	}
-	procs, err := processWorker(ctx, cfg, log, wpool, upcasting, h, meter)
+	procs, err := processWorker(ctx, cfg, log, wpool, upcasting, h, apiCfg.Telemetry.Meter("pos/processes"))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -193,10 +185,7 @@ func readCache(ctx context.Context, cfg config, log *slog.Logger, apiCfg *api.Co
 		return nil, err
 	}
 	context.AfterFunc(ctx, func() { _ = rdb.Close() })
-	opts := cache.Options{Log: log}
-	if apiCfg.Telemetry != nil {
-		opts.Meter = apiCfg.Telemetry.Meter("pos/cache")
-	}
+	opts := cache.Options{Log: log, Meter: apiCfg.Telemetry.Meter("pos/cache")}
 	return cache.New(rdb, opts)
 }
 

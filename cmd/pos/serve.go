@@ -11,7 +11,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"go.opentelemetry.io/otel"
-	"go.opentelemetry.io/otel/metric"
 
 	"pos/api"
 	"pos/api/auth"
@@ -64,10 +63,7 @@ func apiServer(ctx, pools context.Context, cfg config, log *slog.Logger, tel *te
 	if err := tel.ObservePool("codes", codesPool); err != nil {
 		return nil, nil, err
 	}
-	var meter metric.Meter
-	if tel != nil {
-		meter = tel.Meter("pos/commands")
-	}
+	meter := tel.Meter("pos/commands")
 	ledgers, err := ledgerStore(ctx, pools, cfg, tel, store, reg)
 	if err != nil {
 		return nil, nil, err
